@@ -3,7 +3,9 @@
 //! See `docs/ARCHITECTURE.md` for the contracts between crates.
 
 pub mod error;
+pub mod prompt;
 pub mod song;
 
 pub use error::{Error, Result};
+pub use prompt::Prompt;
 pub use song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
