@@ -154,8 +154,11 @@ pub struct DataSection {
     pub pitch_shift: i32,
     /// Random tempo factor within 1 +- this.
     pub tempo_scale: f64,
-    /// Random velocity offset within +- this.
+    /// Random velocity change within +- this many velocity levels of the tokenizer.
     pub velocity_shift: i32,
+    /// Longest prompt snippet in training sequences (tokens; cut at a note boundary). Four of
+    /// them sit inline in the baseline's prompt, so keep `4 * snippet_tokens` well under seq_len.
+    pub snippet_tokens: usize,
     /// Share of training sequences drawn from synthetic form pieces (when the shards have them).
     pub synthetic_fraction: f64,
 }
@@ -166,7 +169,8 @@ impl Default for DataSection {
             seq_len: 512,
             pitch_shift: 5,
             tempo_scale: 0.1,
-            velocity_shift: 10,
+            velocity_shift: 1,
+            snippet_tokens: 64,
             synthetic_fraction: 0.3,
         }
     }
@@ -222,16 +226,23 @@ impl ExperimentConfig {
                 d.pitch_shift
             ));
         }
-        if !(0.0..0.5).contains(&d.tempo_scale) {
+        if !(0.0..=0.5).contains(&d.tempo_scale) {
             return bad(format!(
-                "data.tempo_scale = {} must be within [0, 0.5)",
+                "data.tempo_scale = {} must be within [0, 0.5]",
                 d.tempo_scale
             ));
         }
-        if !(0..=64).contains(&d.velocity_shift) {
+        if !(0..=12).contains(&d.velocity_shift) {
             return bad(format!(
-                "data.velocity_shift = {} must be within 0..=64",
+                "data.velocity_shift = {} must be within 0..=12 levels",
                 d.velocity_shift
+            ));
+        }
+        if d.snippet_tokens < 8 || 4 * (d.snippet_tokens + 1) + 16 > d.seq_len {
+            return bad(format!(
+                "data.snippet_tokens = {} must be at least 8 and leave room in seq_len = {} for four \
+                 inline snippets and the piece (4 * (snippet_tokens + 1) + 16 <= seq_len)",
+                d.snippet_tokens, d.seq_len
             ));
         }
         if !(0.0..=1.0).contains(&d.synthetic_fraction) {

@@ -44,6 +44,8 @@ struct Slot {
     m: Tensor,
     v: Tensor,
     decay: bool,
+    /// Multiplies the scheduled LR (pretrained weights train slower in staged training).
+    lr_scale: f64,
 }
 
 /// AdamW over a fixed set of named parameters.
@@ -56,29 +58,48 @@ pub struct AdamW {
 impl AdamW {
     /// `vars` are (name, var) pairs; names must be unique (they key the saved state).
     /// Sorted by name so the update order, and so the floating-point result, is reproducible.
-    pub fn new(mut vars: Vec<(String, Var)>, params: AdamWParams) -> Result<Self> {
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut slots = Vec::with_capacity(vars.len());
+    pub fn new(vars: Vec<(String, Var)>, params: AdamWParams) -> Result<Self> {
+        let mut opt = Self {
+            slots: Vec::new(),
+            step: 0,
+            params,
+        };
+        opt.add(vars, 1.0)?;
+        Ok(opt)
+    }
+
+    /// Adds parameters (fresh moments) with an LR multiplier; names already present are left
+    /// as they are.
+    pub fn add(&mut self, vars: Vec<(String, Var)>, lr_scale: f64) -> Result<()> {
         for (name, var) in vars {
-            if !var.dtype().is_float() {
+            if !var.dtype().is_float() || self.slots.iter().any(|s| s.name == name) {
                 continue;
             }
             let m = var.zeros_like()?;
             let v = var.zeros_like()?;
             let decay = var.rank() >= 2;
-            slots.push(Slot {
+            self.slots.push(Slot {
                 name,
                 var,
                 m,
                 v,
                 decay,
+                lr_scale,
             });
         }
-        Ok(Self {
-            slots,
-            step: 0,
-            params,
-        })
+        self.slots.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+
+    /// Sets the LR multiplier of every parameter whose name satisfies `select`.
+    pub fn set_lr_scale(&mut self, select: impl Fn(&str) -> bool, lr_scale: f64) {
+        for s in self.slots.iter_mut().filter(|s| select(&s.name)) {
+            s.lr_scale = lr_scale;
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.slots.iter().any(|s| s.name == name)
     }
 
     pub fn step_count(&self) -> u64 {
@@ -147,12 +168,13 @@ impl AdamW {
             let m_hat = (&m / bias1)?;
             let v_hat = (&v / bias2)?;
             let update = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
+            let lr = p.lr * s.lr_scale;
             let decayed = if s.decay {
-                (s.var.as_tensor() * (1.0 - p.lr * p.weight_decay))?
+                (s.var.as_tensor() * (1.0 - lr * p.weight_decay))?
             } else {
                 s.var.as_tensor().clone()
             };
-            s.var.set(&(decayed - (update * p.lr)?)?)?;
+            s.var.set(&(decayed - (update * lr)?)?)?;
             s.m = m;
             s.v = v;
         }
