@@ -290,7 +290,7 @@ impl ExperimentConfig {
         let w = &self.wake_sleep;
         if w.recognizer_dim == 0
             || w.recognizer_heads == 0
-            || w.recognizer_dim % w.recognizer_heads != 0
+            || !w.recognizer_dim.is_multiple_of(w.recognizer_heads)
         {
             return bad(format!(
                 "wake_sleep.recognizer_dim = {} must be a positive multiple of recognizer_heads = {}",

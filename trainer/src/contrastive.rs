@@ -144,16 +144,28 @@ fn sections(shards: &Shards, split: &str) -> Vec<(usize, usize)> {
     out
 }
 
-fn batch_views(
-    exp: &ExperimentConfig,
-    shards: &Shards,
-    split: &str,
-    pool: &[(usize, usize)],
-    b: usize,
+/// Where a contrastive batch's sections come from.
+struct ViewSource<'a> {
+    exp: &'a ExperimentConfig,
+    shards: &'a Shards,
+    split: &'a str,
+    pool: &'a [(usize, usize)],
     max_len: usize,
+}
+
+fn batch_views(
+    src: &ViewSource,
+    b: usize,
     augment: bool,
     rng: &mut impl Rng,
 ) -> Result<Vec<Vec<u32>>> {
+    let ViewSource {
+        exp,
+        shards,
+        split,
+        pool,
+        max_len,
+    } = *src;
     let tok = &shards.tokenizer;
     // Distinct pieces, so no two samples are the same music under another label.
     let mut chosen: Vec<(usize, usize)> = Vec::with_capacity(b);
@@ -266,19 +278,24 @@ pub fn train_encoder(
         .map_or(h.steps, |m| (state.step + m).min(h.steps));
     let (mut first, mut last) = (None, None);
     let tau = exp.encoder.temperature;
+    let train_src = ViewSource {
+        exp,
+        shards,
+        split: TRAIN,
+        pool: &train_pool,
+        max_len,
+    };
+    let val_src = ViewSource {
+        exp,
+        shards,
+        split: val_split,
+        pool: &val_pool,
+        max_len,
+    };
     while state.step < stop {
         let step = state.step;
         let mut rng = step_rng(exp.seed, STAGE, step);
-        let views = batch_views(
-            exp,
-            shards,
-            TRAIN,
-            &train_pool,
-            h.batch_size,
-            max_len,
-            true,
-            &mut rng,
-        )?;
+        let views = batch_views(&train_src, h.batch_size, true, &mut rng)?;
         let tokens: usize = views.iter().map(Vec::len).sum();
         let z = model.embed(&views, &opts.device)?;
         let (loss, acc) = nt_xent(&z, tau)?;
@@ -306,20 +323,11 @@ pub fn train_encoder(
                 ("grad_norm", norm),
             ],
         )?;
-        if (h.eval_every > 0 && state.step % h.eval_every == 0) || state.step == h.steps {
+        if (h.eval_every > 0 && state.step.is_multiple_of(h.eval_every)) || state.step == h.steps {
             let (mut vl, mut va) = (0.0, 0.0);
             for k in 0..h.eval_batches {
                 let mut rng = step_rng(exp.seed, "train-encoder-validation", k as u64);
-                let views = batch_views(
-                    exp,
-                    shards,
-                    val_split,
-                    &val_pool,
-                    h.batch_size,
-                    max_len,
-                    false,
-                    &mut rng,
-                )?;
+                let views = batch_views(&val_src, h.batch_size, false, &mut rng)?;
                 let (l, a) = nt_xent(&model.embed(&views, &opts.device)?, tau)?;
                 vl += l.to_scalar::<f32>()? as f64;
                 va += a;
@@ -336,7 +344,9 @@ pub fn train_encoder(
                 state.step
             ));
         }
-        if (h.checkpoint_every > 0 && state.step % h.checkpoint_every == 0) || state.step == stop {
+        if (h.checkpoint_every > 0 && state.step.is_multiple_of(h.checkpoint_every))
+            || state.step == stop
+        {
             models::save_encoder(
                 &opts.out,
                 &enc_cfg,

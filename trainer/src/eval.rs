@@ -358,7 +358,8 @@ pub fn evaluate_model(
 /// A table of several models' figures, side by side.
 pub fn table(results: &[EvalResult]) -> String {
     let mut s = String::new();
-    let rows: [(&str, fn(&EvalResult) -> f64); 7] = [
+    type Row = (&'static str, fn(&EvalResult) -> f64);
+    let rows: [Row; 7] = [
         ("nll bits/token", |r| r.nll_bits_per_token),
         ("nll bits/second", |r| r.nll_bits_per_second),
         ("form adherence", |r| r.form_adherence),

@@ -233,7 +233,9 @@ pub fn segment_by_repetition(song: &Song) -> Vec<Section> {
         }
         spans
     };
-    let mut chosen: Option<(Vec<(usize, usize)>, Vec<usize>)> = None;
+    // (bar spans of the groups, their letters)
+    type Lettering = (Vec<(usize, usize)>, Vec<usize>);
+    let mut chosen: Option<Lettering> = None;
     let mut fallback = None;
     for len in [8usize, 4, 2] {
         let spans = split(len);

@@ -49,7 +49,7 @@ impl Recognizer {
     pub fn new(cfg: &RecognizerConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.dim == 0
             || cfg.n_heads == 0
-            || cfg.dim % cfg.n_heads != 0
+            || !cfg.dim.is_multiple_of(cfg.n_heads)
             || cfg.n_layers == 0
             || cfg.max_len == 0
         {

@@ -69,7 +69,7 @@ impl SourcePiece {
 
 fn material(song: &Song, sec: &Section, origin: &str) -> Option<Material> {
     let len_ms = (sec.end_ms - sec.start_ms).min(MAX_SECTION_MS);
-    if !(len_ms >= MIN_SECTION_MS) {
+    if len_ms.is_nan() || len_ms < MIN_SECTION_MS {
         return None;
     }
     let notes: Vec<Note> = song
@@ -152,7 +152,7 @@ pub fn assemble(pool: &[SourcePiece], form: &str, rng: &mut impl Rng) -> Option<
         });
         t += m.len_ms;
     }
-    notes.sort_by(|a, b| (a.start_tick, a.pitch).cmp(&(b.start_tick, b.pitch)));
+    notes.sort_by_key(|a| (a.start_tick, a.pitch));
     let song = Song {
         ticks_per_quarter: 480,
         tempo_map: vec![TempoChange {

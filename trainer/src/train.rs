@@ -321,7 +321,7 @@ pub fn run_lm(
             &[("loss", loss), ("lr", lr), ("grad_norm", norm)],
         )?;
         let at_end = state.step == total_steps;
-        if (hyper.eval_every > 0 && state.step % hyper.eval_every == 0) || at_end {
+        if (hyper.eval_every > 0 && state.step.is_multiple_of(hyper.eval_every)) || at_end {
             let v = lm.eval_loss(&val, hyper.batch_size, device)?;
             state.val_loss = Some(v);
             mon.write(
@@ -337,7 +337,7 @@ pub fn run_lm(
                 state.step
             ));
         }
-        if (hyper.checkpoint_every > 0 && state.step % hyper.checkpoint_every == 0)
+        if (hyper.checkpoint_every > 0 && state.step.is_multiple_of(hyper.checkpoint_every))
             || state.step == stop
         {
             // The next step's trainable set is saved with the state it belongs to.

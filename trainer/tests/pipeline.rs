@@ -230,3 +230,80 @@ fn staria_stages_freeze_and_unfreeze_in_order() {
     assert!(t(6, "tok_emb.weight"));
     assert!(t(6, "encoder.tok_emb.weight"));
 }
+
+#[test]
+fn shipped_configs_build_valid_models() {
+    let vocab = Tokenizer::new(TokenizerConfig::default())
+        .unwrap()
+        .vocab_size();
+    for name in ["tiny", "small", "seed"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
+        let exp = staria_trainer::config::ExperimentConfig::load(&path).unwrap();
+        for kind in [
+            staria_models::model::ModelKind::Decoder,
+            staria_models::model::ModelKind::Staria,
+        ] {
+            staria_trainer::models::model_config(&exp, kind, vocab).unwrap();
+        }
+    }
+    // An override of an unknown field is an error naming it.
+    let mut exp = common::tiny_config();
+    exp.model
+        .overrides
+        .insert("n_layerz".into(), toml::Value::Integer(3));
+    let e =
+        staria_trainer::models::model_config(&exp, staria_models::model::ModelKind::Decoder, vocab)
+            .unwrap_err();
+    assert!(e.to_string().contains("n_layerz"), "{e}");
+}
+
+/// On the real corpus when it is there (CI machines may not have it).
+#[test]
+fn prepares_the_real_corpus_when_present() {
+    // `../shared/data/corpus` next to the repository (a worktree sits one level deeper), or
+    // STARIA_CORPUS.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var_os("STARIA_CORPUS").map(std::path::PathBuf::from),
+        Some(root.join("../shared/data/corpus")),
+        Some(root.join("../../shared/data/corpus")),
+    ];
+    let Some(corpus) = candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("manifest.jsonl").exists())
+    else {
+        eprintln!("skipping: no corpus at ../shared/data/corpus");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+    let opts = PrepareOptions {
+        val_fraction: 0.05,
+        seed: 0,
+        synthetic: 40,
+        verbose: false,
+    };
+    let r = prepare::prepare(&corpus, tmp.path(), &tok, &opts).unwrap();
+    let shards = Shards::open(tmp.path()).unwrap();
+    let (train, val) = (shards.pieces(TRAIN), shards.pieces(VALIDATION));
+    assert_eq!(train.len() + val.len() + r.index.skipped.len(), r.files);
+    assert!(
+        r.index.skipped.len() * 100 < r.files,
+        "{} skipped",
+        r.index.skipped.len()
+    );
+    let frac = val.len() as f64 / (train.len() + val.len()) as f64;
+    assert!((0.03..0.07).contains(&frac), "validation fraction {frac}");
+    for p in train.iter().chain(val) {
+        match p.source.as_str() {
+            "essen" => {
+                assert_eq!(p.origin, SectionOrigin::Repetition);
+                assert_eq!(p.style.as_deref(), Some("folk_song"));
+            }
+            "ryans" | "bach" => assert_eq!(p.origin, SectionOrigin::Markers, "{}", p.id),
+            other => panic!("unexpected source {other}"),
+        }
+    }
+    assert_eq!(shards.pieces(SYNTHETIC).len(), 40);
+}
