@@ -39,7 +39,8 @@ use crate::prepare::{self, LoadedPiece};
 pub struct EvalOptions {
     /// Tokens per window; default: the training run's `data.seq_len`, else 512.
     pub seq_len: Option<usize>,
-    /// Snippet budget; default: the training run's `data.snippet_tokens`, else 64.
+    /// Snippet budget; default: the training run's `data.snippet_tokens`, else the checkpoint
+    /// tokenizer's `snippet_tokens`.
     pub snippet_tokens: Option<usize>,
     /// Pieces generated from (form adherence and the distribution measures).
     pub pieces: usize,
@@ -161,7 +162,7 @@ pub fn evaluate(model_dir: &Path, data: &EvalData, opts: &EvalOptions) -> Result
     let snippet_tokens = opts
         .snippet_tokens
         .or(state.as_ref().map(|s| s.config.data.snippet_tokens))
-        .unwrap_or(64);
+        .unwrap_or(ck.tokenizer.config().snippet_tokens);
     let mut model = ck.model;
     evaluate_model(
         &mut model,

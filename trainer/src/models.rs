@@ -127,6 +127,15 @@ pub fn save_state(dir: &Path, state: &TrainerState) -> Result<()> {
     )
 }
 
+/// The tokenizer a checkpoint ships with: the shards' vocabulary with `snippet_tokens` set to the
+/// snippet length the model was trained on, so whoever builds prompts from `tokenizer.json` (the
+/// engine) cuts snippets as training did. The vocabulary, and so the hash, is unchanged.
+pub fn checkpoint_tokenizer(tok: &Tokenizer, snippet_tokens: usize) -> Result<Tokenizer> {
+    let mut cfg = tok.config().clone();
+    cfg.snippet_tokens = snippet_tokens;
+    Ok(Tokenizer::new(cfg)?)
+}
+
 /// Saves a decoder or Staria checkpoint with its optimizer and trainer state.
 pub fn save_model(
     dir: &Path,
@@ -137,6 +146,7 @@ pub fn save_model(
     state: &TrainerState,
 ) -> Result<()> {
     fsx::create_dir_all(dir)?;
+    let tok = &checkpoint_tokenizer(tok, state.config.data.snippet_tokens)?;
     let mut cfg = CheckpointConfig::new(
         &state.config.name,
         &state.config.model.preset,
@@ -197,6 +207,7 @@ pub fn save_encoder(
     state: &TrainerState,
 ) -> Result<()> {
     fsx::create_dir_all(dir)?;
+    let tok = &checkpoint_tokenizer(tok, state.config.data.snippet_tokens)?;
     vars.save(&dir.join(checkpoint::WEIGHTS_FILE), |_| true)?;
     fsx::write_atomic(&dir.join(checkpoint::TOKENIZER_FILE), tok.to_json())?;
     let cfg = EncoderCheckpointConfig {
