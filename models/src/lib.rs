@@ -2,10 +2,14 @@
 //! (decoder-only baseline, snippet encoder, hierarchical Staria) and the checkpoint format.
 //! See `docs/ARCHITECTURE.md` for the contracts between crates.
 
+pub mod decoder;
 pub mod error;
+mod layers;
 pub mod prompt;
 pub mod song;
 
+pub use decoder::{Decoder, DecoderConfig};
 pub use error::{Error, Result};
+pub use layers::KvCache;
 pub use prompt::Prompt;
 pub use song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
