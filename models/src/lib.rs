@@ -3,12 +3,14 @@
 //! See `docs/ARCHITECTURE.md` for the contracts between crates.
 
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 mod layers;
 pub mod prompt;
 pub mod song;
 
 pub use decoder::{Decoder, DecoderConfig};
+pub use encoder::{Encoder, EncoderConfig};
 pub use error::{Error, Result};
 pub use layers::KvCache;
 pub use prompt::Prompt;
