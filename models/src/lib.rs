@@ -8,6 +8,7 @@ pub mod error;
 mod layers;
 pub mod prompt;
 pub mod song;
+pub mod staria;
 
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{Encoder, EncoderConfig};
@@ -15,3 +16,4 @@ pub use error::{Error, Result};
 pub use layers::KvCache;
 pub use prompt::Prompt;
 pub use song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+pub use staria::{Latents, SnippetBatch, Staria, StariaConfig};
