@@ -290,7 +290,31 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Training allocates and frees tensors of tens of megabytes every step. glibc serves those with
+/// fresh `mmap`s whose pages the kernel must zero on first touch, which cost ~40% of a CPU
+/// training step in system time; keeping them in the heap instead removes that.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    unsafe extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_TOP_PAD: i32 = -2;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only changes allocator tunables; called before any other thread exists.
+    unsafe {
+        // 32 MiB is the largest threshold glibc accepts on 64-bit.
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, i32::MAX);
+        mallopt(M_TOP_PAD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
