@@ -94,8 +94,8 @@ pub fn training_example(
     prepared.random_example(tok, exp.data.seq_len, rng)
 }
 
-/// Fixed validation sequences: the first window of up to `n` validation pieces (train pieces when
-/// there is no validation split), without augmentation.
+/// Fixed validation sequences: the first window of up to `n` validation pieces spread evenly over
+/// the split (train pieces when there is no validation split), without augmentation.
 pub fn validation_examples(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -108,7 +108,9 @@ pub fn validation_examples(
     };
     let tok = &shards.tokenizer;
     let mut out = Vec::new();
-    for p in pieces.iter().take(n) {
+    // Spread over the split (it is sorted by path, i.e. by collection).
+    let stride = (pieces.len() / n.max(1)).max(1);
+    for p in pieces.iter().step_by(stride).take(n) {
         let prepared = prepare_piece(
             tok,
             shards.piece_tokens(split, p),
