@@ -5,7 +5,9 @@
 pub mod error;
 pub mod prompt;
 pub mod song;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use prompt::Prompt;
 pub use song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+pub use tokenizer::{PromptSpec, Token, TokenKind, Tokenizer, TokenizerConfig, TrainingExample};

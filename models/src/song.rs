@@ -39,7 +39,12 @@ pub enum SectionLabel {
 }
 
 impl SectionLabel {
-    pub const ALL: [SectionLabel; 4] = [SectionLabel::A, SectionLabel::B, SectionLabel::C, SectionLabel::D];
+    pub const ALL: [SectionLabel; 4] = [
+        SectionLabel::A,
+        SectionLabel::B,
+        SectionLabel::C,
+        SectionLabel::D,
+    ];
 
     pub fn index(self) -> usize {
         self as usize
