@@ -2,4 +2,5 @@
 //! (sampling, constraint masks, the streaming `Generator`) that the engine thread and the `staria`
 //! command line drive.
 
+pub mod constraints;
 pub mod sampling;
