@@ -451,18 +451,15 @@ impl ConstrainedDecoder {
     /// True when no note can be placed in the span any more: time has reached its end, or every
     /// voice is busy until then. The generator then ends the span instead of sampling.
     pub fn span_exhausted(&self) -> bool {
+        let drum_possible = self.any_allowed(self.drums.clone()) && self.can_start(false);
         self.dec.expects() == Expect::Any
             && !self.can_start(true)
-            && !(self.drums.start < self.drums.end
-                && self.any_allowed(self.drums.clone())
-                && self.can_start(false))
+            && !drum_possible
             && !self.time_shift_allowed()
     }
 
     fn any_allowed(&self, ids: Range<u32>) -> bool {
-        self.any[ids.start as usize..ids.end as usize]
-            .iter()
-            .any(|&m| m == 0.0)
+        self.any[ids.start as usize..ids.end as usize].contains(&0.0)
     }
 
     /// Masks `logits` (one per vocabulary entry) so that only tokens valid now remain.
