@@ -3,4 +3,5 @@
 //! command line drive.
 
 pub mod constraints;
+pub mod generate;
 pub mod sampling;
