@@ -569,11 +569,12 @@ fn cmd_generate(a: GenerateArgs) -> Result<(), Failure> {
 
 fn cmd_continue(a: ContinueArgs) -> Result<(), Failure> {
     let song = read_song(&a.input)?;
-    let mut snippets = snippets_of(&song, None, &a.input).unwrap_or_default();
-    // Without markers the whole file is already the context; a copy as snippet A adds nothing.
-    if song.sections.is_empty() {
-        snippets = Snippets::default();
-    }
+    // Marked sections also go in as snippets; without markers the file is only the context.
+    let mut snippets = if song.sections.is_empty() {
+        Snippets::default()
+    } else {
+        snippets_of(&song, None, &a.input)?
+    };
     snippets.context = song.notes.clone();
     let probe = base_request(Target::Continue, 1, &a.sample, &song)?;
     let bar_ms = probe.span_ms();
