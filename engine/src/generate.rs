@@ -303,16 +303,26 @@ impl Generator {
         &mut self.model
     }
 
+    /// Tokens in the model's cache.
+    pub fn position(&self) -> usize {
+        self.model.position()
+    }
+
+    /// The model's context length.
+    pub fn max_seq_len(&self) -> usize {
+        self.model.max_seq_len()
+    }
+
     /// Starts a piece from `prompt` (clears the cache); returns the next token's logits.
     pub fn begin(&mut self, prompt: &Prompt) -> Result<&[f32]> {
         let len = match self.model.kind() {
             staria_models::model::ModelKind::Decoder => prompt.inline.len(),
             staria_models::model::ModelKind::Staria => prompt.decoder.len(),
         };
-        if len >= self.model.max_seq_len() {
+        if len >= self.max_seq_len() {
             return Err(request(format!(
                 "the prompt has {len} tokens but the model's context holds {}; capture shorter snippets",
-                self.model.max_seq_len()
+                self.max_seq_len()
             )));
         }
         let t = self.model.begin(prompt)?;
@@ -371,7 +381,7 @@ impl Generator {
         let mut sampler = Sampler::new(self.tok.vocab_size(), req.sampling);
         let prompt = self.prompt_for(snippets, req)?;
         self.begin(&prompt)?;
-        let mut prompt_tokens = self.model.position();
+        let mut prompt_tokens = self.position();
 
         let origin = match req.target {
             Target::Section(label) => {
@@ -387,8 +397,7 @@ impl Generator {
             Target::Continue => {
                 let (ids, end_ms) = self.context_tokens(&snippets.context, prompt_tokens)?;
                 if !ids.is_empty() {
-                    let t = self.model.extend(&ids)?;
-                    copy_logits(&t, &mut self.logits)?;
+                    self.extend(&ids)?;
                     for &id in &ids {
                         cd.push(&self.tok, id);
                     }
@@ -403,7 +412,7 @@ impl Generator {
         let t1 = Instant::now();
         let mut notes = 0usize;
         let mut first_note_ms = None;
-        let limit = self.model.max_seq_len();
+        let limit = self.max_seq_len();
         let (stop, sampled) = self.run_span(&mut cd, &mut sampler, limit, &mut |n: RawNote| {
             notes += 1;
             first_note_ms.get_or_insert_with(|| ms_since(t0));
@@ -446,7 +455,7 @@ impl Generator {
         let mut sampler = Sampler::new(self.tok.vocab_size(), req.sampling);
         let prompt = self.prompt_for(snippets, req)?;
         self.begin(&prompt)?;
-        let prompt_tokens = self.model.position();
+        let prompt_tokens = self.position();
         let prefill_ms = ms_since(t0);
 
         let t1 = Instant::now();
@@ -478,8 +487,8 @@ impl Generator {
                     let left = self
                         .model
                         .max_seq_len()
-                        .saturating_sub(self.model.position() + reserve);
-                    let limit = self.model.position() + left / (later + 1);
+                        .saturating_sub(self.position() + reserve);
+                    let limit = self.position() + left / (later + 1);
                     let (s, n) =
                         self.run_span(&mut cd, &mut sampler, limit, &mut |note: RawNote| {
                             first_note_ms.get_or_insert_with(|| ms_since(t0));
@@ -551,7 +560,7 @@ impl Generator {
             return Ok((Vec::new(), 0.0));
         }
         // Keep at least a quarter of the context for new tokens.
-        let max_len = self.model.max_seq_len();
+        let max_len = self.max_seq_len();
         let budget = (max_len - max_len / 4).saturating_sub(prompt_len);
         let window_ms = self.tok.config().window_ms as f64;
         let mut cut = 0.0;
@@ -567,11 +576,10 @@ impl Generator {
     /// Feeds a forced or sampled token to the model and the decoder. `false` when the context is
     /// full (nothing was fed).
     fn feed(&mut self, cd: &mut ConstrainedDecoder, id: u32) -> Result<bool> {
-        if self.model.position() >= self.model.max_seq_len() {
+        if self.position() >= self.max_seq_len() {
             return Ok(false);
         }
-        let t = self.model.step(id)?;
-        copy_logits(&t, &mut self.logits)?;
+        self.step(id)?;
         cd.push(&self.tok, id);
         Ok(true)
     }
@@ -592,10 +600,10 @@ impl Generator {
             if cd.span_exhausted() {
                 return Ok((StopReason::BarLimit, sampled));
             }
-            if self.model.position() >= self.model.max_seq_len() {
+            if self.position() >= self.max_seq_len() {
                 return Ok((StopReason::MaxSeqLen, sampled));
             }
-            if self.model.position() >= limit && cd.expects() == Expect::Any {
+            if self.position() >= limit && cd.expects() == Expect::Any {
                 return Ok((StopReason::TokenBudget, sampled));
             }
             cd.apply(&mut self.logits);
@@ -635,8 +643,7 @@ impl Generator {
     }
 
     fn feed_event(&mut self, cd: &mut ConstrainedDecoder, id: u32) -> Result<Option<StreamEvent>> {
-        let t = self.model.step(id)?;
-        copy_logits(&t, &mut self.logits)?;
+        self.step(id)?;
         Ok(cd.push(&self.tok, id))
     }
 
