@@ -1,10 +1,12 @@
-//! Staria's real-time engine: the lock-free handover between a plugin's audio thread and the
-//! inference thread, scheduling of generated notes in host musical time, hanging-note safety,
-//! status and model hot-swap. See `docs/ARCHITECTURE.md`.
+//! Staria inference engine: the real-time core that talks to the plugin (lock-free handover,
+//! scheduling in host musical time, hanging-note safety, status, model hot-swap), and the
+//! generation side (sampling, constraint masks, the streaming `Generator`) that the engine thread
+//! and the `staria` command line drive. See `docs/ARCHITECTURE.md`.
 
 pub mod audio;
 pub mod handover;
 pub mod messages;
+pub mod sampling;
 pub mod status;
 pub mod timing;
 
