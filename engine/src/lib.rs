@@ -4,9 +4,11 @@
 //! and the `staria` command line drive. See `docs/ARCHITECTURE.md`.
 
 pub mod audio;
+pub mod capture;
 pub mod handover;
 pub mod messages;
 pub mod sampling;
+pub mod schedule;
 pub mod status;
 pub mod timing;
 

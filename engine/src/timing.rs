@@ -81,7 +81,8 @@ impl BlockTiming {
             return 0;
         }
         let frac = ((beat - self.start_beat) / len).clamp(0.0, 1.0);
-        ((frac * self.samples as f64).floor() as u32).min(self.samples - 1)
+        // The epsilon keeps an event exactly on a sample from landing one early through rounding.
+        ((frac * self.samples as f64 + 1e-6).floor() as u32).min(self.samples - 1)
     }
 }
 
