@@ -15,5 +15,6 @@ pub mod timing;
 pub use audio::AudioSide;
 pub use handover::{EngineLink, RingSizes, Shared, link};
 pub use messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome, RequestId};
+pub use staria_models::SectionLabel;
 pub use status::{EngineParams, EngineState, EngineStatus, ParamValues, StatusSnapshot};
 pub use timing::{BlockTiming, TransportChange, TransportFrame};

@@ -21,10 +21,11 @@ pub enum GenTarget {
 }
 
 /// The sections played so far ("AAB..."), up to 16 labels packed 2 bits each so a request stays
-/// `Copy` and small.
+/// `Copy` and small (bytes rather than a `u32` so the struct has alignment 1 and packs into
+/// `Command` without padding).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Form {
-    packed: u32,
+    packed: [u8; 4],
     len: u8,
 }
 
@@ -32,7 +33,10 @@ impl Form {
     pub const CAPACITY: usize = 16;
 
     pub const fn new() -> Self {
-        Self { packed: 0, len: 0 }
+        Self {
+            packed: [0; 4],
+            len: 0,
+        }
     }
 
     /// Appends a label; `false` (and no change) once 16 labels are held.
@@ -40,7 +44,9 @@ impl Form {
         if self.len as usize >= Self::CAPACITY {
             return false;
         }
-        self.packed |= (label.index() as u32) << (2 * self.len as u32);
+        let bits =
+            u32::from_le_bytes(self.packed) | (label.index() as u32) << (2 * self.len as u32);
+        self.packed = bits.to_le_bytes();
         self.len += 1;
         true
     }
@@ -80,7 +86,7 @@ impl Form {
         if i >= self.len() {
             return None;
         }
-        SectionLabel::from_index(((self.packed >> (2 * i)) & 0b11) as usize)
+        SectionLabel::from_index(((u32::from_le_bytes(self.packed) >> (2 * i)) & 0b11) as usize)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = SectionLabel> + '_ {
