@@ -56,6 +56,8 @@ pub struct EngineStatus {
     pub current_request: AtomicU32,
     /// Incremented each time a model is swapped in.
     pub model_generation: AtomicU64,
+    /// Models being loaded in the background.
+    pub loads_in_flight: AtomicU32,
     last_error: Mutex<String>,
     model_name: Mutex<String>,
 }
@@ -72,6 +74,7 @@ impl Default for EngineStatus {
             notes_generated: AtomicU64::new(0),
             current_request: AtomicU32::new(0),
             model_generation: AtomicU64::new(0),
+            loads_in_flight: AtomicU32::new(0),
             last_error: Mutex::new(String::new()),
             model_name: Mutex::new(String::new()),
         }
@@ -80,7 +83,14 @@ impl Default for EngineStatus {
 
 impl EngineStatus {
     pub fn state(&self) -> EngineState {
-        EngineState::from_u8(self.state.load(Relaxed))
+        let s = EngineState::from_u8(self.state.load(Relaxed));
+        // Loading is reported while a load runs, unless something more telling is going on.
+        if self.loads_in_flight.load(Relaxed) > 0
+            && matches!(s, EngineState::Idle | EngineState::Ready)
+        {
+            return EngineState::Loading;
+        }
+        s
     }
 
     pub(crate) fn set_state(&self, s: EngineState) {
