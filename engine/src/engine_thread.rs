@@ -9,15 +9,15 @@ use crate::audio::AudioSide;
 use crate::capture::Capture;
 use crate::constraints::{Constraints, Scale, ScaleKind};
 use crate::generate::{Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
-use crate::sampling::SamplingParams;
-use staria_models::SectionLabel;
 use crate::handover::{EngineLink, RingSizes, Shared, link};
 use crate::messages::{Command, Event, Form, GenTarget, Outcome, RequestId};
+use crate::sampling::SamplingParams;
 use crate::schedule::{Added, Scheduler};
 use crate::status::{EngineState, ParamValues};
 use crate::swap::{Control, EngineControl};
 use crate::timing::beats_per_bar;
 use candle_core::Device;
+use staria_models::SectionLabel;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +70,9 @@ impl Engine {
         let (tx, rx) = channel();
         let latest_load = Arc::new(AtomicU64::new(0));
         let worker = Worker::new(engine_link, rx, config.clone(), latest_load.clone());
-        let thread = std::thread::Builder::new().name("staria-engine".into()).spawn(move || worker.run())?;
+        let thread = std::thread::Builder::new()
+            .name("staria-engine".into())
+            .spawn(move || worker.run())?;
         let control = EngineControl::new(shared, tx, thread, config.device.clone(), latest_load);
         if let Some(dir) = &config.model_dir {
             control.load_model(dir);
@@ -135,7 +137,12 @@ pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Worker {
-    fn new(link: EngineLink, control: Receiver<Control>, cfg: EngineConfig, latest_load: Arc<AtomicU64>) -> Self {
+    fn new(
+        link: EngineLink,
+        control: Receiver<Control>,
+        cfg: EngineConfig,
+        latest_load: Arc<AtomicU64>,
+    ) -> Self {
         let epoch = link.shared.transport.read().epoch;
         Self {
             link,
@@ -181,7 +188,9 @@ impl Worker {
                 if let Some(id) = self.newest_request() {
                     self.push_done(id, Outcome::Failed);
                 }
-                shared.status.set_error(format!("engine thread stopped: {}", panic_text(p.as_ref())));
+                shared
+                    .status
+                    .set_error(format!("engine thread stopped: {}", panic_text(p.as_ref())));
             }
         }
         shared.status.current_request.store(0, Relaxed);
@@ -189,14 +198,22 @@ impl Worker {
     }
 
     fn newest_request(&self) -> Option<RequestId> {
-        self.current.iter().chain(self.tails.iter()).map(|s| s.request_id).max()
+        self.current
+            .iter()
+            .chain(self.tails.iter())
+            .map(|s| s.request_id)
+            .max()
     }
 
     /// Drains control messages, commands and transport changes.
     fn poll(&mut self) {
         loop {
             match self.control.try_recv() {
-                Ok(Control::Swap { generator, name, ticket }) => {
+                Ok(Control::Swap {
+                    generator,
+                    name,
+                    ticket,
+                }) => {
                     // Loads may finish out of order; only the newest requested one counts.
                     if ticket == self.latest_load.load(Relaxed) {
                         self.incoming = Some((generator, name));
@@ -230,18 +247,51 @@ impl Worker {
         let shared = self.link.shared.clone();
         let bpm = shared.transport.read().tempo_bpm;
         let refused = match cmd {
-            Command::CaptureArm { section, origin_beat } => {
+            Command::CaptureArm {
+                section,
+                origin_beat,
+            } => {
                 self.capture.arm(section, origin_beat, bpm);
                 false
             }
-            Command::CaptureNoteOn { section, pitch, velocity, beat } => self.capture.note_on(section, pitch, velocity, beat, bpm).is_err(),
-            Command::CaptureNoteOff { section, pitch, beat } => self.capture.note_off(section, pitch, beat).is_err(),
+            Command::CaptureNoteOn {
+                section,
+                pitch,
+                velocity,
+                beat,
+            } => self
+                .capture
+                .note_on(section, pitch, velocity, beat, bpm)
+                .is_err(),
+            Command::CaptureNoteOff {
+                section,
+                pitch,
+                beat,
+            } => self.capture.note_off(section, pitch, beat).is_err(),
             Command::ClearSection { section } => {
                 self.capture.clear(section);
                 false
             }
-            Command::Generate { request_id, target, bars, ts_num, ts_den, form, start_beat, seed } => {
-                let req = Pending { id: request_id, target, bars, ts_num, ts_den, form, start_beat, seed };
+            Command::Generate {
+                request_id,
+                target,
+                bars,
+                ts_num,
+                ts_den,
+                form,
+                start_beat,
+                seed,
+            } => {
+                let req = Pending {
+                    id: request_id,
+                    target,
+                    bars,
+                    ts_num,
+                    ts_den,
+                    form,
+                    start_beat,
+                    seed,
+                };
                 if let Some(old) = self.pending.replace(req) {
                     self.push_done(old.id, Outcome::Replaced);
                 }
@@ -255,10 +305,18 @@ impl Worker {
                     self.push_done(p.id, Outcome::Cancelled);
                 }
                 if self.generating {
-                    if self.current.as_ref().is_some_and(|c| c.request_id <= request_id) {
+                    if self
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| c.request_id <= request_id)
+                    {
                         self.interrupt = Some(Interrupt::Cancelled);
                     }
-                } else if self.current.as_ref().is_some_and(|c| c.request_id <= request_id) {
+                } else if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.request_id <= request_id)
+                {
                     // Finished generating but still playing: the audio side has silenced it.
                     self.current = None;
                 }
@@ -289,7 +347,9 @@ impl Worker {
         if self.generating {
             return;
         }
-        let Some((generator, name)) = self.incoming.take() else { return };
+        let Some((generator, name)) = self.incoming.take() else {
+            return;
+        };
         // Notes of the old model must not ring on under the new one.
         self.stop_all(Interrupt::Stopped);
         self.generator = Some(generator);
@@ -317,7 +377,10 @@ impl Worker {
     /// retried for a while before the message is counted as dropped.
     fn push_done(&mut self, request_id: RequestId, outcome: Outcome) {
         let deadline = Instant::now() + Duration::from_millis(250);
-        while !self.link.push_event(Event::RequestDone { request_id, outcome }) {
+        while !self.link.push_event(Event::RequestDone {
+            request_id,
+            outcome,
+        }) {
             if Instant::now() >= deadline {
                 self.link.shared.status.dropped_events.fetch_add(1, Relaxed);
                 return;
@@ -329,6 +392,14 @@ impl Worker {
     fn serve(&mut self, req: Pending) {
         let shared = self.link.shared.clone();
         let status = &shared.status;
+        if !req.start_beat.is_finite() || req.bars == 0 {
+            status.set_error(format!(
+                "request {}: start beat {} / {} bars is not a section",
+                req.id, req.start_beat, req.bars
+            ));
+            self.push_done(req.id, Outcome::Failed);
+            return;
+        }
         // The request it replaces plays on up to the new start.
         if let Some(mut old) = self.current.take() {
             let was_complete = old.is_complete();
@@ -338,11 +409,8 @@ impl Worker {
             }
             self.tails.push(old);
         }
-        if !req.start_beat.is_finite() || req.bars == 0 {
-            status.set_error(format!("request {}: start beat {} / {} bars is not a section", req.id, req.start_beat, req.bars));
-            self.push_done(req.id, Outcome::Failed);
-            return;
-        }
+        // After the truncation: a `Continue` picks up from what plays before its start.
+        let snippets = self.snippets(shared.transport.read().playhead, req.target);
         let Some(mut generator) = self.generator.take() else {
             status.set_error("no model loaded");
             self.push_done(req.id, Outcome::Failed);
@@ -351,22 +419,33 @@ impl Worker {
         let t = shared.transport.read();
         let params = shared.params.values();
         let bpb = beats_per_bar(req.ts_num, req.ts_den);
-        self.current = Some(Scheduler::new(req.id, self.epoch, req.start_beat, req.bars as u32, bpb, t.tempo_bpm, params));
+        self.current = Some(Scheduler::new(
+            req.id,
+            self.epoch,
+            req.start_beat,
+            req.bars as u32,
+            bpb,
+            t.tempo_bpm,
+            params,
+        ));
         let gen_req = self.gen_request(&req, t.tempo_bpm, bpb, &params);
-        let snippets = self.snippets(t.playhead);
 
         status.current_request.store(req.id, Relaxed);
         status.set_state(EngineState::Generating);
         self.generating = true;
         self.interrupt = None;
-        let result = catch_unwind(AssertUnwindSafe(|| generator.generate(&snippets, &gen_req, &mut |n| self.on_note(n))));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            generator.generate(&snippets, &gen_req, &mut |n| self.on_note(n))
+        }));
         self.generating = false;
         self.generator = Some(generator);
         status.current_request.store(0, Relaxed);
 
         let outcome = match result {
             Ok(Ok(summary)) => {
-                status.tokens_generated.fetch_add(summary.tokens as u64, Relaxed);
+                status
+                    .tokens_generated
+                    .fetch_add(summary.sampled_tokens as u64, Relaxed);
                 status.set_state(EngineState::Ready);
                 match self.interrupt.take() {
                     None => Some(Outcome::Finished),
@@ -406,8 +485,14 @@ impl Worker {
     /// Called by the generator for each note: schedule it, then wait while far enough ahead,
     /// staying responsive to commands.
     fn on_note(&mut self, n: GeneratedNote) -> Flow {
-        self.link.shared.status.notes_generated.fetch_add(1, Relaxed);
-        let Some(cur) = self.current.as_mut() else { return Flow::Stop };
+        self.link
+            .shared
+            .status
+            .notes_generated
+            .fetch_add(1, Relaxed);
+        let Some(cur) = self.current.as_mut() else {
+            return Flow::Stop;
+        };
         if cur.add(n.pitch, n.velocity, n.start_ms, n.dur_ms) == Added::PastEnd {
             return Flow::Stop;
         }
@@ -418,9 +503,13 @@ impl Worker {
             }
             self.pump();
             let t = self.link.shared.transport.read();
-            let Some(cur) = self.current.as_ref() else { return Flow::Stop };
+            let Some(cur) = self.current.as_ref() else {
+                return Flow::Stop;
+            };
             let reference = t.playhead.max(cur.start_beat);
-            if cur.watermark() <= reference + secs_to_beats(self.cfg.generate_ahead_secs, t.tempo_bpm) {
+            if cur.watermark()
+                <= reference + secs_to_beats(self.cfg.generate_ahead_secs, t.tempo_bpm)
+            {
                 return Flow::Continue;
             }
             std::thread::park_timeout(self.cfg.poll_interval);
@@ -442,7 +531,12 @@ impl Worker {
             beats_per_bar: bpb,
             form: req.form.to_string(),
             style: None,
-            sampling: SamplingParams { temperature: p.temperature, top_p: p.top_p, min_p: p.min_p, seed: req.seed },
+            sampling: SamplingParams {
+                temperature: p.temperature,
+                top_p: p.top_p,
+                min_p: p.min_p,
+                seed: req.seed,
+            },
             constraints: Constraints {
                 pitch_min: p.pitch_low,
                 pitch_max: p.pitch_high,
@@ -454,13 +548,19 @@ impl Worker {
         }
     }
 
-    /// Captured sections with at least one note, in A..D order.
-    fn snippets(&self, now_beat: f64) -> Snippets {
-        SectionLabel::ALL
-            .iter()
-            .map(|&l| (l, self.capture.snippet(l, now_beat)))
-            .filter(|(_, notes)| !notes.is_empty())
-            .collect()
+    /// The captured sections, and for `Continue` the request it continues as context (in ms
+    /// from that request's start at its tempo).
+    fn snippets(&self, now_beat: f64, target: GenTarget) -> Snippets {
+        let mut s = Snippets::default();
+        for label in SectionLabel::ALL {
+            s.set(label, self.capture.snippet(label, now_beat));
+        }
+        if target == GenTarget::Continue
+            && let Some(prev) = self.current.as_ref().or(self.tails.last())
+        {
+            s.context = prev.context_notes();
+        }
+        s
     }
 }
 
@@ -470,5 +570,7 @@ fn scale_for_mask(mask: u16) -> Option<Scale> {
     if mask & 0xFFF == 0xFFF {
         return None;
     }
-    (0..12u8).flat_map(|root| ScaleKind::ALL.iter().map(move |&k| Scale::new(root, k))).find(|s| s.pitch_classes() == mask & 0xFFF)
+    (0..12u8)
+        .flat_map(|root| ScaleKind::ALL.iter().map(move |&k| Scale::new(root, k)))
+        .find(|s| s.pitch_classes() == mask & 0xFFF)
 }

@@ -5,16 +5,22 @@
 
 pub mod audio;
 pub mod capture;
+pub mod constraints;
+pub mod engine_thread;
+pub mod generate;
 pub mod handover;
 pub mod messages;
 pub mod sampling;
 pub mod schedule;
 pub mod status;
+pub mod swap;
 pub mod timing;
 
 pub use audio::AudioSide;
+pub use engine_thread::{Engine, EngineConfig};
 pub use handover::{EngineLink, RingSizes, Shared, link};
 pub use messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome, RequestId};
 pub use staria_models::SectionLabel;
 pub use status::{EngineParams, EngineState, EngineStatus, ParamValues, StatusSnapshot};
+pub use swap::EngineControl;
 pub use timing::{BlockTiming, TransportChange, TransportFrame};

@@ -87,6 +87,27 @@ impl Scheduler {
         &self.notes
     }
 
+    /// The notes generated so far as a piece in ms from the section start at the request's tempo
+    /// (what a `Continue` request is conditioned on).
+    pub fn context_notes(&self) -> Vec<staria_models::Note> {
+        self.notes
+            .iter()
+            .map(|n| {
+                let (s, e) = (n.start - self.start_beat, n.end - self.start_beat);
+                staria_models::Note {
+                    pitch: n.pitch,
+                    velocity: n.velocity,
+                    channel: 0,
+                    program: 0,
+                    start_tick: (s * crate::capture::SNIPPET_TPQ as f64).round() as u64,
+                    end_tick: (e * crate::capture::SNIPPET_TPQ as f64).round() as u64,
+                    start_ms: crate::timing::beats_to_ms(s, self.bpm),
+                    end_ms: crate::timing::beats_to_ms(e, self.bpm),
+                }
+            })
+            .collect()
+    }
+
     /// Start of the newest note (how far generation has got), in beats.
     pub fn watermark(&self) -> f64 {
         self.watermark

@@ -15,7 +15,11 @@ use std::thread::JoinHandle;
 
 /// Main thread / loaders → engine thread.
 pub(crate) enum Control {
-    Swap { generator: Box<Generator>, name: String, ticket: u64 },
+    Swap {
+        generator: Box<Generator>,
+        name: String,
+        ticket: u64,
+    },
     StopGeneration,
     Shutdown,
 }
@@ -32,8 +36,21 @@ pub struct EngineControl {
 }
 
 impl EngineControl {
-    pub(crate) fn new(shared: Arc<Shared>, control: Sender<Control>, engine: JoinHandle<()>, device: Device, latest_load: Arc<AtomicU64>) -> Self {
-        Self { shared, control, engine: Some(engine), loaders: Mutex::new(Vec::new()), device, latest_load }
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        control: Sender<Control>,
+        engine: JoinHandle<()>,
+        device: Device,
+        latest_load: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            shared,
+            control,
+            engine: Some(engine),
+            loaders: Mutex::new(Vec::new()),
+            device,
+            latest_load,
+        }
     }
 
     pub fn status(&self) -> &EngineStatus {
@@ -60,22 +77,42 @@ impl EngineControl {
         let device = self.device.clone();
         let engine_thread = self.engine.as_ref().map(|h| h.thread().clone());
         shared.status.loads_in_flight.fetch_add(1, Relaxed);
-        let spawned = std::thread::Builder::new().name("staria-loader".into()).spawn(move || {
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| dir.display().to_string());
-            let loaded = catch_unwind(AssertUnwindSafe(|| Generator::load(&dir, &device)));
-            match loaded {
-                Ok(Ok(generator)) => {
-                    // The engine may already be gone (shutdown while loading): nothing to do.
-                    let _ = tx.send(Control::Swap { generator: Box::new(generator), name, ticket });
+        let spawned = std::thread::Builder::new()
+            .name("staria-loader".into())
+            .spawn(move || {
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| dir.display().to_string());
+                let loaded = catch_unwind(AssertUnwindSafe(|| Generator::load(&dir, &device)));
+                match loaded {
+                    Ok(Ok(generator)) => {
+                        let name = generator
+                            .checkpoint_config()
+                            .map(|c| c.name.clone())
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or(name);
+                        // The engine may already be gone (shutdown while loading): nothing to do.
+                        let _ = tx.send(Control::Swap {
+                            generator: Box::new(generator),
+                            name,
+                            ticket,
+                        });
+                    }
+                    Ok(Err(e)) => shared
+                        .status
+                        .set_error(format!("loading {}: {e}", dir.display())),
+                    Err(p) => shared.status.set_error(format!(
+                        "loading {} panicked: {}",
+                        dir.display(),
+                        crate::engine_thread::panic_text(p.as_ref())
+                    )),
                 }
-                Ok(Err(e)) => shared.status.set_error(format!("loading {}: {e}", dir.display())),
-                Err(p) => shared.status.set_error(format!("loading {} panicked: {}", dir.display(), crate::engine_thread::panic_text(p.as_ref()))),
-            }
-            shared.status.loads_in_flight.fetch_sub(1, Relaxed);
-            if let Some(t) = engine_thread {
-                t.unpark();
-            }
-        });
+                shared.status.loads_in_flight.fetch_sub(1, Relaxed);
+                if let Some(t) = engine_thread {
+                    t.unpark();
+                }
+            });
         match spawned {
             Ok(handle) => {
                 let mut loaders = self.loaders.lock();
@@ -84,7 +121,9 @@ impl EngineControl {
             }
             Err(e) => {
                 self.shared.status.loads_in_flight.fetch_sub(1, Relaxed);
-                self.shared.status.set_error(format!("cannot start a loader thread: {e}"));
+                self.shared
+                    .status
+                    .set_error(format!("cannot start a loader thread: {e}"));
             }
         }
         ticket
