@@ -2,14 +2,17 @@
 //! it runs `send`, `process_block`/`pop_due` and `all_notes_off` over many blocks with a busy
 //! queue, transport jumps, cuts and cancels. (Its own test binary: the allocator is global.)
 
-use staria_engine::SectionLabel;
 use staria_engine::handover::{RingSizes, Shared, link};
 use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
 use staria_engine::timing::TransportFrame;
+use staria_engine::{Engine, EngineConfig, SectionLabel};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+mod engine_support;
 
 struct Counting;
 
@@ -161,4 +164,66 @@ fn audio_side_never_allocates() {
         "the test should have exercised note output ({emitted} events)"
     );
     assert_eq!(sounding_after_stop, 0);
+}
+
+/// The same with a real engine thread generating from a tiny checkpoint on the other side.
+#[test]
+fn audio_side_never_allocates_with_a_live_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    engine_support::tiny_checkpoint(dir.path());
+    let (mut audio, control) = Engine::spawn(EngineConfig {
+        model_dir: Some(dir.path().into()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.status().model_generation.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", control.snapshot());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    audio.late_tolerance_beats = f64::INFINITY;
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut pos = 0.0;
+    let mut notes = 0usize;
+    let mut outcomes = 0usize;
+    for block in 0..3000u32 {
+        let frame = TransportFrame {
+            playing: true,
+            pos_beats: pos,
+            tempo_bpm: 120.0,
+            samples: 512,
+            sample_rate: 48_000.0,
+        };
+        watched(|| {
+            if block % 400 == 1 {
+                let request_id = audio.next_request_id();
+                audio.send(Command::Generate {
+                    request_id,
+                    target: GenTarget::Section(SectionLabel::A),
+                    bars: 1,
+                    ts_num: 4,
+                    ts_den: 4,
+                    form: Form::new(),
+                    start_beat: pos.ceil() + 1.0,
+                    seed: block as u64,
+                });
+            }
+            audio.process_block(&frame, |_, ev| match ev {
+                Event::Note(_) => notes += 1,
+                // Finished, or Replaced when this faster-than-real-time host outruns generation.
+                Event::RequestDone { .. } => outcomes += 1,
+            });
+        });
+        pos = frame.block().end_beat;
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        before,
+        "the audio side allocated"
+    );
+    assert!(
+        outcomes >= 3 && notes > 0,
+        "{outcomes} request outcomes, {notes} note events"
+    );
 }
