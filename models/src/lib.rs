@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the contracts between crates.
 
 pub mod error;
+pub mod fast;
 pub mod prompt;
 pub mod song;
 
