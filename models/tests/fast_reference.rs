@@ -55,11 +55,10 @@ fn weights(cfg: &FastConfig, seed: u64) -> HashMap<String, (Vec<usize>, Vec<f32>
     }
     let ld = cfg.latent_dim();
     for j in 0..cfg.n_cross_sites() {
-        let p = |s: &str| format!("cross.{j}.{s}");
+        let p = |s: &str| format!("xattn.{j}.{s}");
         m.insert(p("norm.weight"), norm(&mut r, d));
         m.insert(p("q.weight"), lin(&mut r, d, d));
-        m.insert(p("k.weight"), lin(&mut r, d, ld));
-        m.insert(p("v.weight"), lin(&mut r, d, ld));
+        m.insert(p("kv.weight"), lin(&mut r, 2 * d, ld));
         m.insert(p("out.weight"), lin(&mut r, d, d));
         m.insert(p("attn_gate"), (vec![1], vec![0.7]));
         m.insert(p("ff_norm.weight"), norm(&mut r, d));
@@ -206,22 +205,21 @@ impl Reference<'_> {
                 x.iter_mut().zip(&f).for_each(|(x, o)| *x += o);
             }
             if cfg.cross_every > 0 && (i + 1) % cfg.cross_every == 0 {
-                let c = format!("cross.{}.", (i + 1) / cfg.cross_every - 1);
-                let keys: Vec<Vec<f64>> = latents
+                let c = format!("xattn.{}.", (i + 1) / cfg.cross_every - 1);
+                let kv: Vec<Vec<f64>> = latents
                     .iter()
-                    .map(|l| self.linear(&format!("{c}k.weight"), l))
+                    .map(|l| self.linear(&format!("{c}kv.weight"), l))
                     .collect();
-                let vals: Vec<Vec<f64>> = latents
-                    .iter()
-                    .map(|l| self.linear(&format!("{c}v.weight"), l))
-                    .collect();
+                let keys: Vec<Vec<f64>> = kv.iter().map(|x| x[..d].to_vec()).collect();
+                let vals: Vec<Vec<f64>> = kv.iter().map(|x| x[d..].to_vec()).collect();
                 let gate = |name: &str| -> Vec<f64> {
                     let g = self.get(&format!("{c}{name}"));
                     (0..d).map(|j| g[j.min(g.len() - 1)].tanh()).collect()
                 };
                 let (ga, gf) = (gate("attn_gate"), gate("ff_gate"));
-                for x in xs.iter_mut() {
-                    if !latents.is_empty() {
+                // No latents: the whole site is skipped (as Staria does without snippets).
+                for x in xs.iter_mut().filter(|_| !latents.is_empty()) {
+                    {
                         let q = self.linear(
                             &format!("{c}q.weight"),
                             &self.norm(&format!("{c}norm.weight"), x),
@@ -264,6 +262,8 @@ struct Stats {
     max_abs: f64,
     /// Max abs error over the std of the reference logits.
     max_rel_to_std: f64,
+    /// Root-mean-square error over the std of the reference logits, worst step.
+    rms_rel_to_std: f64,
     argmax_agree: f64,
 }
 
@@ -272,6 +272,7 @@ fn compare(dec: &mut FastDecoder, toks: &[u32], want: &[Vec<f64>]) -> Stats {
     let mut s = Stats {
         max_abs: 0.0,
         max_rel_to_std: 0.0,
+        rms_rel_to_std: 0.0,
         argmax_agree: 0.0,
     };
     for (t, w) in toks.iter().zip(want) {
@@ -283,6 +284,13 @@ fn compare(dec: &mut FastDecoder, toks: &[u32], want: &[Vec<f64>]) -> Stats {
             .zip(w)
             .map(|(g, w)| (*g as f64 - w).abs())
             .fold(0.0, f64::max);
+        let mse = got
+            .iter()
+            .zip(w)
+            .map(|(g, w)| (*g as f64 - w).powi(2))
+            .sum::<f64>()
+            / w.len() as f64;
+        s.rms_rel_to_std = s.rms_rel_to_std.max(mse.sqrt() / std);
         s.max_abs = s.max_abs.max(err);
         s.max_rel_to_std = s.max_rel_to_std.max(err / std);
         if argmax(got.iter().map(|&x| x as f64)) == argmax(w.iter().cloned()) {
@@ -332,9 +340,11 @@ fn f32_matches_reference() {
 
 /// Quantized formats: documented tolerances. Errors are measured relative to the standard
 /// deviation of the reference logits (the scale that matters for sampling).
-/// f16: max error <= 1% of the logit std, argmax always equal.
-/// q8 (int8 weights and activations, blocks of 32): max error <= 10% of the logit std, typical
-/// ~2-4%; argmax equal on >= 85% of steps (random weights make near-ties common).
+/// f16 (f16 weights and KV cache): max error <= 1% of the logit std (measured ~0.25%), argmax
+/// equal on >= 95% of steps (measured: all).
+/// q8 (int8 weights and activations in blocks of 32, f16 KV cache): RMS error <= 5% of the logit
+/// std (measured ~2-3%), max error <= 15% (measured <= 9%), argmax equal on >= 85% of steps
+/// (measured 95-100%; random weights make near-ties common).
 #[test]
 fn quantized_formats_track_reference() {
     for (ci, cfg) in configs().iter().enumerate() {
@@ -346,8 +356,8 @@ fn quantized_formats_track_reference() {
             dec.limit_isa(isa);
             let s = compare(&mut dec, &toks, &want);
             eprintln!(
-                "config {ci} {isa:?} f16: max abs {:.2e}, rel/std {:.2e}, argmax {:.2}",
-                s.max_abs, s.max_rel_to_std, s.argmax_agree
+                "config {ci} {isa:?} f16: max abs {:.2e}, max/std {:.2e}, rms/std {:.2e}, argmax {:.2}",
+                s.max_abs, s.max_rel_to_std, s.rms_rel_to_std, s.argmax_agree
             );
             assert!(
                 s.max_rel_to_std < 0.01 && s.argmax_agree >= 0.95,
@@ -358,11 +368,11 @@ fn quantized_formats_track_reference() {
             dec.limit_isa(isa);
             let s = compare(&mut dec, &toks, &want);
             eprintln!(
-                "config {ci} {isa:?} q8: max abs {:.2e}, rel/std {:.2e}, argmax {:.2}",
-                s.max_abs, s.max_rel_to_std, s.argmax_agree
+                "config {ci} {isa:?} q8: max abs {:.2e}, max/std {:.2e}, rms/std {:.2e}, argmax {:.2}",
+                s.max_abs, s.max_rel_to_std, s.rms_rel_to_std, s.argmax_agree
             );
             assert!(
-                s.max_rel_to_std < 0.10 && s.argmax_agree >= 0.85,
+                s.rms_rel_to_std < 0.05 && s.max_rel_to_std < 0.15 && s.argmax_agree >= 0.85,
                 "config {ci} {isa:?} q8"
             );
         }
@@ -388,7 +398,7 @@ fn staria_cross_attention_matches_reference() {
     for isa in isas() {
         let mut dec = FastDecoder::from_map(&cfg, WeightFormat::F32, &tensors(&w)).unwrap();
         dec.limit_isa(isa);
-        // Without latents the attention half of each site is skipped.
+        // Without latents every site is skipped.
         let s = compare(&mut dec, &toks, &want_none);
         assert!(s.max_abs < 1e-4, "{isa:?} no latents: {}", s.max_abs);
         dec.reset();
@@ -409,7 +419,7 @@ fn staria_cross_attention_matches_reference() {
         q8.set_latents(&flat, 5).unwrap();
         let s = compare(&mut q8, &toks, &want);
         assert!(
-            s.max_rel_to_std < 0.10,
+            s.rms_rel_to_std < 0.05 && s.max_rel_to_std < 0.15,
             "{isa:?} q8 staria: {}",
             s.max_rel_to_std
         );

@@ -137,15 +137,6 @@ multiversion! {
 }
 
 multiversion! {
-    /// `y[i] += a * x[i]`.
-    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-        for (o, b) in y.iter_mut().zip(x) {
-            *o += a * *b;
-        }
-    }
-}
-
-multiversion! {
     /// Weight-only LayerNorm: `out = (x - mean) / sqrt(var + eps) * w` (biased variance).
     fn layer_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let n = x.len() as f32;
@@ -185,35 +176,44 @@ multiversion! {
     }
 }
 
+/// Positions per block of the blocked key cache.
+pub const KB: usize = 16;
+
+/// Index of element `j` of position `t` in one head's blocked key cache
+/// (`[position / KB][head_dim][KB]`): a block of 16 positions is one contiguous, streamable
+/// `head_dim x 16` tile, and the scores of 16 positions are 16 independent lanes.
+#[inline]
+pub fn kblock_index(hd: usize, t: usize, j: usize) -> usize {
+    (t / KB * hd + j) * KB + t % KB
+}
+
 multiversion! {
-    /// Attention scores against a transposed key cache: `scores[t] = scale * sum_j q[j] * kt[j*stride + t]`
-    /// for `t < scores.len()`. `kt` holds `q.len()` rows of `stride` positions.
-    fn scores_transposed(q: &[f32], kt: &[f32], stride: usize, scale: f32, scores: &mut [f32]) {
-        let n = scores.len();
-        scores.fill(0.0);
+    /// Attention scores against one head's blocked key cache:
+    /// `scores[t] = scale * sum_j q[j] * k_t[j]` for `t < scores.len()`. `kb` holds
+    /// `ceil(scores.len() / KB)` full blocks of `q.len() x KB` values.
+    fn scores_blocked(q: &[f32], kb: &[f32], scale: f32, scores: &mut [f32]) {
         let hd = q.len();
-        let mut j = 0;
-        while j + 4 <= hd {
-            let (q0, q1, q2, q3) = (q[j], q[j + 1], q[j + 2], q[j + 3]);
-            let k0 = &kt[j * stride..j * stride + n];
-            let k1 = &kt[(j + 1) * stride..(j + 1) * stride + n];
-            let k2 = &kt[(j + 2) * stride..(j + 2) * stride + n];
-            let k3 = &kt[(j + 3) * stride..(j + 3) * stride + n];
-            for t in 0..n {
-                scores[t] += q0 * k0[t] + q1 * k1[t] + q2 * k2[t] + q3 * k3[t];
+        for (chunk, blk) in scores.chunks_mut(KB).zip(kb.chunks_exact(hd * KB)) {
+            // Two accumulators (even / odd j) halve the add latency chain.
+            let mut a0 = [0f32; KB];
+            let mut a1 = [0f32; KB];
+            let mut rows = blk.chunks_exact(2 * KB);
+            let mut qs = q.chunks_exact(2);
+            for (r, qq) in (&mut rows).zip(&mut qs) {
+                let (r0, r1) = r.split_at(KB);
+                for l in 0..KB {
+                    a0[l] += qq[0] * r0[l];
+                    a1[l] += qq[1] * r1[l];
+                }
             }
-            j += 4;
-        }
-        while j < hd {
-            let qj = q[j];
-            let k = &kt[j * stride..j * stride + n];
-            for t in 0..n {
-                scores[t] += qj * k[t];
+            if let (Some(&qj), Some(r)) = (qs.remainder().first(), rows.remainder().get(..KB)) {
+                for l in 0..KB {
+                    a0[l] += qj * r[l];
+                }
             }
-            j += 1;
-        }
-        for s in scores.iter_mut() {
-            *s *= scale;
+            for ((o, x), y) in chunk.iter_mut().zip(&a0).zip(&a1) {
+                *o = (x + y) * scale;
+            }
         }
     }
 }
@@ -245,60 +245,117 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// `out = sum_t p[t] * v[t*hd .. (t+1)*hd]` with `hd = out.len()`.
-    fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
-        let hd = out.len();
-        out.fill(0.0);
-        let n = p.len();
-        let mut t = 0;
-        while t + 4 <= n {
-            let (p0, p1, p2, p3) = (p[t], p[t + 1], p[t + 2], p[t + 3]);
-            let v0 = &v[t * hd..(t + 1) * hd];
-            let v1 = &v[(t + 1) * hd..(t + 2) * hd];
-            let v2 = &v[(t + 2) * hd..(t + 3) * hd];
-            let v3 = &v[(t + 3) * hd..(t + 4) * hd];
-            for j in 0..hd {
-                out[j] += p0 * v0[j] + p1 * v1[j] + p2 * v2[j] + p3 * v3[j];
-            }
-            t += 4;
-        }
-        while t < n {
-            let pt = p[t];
-            let vt = &v[t * hd..(t + 1) * hd];
-            for j in 0..hd {
-                out[j] += pt * vt[j];
-            }
-            t += 1;
+/// `out = sum_t p[t] * v[t]` for a compile-time head size: the accumulators stay in registers.
+#[inline(always)]
+fn weighted_sum_fixed<const HD: usize>(p: &[f32], v: &[f32], out: &mut [f32]) {
+    let mut a0 = [0f32; HD];
+    let mut a1 = [0f32; HD];
+    let mut rows = v.chunks_exact(2 * HD);
+    let mut ps = p.chunks_exact(2);
+    for (r, pp) in (&mut rows).zip(&mut ps) {
+        let (r0, r1) = (&r[..HD], &r[HD..2 * HD]);
+        for j in 0..HD {
+            a0[j] += pp[0] * r0[j];
+            a1[j] += pp[1] * r1[j];
         }
     }
+    if let (Some(&pt), Some(r)) = (ps.remainder().first(), rows.remainder().get(..HD)) {
+        for j in 0..HD {
+            a0[j] += pt * r[j];
+        }
+    }
+    for ((o, x), y) in out.iter_mut().zip(&a0).zip(&a1) {
+        *o = x + y;
+    }
+}
+
+/// `weighted_sum_fixed` for any head size (accumulates in `out`).
+#[inline(always)]
+fn weighted_sum_any(p: &[f32], v: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    out.fill(0.0);
+    for (pt, row) in p.iter().zip(v.chunks_exact(hd)) {
+        for (o, x) in out.iter_mut().zip(row) {
+            *o += pt * x;
+        }
+    }
+}
+
+multiversion! {
+    /// `out = sum_t p[t] * v[t*hd .. (t+1)*hd]` with `hd = out.len()`, `t < p.len()`.
+    fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+        let v = &v[..p.len() * out.len()];
+        match out.len() {
+            16 => weighted_sum_fixed::<16>(p, v, out),
+            32 => weighted_sum_fixed::<32>(p, v, out),
+            64 => weighted_sum_fixed::<64>(p, v, out),
+            128 => weighted_sum_fixed::<128>(p, v, out),
+            _ => weighted_sum_any(p, v, out),
+        }
+    }
+}
+
+/// Converts IEEE half bits to f32 (`dst.len() == src.len()`), with F16C where available.
+pub fn f16_to_f32(isa: Isa, src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let done = match isa {
+        // SAFETY: features detected (see `Isa::detect`); both slices hold `n` values.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::f16_to_f32_avx512(src, dst) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::f16_to_f32_avx2(src, dst) },
+        _ => 0,
+    };
+    for (d, s) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = half::f16::from_bits(*s).to_f32();
+    }
+}
+
+/// f32 to IEEE half bits, saturating at the largest finite half (a key or value beyond
+/// +-65504 keeps its sign and stays finite instead of becoming infinite).
+#[inline]
+pub fn f32_to_f16_sat(x: f32) -> u16 {
+    half::f16::from_f32(x.clamp(-65504.0, 65504.0)).to_bits()
 }
 
 // ---------------------------------------------------------------------------------------------
 // Activation quantization (int8, one scale per 32 values).
 
-/// Quantizes `x` (length a multiple of [`PAD`]) to int8 blocks of 32 for the int8 mat-vec.
-/// Fills `xq` (`x.len()` values), `dx` (`x.len() / 4`: each block's scale repeated over its 8
-/// four-element lanes) and `bias` (`x.len() / 4`: `-128 * (sum of the lane's four int8 values)`,
-/// the correction for the +128 offset of the unsigned weights in the VNNI kernel).
-pub fn quantize_acts(x: &[f32], xq: &mut [i8], dx: &mut [f32], bias: &mut [i32]) {
-    for (b, xs) in x.chunks_exact(QBLOCK).enumerate() {
-        let mut amax = 0f32;
-        for v in xs {
-            amax = amax.max(v.abs());
-        }
-        let d = amax / 127.0;
-        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let qs = &mut xq[b * QBLOCK..(b + 1) * QBLOCK];
-        for (q, v) in qs.iter_mut().zip(xs) {
-            // |v * id| <= 127 by construction; the clamp guards against rounding at the edge.
-            *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
-        }
-        for lane in 0..QBLOCK / 4 {
-            let l = b * (QBLOCK / 4) + lane;
-            dx[l] = d;
-            let s: i32 = qs[lane * 4..lane * 4 + 4].iter().map(|&v| v as i32).sum();
-            bias[l] = -128 * s;
+/// Rounds to the nearest integer, ties to even, for |x| < 2^22, without a libm call (so loops
+/// over it vectorise on any baseline): adding 1.5 * 2^23 leaves no fraction bits.
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+multiversion! {
+    /// Quantizes `x` (length a multiple of [`PAD`]) to int8 blocks of 32 for the int8 mat-vec.
+    /// Fills `xq` (`x.len()` values), `dx` (`x.len() / 4`: each block's scale repeated over its 8
+    /// four-element lanes) and `bias` (`x.len() / 4`: `-128 * (sum of the lane's four int8 values)`,
+    /// the correction for the +128 offset of the unsigned weights in the VNNI kernel).
+    fn quantize_acts(x: &[f32], xq: &mut [i8], dx: &mut [f32], bias: &mut [i32]) {
+        for (((xs, qs), ds), bs) in x
+            .chunks_exact(QBLOCK)
+            .zip(xq.chunks_exact_mut(QBLOCK))
+            .zip(dx.chunks_exact_mut(QBLOCK / 4))
+            .zip(bias.chunks_exact_mut(QBLOCK / 4))
+        {
+            let mut amax = 0f32;
+            for v in xs {
+                amax = amax.max(v.abs());
+            }
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (q, v) in qs.iter_mut().zip(xs) {
+                // |v * id| <= 127 by construction; the clamp guards against rounding at the edge.
+                *q = round_small(v * id).clamp(-127.0, 127.0) as i8;
+            }
+            for ((dl, bl), ql) in ds.iter_mut().zip(bs.iter_mut()).zip(qs.chunks_exact(4)) {
+                *dl = d;
+                *bl = -128 * (ql[0] as i32 + ql[1] as i32 + ql[2] as i32 + ql[3] as i32);
+            }
         }
     }
 }
@@ -312,7 +369,7 @@ pub fn quantize_weight_row(w: &[f32], q: &mut [u8], scales: &mut [f32]) {
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         scales[b] = d;
         for (o, v) in q[b * QBLOCK..(b + 1) * QBLOCK].iter_mut().zip(ws) {
-            let qi = (v * id).round_ties_even().clamp(-127.0, 127.0) as i32;
+            let qi = round_small(v * id).clamp(-127.0, 127.0) as i32;
             *o = (qi + 128) as u8;
         }
     }
@@ -323,10 +380,10 @@ pub fn quantize_weight_row(w: &[f32], q: &mut [u8], scales: &mut [f32]) {
 
 /// `y = W x` for f32 weights.
 pub fn matvec_f32(isa: Isa, w: &[f32], kp: usize, x: &[f32], y: &mut [f32]) {
-    debug_assert!(kp % PAD == 0 && x.len() == kp && w.len() == kp * y.len());
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
     match isa {
-        // SAFETY: features detected (see `Isa::detect`); slice lengths checked above by the
-        // callers' construction (packed rows of `kp` values, padded activations of `kp`).
+        // SAFETY: features detected (see `Isa::detect`); slice lengths asserted above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::matvec_f32_avx512(w, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
@@ -352,7 +409,8 @@ fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
 
 /// `y = W x` for f16 weights (`w` holds IEEE half bits).
 pub fn matvec_f16(isa: Isa, w: &[u16], kp: usize, x: &[f32], y: &mut [f32]) {
-    debug_assert!(kp % PAD == 0 && x.len() == kp && w.len() == kp * y.len());
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
     match isa {
         // SAFETY: as in `matvec_f32`.
         #[cfg(target_arch = "x86_64")]
@@ -384,8 +442,9 @@ pub struct QActs<'a> {
 /// `y = W x` for int8 weights (`q`: rows of `kp` offset-u8 values, `s`: rows of `kp / 32`
 /// scales) against int8-quantized activations.
 pub fn matvec_q8(isa: Isa, q: &[u8], s: &[f32], kp: usize, x: &QActs<'_>, y: &mut [f32]) {
-    debug_assert!(kp % PAD == 0 && x.xq.len() == kp && q.len() == kp * y.len());
-    debug_assert!(s.len() == kp / QBLOCK * y.len() && x.dx.len() == kp / 4);
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.xq.len() == kp && q.len() == kp * y.len());
+    assert!(s.len() == kp / QBLOCK * y.len() && x.dx.len() == kp / 4 && x.bias.len() == kp / 4);
     match isa {
         // SAFETY: as in `matvec_f32`.
         #[cfg(target_arch = "x86_64")]
@@ -413,7 +472,11 @@ pub fn matvec_q8(isa: Isa, q: &[u8], s: &[f32], kp: usize, x: &QActs<'_>, y: &mu
     }
 }
 
+// The AVX-512 intrinsics are stable since Rust 1.89 while the workspace declares
+// rust-version 1.88: the workspace MSRV has to move to 1.89 (reported; root Cargo.toml is not
+// this module's to change). Until then clippy's MSRV lint is silenced here only.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::incompatible_msrv)]
 mod x86 {
     //! Hand-written x86-64 SIMD mat-vecs. Every function requires the CPU features named in its
     //! `#[target_feature]` and the slice shapes documented on its safe wrapper in the parent
@@ -512,6 +575,38 @@ mod x86 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_movehdup_ps(s));
         _mm_cvtss_f32(s)
+    }
+
+    /// Converts the largest multiple of 16 values; returns how many.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn f16_to_f32_avx512(src: &[u16], dst: &mut [f32]) -> usize {
+        let n = src.len().min(dst.len()) / 16 * 16;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 16 <= n <= both lengths.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            }
+            i += 16;
+        }
+        n
+    }
+
+    /// Converts the largest multiple of 8 values; returns how many.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn f16_to_f32_avx2(src: &[u16], dst: &mut [f32]) -> usize {
+        let n = src.len().min(dst.len()) / 8 * 8;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= both lengths.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        n
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -724,6 +819,25 @@ mod tests {
     }
 
     #[test]
+    fn f16_conversion_agrees_on_every_isa() {
+        let mut seed = 5u64;
+        let x: Vec<f32> = (0..77).map(|_| lcg(&mut seed) * 100.0).collect();
+        let h: Vec<u16> = x.iter().map(|v| f32_to_f16_sat(*v)).collect();
+        for isa in isas() {
+            let mut y = vec![0f32; 77];
+            f16_to_f32(isa, &h, &mut y);
+            for (a, b) in y.iter().zip(&x) {
+                assert!((a - b).abs() <= b.abs() * 1e-3, "{isa:?}: {a} vs {b}");
+            }
+        }
+        assert_eq!(half::f16::from_bits(f32_to_f16_sat(1e9)).to_f32(), 65504.0);
+        assert_eq!(
+            half::f16::from_bits(f32_to_f16_sat(-1e9)).to_f32(),
+            -65504.0
+        );
+    }
+
+    #[test]
     fn exp_approx_is_accurate() {
         let mut x = -87.0f32;
         while x < 88.0 {
@@ -765,7 +879,7 @@ mod tests {
         let mut xq = vec![0i8; kp];
         let mut dx = vec![0f32; kp / 4];
         let mut bias = vec![0i32; kp / 4];
-        quantize_acts(&x, &mut xq, &mut dx, &mut bias);
+        quantize_acts(Isa::detect(), &x, &mut xq, &mut dx, &mut bias);
         let acts = QActs {
             xq: &xq,
             dx: &dx,
@@ -804,30 +918,12 @@ mod tests {
     #[test]
     fn elementwise_kernels_agree_on_every_isa() {
         let mut seed = 3u64;
-        let (hd, stride, n) = (6, 23, 19);
-        let q: Vec<f32> = (0..hd).map(|_| lcg(&mut seed)).collect();
-        let kt: Vec<f32> = (0..hd * stride).map(|_| lcg(&mut seed)).collect();
-        let v: Vec<f32> = (0..n * hd).map(|_| lcg(&mut seed)).collect();
+        for hd in [6, 7, 16, 64] {
+            attention_kernels(hd, 37, &mut seed);
+        }
+        let n = 19;
         for isa in isas() {
-            let mut s = vec![0f32; n];
-            scores_transposed(isa, &q, &kt, stride, 0.5, &mut s);
-            for t in 0..n {
-                let e: f32 = (0..hd).map(|j| q[j] * kt[j * stride + t]).sum::<f32>() * 0.5;
-                assert!((s[t] - e).abs() < 1e-5);
-            }
-            let raw = s.clone();
-            softmax(isa, &mut s);
-            let m = raw.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let z: f32 = raw.iter().map(|x| (x - m).exp()).sum();
-            for t in 0..n {
-                assert!((s[t] - (raw[t] - m).exp() / z).abs() < 1e-6);
-            }
-            let mut out = vec![0f32; hd];
-            weighted_sum(isa, &s, &v, &mut out);
-            for j in 0..hd {
-                let e: f32 = (0..n).map(|t| s[t] * v[t * hd + j]).sum();
-                assert!((out[j] - e).abs() < 1e-5);
-            }
+            let raw: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 3.0).collect();
             let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 10.0).collect();
             let mut g = vec![0f32; n];
             swiglu(isa, &a, &raw, &mut g);
@@ -842,6 +938,43 @@ mod tests {
             for i in 0..n {
                 let e = (a[i] - mean) / (var + 1e-5).sqrt() * w[i];
                 assert!((g[i] - e).abs() < 1e-5);
+            }
+        }
+    }
+
+    fn attention_kernels(hd: usize, n: usize, seed: &mut u64) {
+        let q: Vec<f32> = (0..hd).map(|_| lcg(seed)).collect();
+        let keys: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
+        let mut kb = vec![f32::NAN; n.div_ceil(KB) * KB * hd];
+        for t in 0..n {
+            for j in 0..hd {
+                kb[kblock_index(hd, t, j)] = keys[t * hd + j];
+            }
+        }
+        // Unwritten tail positions of the last block hold garbage; it must not leak.
+        for x in kb.iter_mut().filter(|x| x.is_nan()) {
+            *x = 1e30;
+        }
+        let v: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
+        for isa in isas() {
+            let mut s = vec![0f32; n];
+            scores_blocked(isa, &q, &kb, 0.5, &mut s);
+            for t in 0..n {
+                let e: f32 = (0..hd).map(|j| q[j] * keys[t * hd + j]).sum::<f32>() * 0.5;
+                assert!((s[t] - e).abs() < 1e-5, "hd {hd} t {t}: {} vs {e}", s[t]);
+            }
+            let raw = s.clone();
+            softmax(isa, &mut s);
+            let m = raw.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = raw.iter().map(|x| (x - m).exp()).sum();
+            for t in 0..n {
+                assert!((s[t] - (raw[t] - m).exp() / z).abs() < 1e-6);
+            }
+            let mut out = vec![0f32; hd];
+            weighted_sum(isa, &s, &v, &mut out);
+            for j in 0..hd {
+                let e: f32 = (0..n).map(|t| s[t] * v[t * hd + j]).sum();
+                assert!((out[j] - e).abs() < 1e-5);
             }
         }
     }

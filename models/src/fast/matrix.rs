@@ -101,7 +101,7 @@ impl Matrix {
                     &mut scratch.dx[..n4],
                     &mut scratch.bias[..n4],
                 );
-                kernels::quantize_acts(x, xq, dx, bias);
+                kernels::quantize_acts(isa, x, xq, dx, bias);
                 let acts = QActs { xq, dx, bias };
                 kernels::matvec_q8(isa, q, scales, self.kp, &acts, y);
             }

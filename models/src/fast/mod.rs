@@ -11,25 +11,30 @@
 //! - weights are packed once in a [`WeightFormat`]: exact f32, f16 (F16C conversion in the dot
 //!   product) or int8 with one scale per 32 weights, multiplied against activations quantized to
 //!   int8 per 32 values (llama.cpp's q8_0 x q8_0; AVX-512 VNNI `vpdpbusd` or AVX2 `vpmaddubsw`);
-//! - the key cache is stored transposed (`[layer][head][head_dim][position]`) so the attention
-//!   scores of all cached positions are a vectorised multiply-add over positions, and the value
-//!   cache as `[layer][head][position][head_dim]`;
+//! - the key cache is stored in blocks of 16 positions, each a contiguous `head_dim x 16` tile
+//!   (`[layer][head][position / 16][head_dim][16]`), so the scores of 16 positions are one SIMD
+//!   register's lanes and the whole cache streams sequentially; the value cache is
+//!   `[layer][head][position][head_dim]`;
 //! - SIMD paths are picked at run time ([`Isa::detect`]); a portable fallback runs anywhere.
 //!
 //! No threads: everything runs on the caller's thread.
 //!
 //! ## Staria cross-attention sites
-//! With `cross_every = c > 0`, a site follows every `c`-th block (after blocks `c-1, 2c-1, ..`).
-//! Site `j` computes, on the residual stream `x`,
+//! As `staria.rs` (`CrossAttn::forward_cached`): with `cross_every = c > 0`, site `j` follows
+//! decoder layer `(j+1)*c - 1` and computes, on the residual stream `x`,
 //! ```text
-//! x = x + tanh(attn_gate) * out(attend(q(norm(x)), K, V))     K = k(latents), V = v(latents)
+//! x = x + tanh(attn_gate) * out(attend(q(norm(x)), K, V))     [K; V] = kv(latents)
 //! x = x + tanh(ff_gate) * w2(silu(w1 ff_norm(x)) * w3 ff_norm(x))
 //! ```
 //! with the tensor names listed in [`names`]. Heads and head size are the decoder's; no RoPE on
 //! the latents. `K`/`V` of every site are computed once per prompt by
-//! [`FastDecoder::set_latents`]; with no latents set, the attention half contributes nothing.
+//! [`FastDecoder::set_latents`] from the latents *with the section embedding already added*
+//! (`staria::Latents::latents()`); with no latents set, every site is skipped entirely (as
+//! `Staria::forward_cached` does for a prompt without snippets).
 
-pub mod kernels;
+// Crate-private: the kernels take an `Isa` and trust it (a forged `Isa::Avx512` on a CPU without
+// AVX-512 would be undefined behaviour); `FastDecoder` only ever holds a detected one.
+pub(crate) mod kernels;
 mod matrix;
 
 use std::collections::HashMap;
@@ -41,6 +46,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 pub use kernels::Isa;
 use kernels::padded;
+
+/// `n` rounded up to whole key blocks.
+fn blocked(n: usize) -> usize {
+    n.div_ceil(kernels::KB) * kernels::KB
+}
 use matrix::{Matrix, QScratch};
 
 /// How the projection matrices (QKV, attention output, SwiGLU, LM head, cross-attention) are
@@ -150,14 +160,14 @@ impl FastConfig {
 
     /// Head size; errors unless `dim` splits into `n_heads` heads of even size.
     pub fn head_dim(&self) -> Result<usize> {
-        if self.n_heads == 0 || self.dim == 0 || self.dim % self.n_heads != 0 {
+        if self.n_heads == 0 || self.dim == 0 || !self.dim.is_multiple_of(self.n_heads) {
             return Err(Error::Config(format!(
                 "fast decoder: dim {} is not divisible by n_heads {}",
                 self.dim, self.n_heads
             )));
         }
         let hd = self.dim / self.n_heads;
-        if hd % 2 != 0 {
+        if !hd.is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "fast decoder: head dim {hd} must be even for RoPE"
             )));
@@ -228,12 +238,13 @@ pub mod names {
         format!("layers.{i}.{suffix}")
     }
 
-    /// `cross.{j}.{suffix}` with suffix one of `norm.weight` `[dim]`, `q.weight` `[dim, dim]`,
-    /// `k.weight` / `v.weight` `[dim, latent_dim]`, `out.weight` `[dim, dim]`, `attn_gate`
-    /// (`[1]`, `[]` or `[dim]`), `ff_norm.weight`, `ff.w1.weight` / `ff.w3.weight`
-    /// `[hidden, dim]`, `ff.w2.weight` `[dim, hidden]`, `ff_gate`.
+    /// `xattn.{j}.{suffix}` (Staria's cross-attention site `j`) with suffix one of
+    /// `norm.weight` `[dim]`, `q.weight` `[dim, dim]`, `kv.weight` `[2 * dim, latent_dim]`
+    /// (rows: k, v), `out.weight` `[dim, dim]`, `attn_gate` (`[1]`, `[]` or `[dim]`),
+    /// `ff_norm.weight`, `ff.w1.weight` / `ff.w3.weight` `[hidden, dim]`, `ff.w2.weight`
+    /// `[dim, hidden]`, `ff_gate`.
     pub fn cross(j: usize, suffix: &str) -> String {
-        format!("cross.{j}.{suffix}")
+        format!("xattn.{j}.{suffix}")
     }
 }
 
@@ -251,8 +262,8 @@ struct Layer {
 struct CrossSite {
     norm: Vec<f32>,
     q: Matrix,
-    k: Matrix,
-    v: Matrix,
+    /// k rows then v rows.
+    kv: Matrix,
     out: Matrix,
     /// `tanh(attn_gate)`, one value per channel.
     attn_gate: Vec<f32>,
@@ -260,7 +271,7 @@ struct CrossSite {
     w13: Matrix,
     w2: Matrix,
     ff_gate: Vec<f32>,
-    /// `[head][head_dim][max_latents]`.
+    /// Blocked keys (see `kernels::kblock_index`), `[head][blocked(max_latents) * head_dim]`.
     kt: Vec<f32>,
     /// `[head][max_latents][head_dim]`.
     v_cache: Vec<f32>,
@@ -278,12 +289,37 @@ struct Weights {
     rope_sin: Vec<f32>,
 }
 
+/// Self-attention keys (blocked, `[layer][head][blocked(max_seq_len) * head_dim]`, see
+/// `kernels::kblock_index`) and values (`[layer][head][max_seq_len][head_dim]`). f32 for the
+/// exact format; f16 (half the memory traffic of long contexts) for the others.
+enum KvStore {
+    F32 { kt: Vec<f32>, v: Vec<f32> },
+    F16 { kt: Vec<u16>, v: Vec<u16> },
+}
+
+impl KvStore {
+    fn new(format: WeightFormat, k_len: usize, v_len: usize) -> Self {
+        match format {
+            WeightFormat::F32 => KvStore::F32 {
+                kt: vec![0.0; k_len],
+                v: vec![0.0; v_len],
+            },
+            WeightFormat::F16 | WeightFormat::Q8 => KvStore::F16 {
+                kt: vec![0; k_len],
+                v: vec![0; v_len],
+            },
+        }
+    }
+}
+
 /// Preallocated mutable state: caches and activations.
 struct State {
-    /// `[layer][head][head_dim][max_seq_len]`.
-    kt: Vec<f32>,
-    /// `[layer][head][max_seq_len][head_dim]`.
-    v: Vec<f32>,
+    /// The self-attention KV cache.
+    kv: KvStore,
+    /// One key or value tile converted from f16 `[head_dim * 16]`.
+    kv_tile: Vec<f32>,
+    /// One head's partial output `[head_dim]`.
+    head_tmp: Vec<f32>,
     pos: usize,
     n_latents: usize,
     /// Residual stream `[dim]`.
@@ -304,8 +340,8 @@ struct State {
     scores: Vec<f32>,
     /// One latent, padded, for `set_latents` `[padded(latent_dim)]`.
     latent: Vec<f32>,
-    /// Second projection output for `set_latents` `[dim]`.
-    tmp2: Vec<f32>,
+    /// K and V of one latent for `set_latents` `[2 * dim]`.
+    kv_proj: Vec<f32>,
     logits: Vec<f32>,
     qs: QScratch,
 }
@@ -445,15 +481,14 @@ impl FastDecoder {
             cross.push(CrossSite {
                 norm: fetch(g, &n("norm.weight"), &[d])?,
                 q: fetch_matrix(g, &n("q.weight"), d, d, format)?,
-                k: fetch_matrix(g, &n("k.weight"), d, ld, format)?,
-                v: fetch_matrix(g, &n("v.weight"), d, ld, format)?,
+                kv: fetch_matrix(g, &n("kv.weight"), 2 * d, ld, format)?,
                 out: fetch_matrix(g, &n("out.weight"), d, d, format)?,
                 attn_gate: fetch_gate(g, &n("attn_gate"), d)?,
                 ff_norm: fetch(g, &n("ff_norm.weight"), &[d])?,
                 w13,
                 w2,
                 ff_gate: fetch_gate(g, &n("ff_gate"), d)?,
-                kt: vec![0.0; d * cfg.max_latents],
+                kt: vec![0.0; d * blocked(cfg.max_latents)],
                 v_cache: vec![0.0; d * cfg.max_latents],
             });
         }
@@ -480,10 +515,14 @@ impl FastDecoder {
             .chain(cross.iter().map(|c| c.w2.cols()))
             .max()
             .unwrap_or(ff);
-        let cache = cfg.n_layers * d * cfg.max_seq_len;
         let s = State {
-            kt: vec![0.0; cache],
-            v: vec![0.0; cache],
+            kv: KvStore::new(
+                format,
+                cfg.n_layers * d * blocked(cfg.max_seq_len),
+                cfg.n_layers * d * cfg.max_seq_len,
+            ),
+            kv_tile: vec![0.0; hd * kernels::KB],
+            head_tmp: vec![0.0; hd],
             pos: 0,
             n_latents: 0,
             x: vec![0.0; d],
@@ -495,7 +534,7 @@ impl FastDecoder {
             ffg: vec![0.0; padded(max_hidden)],
             scores: vec![0.0; cfg.max_seq_len.max(cfg.max_latents)],
             latent: vec![0.0; padded(ld)],
-            tmp2: vec![0.0; d],
+            kv_proj: vec![0.0; 2 * d],
             logits: vec![0.0; v],
             qs: QScratch::new(d.max(max_hidden).max(ld)),
         };
@@ -591,14 +630,7 @@ impl FastDecoder {
         let cross: usize = w
             .cross
             .iter()
-            .map(|c| {
-                c.q.bytes()
-                    + c.k.bytes()
-                    + c.v.bytes()
-                    + c.out.bytes()
-                    + c.w13.bytes()
-                    + c.w2.bytes()
-            })
+            .map(|c| c.q.bytes() + c.kv.bytes() + c.out.bytes() + c.w13.bytes() + c.w2.bytes())
             .sum();
         layers + cross + w.lm_head.bytes()
     }
@@ -713,19 +745,27 @@ impl FastDecoder {
                 "fast decoder: latent value {i} is not finite"
             )));
         }
-        let (h, hd, m) = (self.cfg.n_heads, self.head_dim, self.cfg.max_latents);
+        let (d, h, hd, m) = (
+            self.cfg.dim,
+            self.cfg.n_heads,
+            self.head_dim,
+            self.cfg.max_latents,
+        );
+        let mk = blocked(m);
         let s = &mut self.s;
         for site in &mut self.w.cross {
             for (t, lat) in latents.chunks_exact(ld.max(1)).take(n).enumerate() {
                 s.latent[..ld].copy_from_slice(lat);
-                site.k.matvec(self.isa, &s.latent, &mut s.tmp, &mut s.qs);
-                site.v.matvec(self.isa, &s.latent, &mut s.tmp2, &mut s.qs);
+                site.kv
+                    .matvec(self.isa, &s.latent, &mut s.kv_proj, &mut s.qs);
+                let (kp, vp) = s.kv_proj.split_at(d);
                 for hh in 0..h {
+                    let kb = &mut site.kt[hh * hd * mk..(hh + 1) * hd * mk];
                     for j in 0..hd {
-                        site.kt[(hh * hd + j) * m + t] = s.tmp[hh * hd + j];
+                        kb[kernels::kblock_index(hd, t, j)] = kp[hh * hd + j];
                     }
                     let row = (hh * m + t) * hd;
-                    site.v_cache[row..row + hd].copy_from_slice(&s.tmp2[hh * hd..(hh + 1) * hd]);
+                    site.v_cache[row..row + hd].copy_from_slice(&vp[hh * hd..(hh + 1) * hd]);
                 }
             }
         }
@@ -772,6 +812,7 @@ fn forward_token(w: &Weights, s: &mut State, cfg: &FastConfig, hd: usize, isa: I
     let d = cfg.dim;
     let h = cfg.n_heads;
     let cap = cfg.max_seq_len;
+    let kcap = blocked(cap);
     let pos = s.pos;
     let n = pos + 1;
     let half = hd / 2;
@@ -788,32 +829,59 @@ fn forward_token(w: &Weights, s: &mut State, cfg: &FastConfig, hd: usize, isa: I
         // Attention.
         kernels::layer_norm(isa, &s.x, &layer.attn_norm, eps, &mut s.xn[..d]);
         layer.qkv.matvec(isa, &s.xn, &mut s.qkv, &mut s.qs);
-        let (q, kv) = s.qkv.split_at_mut(d);
-        let (k, v) = kv.split_at_mut(d);
+        let (q, rest) = s.qkv.split_at_mut(d);
+        let (k, v) = rest.split_at_mut(d);
         for hh in 0..h {
             rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
             rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
-            let base = (li * h + hh) * hd * cap;
-            for j in 0..hd {
-                s.kt[base + j * cap + pos] = k[hh * hd + j];
-            }
-            s.v[base + pos * hd..base + n * hd].copy_from_slice(&v[hh * hd..(hh + 1) * hd]);
-            let scores = &mut s.scores[..n];
-            kernels::scores_transposed(
-                isa,
+            let kbase = (li * h + hh) * hd * kcap;
+            let vbase = (li * h + hh) * hd * cap;
+            let (qh, kh, vh) = (
                 &q[hh * hd..(hh + 1) * hd],
-                &s.kt[base..base + hd * cap],
-                cap,
-                scale,
-                scores,
+                &k[hh * hd..(hh + 1) * hd],
+                &v[hh * hd..(hh + 1) * hd],
             );
-            kernels::softmax(isa, scores);
-            kernels::weighted_sum(
-                isa,
-                scores,
-                &s.v[base..base + n * hd],
-                &mut s.att[hh * hd..(hh + 1) * hd],
-            );
+            let out = &mut s.att[hh * hd..(hh + 1) * hd];
+            let scores = &mut s.scores[..n];
+            match &mut s.kv {
+                KvStore::F32 { kt, v: vc } => {
+                    let kb = &mut kt[kbase..kbase + hd * kcap];
+                    for (j, x) in kh.iter().enumerate() {
+                        kb[kernels::kblock_index(hd, pos, j)] = *x;
+                    }
+                    vc[vbase + pos * hd..vbase + n * hd].copy_from_slice(vh);
+                    kernels::scores_blocked(isa, qh, kb, scale, scores);
+                    kernels::softmax(isa, scores);
+                    kernels::weighted_sum(isa, scores, &vc[vbase..vbase + n * hd], out);
+                }
+                KvStore::F16 { kt, v: vc } => {
+                    let kb = &mut kt[kbase..kbase + hd * kcap];
+                    for (j, x) in kh.iter().enumerate() {
+                        kb[kernels::kblock_index(hd, pos, j)] = kernels::f32_to_f16_sat(*x);
+                    }
+                    for (o, x) in vc[vbase + pos * hd..vbase + n * hd].iter_mut().zip(vh) {
+                        *o = kernels::f32_to_f16_sat(*x);
+                    }
+                    // Tile by tile: 16 positions converted to f32 in L1, then the f32 kernels.
+                    let tile = &mut s.kv_tile[..hd * kernels::KB];
+                    for (chunk, blk) in scores
+                        .chunks_mut(kernels::KB)
+                        .zip(kb.chunks_exact(hd * kernels::KB))
+                    {
+                        kernels::f16_to_f32(isa, blk, tile);
+                        kernels::scores_blocked(isa, qh, tile, scale, chunk);
+                    }
+                    kernels::softmax(isa, scores);
+                    out.fill(0.0);
+                    let vs = &vc[vbase..vbase + n * hd];
+                    for (pc, vblk) in scores.chunks(kernels::KB).zip(vs.chunks(kernels::KB * hd)) {
+                        let t = &mut tile[..vblk.len()];
+                        kernels::f16_to_f32(isa, vblk, t);
+                        kernels::weighted_sum(isa, pc, t, &mut s.head_tmp);
+                        kernels::add_assign(isa, out, &s.head_tmp);
+                    }
+                }
+            }
         }
         layer.out.matvec(isa, &s.att, &mut s.tmp, &mut s.qs);
         kernels::add_assign(isa, &mut s.x, &s.tmp);
@@ -822,10 +890,12 @@ fn forward_token(w: &Weights, s: &mut State, cfg: &FastConfig, hd: usize, isa: I
         kernels::layer_norm(isa, &s.x, &layer.ff_norm, eps, &mut s.xn[..d]);
         swiglu_residual(isa, &layer.w13, &layer.w2, None, s);
 
-        if cfg.cross_every > 0 && (li + 1) % cfg.cross_every == 0 {
-            if let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1) {
-                cross_site(site, s, cfg, hd, isa);
-            }
+        // Site j follows layer (j+1)*cross_every - 1 (`StariaConfig::site_after`).
+        if cfg.cross_every > 0
+            && (li + 1).is_multiple_of(cfg.cross_every)
+            && let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1)
+        {
+            cross_site(site, s, cfg, hd, isa);
         }
     }
     s.pos = n;
@@ -849,24 +919,29 @@ fn swiglu_residual(isa: Isa, w13: &Matrix, w2: &Matrix, gate: Option<&[f32]>, s:
     }
 }
 
-/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter).
+/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter);
+/// skipped when no latents are set.
 fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa) {
     let d = cfg.dim;
     let m = cfg.max_latents;
     let eps = cfg.norm_eps as f32;
     let nl = s.n_latents;
-    if nl > 0 {
+    if nl == 0 {
+        // No snippets: the site is skipped entirely, as in `Staria::forward_cached`.
+        return;
+    }
+    {
         kernels::layer_norm(isa, &s.x, &site.norm, eps, &mut s.xn[..d]);
         site.q.matvec(isa, &s.xn, &mut s.qkv[..d], &mut s.qs);
         let scale = 1.0 / (hd as f32).sqrt();
         for hh in 0..cfg.n_heads {
             let scores = &mut s.scores[..nl];
             let q = &s.qkv[hh * hd..(hh + 1) * hd];
-            kernels::scores_transposed(
+            let mk = blocked(m);
+            kernels::scores_blocked(
                 isa,
                 q,
-                &site.kt[hh * hd * m..(hh + 1) * hd * m],
-                m,
+                &site.kt[hh * hd * mk..(hh + 1) * hd * mk],
                 scale,
                 scores,
             );
