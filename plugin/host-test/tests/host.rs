@@ -1,0 +1,242 @@
+//! The bundled Staria.clap in a real CLAP host: 48 kHz, 512-sample blocks, a running transport
+//! at 120 bpm in 4/4. Each scenario runs in its own process (the debug bundle aborts on an
+//! allocation in `process()`).
+
+use staria_plugin_host_test::*;
+
+fn on(offset: u32, key: u16) -> InNote {
+    InNote::On {
+        offset,
+        key,
+        velocity: 0.8,
+    }
+}
+
+fn off(offset: u32, key: u16) -> InNote {
+    InNote::Off { offset, key }
+}
+
+fn set(inst: &Instance, name: &str, value: f64) -> (clack_host::utils::ClapId, f64) {
+    let p = inst.param(name);
+    assert!(
+        value >= p.min && value <= p.max,
+        "{name}: {value} outside {}..{}",
+        p.min,
+        p.max
+    );
+    (p.id, value)
+}
+
+fn snippets(state: &serde_json::Value) -> serde_json::Value {
+    // nice-plug keeps persisted fields as JSON strings under "fields".
+    let text = state["fields"]["snippets"]
+        .as_str()
+        .expect("snippets field");
+    serde_json::from_str(text).expect("snippets JSON")
+}
+
+#[test]
+fn passes_audio_and_midi_through_cleanly() {
+    run_isolated("passes_audio_and_midi_through_cleanly", || {
+        let mut inst = Instance::load(&bundled_clap());
+        let mut s = inst.start();
+        s.playing = true;
+        // A sine with a subnormal and a NaN sample mixed in.
+        s.set_input_audio(|i| match i {
+            7 => 1e-40,
+            9 => f32::NAN,
+            _ => (i as f32 * 0.05).sin() * 0.5,
+        });
+        let got = s.block(&[on(10, 60), off(300, 60), on(300, 64)], &[]);
+        for (i, &x) in s.last_audio[0].iter().enumerate() {
+            let want = match i {
+                7 | 9 => 0.0,
+                _ => (i as f32 * 0.05).sin() * 0.5,
+            };
+            assert_eq!(
+                x.to_bits(),
+                if want == 0.0 { 0 } else { want.to_bits() },
+                "sample {i}"
+            );
+        }
+        assert_eq!(s.last_audio[0], s.last_audio[1]);
+        let keys: Vec<_> = got.iter().map(|n| (n.sample, n.on, n.key)).collect();
+        assert_eq!(
+            keys,
+            vec![(10, true, 60), (300, false, 60), (300, true, 64)]
+        );
+
+        // Pass-through off: new notes are held back, but the held note still gets its note-off.
+        let thru_off = set(&inst, "Pass input through", 0.0);
+        let got = s.block(&[off(5, 64), on(6, 67), off(7, 67)], &[thru_off]);
+        assert_eq!(
+            got.iter().map(|n| (n.on, n.key)).collect::<Vec<_>>(),
+            vec![(false, 64)]
+        );
+
+        // Keyswitch notes (C0 = 12 .. B0 = 23) never reach the output.
+        let thru_on = set(&inst, "Pass input through", 1.0);
+        let got = s.block(
+            &[
+                on(0, 12),
+                off(100, 12),
+                on(200, 23),
+                off(201, 23),
+                on(300, 24),
+            ],
+            &[thru_on],
+        );
+        assert_eq!(
+            got.iter().map(|n| (n.on, n.key)).collect::<Vec<_>>(),
+            vec![(true, 24)]
+        );
+        s.block(&[off(0, 24)], &[]);
+        assert_balanced(&s.notes);
+        inst.stop(s);
+    });
+}
+
+#[test]
+fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
+    run_isolated(
+        "capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance",
+        || {
+            let entry = {
+                let inst = Instance::load(&bundled_clap());
+                inst.entry.clone()
+            };
+            let mut inst = Instance::from_entry(entry.clone());
+            let mut s = inst.start();
+            s.playing = true;
+            s.run_until_beat(2.0);
+            // Arm A in the middle of bar 1; play a pickup just before bar 3 and two notes in it.
+            let arm = set(&inst, "Record A", 1.0);
+            s.block(&[], &[arm]);
+            let o = s.advance_to_beat(7.5);
+            s.block(&[on(o, 60)], &[]);
+            let o = s.advance_to_beat(8.0);
+            s.block(&[off(o, 60), on(o, 62)], &[]);
+            let o = s.advance_to_beat(9.0);
+            s.block(&[off(o, 62), on(o, 64)], &[]);
+            let o = s.advance_to_beat(10.0);
+            s.block(&[off(o, 64)], &[]);
+            // Disarm a little after the bar 4 line (beat 12): the snippet is bars 2..4 (beats 4..12).
+            s.run_until_beat(12.1);
+            let disarm = set(&inst, "Record A", 0.0);
+            s.block(&[], &[disarm]);
+            inst.stop(s);
+
+            let state = inst.save_state();
+            let json = Instance::state_json(&state);
+            let snips = snippets(&json);
+            let sections = snips["sections"].as_array().unwrap();
+            assert_eq!(sections.len(), 1, "{snips}");
+            let a = &sections[0];
+            assert_eq!(a["section"], "A");
+            assert_eq!(a["bars"], 2);
+            assert_eq!(a["length_beats"], 8.0);
+            let notes: Vec<(u64, f64, f64)> = a["notes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    (
+                        n["pitch"].as_u64().unwrap(),
+                        n["start"].as_f64().unwrap(),
+                        n["length"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            // Note times are snapped to 1/960 beat.
+            let near = |a: f64, b: f64| (a - b).abs() <= 1.0 / 960.0;
+            assert_eq!(notes.len(), 3);
+            for ((p, st, len), (wp, wst, wlen)) in
+                notes
+                    .iter()
+                    .zip([(60, 3.5, 0.5), (62, 4.0, 1.0), (64, 5.0, 1.0)])
+            {
+                assert_eq!(*p, wp);
+                assert!(
+                    near(*st, wst) && near(*len, wlen),
+                    "note {p}: start {st} length {len}"
+                );
+            }
+
+            // A fresh instance (as a DAW reopening the project) restores the snippets.
+            drop(inst);
+            let mut fresh = Instance::from_entry(entry.clone());
+            fresh.load_state(&state);
+            let again = Instance::state_json(&fresh.save_state());
+            assert_eq!(snippets(&again), snips);
+            // ...and keeps them once its audio thread has taken them over.
+            let mut s = fresh.start();
+            s.playing = true;
+            s.run_blocks(4);
+            fresh.stop(s);
+            let after = Instance::state_json(&fresh.save_state());
+            assert_eq!(snippets(&after), snips);
+
+            // Clearing a section empties it; re-arming and playing replaces it.
+            let mut s = fresh.start();
+            s.playing = true;
+            let clear = set(&fresh, "Clear A", 1.0);
+            s.block(&[], &[clear]);
+            fresh.stop(s);
+            let cleared = Instance::state_json(&fresh.save_state());
+            assert_eq!(snippets(&cleared)["sections"].as_array().unwrap().len(), 0);
+        },
+    );
+}
+
+#[test]
+fn keyswitches_record_sections_and_are_consumed() {
+    run_isolated("keyswitches_record_sections_and_are_consumed", || {
+        let mut inst = Instance::load(&bundled_clap());
+        let mut s = inst.start();
+        s.playing = true;
+        // D0 (14) toggles recording B.
+        s.block(&[on(0, 14), off(50, 14)], &[]);
+        let o = s.advance_to_beat(4.0);
+        s.block(&[on(o, 72)], &[]);
+        let o = s.advance_to_beat(6.0);
+        s.block(&[off(o, 72)], &[]);
+        s.run_until_beat(7.9);
+        s.block(&[on(0, 14), off(10, 14)], &[]);
+        // A moved keyswitch octave: C1 (24) is now "record A", the old C0 plays through.
+        let base = set(&inst, "Keyswitch octave start", 24.0);
+        s.block(&[on(0, 12), off(5, 12), on(10, 24), off(20, 24)], &[base]);
+        let o = s.advance_to_beat(9.0);
+        s.block(&[on(o, 48), off(o + 100, 48)], &[]);
+        s.run_until_beat(12.0);
+        s.block(&[on(0, 24), off(5, 24)], &[]);
+        let out = s.notes.clone();
+        inst.stop(s);
+        // Only the played notes and the old keyswitch key (now an ordinary note) came out.
+        let keys: Vec<(bool, u16)> = out.iter().map(|n| (n.on, n.key)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (true, 72),
+                (false, 72),
+                (true, 12),
+                (false, 12),
+                (true, 48),
+                (false, 48)
+            ]
+        );
+        let snips = snippets(&Instance::state_json(&inst.save_state()));
+        let sections = snips["sections"].as_array().unwrap();
+        let found: Vec<(&str, u64, usize)> = sections
+            .iter()
+            .map(|s| {
+                (
+                    s["section"].as_str().unwrap(),
+                    s["bars"].as_u64().unwrap(),
+                    s["notes"].as_array().unwrap().len(),
+                )
+            })
+            .collect();
+        // B: one note in bar 2, disarmed just before bar 3: one bar. A: bar 3, one bar.
+        assert_eq!(found, vec![("A", 1, 1), ("B", 1, 1)], "{snips}");
+    });
+}
