@@ -31,9 +31,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn checkpoint(file: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::Checkpoint { file: file.into(), msg: msg.into() }
+        Error::Checkpoint {
+            file: file.into(),
+            msg: msg.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -1,0 +1,347 @@
+//! Tokens to notes. [`StreamDecoder`] is the one grammar: the engine feeds it token by token on
+//! its real-time thread, and [`Tokenizer::decode`] runs the same machine over a whole sequence,
+//! so streamed and batch decoding agree by construction.
+
+use super::{START, TokenKind, Tokenizer};
+use crate::song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+
+/// Length given to decoded drum hits (drum tokens carry no duration).
+pub const DRUM_DURATION_MS: f64 = 100.0;
+
+/// Decoded songs use 120 bpm at 480 ticks per quarter: 0.96 ticks per ms.
+const TICKS_PER_QUARTER: u16 = 480;
+const US_PER_QUARTER: u32 = 500_000;
+const TICKS_PER_MS: f64 = 0.96;
+
+/// What the next token must be for the sequence to stay well formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything but an onset or a duration.
+    Any,
+    /// An onset at or after `StreamDecoder::min_onset_ms`.
+    Onset,
+    /// A duration.
+    Dur,
+}
+
+/// A decoded event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StreamEvent {
+    /// A complete note; `instrument` indexes the config's instruments (0 for drums). Drum tokens
+    /// carry no velocity, so drums come out at the level nearest 100.
+    Note {
+        pitch: u8,
+        velocity: u8,
+        instrument: u8,
+        drum: bool,
+        start_ms: f64,
+        dur_ms: f64,
+    },
+    Section(SectionLabel),
+    EndingSoon,
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Pending {
+    #[default]
+    Free,
+    Note {
+        instrument: u8,
+        pitch: u8,
+        velocity: u8,
+    },
+    NoteAt {
+        instrument: u8,
+        pitch: u8,
+        velocity: u8,
+        onset_ms: u32,
+    },
+    Drum {
+        pitch: u8,
+    },
+}
+
+/// Token-by-token decoder state: no heap, `Copy`, O(1) per token.
+/// Malformed input never fails: a note whose onset or duration does not follow is dropped and the
+/// offending token is read afresh; stray onsets and durations are ignored; `<S>` starts over.
+/// Between `<PROMPT_START>` and `<PROMPT_END>`/`<S>` the grammar is tracked the same way, each
+/// section tag restarting the time line (snippet times are relative), but no events are emitted:
+/// snippet notes are not part of the piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamDecoder {
+    window: u32,
+    last_onset_ms: u32,
+    pending: Pending,
+    in_prompt: bool,
+}
+
+impl StreamDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one token; returns an event when one is complete.
+    #[inline]
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Option<StreamEvent> {
+        let ev = self.step(tok, id);
+        if self.in_prompt { None } else { ev }
+    }
+
+    fn step(&mut self, tok: &Tokenizer, id: u32) -> Option<StreamEvent> {
+        let kind = tok.kind(id);
+        match (self.pending, kind) {
+            (
+                Pending::Note {
+                    instrument,
+                    pitch,
+                    velocity,
+                },
+                TokenKind::Onset { ms },
+            ) => {
+                self.see_onset(ms);
+                self.pending = Pending::NoteAt {
+                    instrument,
+                    pitch,
+                    velocity,
+                    onset_ms: ms,
+                };
+                None
+            }
+            (
+                Pending::NoteAt {
+                    instrument,
+                    pitch,
+                    velocity,
+                    onset_ms,
+                },
+                TokenKind::Dur { ms },
+            ) => {
+                self.pending = Pending::Free;
+                Some(StreamEvent::Note {
+                    pitch,
+                    velocity,
+                    instrument,
+                    drum: false,
+                    start_ms: self.time_of(tok, onset_ms),
+                    dur_ms: ms as f64,
+                })
+            }
+            (Pending::Drum { pitch }, TokenKind::Onset { ms }) => {
+                self.see_onset(ms);
+                self.pending = Pending::Free;
+                Some(StreamEvent::Note {
+                    pitch,
+                    velocity: tok.quantize_velocity(100),
+                    instrument: 0,
+                    drum: true,
+                    start_ms: self.time_of(tok, ms),
+                    dur_ms: DRUM_DURATION_MS,
+                })
+            }
+            (_, kind) => {
+                // Either nothing was pending or the pending note is malformed: drop it.
+                self.pending = Pending::Free;
+                self.free(kind)
+            }
+        }
+    }
+
+    fn free(&mut self, kind: TokenKind) -> Option<StreamEvent> {
+        match kind {
+            TokenKind::Note {
+                instrument,
+                pitch,
+                velocity,
+            } => {
+                self.pending = Pending::Note {
+                    instrument,
+                    pitch,
+                    velocity,
+                };
+                None
+            }
+            TokenKind::Drum { pitch } => {
+                self.pending = Pending::Drum { pitch };
+                None
+            }
+            TokenKind::TimeShift => {
+                self.window = self.window.saturating_add(1);
+                self.last_onset_ms = 0;
+                None
+            }
+            TokenKind::Section(_) if self.in_prompt => {
+                self.restart_time();
+                None
+            }
+            TokenKind::Section(l) => Some(StreamEvent::Section(l)),
+            TokenKind::EndingSoon => Some(StreamEvent::EndingSoon),
+            TokenKind::End => Some(StreamEvent::End),
+            TokenKind::Start | TokenKind::PromptEnd => {
+                *self = Self::default();
+                None
+            }
+            TokenKind::PromptStart => {
+                *self = Self {
+                    in_prompt: true,
+                    ..Self::default()
+                };
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn restart_time(&mut self) {
+        self.window = 0;
+        self.last_onset_ms = 0;
+    }
+
+    fn see_onset(&mut self, ms: u32) {
+        // Monotone even on malformed (backwards) input, so the mask never re-opens the past.
+        self.last_onset_ms = self.last_onset_ms.max(ms);
+    }
+
+    fn time_of(&self, tok: &Tokenizer, onset_ms: u32) -> f64 {
+        self.window as f64 * tok.window_ms() as f64 + onset_ms as f64
+    }
+
+    /// What the next token must be.
+    #[inline]
+    pub fn expects(&self) -> Expect {
+        match self.pending {
+            Pending::Free => Expect::Any,
+            Pending::Note { .. } | Pending::Drum { .. } => Expect::Onset,
+            Pending::NoteAt { .. } => Expect::Dur,
+        }
+    }
+
+    /// Earliest onset (ms within the window) the next note may have.
+    #[inline]
+    pub fn min_onset_ms(&self) -> u32 {
+        self.last_onset_ms
+    }
+
+    /// Time windows passed (`<T>` count since the start).
+    pub fn window(&self) -> u32 {
+        self.window
+    }
+
+    /// The time of the latest event: window start plus the latest onset in it.
+    #[inline]
+    pub fn now_ms(&self, tok: &Tokenizer) -> f64 {
+        self.time_of(tok, self.last_onset_ms)
+    }
+}
+
+fn ticks(ms: f64) -> u64 {
+    (ms * TICKS_PER_MS).round().max(0.0) as u64
+}
+
+impl Tokenizer {
+    fn make_note(&self, ev: StreamEvent) -> Option<Note> {
+        let StreamEvent::Note {
+            pitch,
+            velocity,
+            instrument,
+            drum,
+            start_ms,
+            dur_ms,
+        } = ev
+        else {
+            return None;
+        };
+        let end_ms = start_ms + dur_ms;
+        Some(Note {
+            pitch,
+            velocity,
+            channel: if drum { 9 } else { 0 },
+            program: if drum {
+                0
+            } else {
+                self.program_for_instrument(instrument)
+            },
+            start_tick: ticks(start_ms),
+            end_tick: ticks(end_ms),
+            start_ms,
+            end_ms,
+        })
+    }
+
+    /// Decodes any id sequence into a song; never fails. With a `<S>` the piece after the first
+    /// one is decoded (a prompt before it is skipped), otherwise the whole sequence; decoding
+    /// stops at `<E>`. Sections start at the next note after their tag (or at the current time
+    /// when another tag or the end comes first) and end where the next section starts.
+    pub fn decode(&self, tokens: &[u32]) -> Song {
+        let from = tokens.iter().position(|&t| t == START).map_or(0, |p| p + 1);
+        let mut dec = StreamDecoder::new();
+        let mut notes = Vec::new();
+        let mut tags: Vec<(SectionLabel, f64)> = Vec::new();
+        let mut awaiting_note: Option<usize> = None;
+        for &id in &tokens[from..] {
+            match dec.push(self, id) {
+                Some(ev @ StreamEvent::Note { start_ms, .. }) => {
+                    if let Some(i) = awaiting_note.take() {
+                        tags[i].1 = start_ms;
+                    }
+                    notes.extend(self.make_note(ev));
+                }
+                Some(StreamEvent::Section(l)) => {
+                    awaiting_note = Some(tags.len());
+                    tags.push((l, dec.now_ms(self)));
+                }
+                Some(StreamEvent::End) => break,
+                Some(StreamEvent::EndingSoon) | None => {}
+            }
+        }
+        // The Song contract: sorted by (start_tick, pitch).
+        notes.sort_by(|a, b| {
+            (a.start_tick, a.pitch)
+                .cmp(&(b.start_tick, b.pitch))
+                .then(a.start_ms.total_cmp(&b.start_ms))
+        });
+        let piece_end = notes
+            .iter()
+            .map(|n| n.end_ms)
+            .fold(dec.now_ms(self), f64::max);
+        tags.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let sections = (0..tags.len())
+            .map(|i| {
+                let (label, start_ms) = tags[i];
+                let end_ms = tags.get(i + 1).map_or(piece_end, |t| t.1).max(start_ms);
+                Section {
+                    label,
+                    marker_text: label.to_string(),
+                    start_tick: ticks(start_ms),
+                    end_tick: ticks(end_ms),
+                    start_ms,
+                    end_ms,
+                }
+            })
+            .collect();
+        Song {
+            ticks_per_quarter: TICKS_PER_QUARTER,
+            tempo_map: vec![TempoChange {
+                tick: 0,
+                us_per_quarter: US_PER_QUARTER,
+            }],
+            time_signatures: vec![TimeSignature {
+                tick: 0,
+                numerator: 4,
+                denominator: 4,
+            }],
+            notes,
+            sections,
+        }
+    }
+
+    /// Notes of a prompt snippet (times relative to the snippet start); never fails.
+    pub fn decode_snippet(&self, tokens: &[u32]) -> Vec<Note> {
+        let mut dec = StreamDecoder::new();
+        tokens
+            .iter()
+            .filter_map(|&id| dec.push(self, id))
+            .filter_map(|ev| self.make_note(ev))
+            .collect()
+    }
+}
