@@ -545,11 +545,8 @@ impl Recorder {
             .ceil()
             .clamp(1.0, u16::MAX as f64) as u16;
         for n in &self.notes[..count] {
-            let note_end = if n.end.is_finite() {
-                n.end.min(end)
-            } else {
-                end
-            };
+            // A key still held ends where the capture stopped.
+            let note_end = if n.end.is_finite() { n.end } else { end_raw }.min(end);
             if n.start >= end {
                 continue;
             }

@@ -221,11 +221,11 @@ impl Instance {
         )
         .expect("create a Staria instance");
         let mut params = HashMap::new();
-        let mut handle = instance.plugin_handle();
+        let handle = instance.plugin_handle();
         let ext: PluginParams = handle.get_extension().expect("params extension");
         let mut buf = ParamInfoBuffer::new();
-        for i in 0..ext.count(&mut handle) {
-            let info = ext.get_info(&mut handle, i, &mut buf).expect("param info");
+        for i in 0..ext.count(&handle) {
+            let info = ext.get_info(&handle, i, &mut buf).expect("param info");
             let name = String::from_utf8_lossy(info.name)
                 .trim_end_matches('\0')
                 .to_string();
@@ -257,17 +257,17 @@ impl Instance {
 
     /// The plugin's state, as a host saves it into a project.
     pub fn save_state(&mut self) -> Vec<u8> {
-        let mut handle = self.instance.plugin_handle();
+        let handle = self.instance.plugin_handle();
         let ext: PluginState = handle.get_extension().expect("state extension");
         let mut bytes = Vec::new();
-        ext.save(&mut handle, &mut bytes).expect("save state");
+        ext.save(&handle, &mut bytes).expect("save state");
         bytes
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) {
-        let mut handle = self.instance.plugin_handle();
+        let handle = self.instance.plugin_handle();
         let ext: PluginState = handle.get_extension().expect("state extension");
-        ext.load(&mut handle, &mut &bytes[..]).expect("load state");
+        ext.load(&handle, &mut &bytes[..]).expect("load state");
     }
 
     /// The JSON part of a saved state (nice-plug writes an 8-byte length, then JSON).

@@ -240,3 +240,77 @@ fn keyswitches_record_sections_and_are_consumed() {
         assert_eq!(found, vec![("A", 1, 1), ("B", 1, 1)], "{snips}");
     });
 }
+
+#[test]
+fn transport_stop_ends_a_capture_and_deactivation_releases_held_notes() {
+    run_isolated(
+        "transport_stop_ends_a_capture_and_deactivation_releases_held_notes",
+        || {
+            let mut inst = Instance::load(&bundled_clap());
+            let mut s = inst.start();
+            s.playing = true;
+            let arm = set(&inst, "Record C", 1.0);
+            s.block(&[], &[arm]);
+            let o = s.advance_to_beat(1.0);
+            // Held through the stop: recorded up to where the music stopped.
+            s.block(&[on(o, 55)], &[]);
+            s.run_until_beat(6.5);
+            s.playing = false;
+            s.block(&[], &[]);
+            // Played while stopped: passes through, not recorded.
+            s.block(&[on(0, 57), off(100, 57)], &[]);
+            // Deactivated with 55 still held: the first block after reactivation releases it.
+            let before = s.notes.clone();
+            inst.stop(s);
+            let mut s = inst.start();
+            let got = s.block(&[], &[]);
+            assert_eq!(
+                got.iter()
+                    .map(|n| (n.on, n.key, n.sample))
+                    .collect::<Vec<_>>(),
+                vec![(false, 55, 0)]
+            );
+            let mut all = before;
+            all.extend(got);
+            assert_balanced(&all);
+            inst.stop(s);
+
+            let snips = snippets(&Instance::state_json(&inst.save_state()));
+            let c = &snips["sections"][0];
+            assert_eq!(c["section"], "C");
+            // Stopped at 6.5 beats: the snippet ends on the nearest bar line after its last note (8).
+            assert_eq!(c["bars"], 2, "{snips}");
+            let notes = c["notes"].as_array().unwrap();
+            assert_eq!(notes.len(), 1, "{snips}");
+            assert_eq!(notes[0]["pitch"], 55);
+            let len = notes[0]["length"].as_f64().unwrap();
+            assert!(
+                (len - 5.5).abs() < 0.02,
+                "held note recorded up to the stop: {len}"
+            );
+        },
+    );
+}
+
+#[test]
+fn instances_can_be_created_and_destroyed_quickly() {
+    run_isolated("instances_can_be_created_and_destroyed_quickly", || {
+        let entry = Instance::load(&bundled_clap()).entry.clone();
+        // Hosts create instances just to scan them, and tear projects down while they work.
+        for round in 0..12 {
+            let mut inst = Instance::from_entry(entry.clone());
+            if round % 3 == 0 {
+                continue;
+            }
+            let mut s = inst.start();
+            s.playing = true;
+            s.run_blocks(round);
+            if round % 2 == 0 {
+                inst.stop(s);
+            } else {
+                // Destroyed while still processing (the host's teardown path).
+                drop(s);
+            }
+        }
+    });
+}
