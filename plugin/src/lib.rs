@@ -1,11 +1,13 @@
 //! Staria as a CLAP/VST3 MIDI effect. Musicians record sections A..D as snippets (parameters or
-//! keyswitches), aligned to the host's bars; the plugin saves them with the project, passes audio
-//! and (optionally) its MIDI input through, and plays generated sections in time with the host.
+//! keyswitches), aligned to the host's bars; the plugin saves them with the project, hands them to
+//! the engine, and plays generated sections in time with the host. Audio and (optionally) MIDI
+//! input pass through.
 //!
 //! `process()` never allocates, locks, blocks, logs or touches files: it moves fixed-size values
-//! through preallocated tables and atomics.
+//! through preallocated tables, the engine's lock-free rings and atomics.
 
 pub mod choices;
+pub mod engine_host;
 pub mod keyswitch;
 pub mod midi_out;
 pub mod params;
@@ -14,17 +16,21 @@ pub mod timeline;
 
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
+use staria_engine::{Command, Event as EngineEvent, Form, GenTarget, RequestId, TransportFrame};
 use staria_models::SectionLabel;
 use std::sync::Arc;
 
+use engine_host::EngineHost;
 use keyswitch::KeyAction;
 use midi_out::{Event, EventQueue, NoteTable};
-use params::StariaParams;
-use snippets::{Recorder, SnippetData};
+use params::{StariaParams, StatusRecord};
+use snippets::{Finished, Recorder, ReplayCursor, SnippetData};
 use timeline::Timeline;
 
 /// Positions further than this from where the previous block ended count as a transport jump.
 const JUMP_TOLERANCE_BEATS: f64 = 1.0 / 64.0;
+/// Commands a restored snippet may put into the engine's ring per block.
+const REPLAY_BUDGET: usize = 64;
 
 /// Last seen values of the edge-triggered parameters.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -62,6 +68,40 @@ impl Edges {
     }
 }
 
+/// Handing the published snippets to the engine, a few commands per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplayPhase {
+    Clear,
+    Arm,
+    Notes,
+}
+
+struct Replay {
+    /// Section index being replayed; 4 = idle.
+    section: usize,
+    phase: ReplayPhase,
+    cursor: ReplayCursor,
+    data: Box<SnippetData>,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Self {
+            section: 4,
+            phase: ReplayPhase::Clear,
+            cursor: ReplayCursor::default(),
+            data: Box::default(),
+        }
+    }
+}
+
+impl Replay {
+    fn restart(&mut self) {
+        self.section = 0;
+        self.phase = ReplayPhase::Clear;
+    }
+}
+
 /// The audio thread's state; every table is allocated once, in `Default`.
 struct Live {
     recorder: Recorder,
@@ -71,6 +111,8 @@ struct Live {
     thru: NoteTable,
     /// Keyswitch keys held down (their note-offs are consumed too).
     consumed: NoteTable,
+    /// Generated notes that were sounding when the plugin was deactivated.
+    orphaned: NoteTable,
     edges: Edges,
     last_captured: Option<SectionLabel>,
     /// The transport as the previous block left it.
@@ -78,10 +120,12 @@ struct Live {
     last_end_beat: f64,
     /// Notes were sounding when the plugin was deactivated: release them on the next block.
     release_on_resume: bool,
-    /// Sections requested since the transport started, and the next position in the form.
-    history: [SectionLabel; 16],
-    history_len: usize,
+    /// The next position in the form for "play next".
     form_pos: usize,
+    /// The newest generate request sent, 0 = none.
+    last_request: RequestId,
+    replay: Replay,
+    rng: u64,
 }
 
 impl Default for Live {
@@ -92,15 +136,29 @@ impl Default for Live {
             out: EventQueue::default(),
             thru: NoteTable::default(),
             consumed: NoteTable::default(),
+            orphaned: NoteTable::default(),
             edges: Edges::default(),
             last_captured: None,
             was_playing: false,
             last_end_beat: 0.0,
             release_on_resume: false,
-            history: [SectionLabel::A; 16],
-            history_len: 0,
             form_pos: 0,
+            last_request: 0,
+            replay: Replay::default(),
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+}
+
+impl Live {
+    /// xorshift64*: seeds for "seed 0 = random" without a syscall on the audio thread.
+    fn next_seed(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
@@ -108,6 +166,8 @@ pub struct Staria {
     params: Arc<StariaParams>,
     sample_rate: f64,
     live: Box<Live>,
+    /// Started on the first activation, dropped (threads joined) with the plugin.
+    engine: Option<EngineHost>,
 }
 
 impl Default for Staria {
@@ -117,6 +177,7 @@ impl Default for Staria {
             params: Arc::new(StariaParams::default()),
             sample_rate: 48_000.0,
             live: Box::default(),
+            engine: None,
         }
     }
 }
@@ -135,6 +196,30 @@ fn note_off(timing: u32, channel: u8, key: u8) -> Event {
     }
 }
 
+/// A generated note as a host event.
+fn generated(out: &mut EventQueue, offset: u32, ev: EngineEvent) {
+    if let EngineEvent::Note(n) = ev {
+        let (channel, key) = (Channel::Number(n.channel & 15), Key::Number(n.pitch & 127));
+        out.push(if n.on {
+            NoteEvent::NoteOn {
+                timing: offset,
+                voice_id: VoiceID::Wildcard,
+                channel,
+                key,
+                velocity: n.velocity.clamp(1, 127) as f32 / 127.0,
+            }
+        } else {
+            NoteEvent::NoteOff {
+                timing: offset,
+                voice_id: VoiceID::Wildcard,
+                channel,
+                key,
+                velocity: 0.0,
+            }
+        });
+    }
+}
+
 /// Zeroes subnormal (and non-finite) samples so the output is clean.
 fn clean_audio(buffer: &mut Buffer) {
     for channel in buffer.as_slice().iter_mut() {
@@ -147,6 +232,7 @@ fn clean_audio(buffer: &mut Buffer) {
 }
 
 impl Staria {
+    /// The parameters and persisted fields (snippets, model path, status).
     pub fn params_handle(&self) -> Arc<StariaParams> {
         self.params.clone()
     }
@@ -164,16 +250,58 @@ impl Staria {
         )
     }
 
-    /// Ends the capture in progress (if any) at `end_beat` and publishes its snippet.
+    fn send(&mut self, cmd: Command) -> bool {
+        self.engine.as_mut().is_some_and(|e| e.audio.send(cmd))
+    }
+
+    /// Copies the sampling and constraint parameters into the engine's atomics.
+    fn push_engine_params(&self) {
+        let Some(engine) = &self.engine else { return };
+        let p = &self.params;
+        let e = engine.audio.params();
+        e.set_temperature(p.temperature.value());
+        e.set_top_p(p.top_p.value());
+        e.set_min_p(p.min_p.value());
+        e.set_pitch_range(
+            p.pitch_low.value().clamp(0, 127) as u8,
+            p.pitch_high.value().clamp(0, 127) as u8,
+        );
+        e.set_key_mask(p.scale.value().key_mask(p.key_root.value()));
+        e.set_channel((p.channel.value() - 1).clamp(0, 15) as u8);
+    }
+
+    /// Ends the capture in progress (if any) at `end_beat`, publishes its snippet and ends the
+    /// engine's copy the same way.
     fn finish_capture(&mut self, end_beat: f64, grid: &Timeline) {
-        let live = &mut *self.live;
+        if self.live.recorder.section().is_none() {
+            return;
+        }
         let quantize = self.params.quantize.value();
-        if let Some(done) = live
+        // Keys still held end where the capture stopped, as in the saved snippet.
+        let mut held = [false; 128];
+        for p in self.live.recorder.held() {
+            held[p as usize] = true;
+        }
+        let live = &mut *self.live;
+        let done = live
             .recorder
-            .finish(end_beat, grid, quantize, &mut live.scratch)
+            .finish(end_beat, grid, quantize, &mut live.scratch);
+        if let Some(Finished {
+            section,
+            end_beat: snippet_end,
+            ..
+        }) = done
         {
-            self.params.snippets.publish(done.section, &live.scratch);
-            live.last_captured = Some(done.section);
+            self.params.snippets.publish(section, &self.live.scratch);
+            self.live.last_captured = Some(section);
+            let off_beat = end_beat.min(snippet_end);
+            for (pitch, _) in held.iter().enumerate().filter(|(_, h)| **h) {
+                self.send(Command::CaptureNoteOff {
+                    section,
+                    pitch: pitch as u8,
+                    beat: off_beat,
+                });
+            }
         }
     }
 
@@ -188,20 +316,62 @@ impl Staria {
             live.recorder.disarm();
         }
         live.scratch.clear();
-        self.params.snippets.publish(section, &live.scratch);
-        if live.last_captured == Some(section) {
-            live.last_captured = None;
+        self.params.snippets.publish(section, &self.live.scratch);
+        if self.live.last_captured == Some(section) {
+            self.live.last_captured = None;
+        }
+        self.send(Command::ClearSection { section });
+    }
+
+    /// Asks the engine for `target`, starting on the next bar line after `beat` (or at `beat`
+    /// with "play immediately", or while the transport is stopped).
+    fn generate(&mut self, target: GenTarget, beat: f64, grid: &Timeline) {
+        if self.engine.is_none() {
+            return;
+        }
+        let p = &self.params;
+        let start_beat = if p.immediate.value() || !grid.playing {
+            beat
+        } else {
+            grid.bar_ceil(beat)
+        };
+        let seed = match p.seed.value() {
+            0 => self.live.next_seed(),
+            s => s as u64,
+        };
+        let bars = p.bars.value().clamp(1, u16::MAX as i32) as u16;
+        let form = Form::parse(p.form.value().letters()).unwrap_or_default();
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let request_id = engine.audio.next_request_id();
+        let cmd = Command::Generate {
+            request_id,
+            target,
+            bars,
+            ts_num: grid.ts_num,
+            ts_den: grid.ts_den,
+            form,
+            start_beat,
+            seed,
+        };
+        if engine.audio.send(cmd) {
+            self.live.last_request = request_id;
         }
     }
 
-    fn remember_section(&mut self, section: SectionLabel) {
+    /// Silences generated notes now and stops the request in flight.
+    fn stop_playback(&mut self) {
+        let last = self.live.last_request;
         let live = &mut *self.live;
-        if live.history_len < live.history.len() {
-            live.history[live.history_len] = section;
-            live.history_len += 1;
-        } else {
-            live.history.copy_within(1.., 0);
-            live.history[live.history.len() - 1] = section;
+        if let Some(engine) = self.engine.as_mut() {
+            if last != 0 {
+                engine.audio.send(Command::Cancel { request_id: last });
+            }
+            let out = &mut live.out;
+            engine
+                .audio
+                .all_notes_off(|off, ev| generated(out, off, ev));
         }
     }
 
@@ -220,18 +390,19 @@ impl Staria {
                     self.clear_section(section);
                 }
             }
-            KeyAction::Play(section) => self.remember_section(section),
+            KeyAction::Play(section) => self.generate(GenTarget::Section(section), beat, grid),
             KeyAction::PlayNext => {
                 let section = self.params.form.value().section_at(self.live.form_pos);
                 self.live.form_pos += 1;
-                self.remember_section(section);
+                self.generate(GenTarget::Section(section), beat, grid);
             }
-            KeyAction::Continue | KeyAction::Stop => {}
+            KeyAction::Continue => self.generate(GenTarget::Continue, beat, grid),
+            KeyAction::Stop => self.stop_playback(),
         }
     }
 
     /// Parameter edges, applied at the start of the block.
-    fn handle_param_edges(&mut self, grid: &Timeline) {
+    fn handle_param_edges(&mut self, grid: &Timeline, bypassed: bool) {
         let now = Edges::read(&self.params);
         let before = self.live.edges;
         self.live.edges = now;
@@ -240,12 +411,15 @@ impl Staria {
             if now.clear[i] && !before.clear[i] {
                 self.clear_section(section);
             }
-            if now.arm[i] && !before.arm[i] {
+            if now.arm[i] && !before.arm[i] && !bypassed {
                 self.start_capture(section, beat, grid);
             } else if !now.arm[i] && before.arm[i] && self.live.recorder.section() == Some(section)
             {
                 self.finish_capture(beat, grid);
             }
+        }
+        if bypassed {
+            return;
         }
         if now.play && !before.play {
             self.perform(
@@ -265,6 +439,48 @@ impl Staria {
         }
     }
 
+    fn record_note_on(&mut self, pitch: u8, velocity: u8, beat: f64, grid: &Timeline) {
+        let Some(section) = self.live.recorder.section() else {
+            return;
+        };
+        let first = !self.live.recorder.has_notes();
+        if !self.live.recorder.note_on(pitch, velocity, beat) {
+            return;
+        }
+        if first {
+            // The engine's snippet starts where the saved one will: on the bar line at or before
+            // the first note when quantising.
+            let origin_beat = if self.params.quantize.value() {
+                grid.bar_floor(beat)
+            } else {
+                beat
+            };
+            self.send(Command::CaptureArm {
+                section,
+                origin_beat,
+            });
+        }
+        self.send(Command::CaptureNoteOn {
+            section,
+            pitch,
+            velocity,
+            beat,
+        });
+    }
+
+    fn record_note_off(&mut self, pitch: u8, beat: f64) {
+        let Some(section) = self.live.recorder.section() else {
+            return;
+        };
+        if self.live.recorder.note_off(pitch, beat) {
+            self.send(Command::CaptureNoteOff {
+                section,
+                pitch,
+                beat,
+            });
+        }
+    }
+
     /// Routes one input event: keyswitches act, captured notes are recorded, the rest passes
     /// through (note-offs of passed notes always pass, so nothing hangs when pass-through is
     /// switched off mid-note).
@@ -272,7 +488,6 @@ impl Staria {
         let thru = bypassed || self.params.thru.value();
         let ks_on = !bypassed && self.params.keyswitches.value();
         let ks_base = self.params.keyswitch_base.value().clamp(0, 127) as u8;
-        let live = &mut *self.live;
         match ev {
             NoteEvent::NoteOn {
                 timing,
@@ -283,22 +498,21 @@ impl Staria {
             } => {
                 let (Some(k), ch) = (key.number(), channel.number().unwrap_or(0)) else {
                     if thru {
-                        live.out.push(ev);
+                        self.live.out.push(ev);
                     }
                     return;
                 };
                 if ks_on && let Some(action) = keyswitch::action(k, ks_base) {
-                    live.consumed.press(ch, k);
+                    self.live.consumed.press(ch, k);
                     self.perform(action, grid.beat_at(timing), grid);
                     return;
                 }
                 if !bypassed && grid.playing {
-                    live.recorder
-                        .note_on(k, velocity_u8(velocity), grid.beat_at(timing));
+                    self.record_note_on(k, velocity_u8(velocity), grid.beat_at(timing), grid);
                 }
                 if thru {
-                    live.thru.press(ch, k);
-                    live.out.push(ev);
+                    self.live.thru.press(ch, k);
+                    self.live.out.push(ev);
                 }
             }
             NoteEvent::NoteOff {
@@ -315,22 +529,92 @@ impl Staria {
             } => {
                 let (Some(k), ch) = (key.number(), channel.number().unwrap_or(0)) else {
                     if thru {
-                        live.out.push(ev);
+                        self.live.out.push(ev);
                     }
                     return;
                 };
-                if live.consumed.release(ch, k) {
+                if self.live.consumed.release(ch, k) {
                     return;
                 }
-                live.recorder.note_off(k, grid.beat_at(timing));
-                if live.thru.release(ch, k) || thru {
-                    live.out.push(ev);
+                self.record_note_off(k, grid.beat_at(timing));
+                if self.live.thru.release(ch, k) || thru {
+                    self.live.out.push(ev);
                 }
             }
             _ => {
                 if thru {
-                    live.out.push(ev);
+                    self.live.out.push(ev);
                 }
+            }
+        }
+    }
+
+    /// Hands the published snippets to the engine after a state restore or an engine start.
+    fn step_replay(&mut self) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let live = &mut *self.live;
+        let r = &mut live.replay;
+        let mut budget = REPLAY_BUDGET;
+        while budget > 0 && r.section < 4 {
+            let section = SectionLabel::ALL[r.section];
+            if live.recorder.section() == Some(section) {
+                // Being recorded right now: the live capture is newer.
+                r.section += 1;
+                r.phase = ReplayPhase::Clear;
+                continue;
+            }
+            let cmd = match r.phase {
+                ReplayPhase::Clear => Command::ClearSection { section },
+                ReplayPhase::Arm => Command::CaptureArm {
+                    section,
+                    origin_beat: 0.0,
+                },
+                ReplayPhase::Notes => match r.cursor.next(&r.data) {
+                    Some((true, pitch, velocity, beat)) => Command::CaptureNoteOn {
+                        section,
+                        pitch,
+                        velocity,
+                        beat,
+                    },
+                    Some((false, pitch, _, beat)) => Command::CaptureNoteOff {
+                        section,
+                        pitch,
+                        beat,
+                    },
+                    None => {
+                        r.section += 1;
+                        r.phase = ReplayPhase::Clear;
+                        continue;
+                    }
+                },
+            };
+            if !engine.audio.send(cmd) {
+                if r.phase == ReplayPhase::Notes {
+                    // The ring is full mid-snippet and the cursor has moved on: send the whole
+                    // section again (it starts with a clear) on a later block.
+                    r.phase = ReplayPhase::Clear;
+                }
+                return;
+            }
+            budget -= 1;
+            match r.phase {
+                ReplayPhase::Clear => {
+                    self.params
+                        .snippets
+                        .try_read_published(section, &mut r.data);
+                    if r.data.is_empty() {
+                        r.section += 1;
+                    } else {
+                        r.phase = ReplayPhase::Arm;
+                    }
+                }
+                ReplayPhase::Arm => {
+                    r.cursor = ReplayCursor::default();
+                    r.phase = ReplayPhase::Notes;
+                }
+                ReplayPhase::Notes => {}
             }
         }
     }
@@ -371,18 +655,40 @@ impl Plugin for Staria {
         self.sample_rate = buffer_config.sample_rate as f64;
         // Parameters restored with the project are not edges.
         self.live.edges = Edges::read(&self.params);
+        if self.engine.is_none() {
+            // Hosts may activate repeatedly (state loads, buffer size changes): one engine.
+            match EngineHost::start(self.params.clone()) {
+                Ok(engine) => {
+                    self.engine = Some(engine);
+                    self.live.replay.restart();
+                }
+                Err(e) => {
+                    // Silent but running: the reason is in the status.
+                    let text = format!("cannot start the engine: {e}");
+                    nice_error!("Staria: {text}");
+                    *self.params.status.write() = StatusRecord {
+                        model: String::new(),
+                        state: "error".into(),
+                        last_error: text,
+                    };
+                }
+            }
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            self.live.rng = (nanos ^ (self as *const Self as u64)) | 1;
+        }
         true
     }
 
     fn reset(&mut self) {
-        let live = &mut *self.live;
-        live.was_playing = false;
+        self.live.was_playing = false;
     }
 
     fn deactivate(&mut self) {
-        let live = &mut *self.live;
-        if live.recorder.section().is_some() {
-            let end = live.last_end_beat;
+        if self.live.recorder.section().is_some() {
+            let end = self.live.last_end_beat;
             let grid = Timeline::from_host(
                 true,
                 None,
@@ -395,7 +701,20 @@ impl Plugin for Staria {
             );
             self.finish_capture(end, &grid);
         }
-        self.live.release_on_resume = self.live.thru.count() > 0;
+        // The host gets no more events until it processes again: remember what was sounding and
+        // release it then.
+        let live = &mut *self.live;
+        if let Some(engine) = self.engine.as_mut() {
+            let orphaned = &mut live.orphaned;
+            engine.audio.reset(|_, ev| {
+                if let EngineEvent::Note(n) = ev
+                    && !n.on
+                {
+                    orphaned.press(n.channel, n.pitch);
+                }
+            });
+        }
+        live.release_on_resume = live.thru.count() > 0 || live.orphaned.count() > 0;
     }
 
     fn process(
@@ -405,7 +724,8 @@ impl Plugin for Staria {
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
         clean_audio(buffer);
-        let grid = self.timeline(context.transport(), buffer.samples() as u32);
+        let samples = buffer.samples() as u32;
+        let grid = self.timeline(context.transport(), samples);
         self.live.out.clear();
 
         if self.live.release_on_resume {
@@ -414,9 +734,26 @@ impl Plugin for Staria {
             let out = &mut live.out;
             live.thru
                 .release_all(|ch, key| out.push(note_off(0, ch, key)));
+            live.orphaned
+                .release_all(|ch, key| out.push(note_off(0, ch, key)));
         }
 
-        // Transport: a stop or a jump ends a capture where the music stopped.
+        // Transport: the engine re-times on starts, stops and jumps (its notes are released).
+        self.push_engine_params();
+        let frame = TransportFrame {
+            playing: grid.playing,
+            pos_beats: grid.pos_beats,
+            tempo_bpm: grid.tempo_bpm,
+            samples,
+            sample_rate: self.sample_rate,
+        };
+        if let Some(engine) = self.engine.as_mut() {
+            let out = &mut self.live.out;
+            engine
+                .audio
+                .update_transport(&frame, |off, ev| generated(out, off, ev));
+        }
+        // A stop or a jump ends a capture where the music stopped.
         let live = &*self.live;
         let stopped = live.was_playing && !grid.playing;
         let jumped = live.was_playing
@@ -427,24 +764,36 @@ impl Plugin for Staria {
             self.finish_capture(end, &grid);
         }
         if grid.playing && !self.live.was_playing {
-            self.live.history_len = 0;
             self.live.form_pos = 0;
         }
 
-        // A project (re)load hands its snippets over here.
+        // A project (re)load hands its snippets over here, and on to the engine.
         {
             let live = &mut *self.live;
-            self.params.snippets.apply_restore(&mut live.scratch);
+            if self.params.snippets.apply_restore(&mut live.scratch) {
+                live.replay.restart();
+            }
         }
+        self.step_replay();
 
         let bypassed = self.params.bypass.value();
-        if bypassed && !self.live.edges.bypass && self.live.recorder.section().is_some() {
-            self.finish_capture(grid.pos_beats, &grid);
+        if bypassed && !self.live.edges.bypass {
+            if self.live.recorder.section().is_some() {
+                self.finish_capture(grid.pos_beats, &grid);
+            }
+            self.stop_playback();
         }
-        self.handle_param_edges(&grid);
+        self.handle_param_edges(&grid, bypassed);
 
         while let Some(ev) = context.next_event() {
             self.handle_input(ev, &grid, bypassed);
+        }
+
+        if let Some(engine) = self.engine.as_mut() {
+            let out = &mut self.live.out;
+            engine
+                .audio
+                .pop_due(&frame.block(), |off, ev| generated(out, off, ev));
         }
 
         for ev in self.live.out.as_slice() {

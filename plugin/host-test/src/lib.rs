@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub const PLUGIN_ID: &CStr = c"invalid.staria.plugin";
 pub const SAMPLE_RATE: f64 = 48_000.0;
@@ -313,8 +314,17 @@ pub struct Session {
     out_audio: [Vec<f32>; 2],
     in_ports: AudioPorts,
     out_ports: AudioPorts,
+    /// Blocks processed since real-time pacing started.
+    paced: u64,
     /// Samples processed since the session started (steady time).
     steady: u64,
+    /// Pace blocks like an audio callback (one block per 512/48000 s) instead of back to back:
+    /// the engine generates in real time.
+    pub realtime: bool,
+    clock: Instant,
+    /// Wall time of each `process()` call, when `timing` is on.
+    pub timing: bool,
+    pub process_times: Vec<Duration>,
 }
 
 impl Session {
@@ -333,8 +343,20 @@ impl Session {
             out_audio: [vec![0.0; BLOCK], vec![0.0; BLOCK]],
             in_ports: AudioPorts::with_capacity(2, 1),
             out_ports: AudioPorts::with_capacity(2, 1),
+            paced: 0,
             steady: 0,
+            realtime: false,
+            clock: Instant::now(),
+            timing: false,
+            process_times: Vec::new(),
         }
+    }
+
+    /// Starts pacing blocks in real time from now.
+    pub fn set_realtime(&mut self, on: bool) {
+        self.realtime = on;
+        self.clock = Instant::now();
+        self.paced = 0;
     }
 
     pub fn samples_per_beat(&self) -> f64 {
@@ -440,6 +462,16 @@ impl Session {
                 self.out_audio.iter_mut().map(|b| b.as_mut_slice()),
             ),
         }]);
+        if self.realtime {
+            let due = self.clock
+                + Duration::from_secs_f64(self.paced as f64 * BLOCK as f64 / SAMPLE_RATE);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            self.paced += 1;
+        }
+        let t0 = Instant::now();
         self.processor
             .process(
                 &input,
@@ -450,6 +482,9 @@ impl Session {
                 Some(&transport),
             )
             .expect("process");
+        if self.timing {
+            self.process_times.push(t0.elapsed());
+        }
         let base = self.song_sample;
         let mut got = Vec::new();
         for ev in self.out_events.iter() {
@@ -529,4 +564,81 @@ pub fn assert_balanced(notes: &[OutNote]) -> usize {
         "notes left hanging (channel, key): {hanging:?}"
     );
     ons
+}
+
+/// Writes an untrained `tiny` decoder checkpoint (default tokenizer) into `dir`.
+pub fn tiny_checkpoint(dir: &Path, name: &str) {
+    use staria_models::checkpoint::create_untrained;
+    use staria_models::model::ModelKind;
+    use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
+    let tok = Tokenizer::new(TokenizerConfig::default()).expect("default tokenizer");
+    create_untrained(
+        dir,
+        name,
+        ModelKind::Decoder,
+        "tiny",
+        &tok,
+        candle_core::DType::F32,
+    )
+    .expect("tiny checkpoint");
+}
+
+/// A state with one persisted field replaced (its value as JSON), in nice-plug's CLAP layout.
+pub fn with_field(state: &[u8], key: &str, value: &serde_json::Value) -> Vec<u8> {
+    let mut json = Instance::state_json(state);
+    json["fields"][key] = serde_json::Value::String(value.to_string());
+    let body = serde_json::to_vec(&json).expect("state JSON");
+    let mut out = (body.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A persisted field of a saved state, parsed.
+pub fn field(state: &[u8], key: &str) -> serde_json::Value {
+    let json = Instance::state_json(state);
+    let text = json["fields"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no persisted field {key}"));
+    serde_json::from_str(text).expect("field JSON")
+}
+
+impl Instance {
+    /// Chooses a checkpoint folder the way a project does: through the plugin state.
+    pub fn set_model_path(&mut self, dir: &Path) {
+        let state = self.save_state();
+        let path = serde_json::Value::String(dir.display().to_string());
+        self.load_state(&with_field(&state, "model-path", &path));
+    }
+
+    /// The engine status the plugin keeps in its state.
+    pub fn status(&mut self) -> serde_json::Value {
+        field(&self.save_state(), "status")
+    }
+
+    /// Polls the status until `pred` holds (while `session`, if any, keeps processing).
+    pub fn wait_status(
+        &mut self,
+        mut session: Option<&mut Session>,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status();
+            if pred(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never reached the expected state: {st}"
+            );
+            match session.as_deref_mut() {
+                Some(s) => s.block(&[], &[]),
+                None => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    Vec::new()
+                }
+            };
+        }
+    }
 }

@@ -314,3 +314,269 @@ fn instances_can_be_created_and_destroyed_quickly() {
         }
     });
 }
+
+/// A fresh random-weight `tiny` checkpoint for this process.
+fn tiny_model(name: &str) -> std::path::PathBuf {
+    let dir = target_dir()
+        .join("staria-host-test")
+        .join("models")
+        .join(format!("{name}-{}", std::process::id()));
+    if !dir.join("config.json").exists() {
+        tiny_checkpoint(&dir, name);
+    }
+    dir
+}
+
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+fn ready_with(model: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |st| st["state"] == "ready" && st["model"] == model
+}
+
+/// Records a one-bar snippet into A over beats 4..8 (a scale in eighth notes).
+fn capture_a(inst: &Instance, s: &mut Session) {
+    s.run_until_beat(3.0);
+    s.block(&[], &[set(inst, "Record A", 1.0)]);
+    for (i, key) in [60u16, 62, 64, 65, 67, 69, 71, 72].into_iter().enumerate() {
+        let beat = 4.0 + i as f64 * 0.5;
+        let o = s.advance_to_beat(beat);
+        s.block(&[on(o, key)], &[]);
+        let o = s.advance_to_beat(beat + 0.4);
+        s.block(&[off(o, key)], &[]);
+    }
+    s.run_until_beat(8.0);
+    s.block(&[], &[set(inst, "Record A", 0.0)]);
+}
+
+/// Generated notes: those on the output channel chosen for them (channel 3 = index 2).
+fn generated(notes: &[OutNote]) -> Vec<OutNote> {
+    notes.iter().copied().filter(|n| n.channel == 2).collect()
+}
+
+#[test]
+fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
+    run_isolated(
+        "generates_section_b_from_the_next_bar_and_releases_everything_on_stop",
+        || {
+            let model = tiny_model("plugin-test-tiny");
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, ready_with("plugin-test-tiny"));
+            s.playing = true;
+            capture_a(&inst, &mut s);
+
+            // Section B (the default), two bars, on MIDI channel 3 (plain values count from the
+            // parameter's minimum).
+            let setup = [
+                set(&inst, "Output MIDI channel", 2.0),
+                set(&inst, "Bars to generate", 1.0),
+            ];
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            s.run_until_beat(9.0);
+            // Triggered in bar 3 (beats 8..12): it starts on the bar 4 line, beat 12.
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.block(&[], &[set(&inst, "Play section", 0.0)]);
+            s.run_until_beat(21.0);
+            let first = generated(&s.notes);
+            let ons: Vec<_> = first.iter().filter(|n| n.on).collect();
+            assert!(
+                !ons.is_empty(),
+                "no generated notes; status {}",
+                inst.status()
+            );
+            let (start, end) = (s.sample_of_beat(12.0), s.sample_of_beat(20.0));
+            for n in &ons {
+                assert!(
+                    n.sample >= start && n.sample < end,
+                    "note-on at sample {} outside {start}..{end}",
+                    n.sample
+                );
+            }
+            for n in first.iter().filter(|n| !n.on) {
+                assert!(
+                    n.sample <= end,
+                    "note-off at sample {} after the section end {end}",
+                    n.sample
+                );
+            }
+            assert_balanced(&first);
+            let generated_ons = ons.len();
+
+            // Again, stopped in the middle: everything still sounding is released at the stop.
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.block(&[], &[set(&inst, "Play section", 0.0)]);
+            s.run_until_beat(27.0);
+            s.playing = false;
+            let stop_sample = s.song_sample;
+            s.block(&[], &[]);
+            s.run_blocks(20);
+            let all = generated(&s.notes);
+            assert!(
+                all.iter().filter(|n| n.on).count() > generated_ons,
+                "the second section played nothing"
+            );
+            assert!(
+                all.iter().filter(|n| n.on).all(|n| n.sample < stop_sample),
+                "a note started after the stop"
+            );
+            assert_balanced(&all);
+            let st = inst.status();
+            assert_eq!(st["last_error"], "", "{st}");
+            inst.stop(s);
+        },
+    );
+}
+
+#[test]
+fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
+    run_isolated(
+        "a_bad_model_folder_keeps_the_old_model_and_reports_why",
+        || {
+            let model = tiny_model("plugin-test-good");
+            let bad = target_dir()
+                .join("staria-host-test")
+                .join(format!("not-a-model-{}", std::process::id()));
+            std::fs::create_dir_all(&bad).unwrap();
+
+            // Without any loadable model: silent, running, and saying why.
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&bad);
+            let mut s = inst.start();
+            s.playing = true;
+            let st = inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| st["state"] == "error");
+            assert!(
+                st["last_error"].as_str().unwrap().contains("not-a-model"),
+                "{st}"
+            );
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.run_blocks(50);
+            assert!(generated(&s.notes).is_empty());
+
+            // A good model, then a bad one: the good one keeps serving, the error is reported.
+            inst.set_model_path(&model);
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, ready_with("plugin-test-good"));
+            inst.set_model_path(&bad);
+            // (The last error until then is the refused request above: "no model loaded".)
+            let st = inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+                st["last_error"].as_str().unwrap().contains("not-a-model")
+            });
+            assert_eq!(st["model"], "plugin-test-good", "{st}");
+            // ...and still plays.
+            s.playing = true;
+            let setup = [
+                set(&inst, "Play section", 0.0),
+                set(&inst, "Play immediately", 1.0),
+                set(&inst, "Output MIDI channel", 2.0),
+            ];
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.run_blocks(400);
+            assert!(
+                generated(&s.notes).iter().any(|n| n.on),
+                "the old model stopped playing; {}",
+                inst.status()
+            );
+            inst.stop(s);
+        },
+    );
+}
+
+#[test]
+fn instances_come_and_go_while_a_model_loads() {
+    run_isolated("instances_come_and_go_while_a_model_loads", || {
+        let model = tiny_model("plugin-test-churn");
+        let entry = Instance::load(&bundled_clap()).entry.clone();
+        // nice-plug's shared background worker would abort the host here if the plugin used it.
+        for round in 0..10 {
+            let mut inst = Instance::from_entry(entry.clone());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            s.playing = true;
+            s.run_blocks(round);
+            if round % 2 == 0 {
+                // A second load while the first is in flight.
+                inst.set_model_path(&model);
+                inst.stop(s);
+            } else {
+                drop(s);
+            }
+            drop(inst);
+        }
+        // The process is healthy: a new instance loads and plays.
+        let mut inst = Instance::from_entry(entry);
+        inst.set_model_path(&model);
+        let mut s = inst.start();
+        inst.wait_status(Some(&mut s), LOAD_TIMEOUT, ready_with("plugin-test-churn"));
+        inst.stop(s);
+    });
+}
+
+/// The snippet generated from must be the same whether it was just played or restored from a
+/// saved project: the same seed then gives the same notes.
+#[test]
+fn restored_snippets_reach_the_engine() {
+    run_isolated("restored_snippets_reach_the_engine", || {
+        let model = tiny_model("plugin-test-restore");
+        let entry = Instance::load(&bundled_clap()).entry.clone();
+
+        let play_b_from_beat_12 =
+            |inst: &mut Instance, s: &mut Session, keyswitch: bool| -> Vec<(u16, u64)> {
+                let setup = [
+                    set(inst, "Output MIDI channel", 2.0),
+                    set(inst, "Bars to generate", 0.0),
+                    set(inst, "Seed (0 = random)", 7.0),
+                ];
+                s.block(&[], &setup);
+                s.set_realtime(true);
+                s.run_until_beat(10.0);
+                if keyswitch {
+                    // D#0: play B.
+                    s.block(&[on(0, 15), off(10, 15)], &[]);
+                } else {
+                    s.block(&[], &[set(inst, "Play section", 1.0)]);
+                }
+                s.run_until_beat(17.0);
+                let start = s.sample_of_beat(12.0);
+                generated(&s.notes)
+                    .iter()
+                    .filter(|n| n.on)
+                    .map(|n| (n.key, n.sample - start))
+                    .collect()
+            };
+
+        let mut first = Instance::from_entry(entry.clone());
+        first.set_model_path(&model);
+        let mut s = first.start();
+        first.wait_status(
+            Some(&mut s),
+            LOAD_TIMEOUT,
+            ready_with("plugin-test-restore"),
+        );
+        s.playing = true;
+        capture_a(&first, &mut s);
+        let played = play_b_from_beat_12(&mut first, &mut s, false);
+        first.stop(s);
+        let state = first.save_state();
+        drop(first);
+        assert!(!played.is_empty(), "nothing generated");
+
+        let mut second = Instance::from_entry(entry);
+        second.load_state(&state);
+        let mut s = second.start();
+        second.wait_status(
+            Some(&mut s),
+            LOAD_TIMEOUT,
+            ready_with("plugin-test-restore"),
+        );
+        s.playing = true;
+        let restored = play_b_from_beat_12(&mut second, &mut s, true);
+        second.stop(s);
+        assert_eq!(
+            restored, played,
+            "a restored snippet generated different notes"
+        );
+    });
+}
