@@ -830,3 +830,26 @@ impl Vst3Plugin for Staria {
 
 nice_export_clap!(Staria);
 nice_export_vst3!(Staria);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hosts create instances just to scan them: no engine (threads, model) until activated.
+    #[test]
+    fn default_starts_no_engine() {
+        let plugins: Vec<Staria> = (0..8).map(|_| Staria::default()).collect();
+        assert!(plugins.iter().all(|p| p.engine.is_none()));
+        assert_eq!(plugins[0].params.status(), StatusRecord::default());
+        assert_eq!(plugins[0].params.model_path(), None);
+    }
+
+    #[test]
+    fn random_seeds_differ() {
+        let mut live = Live::default();
+        let a = live.next_seed();
+        let b = live.next_seed();
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+    }
+}

@@ -353,6 +353,39 @@ fn generated(notes: &[OutNote]) -> Vec<OutNote> {
     notes.iter().copied().filter(|n| n.channel == 2).collect()
 }
 
+/// Plays `notes` (generated only) and checks that the notes sounding before block `cut_sample`
+/// were all released in that block, and that nothing started at or after it.
+fn assert_released_at(notes: &[OutNote], cut_sample: u64) {
+    let before: Vec<OutNote> = notes
+        .iter()
+        .copied()
+        .filter(|n| n.sample < cut_sample)
+        .collect();
+    let mut sounding = std::collections::HashSet::new();
+    for n in &before {
+        if n.on {
+            sounding.insert(n.key);
+        } else {
+            sounding.remove(&n.key);
+        }
+    }
+    let released: std::collections::HashSet<u16> = notes
+        .iter()
+        .filter(|n| !n.on && n.sample >= cut_sample && n.sample < cut_sample + BLOCK as u64)
+        .map(|n| n.key)
+        .collect();
+    assert!(
+        sounding.is_subset(&released),
+        "still sounding after the cut: {:?}",
+        sounding.difference(&released)
+    );
+    assert!(
+        notes.iter().filter(|n| n.on).all(|n| n.sample < cut_sample),
+        "a note started after the cut"
+    );
+    assert_balanced(notes);
+}
+
 #[test]
 fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
     run_isolated(
@@ -366,11 +399,12 @@ fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
             s.playing = true;
             capture_a(&inst, &mut s);
 
-            // Section B (the default), two bars, on MIDI channel 3 (plain values count from the
-            // parameter's minimum).
+            // Section B (the default), two bars, seed 7, on MIDI channel 3 (plain values count from
+            // the parameter's minimum). A fixed seed makes every request below the same music.
             let setup = [
                 set(&inst, "Output MIDI channel", 2.0),
                 set(&inst, "Bars to generate", 1.0),
+                set(&inst, "Seed (0 = random)", 7.0),
             ];
             s.block(&[], &setup);
             s.set_realtime(true);
@@ -402,26 +436,39 @@ fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
                 );
             }
             assert_balanced(&first);
-            let generated_ons = ons.len();
+            // Where the first note falls in the section, to cut the next ones just after it.
+            let first_on_beats = (ons[0].sample - start) as f64 / s.samples_per_beat();
 
-            // Again, stopped in the middle: everything still sounding is released at the stop.
+            // Again (from beat 24), stopped just after its first note: released at the stop.
             s.block(&[], &[set(&inst, "Play section", 1.0)]);
             s.block(&[], &[set(&inst, "Play section", 0.0)]);
-            s.run_until_beat(27.0);
+            s.run_until_beat(24.0 + first_on_beats + 0.05);
             s.playing = false;
             let stop_sample = s.song_sample;
             s.block(&[], &[]);
             s.run_blocks(20);
-            let all = generated(&s.notes);
+            let second = generated(&s.notes);
             assert!(
-                all.iter().filter(|n| n.on).count() > generated_ons,
+                second.len() > first.len(),
                 "the second section played nothing"
             );
+            assert_released_at(&second, stop_sample);
+
+            // Once more from the next bar line, bypassed just after its first note.
+            s.playing = true;
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.block(&[], &[set(&inst, "Play section", 0.0)]);
+            let next_bar = (s.beat() / 4.0).ceil() * 4.0;
+            s.run_until_beat(next_bar + first_on_beats + 0.05);
+            let bypass_sample = s.song_sample;
+            s.block(&[], &[set(&inst, "Bypass", 1.0)]);
+            s.run_blocks(100);
+            let third = generated(&s.notes);
             assert!(
-                all.iter().filter(|n| n.on).all(|n| n.sample < stop_sample),
-                "a note started after the stop"
+                third.len() > second.len(),
+                "the third section played nothing"
             );
-            assert_balanced(&all);
+            assert_released_at(&third, bypass_sample);
             let st = inst.status();
             assert_eq!(st["last_error"], "", "{st}");
             inst.stop(s);
