@@ -226,6 +226,48 @@ impl FastConfig {
     }
 }
 
+impl From<&crate::decoder::DecoderConfig> for FastConfig {
+    /// A plain decoder with the candle `Decoder`'s settings.
+    fn from(d: &crate::decoder::DecoderConfig) -> Self {
+        let mut f = FastConfig::decoder(
+            d.vocab_size,
+            d.dim,
+            d.n_layers,
+            d.n_heads,
+            d.ff_mult,
+            d.max_seq_len,
+        );
+        f.rope_theta = d.rope_theta;
+        f.norm_eps = d.norm_eps;
+        f
+    }
+}
+
+impl From<&crate::model::ModelConfig> for FastConfig {
+    /// The decoder trunk of a checkpoint's model; for Staria also its cross-attention sites
+    /// (`cross_every`), room for every section's latents (`n_sections * encoder.n_latents`) and
+    /// the latent size (`encoder.dim`). The snippet encoder itself is not part of the fast path.
+    fn from(m: &crate::model::ModelConfig) -> Self {
+        match m {
+            crate::model::ModelConfig::Decoder(d) => FastConfig::from(d),
+            crate::model::ModelConfig::Staria(s) => {
+                let mut f = FastConfig::from(&s.decoder);
+                f.cross_every = s.cross_every;
+                f.max_latents = s.n_sections * s.encoder.n_latents;
+                f.latent_dim = Some(s.encoder.dim);
+                f
+            }
+        }
+    }
+}
+
+impl FastConfig {
+    /// Same as `FastConfig::from(model)`.
+    pub fn from_model_config(model: &crate::model::ModelConfig) -> Self {
+        FastConfig::from(model)
+    }
+}
+
 /// Tensor names read by [`FastDecoder::from_tensors`] (candle `Linear` layout `[out, in]`).
 pub mod names {
     pub const TOK_EMB: &str = "tok_emb.weight";
@@ -569,6 +611,17 @@ impl FastDecoder {
                 .cloned()
                 .ok_or_else(|| Error::Config(format!("fast decoder: missing tensor {name}")))
         })
+    }
+
+    /// Builds the decoder (trunk and, for Staria, cross-attention sites) of a checkpoint's
+    /// model from its loaded tensors (`checkpoint::load_tensors`). Errors name the tensor at
+    /// fault; the encoder's tensors are not read.
+    pub fn from_checkpoint_tensors(
+        model: &crate::model::ModelConfig,
+        format: WeightFormat,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        Self::from_map(&FastConfig::from(model), format, tensors)
     }
 
     /// Builds from the variables of a `VarMap` (e.g. a model being trained).
