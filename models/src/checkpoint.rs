@@ -167,8 +167,8 @@ fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
         .into_iter()
         .map(|n| (n.clone(), tensors[n].clone()))
         .collect();
-    Ok(safetensors::tensor::serialize(views, None)
-        .map_err(|e| Error::Config(format!("serialising weights: {e}")))?)
+    safetensors::tensor::serialize(views, None)
+        .map_err(|e| Error::Config(format!("serialising weights: {e}")))
 }
 
 fn read_file(dir: &Path, name: &str) -> Result<Vec<u8>> {

@@ -1,0 +1,515 @@
+//! The audio thread's end of the handover. Everything here runs inside the plugin's `process()`:
+//! no allocation, no locks, no blocking, no logging. All storage is allocated when the link is
+//! made; per block it only copies fixed-size messages and touches atomics.
+//!
+//! The audio side is the final authority on what sounds: it owns a table of sounding generated
+//! notes (who started each key), so whatever the engine does or fails to do, every note-on it lets
+//! through gets a note-off.
+
+use crate::handover::Shared;
+use crate::messages::{Command, Event, NoteEvent, RequestId};
+use crate::status::{EngineParams, EngineStatus};
+use crate::timing::{BlockTiming, TransportChange, TransportFrame, TransportTracker};
+use ringbuf::traits::{Consumer, Observer, Producer};
+use ringbuf::{HeapCons, HeapProd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Events held on the audio side waiting for their block. The engine keeps at most its lookahead
+/// (seconds) of events queued, far below this.
+pub const STAGING_CAPACITY: usize = 512;
+const KEYS: usize = 16 * 128;
+/// Pending cuts (a replaced request's tail, a cancel). More than a handful only happens when a
+/// user fires requests far into the future; extra cuts are merged, which can only silence earlier.
+const MAX_CUTS: usize = 8;
+
+/// "Requests up to `upto` stop sounding at `beat`": applied to staged and arriving events, and
+/// when the playhead reaches `beat` the notes those requests still hold are released.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Cut {
+    upto: RequestId,
+    beat: f64,
+}
+
+const NO_EVENT: NoteEvent = NoteEvent {
+    beat: 0.0,
+    request_id: 0,
+    epoch: 0,
+    on: false,
+    pitch: 0,
+    velocity: 0,
+    channel: 0,
+};
+
+/// Large fixed storage, boxed once at construction so moving `AudioSide` into the plugin is cheap.
+struct Tables {
+    /// Sorted by (beat, note-offs first).
+    staging: [NoteEvent; STAGING_CAPACITY],
+    /// Request that started the note sounding on (channel, pitch); 0 = silent.
+    owner: [RequestId; KEYS],
+}
+
+pub struct AudioSide {
+    commands: HeapProd<Command>,
+    events: HeapCons<Event>,
+    shared: Arc<Shared>,
+    tables: Box<Tables>,
+    staged: usize,
+    sounding: usize,
+    cuts: [Cut; MAX_CUTS],
+    n_cuts: usize,
+    /// Requests below this never sound again.
+    floor: RequestId,
+    next_request: RequestId,
+    epoch: u32,
+    /// End of the last block seen: "now" for cancels sent between blocks.
+    now_beat: f64,
+    tracker: TransportTracker,
+    /// Note-ons arriving later than this (in beats) are dropped rather than played at the block
+    /// start: a note that was due long ago would land off the beat.
+    pub late_tolerance_beats: f64,
+}
+
+fn key_of(channel: u8, pitch: u8) -> usize {
+    (channel as usize & 15) * 128 + (pitch as usize & 127)
+}
+
+fn order(a: &NoteEvent, b: &NoteEvent) -> bool {
+    // true if a sorts after b; note-offs go first at equal times so a repeated pitch re-strikes.
+    a.beat > b.beat || (a.beat == b.beat && a.on && !b.on)
+}
+
+impl AudioSide {
+    pub(crate) fn new(
+        commands: HeapProd<Command>,
+        events: HeapCons<Event>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            commands,
+            events,
+            shared,
+            tables: Box::new(Tables {
+                staging: [NO_EVENT; STAGING_CAPACITY],
+                owner: [0; KEYS],
+            }),
+            staged: 0,
+            sounding: 0,
+            cuts: [Cut { upto: 0, beat: 0.0 }; MAX_CUTS],
+            n_cuts: 0,
+            floor: 1,
+            next_request: 1,
+            epoch: 0,
+            now_beat: 0.0,
+            tracker: TransportTracker::default(),
+            late_tolerance_beats: 0.25,
+        }
+    }
+
+    pub fn status(&self) -> &EngineStatus {
+        &self.shared.status
+    }
+
+    /// Generation settings (atomics; plugin parameter changes may be written from here).
+    pub fn params(&self) -> &EngineParams {
+        &self.shared.params
+    }
+
+    /// A fresh request id for a `Generate` command (ids must grow).
+    pub fn next_request_id(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Queues a command for the engine. A full ring drops it, counts it in
+    /// `status().dropped_commands` and returns `false` (the caller may retry next block).
+    ///
+    /// A `Generate` that is queued cuts every older request from its `start_beat` on; a `Cancel`
+    /// silences that request (and anything older) at the current position.
+    pub fn send(&mut self, cmd: Command) -> bool {
+        if self.commands.try_push(cmd).is_err() {
+            self.shared.status.dropped_commands.fetch_add(1, Relaxed);
+            return false;
+        }
+        match cmd {
+            Command::Generate {
+                request_id,
+                start_beat,
+                ..
+            } => {
+                if request_id >= self.next_request {
+                    self.next_request = request_id.wrapping_add(1).max(1);
+                }
+                if request_id > self.floor {
+                    self.add_cut(request_id - 1, start_beat);
+                }
+            }
+            Command::Cancel { request_id } => self.add_cut(request_id, self.now_beat),
+            _ => {}
+        }
+        true
+    }
+
+    /// Generated notes currently sounding.
+    pub fn sounding_count(&self) -> usize {
+        self.sounding
+    }
+
+    pub fn is_sounding(&self, channel: u8, pitch: u8) -> bool {
+        self.tables.owner[key_of(channel, pitch)] != 0
+    }
+
+    /// Events waiting on the audio side for their block.
+    pub fn staged_len(&self) -> usize {
+        self.staged
+    }
+
+    /// The transport epoch events must carry to be played.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// One call per `process()` piece: publishes the transport for the engine, handles
+    /// stops/starts/jumps (all notes off, queued events flushed, engine re-times) and then emits
+    /// the events due in this block, in time order, as `(sample offset, event)`.
+    ///
+    /// `RequestDone` events are not MIDI; they are reported with offset 0 as they arrive.
+    pub fn process_block(
+        &mut self,
+        frame: &TransportFrame,
+        mut emit: impl FnMut(u32, Event),
+    ) -> TransportChange {
+        let change = self.update_transport(frame, &mut emit);
+        self.pop_due(&frame.block(), &mut emit);
+        change
+    }
+
+    /// The transport half of [`Self::process_block`].
+    pub fn update_transport(
+        &mut self,
+        frame: &TransportFrame,
+        mut emit: impl FnMut(u32, Event),
+    ) -> TransportChange {
+        let change = self.tracker.observe(frame);
+        self.shared
+            .transport
+            .publish(frame.pos_beats, frame.tempo_bpm, frame.playing);
+        if change.relocates() {
+            self.relocate(&mut emit);
+        }
+        self.now_beat = frame.pos_beats;
+        change
+    }
+
+    /// Plugin reset/deactivate: everything off, queue flushed, the next block counts as a start.
+    pub fn reset(&mut self, mut emit: impl FnMut(u32, Event)) {
+        self.relocate(&mut emit);
+        self.tracker.reset();
+    }
+
+    fn relocate(&mut self, emit: &mut impl FnMut(u32, Event)) {
+        self.all_notes_off(&mut *emit);
+        self.flush(emit);
+        // Only the newest request is re-timed by the engine; everything a cut applied to is over.
+        for i in 0..self.n_cuts {
+            self.raise_floor(self.cuts[i].upto);
+        }
+        self.n_cuts = 0;
+        self.epoch = self.shared.transport.bump_epoch();
+    }
+
+    /// Note-off (velocity 0, offset 0) for every generated note still sounding.
+    pub fn all_notes_off(&mut self, mut emit: impl FnMut(u32, Event)) {
+        if self.sounding == 0 {
+            return;
+        }
+        for key in 0..KEYS {
+            let owner = self.tables.owner[key];
+            if owner != 0 {
+                self.release_key(key, owner, self.now_beat, 0, &mut emit);
+            }
+        }
+        self.sounding = 0;
+    }
+
+    /// Emits the events due before `block.end_beat` (late ones at offset 0) and keeps later ones
+    /// queued. While stopped (`end_beat <= start_beat`) no notes are emitted; the ring is still
+    /// drained so request outcomes arrive.
+    pub fn pop_due(&mut self, block: &BlockTiming, mut emit: impl FnMut(u32, Event)) {
+        self.drain(&mut emit);
+        let playing = block.end_beat > block.start_beat;
+        let mut head = 0;
+        loop {
+            let next_cut = self.earliest_due_cut(block);
+            let next_ev =
+                if playing && head < self.staged && block.is_due(self.tables.staging[head].beat) {
+                    Some(self.tables.staging[head])
+                } else {
+                    None
+                };
+            match (next_cut, next_ev) {
+                (Some((i, cut)), ev) if ev.is_none_or(|e| cut.beat <= e.beat) => {
+                    self.remove_cut(i);
+                    self.release_upto(cut.upto, cut.beat, block.offset_of(cut.beat), &mut emit);
+                    self.raise_floor(cut.upto);
+                }
+                (_, Some(ev)) => {
+                    head += 1;
+                    self.play(&ev, block, &mut emit);
+                }
+                _ => break,
+            }
+        }
+        if head > 0 {
+            self.tables.staging.copy_within(head..self.staged, 0);
+            self.staged -= head;
+        }
+        if playing {
+            self.now_beat = block.end_beat;
+        }
+    }
+
+    fn play(&mut self, ev: &NoteEvent, block: &BlockTiming, emit: &mut impl FnMut(u32, Event)) {
+        let key = key_of(ev.channel, ev.pitch);
+        let offset = block.offset_of(ev.beat);
+        if !ev.on {
+            // Only the request that started the key may end it: an old request's late note-off
+            // must not cut a newer note on the same key.
+            if self.tables.owner[key] == ev.request_id {
+                self.tables.owner[key] = 0;
+                self.sounding -= 1;
+                emit(offset, Event::Note(*ev));
+            }
+            return;
+        }
+        if ev.request_id < self.floor || self.cut_covers(ev) {
+            return;
+        }
+        if ev.beat < block.start_beat - self.late_tolerance_beats {
+            self.shared.status.late_notes.fetch_add(1, Relaxed);
+            return;
+        }
+        let owner = self.tables.owner[key];
+        if owner != 0 {
+            // Re-trigger: end the sounding note first so the note-on is never doubled.
+            self.release_key(key, owner, ev.beat, offset, emit);
+        }
+        self.tables.owner[key] = ev.request_id;
+        self.sounding += 1;
+        emit(offset, Event::Note(*ev));
+    }
+
+    fn release_key(
+        &mut self,
+        key: usize,
+        owner: RequestId,
+        beat: f64,
+        offset: u32,
+        emit: &mut impl FnMut(u32, Event),
+    ) {
+        self.tables.owner[key] = 0;
+        self.sounding = self.sounding.saturating_sub(1);
+        let off = NoteEvent {
+            beat,
+            request_id: owner,
+            epoch: self.epoch,
+            on: false,
+            pitch: (key % 128) as u8,
+            velocity: 0,
+            channel: (key / 128) as u8,
+        };
+        emit(offset, Event::Note(off));
+    }
+
+    fn release_upto(
+        &mut self,
+        upto: RequestId,
+        beat: f64,
+        offset: u32,
+        emit: &mut impl FnMut(u32, Event),
+    ) {
+        if self.sounding == 0 {
+            return;
+        }
+        for key in 0..KEYS {
+            let owner = self.tables.owner[key];
+            if owner != 0 && owner <= upto {
+                self.release_key(key, owner, beat, offset, emit);
+            }
+        }
+    }
+
+    fn raise_floor(&mut self, upto: RequestId) {
+        if upto >= self.floor {
+            self.floor = upto.saturating_add(1);
+        }
+        // Cuts wholly below the floor have nothing left to do.
+        let mut i = 0;
+        while i < self.n_cuts {
+            if self.cuts[i].upto < self.floor {
+                self.remove_cut(i)
+            } else {
+                i += 1
+            }
+        }
+    }
+
+    fn earliest_due_cut(&self, block: &BlockTiming) -> Option<(usize, Cut)> {
+        let mut best: Option<(usize, Cut)> = None;
+        for (i, c) in self.cuts[..self.n_cuts].iter().enumerate() {
+            let due = c.beat < block.end_beat || c.beat <= block.start_beat;
+            if due && best.is_none_or(|(_, b)| c.beat < b.beat) {
+                best = Some((i, *c));
+            }
+        }
+        best
+    }
+
+    fn remove_cut(&mut self, i: usize) {
+        self.cuts[i] = self.cuts[self.n_cuts - 1];
+        self.n_cuts -= 1;
+    }
+
+    fn cut_covers(&self, ev: &NoteEvent) -> bool {
+        self.cuts[..self.n_cuts]
+            .iter()
+            .any(|c| ev.request_id <= c.upto && ev.beat >= c.beat)
+    }
+
+    /// Applies a pending cut to an event: `false` drops it (a note-on at/after the cut), a
+    /// note-off after the cut is moved to the cut.
+    fn apply_cuts(&self, ev: &mut NoteEvent) -> bool {
+        for c in &self.cuts[..self.n_cuts] {
+            if ev.request_id <= c.upto && ev.beat >= c.beat {
+                if ev.on {
+                    return false;
+                }
+                ev.beat = c.beat;
+            }
+        }
+        true
+    }
+
+    fn add_cut(&mut self, upto: RequestId, beat: f64) {
+        if upto < self.floor || !beat.is_finite() {
+            return;
+        }
+        // A cut that covers fewer requests from a later beat is subsumed.
+        let mut i = 0;
+        while i < self.n_cuts {
+            let c = self.cuts[i];
+            if c.upto <= upto && c.beat >= beat {
+                self.remove_cut(i)
+            } else {
+                i += 1
+            }
+        }
+        if self.n_cuts == MAX_CUTS {
+            // Merge the two earliest cuts into one that covers both from the earlier beat: it can
+            // only silence sooner, never leave a note hanging.
+            let mut a = 0;
+            for i in 1..self.n_cuts {
+                if self.cuts[i].beat < self.cuts[a].beat {
+                    a = i;
+                }
+            }
+            let first = self.cuts[a];
+            self.remove_cut(a);
+            let mut b = 0;
+            for i in 1..self.n_cuts {
+                if self.cuts[i].beat < self.cuts[b].beat {
+                    b = i;
+                }
+            }
+            self.cuts[b] = Cut {
+                upto: first.upto.max(self.cuts[b].upto),
+                beat: first.beat.min(self.cuts[b].beat),
+            };
+        }
+        self.cuts[self.n_cuts] = Cut { upto, beat };
+        self.n_cuts += 1;
+        // Rewrite what is already staged, then restore the order (clamped note-offs move earlier).
+        let mut w = 0;
+        for r in 0..self.staged {
+            let mut ev = self.tables.staging[r];
+            if self.apply_cuts(&mut ev) {
+                self.tables.staging[w] = ev;
+                w += 1;
+            }
+        }
+        self.staged = w;
+        for i in 1..self.staged {
+            let mut j = i;
+            while j > 0 && order(&self.tables.staging[j - 1], &self.tables.staging[j]) {
+                self.tables.staging.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+    }
+
+    /// Moves arriving events into the staging area (sorted), handling outcomes on the way.
+    fn drain(&mut self, emit: &mut impl FnMut(u32, Event)) {
+        // Bounded by what is queued now so a busy engine cannot keep the audio thread here.
+        let queued = self.events.occupied_len();
+        for _ in 0..queued {
+            if self.staged == STAGING_CAPACITY {
+                // Leave the rest in the ring (the engine waits); staged events are the earliest
+                // ones of their request, so nothing due is stuck behind them.
+                break;
+            }
+            let Some(ev) = self.events.try_pop() else {
+                break;
+            };
+            match ev {
+                Event::RequestDone {
+                    request_id,
+                    outcome,
+                } => {
+                    if outcome.silences() {
+                        self.add_cut(request_id, self.now_beat);
+                    }
+                    emit(0, ev);
+                }
+                Event::Note(mut n) => {
+                    if n.epoch != self.epoch
+                        || n.request_id < self.floor
+                        || !self.apply_cuts(&mut n)
+                    {
+                        continue;
+                    }
+                    let mut j = self.staged;
+                    self.tables.staging[j] = n;
+                    while j > 0 && order(&self.tables.staging[j - 1], &self.tables.staging[j]) {
+                        self.tables.staging.swap(j - 1, j);
+                        j -= 1;
+                    }
+                    self.staged += 1;
+                }
+            }
+        }
+    }
+
+    /// Empties the staging area and the ring; outcomes are still reported.
+    fn flush(&mut self, emit: &mut impl FnMut(u32, Event)) {
+        self.staged = 0;
+        let queued = self.events.occupied_len();
+        for _ in 0..queued {
+            match self.events.try_pop() {
+                Some(
+                    ev @ Event::RequestDone {
+                        request_id,
+                        outcome,
+                    },
+                ) => {
+                    if outcome.silences() {
+                        self.raise_floor(request_id);
+                    }
+                    emit(0, ev);
+                }
+                Some(Event::Note(_)) => {}
+                None => break,
+            }
+        }
+    }
+}

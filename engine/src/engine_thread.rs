@@ -1,0 +1,576 @@
+//! The engine thread: owns the model (through the generation side's `Generator`), the captured
+//! snippets and the scheduled requests; drains commands from the audio side, runs the streaming
+//! decode, and pushes timed note events a bounded time ahead of the playhead.
+//!
+//! Nothing here runs on the audio thread, so it may allocate and sleep; it must never stall the
+//! audio side, which only ever sees full or empty rings.
+
+use crate::audio::AudioSide;
+use crate::capture::Capture;
+use crate::constraints::{Constraints, Scale, ScaleKind};
+use crate::generate::{Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
+use crate::handover::{EngineLink, RingSizes, Shared, link};
+use crate::messages::{Command, Event, Form, GenTarget, Outcome, RequestId};
+use crate::sampling::SamplingParams;
+use crate::schedule::{Added, Scheduler};
+use crate::status::{EngineState, ParamValues};
+use crate::swap::{Control, EngineControl};
+use crate::timing::beats_per_bar;
+use candle_core::Device;
+use staria_models::SectionLabel;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, TryRecvError, channel};
+use std::time::{Duration, Instant};
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where models run.
+    pub device: Device,
+    pub rings: RingSizes,
+    /// Events are released to the audio side at most this far ahead of the playhead.
+    pub push_ahead_secs: f64,
+    /// Generation pauses once it is this far ahead of the playhead (or of the section start, when
+    /// the section lies in the future), so a cancel or a parameter change is not wasted work.
+    pub generate_ahead_secs: f64,
+    /// Per-section bound on captured notes.
+    pub max_snippet_notes: usize,
+    /// How long the thread sleeps when there is nothing to do (command latency).
+    pub poll_interval: Duration,
+    /// A checkpoint folder to load at start (in the background, like `load_model`).
+    pub model_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            rings: RingSizes::default(),
+            push_ahead_secs: 1.0,
+            generate_ahead_secs: 4.0,
+            max_snippet_notes: 1024,
+            poll_interval: Duration::from_millis(1),
+            model_dir: None,
+        }
+    }
+}
+
+/// Starts engines.
+pub struct Engine;
+
+impl Engine {
+    /// Starts the engine thread and returns both ends: [`AudioSide`] for the plugin's `process()`
+    /// and [`EngineControl`] for the main thread (model loading, status, shutdown on drop).
+    pub fn spawn(config: EngineConfig) -> std::io::Result<(AudioSide, EngineControl)> {
+        let shared = Arc::new(Shared::default());
+        let (audio, engine_link) = link(config.rings, shared.clone());
+        let (tx, rx) = channel();
+        let latest_load = Arc::new(AtomicU64::new(0));
+        let worker = Worker::new(engine_link, rx, config.clone(), latest_load.clone());
+        let thread = std::thread::Builder::new()
+            .name("staria-engine".into())
+            .spawn(move || worker.run())?;
+        let control = EngineControl::new(shared, tx, thread, config.device.clone(), latest_load);
+        if let Some(dir) = &config.model_dir {
+            control.load_model(dir);
+        }
+        Ok((audio, control))
+    }
+}
+
+/// A generate command waiting to be served.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    id: RequestId,
+    target: GenTarget,
+    bars: u16,
+    ts_num: u8,
+    ts_den: u8,
+    form: Form,
+    start_beat: f64,
+    seed: u64,
+}
+
+/// Why a running generation was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    NewRequest,
+    Cancelled,
+    Stopped,
+    Shutdown,
+}
+
+struct Worker {
+    link: EngineLink,
+    control: Receiver<Control>,
+    cfg: EngineConfig,
+    latest_load: Arc<AtomicU64>,
+    capture: Capture,
+    generator: Option<Box<Generator>>,
+    /// A loaded model waiting for the current generation to end.
+    incoming: Option<(Box<Generator>, String)>,
+    pending: Option<Pending>,
+    current: Option<Scheduler>,
+    /// Replaced requests still playing up to the newer request's start.
+    tails: Vec<Scheduler>,
+    epoch: u32,
+    generating: bool,
+    interrupt: Option<Interrupt>,
+    shutdown: bool,
+}
+
+fn secs_to_beats(secs: f64, bpm: f64) -> f64 {
+    secs * bpm / 60.0
+}
+
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+impl Worker {
+    fn new(
+        link: EngineLink,
+        control: Receiver<Control>,
+        cfg: EngineConfig,
+        latest_load: Arc<AtomicU64>,
+    ) -> Self {
+        let epoch = link.shared.transport.read().epoch;
+        Self {
+            link,
+            control,
+            capture: Capture::new(cfg.max_snippet_notes),
+            cfg,
+            latest_load,
+            generator: None,
+            incoming: None,
+            pending: None,
+            current: None,
+            tails: Vec::new(),
+            epoch,
+            generating: false,
+            interrupt: None,
+            shutdown: false,
+        }
+    }
+
+    fn run(mut self) {
+        let shared = self.link.shared.clone();
+        // A bug in the loop itself must not take the host down: the thread ends, the audio side
+        // keeps running silently, and status says why.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            while !self.shutdown {
+                self.poll();
+                self.swap_in();
+                if let Some(req) = self.pending.take() {
+                    self.serve(req);
+                    continue;
+                }
+                self.pump();
+                std::thread::park_timeout(self.cfg.poll_interval);
+            }
+        }));
+        match result {
+            Ok(()) => {
+                if let Some(id) = self.newest_request() {
+                    self.push_done(id, Outcome::Interrupted);
+                }
+            }
+            Err(p) => {
+                if let Some(id) = self.newest_request() {
+                    self.push_done(id, Outcome::Failed);
+                }
+                shared
+                    .status
+                    .set_error(format!("engine thread stopped: {}", panic_text(p.as_ref())));
+            }
+        }
+        shared.status.current_request.store(0, Relaxed);
+        shared.status.set_state(EngineState::Stopped);
+    }
+
+    fn newest_request(&self) -> Option<RequestId> {
+        self.current
+            .iter()
+            .chain(self.tails.iter())
+            .map(|s| s.request_id)
+            .max()
+    }
+
+    /// Drains control messages, commands and transport changes.
+    fn poll(&mut self) {
+        loop {
+            match self.control.try_recv() {
+                Ok(Control::Swap {
+                    generator,
+                    name,
+                    ticket,
+                }) => {
+                    // Loads may finish out of order; only the newest requested one counts.
+                    if ticket == self.latest_load.load(Relaxed) {
+                        self.incoming = Some((generator, name));
+                    }
+                }
+                Ok(Control::StopGeneration) => self.stop_all(Interrupt::Stopped),
+                Ok(Control::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    self.shutdown = true;
+                    self.interrupt = Some(Interrupt::Shutdown);
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        while let Some(cmd) = self.link.pop_command() {
+            self.command(cmd);
+        }
+        let t = self.link.shared.transport.read();
+        if t.epoch != self.epoch {
+            // The audio side flushed everything and silenced what sounded: replay the current
+            // request from the new position; replaced tails are over.
+            self.epoch = t.epoch;
+            self.tails.clear();
+            if let Some(cur) = &mut self.current {
+                cur.relocate(t.playhead, t.epoch);
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let shared = self.link.shared.clone();
+        let bpm = shared.transport.read().tempo_bpm;
+        let refused = match cmd {
+            Command::CaptureArm {
+                section,
+                origin_beat,
+            } => {
+                self.capture.arm(section, origin_beat, bpm);
+                false
+            }
+            Command::CaptureNoteOn {
+                section,
+                pitch,
+                velocity,
+                beat,
+            } => self
+                .capture
+                .note_on(section, pitch, velocity, beat, bpm)
+                .is_err(),
+            Command::CaptureNoteOff {
+                section,
+                pitch,
+                beat,
+            } => self.capture.note_off(section, pitch, beat).is_err(),
+            Command::ClearSection { section } => {
+                self.capture.clear(section);
+                false
+            }
+            Command::Generate {
+                request_id,
+                target,
+                bars,
+                ts_num,
+                ts_den,
+                form,
+                start_beat,
+                seed,
+            } => {
+                let req = Pending {
+                    id: request_id,
+                    target,
+                    bars,
+                    ts_num,
+                    ts_den,
+                    form,
+                    start_beat,
+                    seed,
+                };
+                if let Some(old) = self.pending.replace(req) {
+                    self.push_done(old.id, Outcome::Replaced);
+                }
+                if self.generating {
+                    self.interrupt = Some(Interrupt::NewRequest);
+                }
+                false
+            }
+            Command::Cancel { request_id } => {
+                if let Some(p) = self.pending.take_if(|p| p.id <= request_id) {
+                    self.push_done(p.id, Outcome::Cancelled);
+                }
+                if self.generating {
+                    if self
+                        .current
+                        .as_ref()
+                        .is_some_and(|c| c.request_id <= request_id)
+                    {
+                        self.interrupt = Some(Interrupt::Cancelled);
+                    }
+                } else if self
+                    .current
+                    .as_ref()
+                    .is_some_and(|c| c.request_id <= request_id)
+                {
+                    // Finished generating but still playing: the audio side has silenced it.
+                    self.current = None;
+                }
+                self.tails.retain(|t| t.request_id > request_id);
+                false
+            }
+        };
+        if refused {
+            shared.status.dropped_captures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Stops generation (if running) and everything scheduled; the audio side silences it now.
+    fn stop_all(&mut self, why: Interrupt) {
+        if self.generating {
+            self.interrupt = Some(why);
+            return;
+        }
+        if let Some(id) = self.newest_request() {
+            self.push_done(id, Outcome::Interrupted);
+        }
+        self.current = None;
+        self.tails.clear();
+    }
+
+    /// Swaps a freshly loaded model in, between requests.
+    fn swap_in(&mut self) {
+        if self.generating {
+            return;
+        }
+        let Some((generator, name)) = self.incoming.take() else {
+            return;
+        };
+        // Notes of the old model must not ring on under the new one.
+        self.stop_all(Interrupt::Stopped);
+        self.generator = Some(generator);
+        let status = &self.link.shared.status;
+        status.set_model_name(name);
+        status.model_generation.fetch_add(1, Relaxed);
+        status.set_state(EngineState::Ready);
+    }
+
+    /// Releases due events of every scheduled request to the audio side.
+    fn pump(&mut self) {
+        let t = self.link.shared.transport.read();
+        let limit = t.playhead + secs_to_beats(self.cfg.push_ahead_secs, t.tempo_bpm);
+        let link = &mut self.link;
+        for tail in &mut self.tails {
+            tail.pump(limit, |ev| link.push_event(Event::Note(ev)));
+        }
+        self.tails.retain(|t| !t.is_drained());
+        if let Some(cur) = &mut self.current {
+            cur.pump(limit, |ev| link.push_event(Event::Note(ev)));
+        }
+    }
+
+    /// Request outcomes must arrive (a `Failed` silences the audio side), so a full ring is
+    /// retried for a while before the message is counted as dropped.
+    fn push_done(&mut self, request_id: RequestId, outcome: Outcome) {
+        let deadline = Instant::now() + Duration::from_millis(250);
+        while !self.link.push_event(Event::RequestDone {
+            request_id,
+            outcome,
+        }) {
+            if Instant::now() >= deadline {
+                self.link.shared.status.dropped_events.fetch_add(1, Relaxed);
+                return;
+            }
+            std::thread::sleep(self.cfg.poll_interval);
+        }
+    }
+
+    fn serve(&mut self, req: Pending) {
+        let shared = self.link.shared.clone();
+        let status = &shared.status;
+        if !req.start_beat.is_finite() || req.bars == 0 {
+            status.set_error(format!(
+                "request {}: start beat {} / {} bars is not a section",
+                req.id, req.start_beat, req.bars
+            ));
+            self.push_done(req.id, Outcome::Failed);
+            return;
+        }
+        // The request it replaces plays on up to the new start.
+        if let Some(mut old) = self.current.take() {
+            let was_complete = old.is_complete();
+            old.truncate(req.start_beat);
+            if !was_complete {
+                self.push_done(old.request_id, Outcome::Replaced);
+            }
+            self.tails.push(old);
+        }
+        // After the truncation: a `Continue` picks up from what plays before its start.
+        let snippets = self.snippets(shared.transport.read().playhead, req.target);
+        let Some(mut generator) = self.generator.take() else {
+            status.set_error("no model loaded");
+            self.push_done(req.id, Outcome::Failed);
+            return;
+        };
+        let t = shared.transport.read();
+        let params = shared.params.values();
+        let bpb = beats_per_bar(req.ts_num, req.ts_den);
+        self.current = Some(Scheduler::new(
+            req.id,
+            self.epoch,
+            req.start_beat,
+            req.bars as u32,
+            bpb,
+            t.tempo_bpm,
+            params,
+        ));
+        let gen_req = self.gen_request(&req, t.tempo_bpm, bpb, &params);
+
+        status.current_request.store(req.id, Relaxed);
+        status.set_state(EngineState::Generating);
+        self.generating = true;
+        self.interrupt = None;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            generator.generate(&snippets, &gen_req, &mut |n| self.on_note(n))
+        }));
+        self.generating = false;
+        self.generator = Some(generator);
+        status.current_request.store(0, Relaxed);
+
+        let outcome = match result {
+            Ok(Ok(summary)) => {
+                status
+                    .tokens_generated
+                    .fetch_add(summary.sampled_tokens as u64, Relaxed);
+                status.set_state(EngineState::Ready);
+                match self.interrupt.take() {
+                    None => Some(Outcome::Finished),
+                    // Stays current (not complete) until the next request truncates it.
+                    Some(Interrupt::NewRequest) => None,
+                    Some(Interrupt::Cancelled) => Some(Outcome::Cancelled),
+                    Some(Interrupt::Stopped | Interrupt::Shutdown) => Some(Outcome::Interrupted),
+                }
+            }
+            Ok(Err(e)) => {
+                status.set_error(format!("generation failed: {e}"));
+                Some(Outcome::Failed)
+            }
+            Err(p) => {
+                status.set_error(format!("generation panicked: {}", panic_text(p.as_ref())));
+                Some(Outcome::Failed)
+            }
+        };
+        match outcome {
+            Some(Outcome::Finished) => {
+                if let Some(cur) = &mut self.current {
+                    cur.finish();
+                }
+                self.push_done(req.id, Outcome::Finished);
+            }
+            Some(o) => {
+                // Silence it all (the audio side releases what sounds on this outcome).
+                self.current = None;
+                self.tails.clear();
+                self.push_done(req.id, o);
+            }
+            None => {}
+        }
+        self.interrupt = None;
+    }
+
+    /// Called by the generator for each note: schedule it, then wait while far enough ahead,
+    /// staying responsive to commands.
+    fn on_note(&mut self, n: GeneratedNote) -> Flow {
+        self.link
+            .shared
+            .status
+            .notes_generated
+            .fetch_add(1, Relaxed);
+        let Some(cur) = self.current.as_mut() else {
+            return Flow::Stop;
+        };
+        if cur.add(n.pitch, n.velocity, n.start_ms, n.dur_ms) == Added::PastEnd {
+            return Flow::Stop;
+        }
+        loop {
+            self.poll();
+            if self.interrupt.is_some() || self.shutdown {
+                return Flow::Stop;
+            }
+            self.pump();
+            let t = self.link.shared.transport.read();
+            let Some(cur) = self.current.as_ref() else {
+                return Flow::Stop;
+            };
+            let reference = t.playhead.max(cur.start_beat);
+            if cur.watermark()
+                <= reference + secs_to_beats(self.cfg.generate_ahead_secs, t.tempo_bpm)
+            {
+                return Flow::Continue;
+            }
+            std::thread::park_timeout(self.cfg.poll_interval);
+        }
+    }
+}
+
+/// Conversions into the generation side's types.
+impl Worker {
+    fn gen_request(&self, req: &Pending, bpm: f64, bpb: f64, p: &ParamValues) -> GenRequest {
+        let target = match req.target {
+            GenTarget::Section(label) => Target::Section(label),
+            GenTarget::Continue => Target::Continue,
+        };
+        GenRequest {
+            target,
+            bars: req.bars as u32,
+            bpm,
+            beats_per_bar: bpb,
+            form: req.form.to_string(),
+            style: None,
+            sampling: SamplingParams {
+                temperature: p.temperature,
+                top_p: p.top_p,
+                min_p: p.min_p,
+                seed: req.seed,
+            },
+            constraints: Constraints {
+                pitch_min: p.pitch_low,
+                pitch_max: p.pitch_high,
+                scale: scale_for_mask(p.key_mask),
+                max_polyphony: Some(p.max_polyphony),
+                drums: false,
+                allow_early_end: false,
+            },
+        }
+    }
+
+    /// The captured sections, and for `Continue` the request it continues as context (in ms
+    /// from that request's start at its tempo).
+    fn snippets(&self, now_beat: f64, target: GenTarget) -> Snippets {
+        let mut s = Snippets::default();
+        for label in SectionLabel::ALL {
+            s.set(label, self.capture.snippet(label, now_beat));
+        }
+        if target == GenTarget::Continue
+            && let Some(prev) = self.current.as_ref().or(self.tails.last())
+        {
+            s.context = prev.context_notes();
+        }
+        s
+    }
+}
+
+/// The scale whose pitch classes are exactly `mask`, for the model's constraint masks; a mask no
+/// named scale matches is still enforced by the scheduler's pitch filter.
+fn scale_for_mask(mask: u16) -> Option<Scale> {
+    if mask & 0xFFF == 0xFFF {
+        return None;
+    }
+    (0..12u8)
+        .flat_map(|root| ScaleKind::ALL.iter().map(move |&k| Scale::new(root, k)))
+        .find(|s| s.pitch_classes() == mask & 0xFFF)
+}

@@ -1,0 +1,229 @@
+//! The audio side never allocates: a counting global allocator watches the calling thread while
+//! it runs `send`, `process_block`/`pop_due` and `all_notes_off` over many blocks with a busy
+//! queue, transport jumps, cuts and cancels. (Its own test binary: the allocator is global.)
+
+use staria_engine::handover::{RingSizes, Shared, link};
+use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::timing::TransportFrame;
+use staria_engine::{Engine, EngineConfig, SectionLabel};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+mod engine_support;
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // Const-initialised: reading it never allocates.
+    static WATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if WATCHING.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if WATCHING.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if WATCHING.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn watched<R>(f: impl FnOnce() -> R) -> R {
+    WATCHING.with(|w| w.set(true));
+    let r = f();
+    WATCHING.with(|w| w.set(false));
+    r
+}
+
+#[test]
+fn audio_side_never_allocates() {
+    let (mut audio, mut engine) = link(
+        RingSizes {
+            commands: 64,
+            events: 1024,
+        },
+        Arc::new(Shared::default()),
+    );
+    // Sanity: the counter does see allocations on this thread.
+    watched(|| drop(std::hint::black_box(vec![1u8; 16])));
+    assert!(ALLOCS.swap(0, Ordering::Relaxed) > 0);
+
+    let mut pos = 0.0f64;
+    let mut emitted = 0usize;
+    let mut sounding_after_stop = 0usize;
+    let mut request = 1u32;
+    for block in 0..4000u32 {
+        // The engine's side (not watched): keep the queue busy with one request's notes.
+        if block % 8 == 0 {
+            let epoch = audio.epoch();
+            for i in 0..16u32 {
+                let beat = pos + 0.05 + i as f64 * 0.1;
+                let pitch = 40 + ((block / 8 + i) % 48) as u8;
+                for (on, b) in [(true, beat), (false, beat + 0.35)] {
+                    let ev = NoteEvent {
+                        beat: b,
+                        request_id: request,
+                        epoch,
+                        on,
+                        pitch,
+                        velocity: 90,
+                        channel: (i % 3) as u8,
+                    };
+                    let _ = engine.push_event(Event::Note(ev));
+                }
+            }
+        }
+        if block % 500 == 250 {
+            let _ = engine.push_event(Event::RequestDone {
+                request_id: request,
+                outcome: Outcome::Failed,
+            });
+        }
+        // Host transport: a loop back every 1000 blocks, a stop/start every 1500.
+        let playing = block % 1500 != 1499;
+        if block % 1000 == 999 {
+            pos = 0.0;
+        }
+        let frame = TransportFrame {
+            playing,
+            pos_beats: pos,
+            tempo_bpm: 100.0 + (block % 7) as f64,
+            samples: 512,
+            sample_rate: 48_000.0,
+        };
+
+        watched(|| {
+            if block % 16 == 3 {
+                audio.send(Command::CaptureNoteOn {
+                    section: SectionLabel::A,
+                    pitch: 60,
+                    velocity: 100,
+                    beat: pos,
+                });
+                audio.send(Command::CaptureNoteOff {
+                    section: SectionLabel::A,
+                    pitch: 60,
+                    beat: pos + 0.01,
+                });
+            }
+            if block % 200 == 100 {
+                request = audio.next_request_id();
+                audio.send(Command::Generate {
+                    request_id: request,
+                    target: GenTarget::Section(SectionLabel::B),
+                    bars: 4,
+                    ts_num: 4,
+                    ts_den: 4,
+                    form: Form::from_labels(&[SectionLabel::A, SectionLabel::B])
+                        .unwrap_or_default(),
+                    start_beat: pos + 1.0,
+                    seed: 7,
+                });
+            }
+            if block % 300 == 150 {
+                audio.send(Command::Cancel {
+                    request_id: request,
+                });
+            }
+            audio.process_block(&frame, |_, _| emitted += 1);
+            if block % 333 == 0 {
+                audio.all_notes_off(|_, _| emitted += 1);
+                sounding_after_stop += audio.sounding_count();
+            }
+        });
+        // The engine drains commands (not watched).
+        while engine.pop_command().is_some() {}
+        pos = frame.block().end_beat;
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        0,
+        "the audio side allocated"
+    );
+    assert!(
+        emitted > 1000,
+        "the test should have exercised note output ({emitted} events)"
+    );
+    assert_eq!(sounding_after_stop, 0);
+}
+
+/// The same with a real engine thread generating from a tiny checkpoint on the other side.
+#[test]
+fn audio_side_never_allocates_with_a_live_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    engine_support::tiny_checkpoint(dir.path());
+    let (mut audio, control) = Engine::spawn(EngineConfig {
+        model_dir: Some(dir.path().into()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.status().model_generation.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "{:?}", control.snapshot());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    audio.late_tolerance_beats = f64::INFINITY;
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut pos = 0.0;
+    let mut notes = 0usize;
+    let mut outcomes = 0usize;
+    for block in 0..3000u32 {
+        let frame = TransportFrame {
+            playing: true,
+            pos_beats: pos,
+            tempo_bpm: 120.0,
+            samples: 512,
+            sample_rate: 48_000.0,
+        };
+        watched(|| {
+            if block % 400 == 1 {
+                let request_id = audio.next_request_id();
+                audio.send(Command::Generate {
+                    request_id,
+                    target: GenTarget::Section(SectionLabel::A),
+                    bars: 1,
+                    ts_num: 4,
+                    ts_den: 4,
+                    form: Form::new(),
+                    start_beat: pos.ceil() + 1.0,
+                    seed: block as u64,
+                });
+            }
+            audio.process_block(&frame, |_, ev| match ev {
+                Event::Note(_) => notes += 1,
+                // Finished, or Replaced when this faster-than-real-time host outruns generation.
+                Event::RequestDone { .. } => outcomes += 1,
+            });
+        });
+        pos = frame.block().end_beat;
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        before,
+        "the audio side allocated"
+    );
+    assert!(
+        outcomes >= 3 && notes > 0,
+        "{outcomes} request outcomes, {notes} note events"
+    );
+}

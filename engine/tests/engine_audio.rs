@@ -1,0 +1,444 @@
+//! The audio side of the handover, driven through the real rings: the engine's end is fed by
+//! hand (these parts need no model).
+
+use staria_engine::handover::{EngineLink, RingSizes, Shared, link};
+use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::timing::{TransportChange, TransportFrame};
+use staria_engine::{AudioSide, SectionLabel};
+use std::sync::Arc;
+
+const SR: f64 = 48_000.0;
+const BLOCK: u32 = 512;
+
+/// A host transport feeding `process_block` and recording what comes out.
+struct Host {
+    audio: AudioSide,
+    engine: EngineLink,
+    pos: f64,
+    tempo: f64,
+    playing: bool,
+    /// (absolute sample of the event, event)
+    out: Vec<(f64, Event)>,
+    sample_clock: f64,
+}
+
+impl Host {
+    fn new(sizes: RingSizes) -> Self {
+        let (audio, engine) = link(sizes, Arc::new(Shared::default()));
+        let mut h = Self {
+            audio,
+            engine,
+            pos: 0.0,
+            tempo: 120.0,
+            playing: true,
+            out: Vec::new(),
+            sample_clock: 0.0,
+        };
+        // The first playing block is a transport start (a new epoch): events pushed before it
+        // would belong to the old timeline.
+        assert_eq!(h.block(), TransportChange::Started);
+        h
+    }
+
+    fn frame(&self) -> TransportFrame {
+        TransportFrame {
+            playing: self.playing,
+            pos_beats: self.pos,
+            tempo_bpm: self.tempo,
+            samples: BLOCK,
+            sample_rate: SR,
+        }
+    }
+
+    fn block(&mut self) -> TransportChange {
+        let frame = self.frame();
+        let clock = self.sample_clock;
+        let out = &mut self.out;
+        let mut last = 0;
+        let change = self.audio.process_block(&frame, |offset, ev| {
+            assert!(offset < BLOCK);
+            if let Event::Note(_) = ev {
+                assert!(offset >= last, "events out of time order within a block");
+                last = offset;
+            }
+            out.push((clock + offset as f64, ev));
+        });
+        if self.playing {
+            self.pos = frame.block().end_beat;
+            self.sample_clock += BLOCK as f64;
+        }
+        change
+    }
+
+    fn run_until(&mut self, beat: f64) {
+        while self.pos < beat {
+            self.block();
+        }
+    }
+
+    fn note(&mut self, request_id: u32, on: bool, pitch: u8, beat: f64) {
+        let ev = NoteEvent {
+            beat,
+            request_id,
+            epoch: self.audio.epoch(),
+            on,
+            pitch,
+            velocity: 100,
+            channel: 0,
+        };
+        assert!(self.engine.push_event(Event::Note(ev)));
+    }
+
+    fn notes(&self) -> Vec<(f64, NoteEvent)> {
+        self.out
+            .iter()
+            .filter_map(|(s, e)| {
+                if let Event::Note(n) = e {
+                    Some((*s, *n))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+fn generate(id: u32, start_beat: f64) -> Command {
+    Command::Generate {
+        request_id: id,
+        target: GenTarget::Section(SectionLabel::B),
+        bars: 4,
+        ts_num: 4,
+        ts_den: 4,
+        form: Form::parse("AB").unwrap(),
+        start_beat,
+        seed: 1,
+    }
+}
+
+/// Every note-on is followed on its key by a note-off; nothing left sounding.
+fn assert_paired(events: &[(f64, NoteEvent)]) {
+    let mut sounding = [false; 16 * 128];
+    for (_, e) in events {
+        let k = e.channel as usize * 128 + e.pitch as usize;
+        assert_ne!(
+            sounding[k], e.on,
+            "double note-on or orphan note-off on key {k}: {e:?}"
+        );
+        sounding[k] = e.on;
+    }
+    assert!(sounding.iter().all(|s| !s), "notes left hanging");
+}
+
+#[test]
+fn message_sizes_stay_small() {
+    assert!(
+        std::mem::size_of::<Command>() <= 32,
+        "Command is {} bytes",
+        std::mem::size_of::<Command>()
+    );
+    assert!(
+        std::mem::size_of::<Event>() <= 32,
+        "Event is {} bytes",
+        std::mem::size_of::<Event>()
+    );
+    assert!(std::mem::size_of::<NoteEvent>() <= 24);
+}
+
+#[test]
+fn full_rings_drop_newest_and_count() {
+    let mut h = Host::new(RingSizes {
+        commands: 4,
+        events: 4,
+    });
+    let cmd = Command::ClearSection {
+        section: SectionLabel::A,
+    };
+    let sent: Vec<bool> = (0..6).map(|_| h.audio.send(cmd)).collect();
+    assert_eq!(sent, [true, true, true, true, false, false]);
+    assert_eq!(
+        h.audio
+            .status()
+            .dropped_commands
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // The engine reads the four that fit, in order, and nothing else.
+    let mut n = 0;
+    while let Some(c) = h.engine.pop_command() {
+        assert_eq!(c, cmd);
+        n += 1;
+    }
+    assert_eq!(n, 4);
+    // The event ring refuses the fifth event without blocking.
+    for i in 0..4 {
+        h.note(1, true, 60 + i, 10.0);
+    }
+    let ev = NoteEvent {
+        beat: 10.0,
+        request_id: 1,
+        epoch: 0,
+        on: true,
+        pitch: 70,
+        velocity: 1,
+        channel: 0,
+    };
+    assert!(!h.engine.push_event(Event::Note(ev)));
+}
+
+#[test]
+fn events_land_on_the_right_sample_across_blocks() {
+    let mut h = Host::new(RingSizes::default());
+    for (i, beat) in [0.5, 1.0, 1.0 + 1.0 / 48.0, 3.75].into_iter().enumerate() {
+        h.note(1, true, 60 + i as u8, beat);
+        h.note(1, false, 60 + i as u8, beat + 0.125);
+    }
+    h.run_until(4.0);
+    let notes = h.notes();
+    assert_eq!(notes.len(), 8);
+    // 120 bpm at 48 kHz: a beat is 24000 samples.
+    for (sample, e) in &notes {
+        let expect = e.beat * 24_000.0;
+        assert!(
+            (sample - expect).abs() <= 1.0,
+            "{e:?} at sample {sample}, expected {expect}"
+        );
+    }
+    assert_paired(&notes);
+    assert_eq!(h.audio.staged_len(), 0);
+}
+
+#[test]
+fn later_events_wait_and_tempo_changes_apply() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(1, true, 60, 2.0);
+    h.note(1, false, 60, 6.0);
+    h.run_until(1.0);
+    assert!(h.notes().is_empty());
+    assert_eq!(h.audio.staged_len(), 2);
+    // Tempo halves from beat 1 on: beat 2 is 0.5 s + 1 s in, beat 6 is 0.5 s + 5 s in.
+    let switch_sample = h.sample_clock;
+    let switch_beat = h.pos;
+    h.tempo = 60.0;
+    h.run_until(7.0);
+    let notes = h.notes();
+    assert_eq!(notes.len(), 2);
+    for (sample, e) in &notes {
+        let expect = switch_sample + (e.beat - switch_beat) * 48_000.0;
+        assert!(
+            (sample - expect).abs() <= 1.0,
+            "{e:?} at {sample}, expected {expect}"
+        );
+    }
+    assert_eq!(h.audio.sounding_count(), 0);
+}
+
+#[test]
+fn stop_releases_sounding_notes_and_flushes() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(1, true, 60, 0.1);
+    h.note(1, true, 64, 0.1);
+    h.note(1, false, 60, 0.2);
+    h.note(1, false, 64, 8.0);
+    h.note(1, true, 67, 9.0);
+    h.note(1, false, 67, 9.5);
+    h.run_until(0.5);
+    assert_eq!(h.audio.sounding_count(), 1);
+    assert!(h.audio.is_sounding(0, 64));
+    let epoch = h.audio.epoch();
+    h.playing = false;
+    assert_eq!(h.block(), TransportChange::Stopped);
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_ne!(h.audio.epoch(), epoch);
+    let notes = h.notes();
+    let last = notes.last().unwrap().1;
+    assert!(!last.on && last.pitch == 64 && last.velocity == 0);
+    assert_paired(&notes);
+    // Queued events of the old timeline are gone; so are any that arrive late under the old epoch.
+    let stale = NoteEvent {
+        beat: 9.0,
+        request_id: 1,
+        epoch,
+        on: true,
+        pitch: 70,
+        velocity: 1,
+        channel: 0,
+    };
+    assert!(h.engine.push_event(Event::Note(stale)));
+    h.playing = true;
+    assert_eq!(h.block(), TransportChange::Started);
+    h.run_until(10.0);
+    assert_eq!(h.notes().len(), notes.len());
+}
+
+#[test]
+fn loop_jump_flushes_and_new_epoch_plays() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(1, true, 60, 1.0);
+    h.note(1, false, 60, 3.0);
+    h.note(1, true, 62, 3.0);
+    h.note(1, false, 62, 3.5);
+    h.run_until(2.0);
+    assert!(h.audio.is_sounding(0, 60));
+    // The host loops back to beat 0.
+    h.pos = 0.0;
+    assert_eq!(h.block(), TransportChange::Jumped);
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_eq!(h.audio.staged_len(), 0);
+    // The engine re-sends under the new epoch.
+    h.note(1, true, 60, 1.0);
+    h.note(1, false, 60, 1.5);
+    h.run_until(4.0);
+    let notes = h.notes();
+    assert_eq!(notes.iter().filter(|(_, e)| e.on).count(), 2);
+    assert!(!notes.iter().any(|(_, e)| e.pitch == 62));
+    assert_paired(&notes);
+}
+
+#[test]
+fn retrigger_and_stale_note_offs() {
+    let mut h = Host::new(RingSizes::default());
+    // Request 1 strikes 60 twice without a note-off in between: the audio side ends the first.
+    h.note(1, true, 60, 0.1);
+    h.note(1, true, 60, 0.2);
+    // Request 2 takes key 64 over from request 1; request 1's later note-off must not end it.
+    h.note(1, true, 64, 0.3);
+    h.note(2, true, 64, 0.4);
+    h.note(1, false, 64, 0.5);
+    h.note(2, false, 64, 0.6);
+    h.note(1, false, 60, 0.7);
+    h.run_until(1.0);
+    let notes = h.notes();
+    let seq: Vec<(bool, u8, u32)> = notes
+        .iter()
+        .map(|(_, e)| (e.on, e.pitch, e.request_id))
+        .collect();
+    assert_eq!(
+        seq,
+        vec![
+            (true, 60, 1),
+            (false, 60, 1),
+            (true, 60, 1),
+            (true, 64, 1),
+            (false, 64, 1),
+            (true, 64, 2),
+            (false, 64, 2),
+            (false, 60, 1)
+        ]
+    );
+    assert!((notes[6].1.beat - 0.6).abs() < 1e-9);
+    assert_paired(&notes);
+}
+
+#[test]
+fn new_request_cuts_the_old_one_at_its_start() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(1, true, 60, 0.5);
+    h.note(1, false, 60, 3.0);
+    h.note(1, true, 62, 1.5);
+    h.note(1, false, 62, 1.75);
+    h.note(1, true, 64, 2.5); // after the new request's start: never plays
+    h.run_until(1.0);
+    assert!(h.audio.send(generate(2, 2.0)));
+    h.note(1, false, 64, 2.75);
+    h.note(2, true, 67, 2.0);
+    h.note(2, false, 67, 2.5);
+    h.run_until(4.0);
+    let notes = h.notes();
+    let ons: Vec<(u8, u32)> = notes
+        .iter()
+        .filter(|(_, e)| e.on)
+        .map(|(_, e)| (e.pitch, e.request_id))
+        .collect();
+    assert_eq!(ons, vec![(60, 1), (62, 1), (67, 2)]);
+    // 60 ends where request 2 starts, before 67 begins.
+    let off60 = notes.iter().find(|(_, e)| e.pitch == 60 && !e.on).unwrap();
+    assert!((off60.0 - 2.0 * 24_000.0).abs() <= 1.0);
+    assert_paired(&notes);
+}
+
+#[test]
+fn cancel_and_failure_silence_now() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(3, true, 60, 0.25);
+    h.note(3, false, 60, 5.0);
+    h.note(3, true, 62, 2.0);
+    h.note(3, false, 62, 2.5);
+    h.run_until(1.0);
+    assert!(h.audio.is_sounding(0, 60));
+    assert!(h.audio.send(Command::Cancel { request_id: 3 }));
+    h.block();
+    assert_eq!(h.audio.sounding_count(), 0);
+    h.run_until(6.0);
+    let notes = h.notes();
+    assert_eq!(notes.iter().filter(|(_, e)| e.on).count(), 1);
+    assert_paired(&notes);
+
+    // An engine-side failure does the same for the request it names.
+    h.note(4, true, 65, 6.5);
+    h.note(4, false, 65, 9.0);
+    h.run_until(7.0);
+    assert!(h.audio.is_sounding(0, 65));
+    assert!(h.engine.push_event(Event::RequestDone {
+        request_id: 4,
+        outcome: Outcome::Failed
+    }));
+    h.block();
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert!(h.out.iter().any(|(_, e)| matches!(
+        e,
+        Event::RequestDone {
+            request_id: 4,
+            outcome: Outcome::Failed
+        }
+    )));
+    h.run_until(10.0);
+    assert_paired(&h.notes());
+}
+
+#[test]
+fn late_note_ons_are_dropped_and_counted() {
+    let mut h = Host::new(RingSizes::default());
+    h.run_until(2.0);
+    h.note(1, true, 60, 1.0); // a beat late: dropped
+    h.note(1, false, 60, 1.5);
+    h.note(1, true, 62, h.pos - 0.1); // slightly late: played at the block start
+    h.note(1, false, 62, h.pos + 0.5);
+    h.run_until(3.0);
+    let notes = h.notes();
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|(_, e)| e.on)
+            .map(|(_, e)| e.pitch)
+            .collect::<Vec<_>>(),
+        vec![62]
+    );
+    assert_eq!(
+        h.audio
+            .status()
+            .late_notes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_paired(&notes);
+}
+
+#[test]
+fn stopped_transport_emits_no_notes_but_reports_outcomes() {
+    let mut h = Host::new(RingSizes::default());
+    h.playing = false;
+    assert_eq!(h.block(), TransportChange::Stopped);
+    h.note(1, true, 60, 0.0);
+    h.note(1, false, 60, 0.5);
+    assert!(h.engine.push_event(Event::RequestDone {
+        request_id: 1,
+        outcome: Outcome::Finished
+    }));
+    for _ in 0..10 {
+        h.block();
+    }
+    assert!(h.notes().is_empty());
+    assert_eq!(h.out.len(), 1);
+    assert_eq!(h.audio.staged_len(), 2);
+}

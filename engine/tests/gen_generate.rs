@@ -1,0 +1,306 @@
+//! Generation with a tiny random-weight model: constraints hold on every note, seeds reproduce,
+//! forms come out in order, and bad requests fail with a message naming the setting. Runs on
+//! the fast backend with its default f16 weights (what `Generator::load` picks on the CPU); the
+//! Staria test runs both backends.
+
+mod gen_support;
+
+use gen_support::{note, prompt_song, tiny_fast_generator, tiny_model, tiny_model_of, tokenizer};
+use staria_engine::constraints::{Constraints, Scale, ScaleKind};
+use staria_engine::generate::{
+    Flow, GenError, GenRequest, GeneratedNote, Generator, GeneratorOptions, Snippets, StopReason,
+    Target,
+};
+use staria_models::SectionLabel;
+use staria_models::fast::WeightFormat;
+use staria_models::model::ModelKind;
+
+fn generator(weights_seed: u64) -> Generator {
+    tiny_fast_generator(
+        ModelKind::Decoder,
+        weights_seed,
+        GeneratorOptions::DEFAULT_WEIGHTS,
+    )
+}
+
+fn snippets() -> Snippets {
+    let song = prompt_song();
+    let mut s = Snippets::default();
+    for sec in &song.sections {
+        let notes = song
+            .notes
+            .iter()
+            .filter(|n| n.start_ms >= sec.start_ms && n.start_ms < sec.end_ms)
+            .map(|n| staria_models::Note {
+                start_ms: n.start_ms - sec.start_ms,
+                end_ms: n.end_ms - sec.start_ms,
+                ..*n
+            })
+            .collect();
+        s.set(sec.label, notes);
+    }
+    s
+}
+
+fn run(g: &mut Generator, s: &Snippets, req: &GenRequest) -> (Vec<GeneratedNote>, StopReason) {
+    let mut notes = Vec::new();
+    let summary = g
+        .generate(s, req, &mut |n| {
+            notes.push(n);
+            Flow::Continue
+        })
+        .unwrap();
+    assert_eq!(summary.notes, notes.len());
+    (notes, summary.stop)
+}
+
+fn max_overlap(notes: &[GeneratedNote]) -> usize {
+    notes
+        .iter()
+        .map(|a| {
+            notes
+                .iter()
+                .filter(|b| b.start_ms <= a.start_ms && a.start_ms < b.start_ms + b.dur_ms)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn constrained(seed: u64) -> GenRequest {
+    let mut req = GenRequest::new(Target::Section(SectionLabel::B), 4, 120.0);
+    req.form = "AB".into();
+    req.sampling.seed = seed;
+    req.sampling.temperature = 1.0;
+    req.constraints = Constraints {
+        pitch_min: 55,
+        pitch_max: 79,
+        scale: Some(Scale::new(2, ScaleKind::Dorian)),
+        max_polyphony: Some(2),
+        ..Constraints::default()
+    };
+    req
+}
+
+#[test]
+fn every_note_obeys_range_scale_polyphony_and_bar_limit() {
+    let mut g = generator(1);
+    let s = snippets();
+    for seed in 0..3 {
+        let req = constrained(seed);
+        let (notes, stop) = run(&mut g, &s, &req);
+        assert!(!notes.is_empty(), "seed {seed}: no notes");
+        assert_eq!(stop, StopReason::BarLimit);
+        let limit = req.span_ms(); // 4 bars of 4/4 at 120 bpm
+        assert_eq!(limit, 8000.0);
+        for n in &notes {
+            assert!((55..=79).contains(&n.pitch), "{n:?}");
+            assert!(
+                Scale::new(2, ScaleKind::Dorian).contains(n.pitch),
+                "{n:?} not in D dorian"
+            );
+            assert!(n.start_ms >= 0.0 && n.start_ms < limit, "{n:?}");
+            assert!(
+                n.dur_ms > 0.0 && n.start_ms + n.dur_ms <= limit + 1e-9,
+                "{n:?} crosses the bar limit"
+            );
+            assert!((1..=127).contains(&n.velocity));
+        }
+        assert!(
+            notes.windows(2).all(|w| w[0].start_ms <= w[1].start_ms),
+            "notes come in start order"
+        );
+        assert!(
+            max_overlap(&notes) <= 2,
+            "seed {seed}: polyphony {}",
+            max_overlap(&notes)
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_notes_different_seed_different_notes() {
+    let mut g = generator(2);
+    let s = snippets();
+    let a = run(&mut g, &s, &constrained(7)).0;
+    let b = run(&mut g, &s, &constrained(7)).0;
+    assert_eq!(a, b);
+    let c = run(&mut g, &s, &constrained(8)).0;
+    assert_ne!(a, c);
+}
+
+#[test]
+fn callback_stop_ends_generation_at_once() {
+    let mut g = generator(3);
+    let mut req = constrained(1);
+    req.bars = 64;
+    let mut n = 0;
+    let summary = g
+        .generate(&snippets(), &req, &mut |_| {
+            n += 1;
+            if n == 3 { Flow::Stop } else { Flow::Continue }
+        })
+        .unwrap();
+    assert_eq!((summary.notes, summary.stop), (3, StopReason::Stopped));
+    assert!(summary.first_note_ms.is_some_and(|t| t > 0.0));
+}
+
+#[test]
+fn continue_starts_after_the_context() {
+    let mut g = generator(4);
+    let s = Snippets {
+        context: (0..12)
+            .map(|i| note(60 + (i % 5) as u8 * 2, i as f64 * 400.0, 380.0))
+            .collect(),
+        ..Snippets::default()
+    };
+    let mut req = GenRequest::new(Target::Continue, 2, 120.0);
+    req.sampling.seed = 5;
+    // A random model stacks notes on one onset without end; a voice limit keeps it within the
+    // tiny model's 512-token context.
+    req.constraints.max_polyphony = Some(3);
+    let (notes, stop) = run(&mut g, &s, &req);
+    assert_eq!(stop, StopReason::BarLimit);
+    assert!(!notes.is_empty());
+    // Times are from the end of the context (11 * 400 + 380 = 4780 ms); span 4000 ms.
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.start_ms >= 0.0 && n.start_ms + n.dur_ms <= 4000.0 + 1e-9),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn piece_follows_the_form_with_one_marker_per_section() {
+    let mut g = generator(5);
+    let mut req = GenRequest::new(Target::Section(SectionLabel::A), 2, 120.0);
+    req.form = "AABA".into();
+    req.sampling.seed = 9;
+    req.constraints.max_polyphony = Some(2);
+    let piece = g.generate_piece(&snippets(), &req).unwrap();
+    let labels: Vec<SectionLabel> = piece.song.sections.iter().map(|s| s.label).collect();
+    use SectionLabel::{A, B};
+    assert_eq!(labels, vec![A, A, B, A]);
+    for (i, s) in piece.song.sections.iter().enumerate() {
+        assert!((s.start_ms - i as f64 * 4000.0).abs() < 2.0, "{s:?}");
+    }
+    assert_eq!(
+        piece.sections.iter().map(|r| r.notes).sum::<usize>(),
+        piece.song.notes.len()
+    );
+    for r in &piece.sections {
+        assert!(r.notes > 0, "section {:?} empty: {:?}", r.label, r.stop);
+        assert_eq!(r.stop, StopReason::BarLimit);
+    }
+    assert!(
+        piece
+            .song
+            .notes
+            .iter()
+            .all(|n| n.start_ms >= -1.0 && n.end_ms <= 16000.0 + 2.0)
+    );
+    // Notes belong to the section they start in.
+    for r in &piece.sections {
+        let inside = piece
+            .song
+            .notes
+            .iter()
+            .filter(|n| n.start_ms >= r.start_ms - 1.0 && n.start_ms < r.end_ms - 1.0)
+            .count();
+        assert_eq!(inside, r.notes, "{r:?}");
+    }
+    let again = g.generate_piece(&snippets(), &req).unwrap();
+    assert_eq!(piece.song, again.song);
+}
+
+#[test]
+fn bad_requests_name_the_problem() {
+    let mut g = generator(6);
+    let s = snippets();
+    let mut nothing = |_: GeneratedNote| Flow::Continue;
+    let err =
+        |req: &GenRequest, g: &mut Generator, f: &mut dyn FnMut(GeneratedNote) -> Flow| match g
+            .generate(&s, req, f)
+        {
+            Err(GenError::Request(m)) => m,
+            other => panic!("expected a request error, got {other:?}"),
+        };
+    let mut req = constrained(0);
+    req.bars = 0;
+    assert!(err(&req, &mut g, &mut nothing).contains("bars"));
+    let mut req = constrained(0);
+    req.sampling.temperature = -1.0;
+    assert!(err(&req, &mut g, &mut nothing).contains("temperature"));
+    let mut req = constrained(0);
+    req.bpm = 0.0;
+    assert!(err(&req, &mut g, &mut nothing).contains("bpm"));
+    let mut req = constrained(0);
+    req.form = "AXA".into();
+    assert!(err(&req, &mut g, &mut nothing).contains("form"));
+    let mut req = constrained(0);
+    req.constraints.pitch_min = 90;
+    req.constraints.pitch_max = 80;
+    assert!(err(&req, &mut g, &mut nothing).contains("pitch range"));
+    // A form with letters A..D but no token in this tokenizer.
+    let mut req = constrained(0);
+    req.form = "DCBA".into();
+    let e = g.generate(&s, &req, &mut nothing).unwrap_err().to_string();
+    assert!(e.contains("DCBA"), "{e}");
+}
+
+#[test]
+fn model_and_tokenizer_must_agree() {
+    let tok = tokenizer();
+    let (_, _, model) = tiny_model(&tok, 1);
+    let other =
+        staria_models::tokenizer::Tokenizer::new(staria_models::tokenizer::TokenizerConfig {
+            styles: vec!["x".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let e = Generator::new(model, other).unwrap_err().to_string();
+    assert!(e.contains("vocabulary"), "{e}");
+}
+
+#[test]
+fn staria_kind_generates_under_the_same_constraints() {
+    let tok = tokenizer();
+    let (_, _, model) = tiny_model_of(ModelKind::Staria, &tok, 12);
+    let candle = Generator::new(model, tok).unwrap();
+    let fast = tiny_fast_generator(ModelKind::Staria, 12, WeightFormat::F16);
+    for mut g in [candle, fast] {
+        let req = constrained(3);
+        let (notes, stop) = run(&mut g, &snippets(), &req);
+        assert_eq!(stop, StopReason::BarLimit);
+        assert!(!notes.is_empty());
+        assert!(
+            notes.iter().all(|n| (55..=79).contains(&n.pitch)
+                && Scale::new(2, ScaleKind::Dorian).contains(n.pitch))
+        );
+        assert!(max_overlap(&notes) <= 2);
+        assert_eq!(notes, run(&mut g, &snippets(), &req).0);
+    }
+}
+
+#[test]
+fn one_section_cannot_starve_the_others_of_context() {
+    // Unconstrained, the random model stacks notes until the context is full; each section
+    // still gets its share.
+    let mut g = generator(8);
+    let mut req = GenRequest::new(Target::Section(SectionLabel::A), 8, 120.0);
+    req.form = "AABA".into();
+    req.sampling.seed = 2;
+    let piece = g.generate_piece(&snippets(), &req).unwrap();
+    assert_eq!(piece.sections.len(), 4);
+    for (i, r) in piece.sections.iter().enumerate() {
+        assert!(r.notes > 0, "{r:?}");
+        // The last section may use the context up to its end.
+        let last = i == 3 && r.stop == StopReason::MaxSeqLen;
+        assert!(
+            last || matches!(r.stop, StopReason::BarLimit | StopReason::TokenBudget),
+            "{r:?}"
+        );
+    }
+    assert!(g.position() <= g.max_seq_len());
+}

@@ -1,0 +1,644 @@
+//! A small real CLAP host (clack-host) for testing and benchmarking the bundled `Staria.clap`.
+//!
+//! This crate deliberately does not link the plugin crate: it builds the bundle with the project's
+//! own bundler (`cargo xtask bundle staria-plugin`), copies it to a private path (so a later
+//! re-bundle cannot replace a library that is loaded) and loads it like a DAW would.
+
+use clack_extensions::params::{ParamInfoBuffer, PluginParams};
+use clack_extensions::state::PluginState;
+use clack_host::events::event_types::{
+    NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
+};
+use clack_host::events::spaces::CoreEventSpace;
+use clack_host::events::{EventFlags, Match};
+use clack_host::prelude::*;
+use clack_host::utils::{BeatTime, SecondsTime};
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const PLUGIN_ID: &CStr = c"invalid.staria.plugin";
+pub const SAMPLE_RATE: f64 = 48_000.0;
+pub const BLOCK: usize = 512;
+
+/// Set in a child process that runs one scenario (see [`run_isolated`]).
+const CHILD_ENV: &str = "STARIA_HOST_TEST_CHILD";
+/// The bundle path handed from the parent test process to its children.
+const CLAP_ENV: &str = "STARIA_HOST_TEST_CLAP";
+
+/// The target directory the running test or bench binary was built in
+/// (`<target>/<profile>/deps/<binary>`, or `<target>/<triple>/<profile>/deps/<binary>`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("binary under <target>/<profile>/deps");
+    let above = profile_dir.parent().expect("target dir");
+    // Cross builds add a target-triple level; it holds no `CACHEDIR.TAG`, the target dir does.
+    if !above.join("CACHEDIR.TAG").exists()
+        && let Some(up) = above.parent()
+        && up.join("CACHEDIR.TAG").exists()
+    {
+        return up.to_path_buf();
+    }
+    above.to_path_buf()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// Builds `Staria.clap` with the project's bundler (release or debug, as this binary was built)
+/// into the same target directory, copies it to a private path and returns that path. Runs the
+/// bundler once per process; child processes reuse their parent's copy.
+pub fn bundled_clap() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os(CLAP_ENV) {
+            return PathBuf::from(p);
+        }
+        let target = target_dir();
+        let release = !cfg!(debug_assertions);
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .args(["xtask", "bundle", "staria-plugin"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .status()
+            .expect("run `cargo xtask bundle staria-plugin`");
+        assert!(
+            status.success(),
+            "`cargo xtask bundle staria-plugin` failed: {status}"
+        );
+        let bundle = target.join("bundled").join("Staria.clap");
+        assert!(
+            bundle.exists(),
+            "the bundler did not write {}",
+            bundle.display()
+        );
+        let dir = target
+            .join("staria-host-test")
+            .join(if release { "release" } else { "debug" });
+        std::fs::create_dir_all(&dir).expect("create the test bundle folder");
+        let private = dir.join(format!("Staria-{}.clap", std::process::id()));
+        let tmp = dir.join(format!(".Staria-{}.tmp", std::process::id()));
+        std::fs::copy(&bundle, &tmp).expect("copy the bundle");
+        std::fs::rename(&tmp, &private).expect("move the bundle copy in place");
+        private
+    })
+    .clone()
+}
+
+/// Runs `body` in a child process (this test binary, filtered to `test_name`) and asserts that the
+/// child succeeded. The plugin's allocation checker aborts the whole process on an allocation in
+/// `process()`; isolating each scenario turns that into an ordinary test failure with a message.
+pub fn run_isolated(test_name: &str, body: impl FnOnce()) {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        body();
+        return;
+    }
+    let clap = bundled_clap();
+    let out = Command::new(std::env::current_exe().expect("current_exe"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, "1")
+        .env(CLAP_ENV, &clap)
+        .output()
+        .expect("spawn the scenario process");
+    let text = format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "scenario {test_name} failed ({}; SIGABRT = an allocation in process() or a crash)\n{text}",
+        out.status
+    );
+    assert!(
+        text.contains("1 passed"),
+        "scenario {test_name} did not run\n{text}"
+    );
+}
+
+/// Host callbacks: the plugin may ask for a restart, a process call or a main-thread callback.
+#[derive(Default)]
+pub struct HostShared {
+    pub restart_requested: AtomicBool,
+    pub callback_requested: AtomicBool,
+}
+
+impl<'a> SharedHandler<'a> for HostShared {
+    fn request_restart(&self) {
+        self.restart_requested.store(true, Ordering::Relaxed);
+    }
+    fn request_process(&self) {}
+    fn request_callback(&self) {
+        self.callback_requested.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct TestHost;
+
+impl HostHandlers for TestHost {
+    type Shared<'a> = HostShared;
+    type MainThread<'a> = ();
+    type AudioProcessor<'a> = ();
+}
+
+/// A parameter as the host sees it.
+#[derive(Debug, Clone)]
+pub struct ParamMeta {
+    pub id: ClapId,
+    pub min: f64,
+    pub max: f64,
+    pub default: f64,
+}
+
+/// A note the plugin sent, with its absolute sample position since the transport started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutNote {
+    pub sample: u64,
+    pub on: bool,
+    pub channel: u16,
+    pub key: u16,
+    pub velocity: f64,
+}
+
+/// A note to send, at a sample offset inside the next block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InNote {
+    On {
+        offset: u32,
+        key: u16,
+        velocity: f64,
+    },
+    Off {
+        offset: u32,
+        key: u16,
+    },
+}
+
+/// A loaded plugin instance.
+pub struct Instance {
+    pub entry: PluginEntry,
+    pub instance: PluginInstance<TestHost>,
+    pub params: HashMap<String, ParamMeta>,
+}
+
+impl Instance {
+    /// Loads the bundle and creates one instance (not activated).
+    pub fn load(clap: &Path) -> Self {
+        // SAFETY: the bundle is our own plugin, built just now.
+        let entry = unsafe { PluginEntry::load(clap) }.expect("load Staria.clap");
+        Self::from_entry(entry)
+    }
+
+    pub fn from_entry(entry: PluginEntry) -> Self {
+        let host_info = HostInfo::new(
+            "staria-host-test",
+            "Staria",
+            "https://example.invalid",
+            "0.1.0",
+        )
+        .unwrap();
+        let mut instance = PluginInstance::<TestHost>::new(
+            |_| HostShared::default(),
+            |_| (),
+            &entry,
+            PLUGIN_ID,
+            &host_info,
+        )
+        .expect("create a Staria instance");
+        let mut params = HashMap::new();
+        let handle = instance.plugin_handle();
+        let ext: PluginParams = handle.get_extension().expect("params extension");
+        let mut buf = ParamInfoBuffer::new();
+        for i in 0..ext.count(&handle) {
+            let info = ext.get_info(&handle, i, &mut buf).expect("param info");
+            let name = String::from_utf8_lossy(info.name)
+                .trim_end_matches('\0')
+                .to_string();
+            params.insert(
+                name,
+                ParamMeta {
+                    id: info.id,
+                    min: info.min_value,
+                    max: info.max_value,
+                    default: info.default_value,
+                },
+            );
+        }
+        Self {
+            entry,
+            instance,
+            params,
+        }
+    }
+
+    pub fn param(&self, name: &str) -> &ParamMeta {
+        self.params.get(name).unwrap_or_else(|| {
+            panic!(
+                "no parameter named {name:?} (have {:?})",
+                self.params.keys()
+            )
+        })
+    }
+
+    /// The plugin's state, as a host saves it into a project.
+    pub fn save_state(&mut self) -> Vec<u8> {
+        let handle = self.instance.plugin_handle();
+        let ext: PluginState = handle.get_extension().expect("state extension");
+        let mut bytes = Vec::new();
+        ext.save(&handle, &mut bytes).expect("save state");
+        bytes
+    }
+
+    pub fn load_state(&mut self, bytes: &[u8]) {
+        let handle = self.instance.plugin_handle();
+        let ext: PluginState = handle.get_extension().expect("state extension");
+        ext.load(&handle, &mut &bytes[..]).expect("load state");
+    }
+
+    /// The JSON part of a saved state (nice-plug writes an 8-byte length, then JSON).
+    pub fn state_json(bytes: &[u8]) -> serde_json::Value {
+        assert!(bytes.len() > 8, "state too short");
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&bytes[8..8 + len]).expect("state JSON")
+    }
+
+    /// Activates at 48 kHz with 512-sample blocks and starts processing.
+    pub fn start(&mut self) -> Session {
+        let config = PluginAudioConfiguration {
+            sample_rate: SAMPLE_RATE,
+            min_frames_count: 1,
+            max_frames_count: BLOCK as u32,
+        };
+        let processor = self.instance.activate(|_, _| (), config).expect("activate");
+        let processor = processor.start_processing().expect("start processing");
+        Session::new(processor)
+    }
+
+    pub fn stop(&mut self, session: Session) {
+        let stopped = session.processor.stop_processing();
+        self.instance.deactivate(stopped);
+    }
+}
+
+/// An activated, processing instance with a host transport.
+pub struct Session {
+    pub processor: StartedPluginAudioProcessor<TestHost>,
+    pub playing: bool,
+    pub tempo: f64,
+    pub ts: (u16, u16),
+    /// Samples since the song start (the transport position).
+    pub song_sample: u64,
+    /// Every note the plugin sent since the session started.
+    pub notes: Vec<OutNote>,
+    /// Output audio of the last block (two channels).
+    pub last_audio: [Vec<f32>; 2],
+    in_events: EventBuffer,
+    out_events: EventBuffer,
+    in_audio: [Vec<f32>; 2],
+    out_audio: [Vec<f32>; 2],
+    in_ports: AudioPorts,
+    out_ports: AudioPorts,
+    /// Blocks processed since real-time pacing started.
+    paced: u64,
+    /// Samples processed since the session started (steady time).
+    steady: u64,
+    /// Pace blocks like an audio callback (one block per 512/48000 s) instead of back to back:
+    /// the engine generates in real time.
+    pub realtime: bool,
+    clock: Instant,
+    /// Wall time of each `process()` call, when `timing` is on.
+    pub timing: bool,
+    pub process_times: Vec<Duration>,
+}
+
+impl Session {
+    fn new(processor: StartedPluginAudioProcessor<TestHost>) -> Self {
+        Self {
+            processor,
+            playing: false,
+            tempo: 120.0,
+            ts: (4, 4),
+            song_sample: 0,
+            notes: Vec::new(),
+            last_audio: [vec![0.0; BLOCK], vec![0.0; BLOCK]],
+            in_events: EventBuffer::with_capacity(256),
+            out_events: EventBuffer::with_capacity(4096),
+            in_audio: [vec![0.0; BLOCK], vec![0.0; BLOCK]],
+            out_audio: [vec![0.0; BLOCK], vec![0.0; BLOCK]],
+            in_ports: AudioPorts::with_capacity(2, 1),
+            out_ports: AudioPorts::with_capacity(2, 1),
+            paced: 0,
+            steady: 0,
+            realtime: false,
+            clock: Instant::now(),
+            timing: false,
+            process_times: Vec::new(),
+        }
+    }
+
+    /// Starts pacing blocks in real time from now.
+    pub fn set_realtime(&mut self, on: bool) {
+        self.realtime = on;
+        self.clock = Instant::now();
+        self.paced = 0;
+    }
+
+    pub fn samples_per_beat(&self) -> f64 {
+        SAMPLE_RATE * 60.0 / self.tempo
+    }
+
+    pub fn beats_per_bar(&self) -> f64 {
+        self.ts.0 as f64 * 4.0 / self.ts.1 as f64
+    }
+
+    /// The song position in beats.
+    pub fn beat(&self) -> f64 {
+        self.song_sample as f64 / self.samples_per_beat()
+    }
+
+    /// Samples from the song start to a beat.
+    pub fn sample_of_beat(&self, beat: f64) -> u64 {
+        (beat * self.samples_per_beat()).round() as u64
+    }
+
+    fn transport(&self) -> TransportEvent {
+        let beats = self.beat();
+        let bpb = self.beats_per_bar();
+        let bar = (beats / bpb + 1e-9).floor();
+        let mut flags = TransportFlags::HAS_TEMPO
+            | TransportFlags::HAS_BEATS_TIMELINE
+            | TransportFlags::HAS_SECONDS_TIMELINE
+            | TransportFlags::HAS_TIME_SIGNATURE;
+        if self.playing {
+            flags |= TransportFlags::IS_PLAYING;
+        }
+        TransportEvent {
+            header: EventHeader::new_core(0, EventFlags::empty()),
+            flags,
+            song_pos_beats: BeatTime::from_float(beats),
+            song_pos_seconds: SecondsTime::from_float(self.song_sample as f64 / SAMPLE_RATE),
+            tempo: self.tempo,
+            tempo_inc: 0.0,
+            loop_start_beats: BeatTime::from_int(0),
+            loop_end_beats: BeatTime::from_int(0),
+            loop_start_seconds: SecondsTime::from_int(0),
+            loop_end_seconds: SecondsTime::from_int(0),
+            bar_start: BeatTime::from_float(bar * bpb),
+            bar_number: bar as i32,
+            time_signature_numerator: self.ts.0,
+            time_signature_denominator: self.ts.1,
+        }
+    }
+
+    /// Fills the input audio (both channels) for the following blocks.
+    pub fn set_input_audio(&mut self, f: impl Fn(usize) -> f32) {
+        for ch in &mut self.in_audio {
+            for (i, s) in ch.iter_mut().enumerate() {
+                *s = f(i);
+            }
+        }
+    }
+
+    /// Processes one block with these notes and parameter changes (plain values, at offset 0).
+    /// Returns the notes the plugin sent in this block.
+    pub fn block(&mut self, notes: &[InNote], params: &[(ClapId, f64)]) -> Vec<OutNote> {
+        self.in_events.clear();
+        for &(id, value) in params {
+            self.in_events
+                .push(&ParamValueEvent::new(0, id, Pckn::match_all(), value));
+        }
+        let mut sorted = notes.to_vec();
+        sorted.sort_by_key(|n| match n {
+            InNote::On { offset, .. } | InNote::Off { offset, .. } => *offset,
+        });
+        for n in sorted {
+            match n {
+                InNote::On {
+                    offset,
+                    key,
+                    velocity,
+                } => self.in_events.push(&NoteOnEvent::new(
+                    offset,
+                    Pckn::new(0u16, 0u16, key, Match::All),
+                    velocity,
+                )),
+                InNote::Off { offset, key } => self.in_events.push(&NoteOffEvent::new(
+                    offset,
+                    Pckn::new(0u16, 0u16, key, Match::All),
+                    0.0,
+                )),
+            }
+        }
+        self.out_events.clear();
+        let transport = self.transport();
+        let in_audio = &mut self.in_audio;
+        let input = self.in_ports.with_input_buffers([AudioPortBuffer {
+            latency: 0,
+            channels: AudioPortBufferType::f32_input_only(
+                in_audio
+                    .iter_mut()
+                    .map(|b| InputChannel::variable(b.as_mut_slice())),
+            ),
+        }]);
+        let mut output = self.out_ports.with_output_buffers([AudioPortBuffer {
+            latency: 0,
+            channels: AudioPortBufferType::f32_output_only(
+                self.out_audio.iter_mut().map(|b| b.as_mut_slice()),
+            ),
+        }]);
+        if self.realtime {
+            let due = self.clock
+                + Duration::from_secs_f64(self.paced as f64 * BLOCK as f64 / SAMPLE_RATE);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            self.paced += 1;
+        }
+        let t0 = Instant::now();
+        self.processor
+            .process(
+                &input,
+                &mut output,
+                &self.in_events.as_input(),
+                &mut self.out_events.as_output(),
+                Some(self.steady),
+                Some(&transport),
+            )
+            .expect("process");
+        if self.timing {
+            self.process_times.push(t0.elapsed());
+        }
+        let base = self.song_sample;
+        let mut got = Vec::new();
+        for ev in self.out_events.iter() {
+            let t = ev.header().time() as u64;
+            match ev.as_core_event() {
+                Some(CoreEventSpace::NoteOn(e)) => got.push(OutNote {
+                    sample: base + t,
+                    on: true,
+                    channel: e.channel().into_specific().unwrap_or(0),
+                    key: e.key().into_specific().unwrap_or(0),
+                    velocity: e.velocity(),
+                }),
+                Some(CoreEventSpace::NoteOff(e)) => got.push(OutNote {
+                    sample: base + t,
+                    on: false,
+                    channel: e.channel().into_specific().unwrap_or(0),
+                    key: e.key().into_specific().unwrap_or(0),
+                    velocity: e.velocity(),
+                }),
+                _ => {}
+            }
+        }
+        for (dst, src) in self.last_audio.iter_mut().zip(&self.out_audio) {
+            dst.copy_from_slice(src);
+        }
+        self.steady += BLOCK as u64;
+        if self.playing {
+            self.song_sample += BLOCK as u64;
+        }
+        self.notes.extend_from_slice(&got);
+        got
+    }
+
+    /// Runs plain blocks until the song position reaches `beat` (no-op if already there).
+    pub fn run_until_beat(&mut self, beat: f64) {
+        while self.playing && self.beat() < beat {
+            self.block(&[], &[]);
+        }
+    }
+
+    /// Runs `n` plain blocks.
+    pub fn run_blocks(&mut self, n: usize) {
+        for _ in 0..n {
+            self.block(&[], &[]);
+        }
+    }
+
+    /// The block offset and block count to reach a beat from the current position: plays blocks
+    /// until the beat falls inside the next block and returns its offset there.
+    pub fn advance_to_beat(&mut self, beat: f64) -> u32 {
+        let target = self.sample_of_beat(beat);
+        assert!(target >= self.song_sample, "beat {beat} is in the past");
+        while target >= self.song_sample + BLOCK as u64 {
+            self.block(&[], &[]);
+        }
+        (target - self.song_sample) as u32
+    }
+}
+
+/// Every note-on in `notes` is followed by a note-off of the same channel and key, and nothing
+/// is left sounding. Returns the number of note-ons.
+pub fn assert_balanced(notes: &[OutNote]) -> usize {
+    let mut sounding: HashMap<(u16, u16), usize> = HashMap::new();
+    let mut ons = 0;
+    for n in notes {
+        let k = (n.channel, n.key);
+        if n.on {
+            ons += 1;
+            *sounding.entry(k).or_default() += 1;
+        } else if let Some(c) = sounding.get_mut(&k) {
+            *c = c.saturating_sub(1);
+        }
+    }
+    let hanging: Vec<_> = sounding.into_iter().filter(|(_, c)| *c > 0).collect();
+    assert!(
+        hanging.is_empty(),
+        "notes left hanging (channel, key): {hanging:?}"
+    );
+    ons
+}
+
+/// Writes an untrained `tiny` decoder checkpoint (default tokenizer) into `dir`.
+pub fn tiny_checkpoint(dir: &Path, name: &str) {
+    use staria_models::checkpoint::create_untrained;
+    use staria_models::model::ModelKind;
+    use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
+    let tok = Tokenizer::new(TokenizerConfig::default()).expect("default tokenizer");
+    create_untrained(
+        dir,
+        name,
+        ModelKind::Decoder,
+        "tiny",
+        &tok,
+        candle_core::DType::F32,
+    )
+    .expect("tiny checkpoint");
+}
+
+/// A state with one persisted field replaced (its value as JSON), in nice-plug's CLAP layout.
+pub fn with_field(state: &[u8], key: &str, value: &serde_json::Value) -> Vec<u8> {
+    let mut json = Instance::state_json(state);
+    json["fields"][key] = serde_json::Value::String(value.to_string());
+    let body = serde_json::to_vec(&json).expect("state JSON");
+    let mut out = (body.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// A persisted field of a saved state, parsed.
+pub fn field(state: &[u8], key: &str) -> serde_json::Value {
+    let json = Instance::state_json(state);
+    let text = json["fields"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no persisted field {key}"));
+    serde_json::from_str(text).expect("field JSON")
+}
+
+impl Instance {
+    /// Chooses a checkpoint folder the way a project does: through the plugin state.
+    pub fn set_model_path(&mut self, dir: &Path) {
+        let state = self.save_state();
+        let path = serde_json::Value::String(dir.display().to_string());
+        self.load_state(&with_field(&state, "model-path", &path));
+    }
+
+    /// The engine status the plugin keeps in its state.
+    pub fn status(&mut self) -> serde_json::Value {
+        field(&self.save_state(), "status")
+    }
+
+    /// Polls the status until `pred` holds (while `session`, if any, keeps processing).
+    pub fn wait_status(
+        &mut self,
+        mut session: Option<&mut Session>,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = self.status();
+            if pred(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "status never reached the expected state: {st}"
+            );
+            match session.as_deref_mut() {
+                Some(s) => s.block(&[], &[]),
+                None => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    Vec::new()
+                }
+            };
+        }
+    }
+}

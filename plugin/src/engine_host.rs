@@ -1,0 +1,172 @@
+//! The plugin's engine: started on the first activation (never in `Default`, hosts create
+//! instances just to scan them), stopped and joined when the plugin is dropped. Model loading and
+//! generation run on the engine's own threads; nice-plug's `execute_background` is never used
+//! (its shared worker can abort the host when instances are destroyed with tasks queued).
+//!
+//! A small monitor thread (not the audio thread) asks the engine to load the model the plugin
+//! state names, and mirrors the engine status into the persisted `status` field and the log.
+
+use nice_plug::prelude::{nice_log, nice_warn};
+use staria_engine::{AudioSide, Engine, EngineConfig, EngineControl, EngineState};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::params::{StariaParams, StatusRecord};
+
+/// Folder holding the shipped checkpoint(s), resolved at compile time so the plugin finds it
+/// wherever the host runs it from.
+pub const PRETRAINED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pretrained");
+
+/// How often the monitor looks at the model path and the engine status.
+const MONITOR_PERIOD: Duration = Duration::from_millis(50);
+
+/// The model folder to load: the custom path from the plugin state, else `$STARIA_MODEL`, else
+/// the one checkpoint in `models/pretrained/` (the one named `default` when there are several).
+pub fn resolve_model_dir(custom: Option<&str>) -> Result<PathBuf, String> {
+    if let Some(p) = custom {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("STARIA_MODEL").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let root = Path::new(PRETRAINED_DIR);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(staria_models::checkpoint::CONFIG_FILE).is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    match found.len() {
+        0 => Err(format!(
+            "no default model: {} holds no checkpoint folder; set a model path in the plugin state or STARIA_MODEL",
+            root.display()
+        )),
+        1 => Ok(found.remove(0)),
+        _ => found
+            .iter()
+            .find(|p| p.ends_with("default"))
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "{} holds several checkpoints and none is named `default`",
+                    root.display()
+                )
+            }),
+    }
+}
+
+pub fn state_name(state: EngineState) -> &'static str {
+    match state {
+        EngineState::Idle => "idle",
+        EngineState::Loading => "loading",
+        EngineState::Ready => "ready",
+        EngineState::Generating => "generating",
+        EngineState::Error => "error",
+        EngineState::Stopped => "stopped",
+    }
+}
+
+/// The engine's two ends as the plugin holds them.
+pub struct EngineHost {
+    /// Only touched from `process()` (and `activate`/`deactivate`, never concurrently with it).
+    pub audio: AudioSide,
+    control: Arc<EngineControl>,
+    monitor: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EngineHost {
+    /// Starts the engine thread and the monitor. The model loads in the background.
+    pub fn start(params: Arc<StariaParams>) -> std::io::Result<Self> {
+        let (audio, control) = Engine::spawn(EngineConfig::default())?;
+        let control = Arc::new(control);
+        let stop = Arc::new(AtomicBool::new(false));
+        let monitor = {
+            let (control, stop) = (control.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("staria-monitor".into())
+                .spawn(move || monitor(&params, &control, &stop))?
+        };
+        Ok(Self {
+            audio,
+            control,
+            monitor: Some(monitor),
+            stop,
+        })
+    }
+
+    /// Stops playback of everything generated (from a non-audio thread).
+    pub fn stop_generation(&self) {
+        self.control.stop_generation();
+    }
+}
+
+impl Drop for EngineHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(m) = self.monitor.take() {
+            m.thread().unpark();
+            let _ = m.join();
+        }
+        // The last `EngineControl` reference goes with `self`: it stops and joins the engine
+        // thread and any model loader.
+    }
+}
+
+fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
+    let mut requested: Option<Option<String>> = None;
+    let mut resolve_error: Option<String> = None;
+    let mut shown: Option<StatusRecord> = None;
+    while !stop.load(Ordering::Acquire) {
+        let custom = params.model_path();
+        if requested.as_ref() != Some(&custom) {
+            match resolve_model_dir(custom.as_deref()) {
+                Ok(dir) => {
+                    nice_log!("Staria: loading model {}", dir.display());
+                    control.load_model(&dir);
+                    resolve_error = None;
+                }
+                Err(e) => resolve_error = Some(e),
+            }
+            requested = Some(custom);
+        }
+        let snap = control.snapshot();
+        let mut record = StatusRecord {
+            model: snap.model_name,
+            state: state_name(snap.state).to_string(),
+            last_error: snap.last_error,
+        };
+        if let Some(e) = &resolve_error {
+            record.last_error = e.clone();
+            if record.model.is_empty() {
+                record.state = state_name(EngineState::Error).to_string();
+            }
+        }
+        if shown.as_ref() != Some(&record) {
+            if !record.last_error.is_empty()
+                && shown
+                    .as_ref()
+                    .is_none_or(|s| s.last_error != record.last_error)
+            {
+                nice_warn!("Staria: {}", record.last_error);
+            }
+            nice_log!(
+                "Staria engine: {} (model: {})",
+                record.state,
+                if record.model.is_empty() {
+                    "none"
+                } else {
+                    &record.model
+                }
+            );
+            *params.status.write() = record.clone();
+            shown = Some(record);
+        }
+        std::thread::park_timeout(MONITOR_PERIOD);
+    }
+}

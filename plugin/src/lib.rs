@@ -1,0 +1,855 @@
+//! Staria as a CLAP/VST3 MIDI effect. Musicians record sections A..D as snippets (parameters or
+//! keyswitches), aligned to the host's bars; the plugin saves them with the project, hands them to
+//! the engine, and plays generated sections in time with the host. Audio and (optionally) MIDI
+//! input pass through.
+//!
+//! `process()` never allocates, locks, blocks, logs or touches files: it moves fixed-size values
+//! through preallocated tables, the engine's lock-free rings and atomics.
+
+pub mod choices;
+pub mod engine_host;
+pub mod keyswitch;
+pub mod midi_out;
+pub mod params;
+pub mod snippets;
+pub mod timeline;
+
+use nice_plug::midi::{Channel, Key, VoiceID};
+use nice_plug::prelude::*;
+use staria_engine::{Command, Event as EngineEvent, Form, GenTarget, RequestId, TransportFrame};
+use staria_models::SectionLabel;
+use std::sync::Arc;
+
+use engine_host::EngineHost;
+use keyswitch::KeyAction;
+use midi_out::{Event, EventQueue, NoteTable};
+use params::{StariaParams, StatusRecord};
+use snippets::{Finished, Recorder, ReplayCursor, SnippetData};
+use timeline::Timeline;
+
+/// Positions further than this from where the previous block ended count as a transport jump.
+const JUMP_TOLERANCE_BEATS: f64 = 1.0 / 64.0;
+/// Commands a restored snippet may put into the engine's ring per block.
+const REPLAY_BUDGET: usize = 64;
+
+/// Last seen values of the edge-triggered parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Edges {
+    arm: [bool; 4],
+    clear: [bool; 4],
+    play: bool,
+    play_next: bool,
+    continue_: bool,
+    stop: bool,
+    bypass: bool,
+}
+
+impl Edges {
+    fn read(p: &StariaParams) -> Self {
+        Self {
+            arm: [
+                p.arm_a.value(),
+                p.arm_b.value(),
+                p.arm_c.value(),
+                p.arm_d.value(),
+            ],
+            clear: [
+                p.clear_a.value(),
+                p.clear_b.value(),
+                p.clear_c.value(),
+                p.clear_d.value(),
+            ],
+            play: p.play.value(),
+            play_next: p.play_next.value(),
+            continue_: p.continue_.value(),
+            stop: p.stop.value(),
+            bypass: p.bypass.value(),
+        }
+    }
+}
+
+/// Handing the published snippets to the engine, a few commands per block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplayPhase {
+    Clear,
+    Arm,
+    Notes,
+}
+
+struct Replay {
+    /// Section index being replayed; 4 = idle.
+    section: usize,
+    phase: ReplayPhase,
+    cursor: ReplayCursor,
+    data: Box<SnippetData>,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Self {
+            section: 4,
+            phase: ReplayPhase::Clear,
+            cursor: ReplayCursor::default(),
+            data: Box::default(),
+        }
+    }
+}
+
+impl Replay {
+    fn restart(&mut self) {
+        self.section = 0;
+        self.phase = ReplayPhase::Clear;
+    }
+}
+
+/// The audio thread's state; every table is allocated once, in `Default`.
+struct Live {
+    recorder: Recorder,
+    scratch: Box<SnippetData>,
+    out: EventQueue,
+    /// Input notes passed to the output and not yet released.
+    thru: NoteTable,
+    /// Keyswitch keys held down (their note-offs are consumed too).
+    consumed: NoteTable,
+    /// Generated notes that were sounding when the plugin was deactivated.
+    orphaned: NoteTable,
+    edges: Edges,
+    last_captured: Option<SectionLabel>,
+    /// The transport as the previous block left it.
+    was_playing: bool,
+    last_end_beat: f64,
+    /// Notes were sounding when the plugin was deactivated: release them on the next block.
+    release_on_resume: bool,
+    /// The next position in the form for "play next".
+    form_pos: usize,
+    /// The newest generate request sent, 0 = none.
+    last_request: RequestId,
+    replay: Replay,
+    rng: u64,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Self {
+            recorder: Recorder::default(),
+            scratch: Box::default(),
+            out: EventQueue::default(),
+            thru: NoteTable::default(),
+            consumed: NoteTable::default(),
+            orphaned: NoteTable::default(),
+            edges: Edges::default(),
+            last_captured: None,
+            was_playing: false,
+            last_end_beat: 0.0,
+            release_on_resume: false,
+            form_pos: 0,
+            last_request: 0,
+            replay: Replay::default(),
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+}
+
+impl Live {
+    /// xorshift64*: seeds for "seed 0 = random" without a syscall on the audio thread.
+    fn next_seed(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+pub struct Staria {
+    params: Arc<StariaParams>,
+    sample_rate: f64,
+    live: Box<Live>,
+    /// Started on the first activation, dropped (threads joined) with the plugin.
+    engine: Option<EngineHost>,
+}
+
+impl Default for Staria {
+    /// Cheap: hosts create instances just to scan them. No threads, no model.
+    fn default() -> Self {
+        Self {
+            params: Arc::new(StariaParams::default()),
+            sample_rate: 48_000.0,
+            live: Box::default(),
+            engine: None,
+        }
+    }
+}
+
+fn velocity_u8(v: f32) -> u8 {
+    (v * 127.0).round().clamp(1.0, 127.0) as u8
+}
+
+fn note_off(timing: u32, channel: u8, key: u8) -> Event {
+    NoteEvent::NoteOff {
+        timing,
+        voice_id: VoiceID::Wildcard,
+        channel: Channel::Number(channel),
+        key: Key::Number(key),
+        velocity: 0.0,
+    }
+}
+
+/// A generated note as a host event.
+fn generated(out: &mut EventQueue, offset: u32, ev: EngineEvent) {
+    if let EngineEvent::Note(n) = ev {
+        let (channel, key) = (Channel::Number(n.channel & 15), Key::Number(n.pitch & 127));
+        out.push(if n.on {
+            NoteEvent::NoteOn {
+                timing: offset,
+                voice_id: VoiceID::Wildcard,
+                channel,
+                key,
+                velocity: n.velocity.clamp(1, 127) as f32 / 127.0,
+            }
+        } else {
+            NoteEvent::NoteOff {
+                timing: offset,
+                voice_id: VoiceID::Wildcard,
+                channel,
+                key,
+                velocity: 0.0,
+            }
+        });
+    }
+}
+
+/// Zeroes subnormal (and non-finite) samples so the output is clean.
+fn clean_audio(buffer: &mut Buffer) {
+    for channel in buffer.as_slice().iter_mut() {
+        for s in channel.iter_mut() {
+            if !s.is_normal() {
+                *s = 0.0;
+            }
+        }
+    }
+}
+
+impl Staria {
+    /// The parameters and persisted fields (snippets, model path, status).
+    pub fn params_handle(&self) -> Arc<StariaParams> {
+        self.params.clone()
+    }
+
+    fn timeline(&self, transport: &Transport, samples: u32) -> Timeline {
+        Timeline::from_host(
+            transport.playing,
+            transport.tempo,
+            (transport.time_sig_numerator, transport.time_sig_denominator),
+            transport.pos_beats(),
+            transport.pos_seconds(),
+            transport.bar_start_pos_beats(),
+            samples,
+            self.sample_rate,
+        )
+    }
+
+    fn send(&mut self, cmd: Command) -> bool {
+        self.engine.as_mut().is_some_and(|e| e.audio.send(cmd))
+    }
+
+    /// Copies the sampling and constraint parameters into the engine's atomics.
+    fn push_engine_params(&self) {
+        let Some(engine) = &self.engine else { return };
+        let p = &self.params;
+        let e = engine.audio.params();
+        e.set_temperature(p.temperature.value());
+        e.set_top_p(p.top_p.value());
+        e.set_min_p(p.min_p.value());
+        e.set_pitch_range(
+            p.pitch_low.value().clamp(0, 127) as u8,
+            p.pitch_high.value().clamp(0, 127) as u8,
+        );
+        e.set_key_mask(p.scale.value().key_mask(p.key_root.value()));
+        e.set_channel((p.channel.value() - 1).clamp(0, 15) as u8);
+    }
+
+    /// Ends the capture in progress (if any) at `end_beat`, publishes its snippet and ends the
+    /// engine's copy the same way.
+    fn finish_capture(&mut self, end_beat: f64, grid: &Timeline) {
+        if self.live.recorder.section().is_none() {
+            return;
+        }
+        let quantize = self.params.quantize.value();
+        // Keys still held end where the capture stopped, as in the saved snippet.
+        let mut held = [false; 128];
+        for p in self.live.recorder.held() {
+            held[p as usize] = true;
+        }
+        let live = &mut *self.live;
+        let done = live
+            .recorder
+            .finish(end_beat, grid, quantize, &mut live.scratch);
+        if let Some(Finished {
+            section,
+            end_beat: snippet_end,
+            ..
+        }) = done
+        {
+            self.params.snippets.publish(section, &self.live.scratch);
+            self.live.last_captured = Some(section);
+            let off_beat = end_beat.min(snippet_end);
+            for (pitch, _) in held.iter().enumerate().filter(|(_, h)| **h) {
+                self.send(Command::CaptureNoteOff {
+                    section,
+                    pitch: pitch as u8,
+                    beat: off_beat,
+                });
+            }
+        }
+    }
+
+    fn start_capture(&mut self, section: SectionLabel, beat: f64, grid: &Timeline) {
+        self.finish_capture(beat, grid);
+        self.live.recorder.arm(section);
+    }
+
+    fn clear_section(&mut self, section: SectionLabel) {
+        let live = &mut *self.live;
+        if live.recorder.section() == Some(section) {
+            live.recorder.disarm();
+        }
+        live.scratch.clear();
+        self.params.snippets.publish(section, &self.live.scratch);
+        if self.live.last_captured == Some(section) {
+            self.live.last_captured = None;
+        }
+        self.send(Command::ClearSection { section });
+    }
+
+    /// Asks the engine for `target`, starting on the next bar line after `beat` (or at `beat`
+    /// with "play immediately", or while the transport is stopped).
+    fn generate(&mut self, target: GenTarget, beat: f64, grid: &Timeline) {
+        if self.engine.is_none() {
+            return;
+        }
+        let p = &self.params;
+        let start_beat = if p.immediate.value() || !grid.playing {
+            beat
+        } else {
+            grid.bar_ceil(beat)
+        };
+        let seed = match p.seed.value() {
+            0 => self.live.next_seed(),
+            s => s as u64,
+        };
+        let bars = p.bars.value().clamp(1, u16::MAX as i32) as u16;
+        let form = Form::parse(p.form.value().letters()).unwrap_or_default();
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let request_id = engine.audio.next_request_id();
+        let cmd = Command::Generate {
+            request_id,
+            target,
+            bars,
+            ts_num: grid.ts_num,
+            ts_den: grid.ts_den,
+            form,
+            start_beat,
+            seed,
+        };
+        if engine.audio.send(cmd) {
+            self.live.last_request = request_id;
+        }
+    }
+
+    /// Silences generated notes now and stops the request in flight.
+    fn stop_playback(&mut self) {
+        let last = self.live.last_request;
+        let live = &mut *self.live;
+        if let Some(engine) = self.engine.as_mut() {
+            if last != 0 {
+                engine.audio.send(Command::Cancel { request_id: last });
+            }
+            let out = &mut live.out;
+            engine
+                .audio
+                .all_notes_off(|off, ev| generated(out, off, ev));
+        }
+    }
+
+    /// Performs a musician's action at host beat `beat`.
+    fn perform(&mut self, action: KeyAction, beat: f64, grid: &Timeline) {
+        match action {
+            KeyAction::ToggleRecord(section) => {
+                if self.live.recorder.section() == Some(section) {
+                    self.finish_capture(beat, grid);
+                } else {
+                    self.start_capture(section, beat, grid);
+                }
+            }
+            KeyAction::Clear => {
+                if let Some(section) = self.live.recorder.section().or(self.live.last_captured) {
+                    self.clear_section(section);
+                }
+            }
+            KeyAction::Play(section) => self.generate(GenTarget::Section(section), beat, grid),
+            KeyAction::PlayNext => {
+                let section = self.params.form.value().section_at(self.live.form_pos);
+                self.live.form_pos += 1;
+                self.generate(GenTarget::Section(section), beat, grid);
+            }
+            KeyAction::Continue => self.generate(GenTarget::Continue, beat, grid),
+            KeyAction::Stop => self.stop_playback(),
+        }
+    }
+
+    /// Parameter edges, applied at the start of the block.
+    fn handle_param_edges(&mut self, grid: &Timeline, bypassed: bool) {
+        let now = Edges::read(&self.params);
+        let before = self.live.edges;
+        self.live.edges = now;
+        let beat = grid.pos_beats;
+        for (i, section) in SectionLabel::ALL.into_iter().enumerate() {
+            if now.clear[i] && !before.clear[i] {
+                self.clear_section(section);
+            }
+            if now.arm[i] && !before.arm[i] && !bypassed {
+                self.start_capture(section, beat, grid);
+            } else if !now.arm[i] && before.arm[i] && self.live.recorder.section() == Some(section)
+            {
+                self.finish_capture(beat, grid);
+            }
+        }
+        if bypassed {
+            return;
+        }
+        if now.play && !before.play {
+            self.perform(
+                KeyAction::Play(self.params.section.value().label()),
+                beat,
+                grid,
+            );
+        }
+        if now.play_next && !before.play_next {
+            self.perform(KeyAction::PlayNext, beat, grid);
+        }
+        if now.continue_ && !before.continue_ {
+            self.perform(KeyAction::Continue, beat, grid);
+        }
+        if now.stop && !before.stop {
+            self.perform(KeyAction::Stop, beat, grid);
+        }
+    }
+
+    fn record_note_on(&mut self, pitch: u8, velocity: u8, beat: f64, grid: &Timeline) {
+        let Some(section) = self.live.recorder.section() else {
+            return;
+        };
+        let first = !self.live.recorder.has_notes();
+        if !self.live.recorder.note_on(pitch, velocity, beat) {
+            return;
+        }
+        if first {
+            // The engine's snippet starts where the saved one will: on the bar line at or before
+            // the first note when quantising.
+            let origin_beat = if self.params.quantize.value() {
+                grid.bar_floor(beat)
+            } else {
+                beat
+            };
+            self.send(Command::CaptureArm {
+                section,
+                origin_beat,
+            });
+        }
+        self.send(Command::CaptureNoteOn {
+            section,
+            pitch,
+            velocity,
+            beat,
+        });
+    }
+
+    fn record_note_off(&mut self, pitch: u8, beat: f64) {
+        let Some(section) = self.live.recorder.section() else {
+            return;
+        };
+        if self.live.recorder.note_off(pitch, beat) {
+            self.send(Command::CaptureNoteOff {
+                section,
+                pitch,
+                beat,
+            });
+        }
+    }
+
+    /// Routes one input event: keyswitches act, captured notes are recorded, the rest passes
+    /// through (note-offs of passed notes always pass, so nothing hangs when pass-through is
+    /// switched off mid-note).
+    fn handle_input(&mut self, ev: Event, grid: &Timeline, bypassed: bool) {
+        let thru = bypassed || self.params.thru.value();
+        let ks_on = !bypassed && self.params.keyswitches.value();
+        let ks_base = self.params.keyswitch_base.value().clamp(0, 127) as u8;
+        match ev {
+            NoteEvent::NoteOn {
+                timing,
+                channel,
+                key,
+                velocity,
+                ..
+            } => {
+                let (Some(k), ch) = (key.number(), channel.number().unwrap_or(0)) else {
+                    if thru {
+                        self.live.out.push(ev);
+                    }
+                    return;
+                };
+                if ks_on && let Some(action) = keyswitch::action(k, ks_base) {
+                    self.live.consumed.press(ch, k);
+                    self.perform(action, grid.beat_at(timing), grid);
+                    return;
+                }
+                if !bypassed && grid.playing {
+                    self.record_note_on(k, velocity_u8(velocity), grid.beat_at(timing), grid);
+                }
+                if thru {
+                    self.live.thru.press(ch, k);
+                    self.live.out.push(ev);
+                }
+            }
+            NoteEvent::NoteOff {
+                timing,
+                channel,
+                key,
+                ..
+            }
+            | NoteEvent::Choke {
+                timing,
+                channel,
+                key,
+                ..
+            } => {
+                let (Some(k), ch) = (key.number(), channel.number().unwrap_or(0)) else {
+                    if thru {
+                        self.live.out.push(ev);
+                    }
+                    return;
+                };
+                if self.live.consumed.release(ch, k) {
+                    return;
+                }
+                self.record_note_off(k, grid.beat_at(timing));
+                if self.live.thru.release(ch, k) || thru {
+                    self.live.out.push(ev);
+                }
+            }
+            _ => {
+                if thru {
+                    self.live.out.push(ev);
+                }
+            }
+        }
+    }
+
+    /// Hands the published snippets to the engine after a state restore or an engine start.
+    fn step_replay(&mut self) {
+        let Some(engine) = self.engine.as_mut() else {
+            return;
+        };
+        let live = &mut *self.live;
+        let r = &mut live.replay;
+        let mut budget = REPLAY_BUDGET;
+        while budget > 0 && r.section < 4 {
+            let section = SectionLabel::ALL[r.section];
+            if live.recorder.section() == Some(section) {
+                // Being recorded right now: the live capture is newer.
+                r.section += 1;
+                r.phase = ReplayPhase::Clear;
+                continue;
+            }
+            let cmd = match r.phase {
+                ReplayPhase::Clear => Command::ClearSection { section },
+                ReplayPhase::Arm => Command::CaptureArm {
+                    section,
+                    origin_beat: 0.0,
+                },
+                ReplayPhase::Notes => match r.cursor.next(&r.data) {
+                    Some((true, pitch, velocity, beat)) => Command::CaptureNoteOn {
+                        section,
+                        pitch,
+                        velocity,
+                        beat,
+                    },
+                    Some((false, pitch, _, beat)) => Command::CaptureNoteOff {
+                        section,
+                        pitch,
+                        beat,
+                    },
+                    None => {
+                        r.section += 1;
+                        r.phase = ReplayPhase::Clear;
+                        continue;
+                    }
+                },
+            };
+            if !engine.audio.send(cmd) {
+                if r.phase == ReplayPhase::Notes {
+                    // The ring is full mid-snippet and the cursor has moved on: send the whole
+                    // section again (it starts with a clear) on a later block.
+                    r.phase = ReplayPhase::Clear;
+                }
+                return;
+            }
+            budget -= 1;
+            match r.phase {
+                ReplayPhase::Clear => {
+                    self.params
+                        .snippets
+                        .try_read_published(section, &mut r.data);
+                    if r.data.is_empty() {
+                        r.section += 1;
+                    } else {
+                        r.phase = ReplayPhase::Arm;
+                    }
+                }
+                ReplayPhase::Arm => {
+                    r.cursor = ReplayCursor::default();
+                    r.phase = ReplayPhase::Notes;
+                }
+                ReplayPhase::Notes => {}
+            }
+        }
+    }
+}
+
+impl Plugin for Staria {
+    const NAME: &'static str = "Staria";
+    const VENDOR: &'static str = "Staria";
+    const URL: &'static str = "https://example.invalid/staria";
+    const EMAIL: &'static str = "dev@staria.invalid";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    // A stereo pass-through: some hosts (Ableton Live) refuse VST3 plugins without audio ports.
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
+        main_input_channels: NonZeroU32::new(2),
+        main_output_channels: NonZeroU32::new(2),
+        ..AudioIOLayout::const_default()
+    }];
+
+    const MIDI_INPUT: MidiConfig = MidiConfig::MidiCCs;
+    const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
+    const SAMPLE_ACCURATE_AUTOMATION: bool = false;
+
+    type Editor = ();
+    type SysExMessage = ();
+    type BackgroundTask = ();
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn activate(
+        &mut self,
+        _audio_io_layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        self.sample_rate = buffer_config.sample_rate as f64;
+        // Parameters restored with the project are not edges.
+        self.live.edges = Edges::read(&self.params);
+        if self.engine.is_none() {
+            // Hosts may activate repeatedly (state loads, buffer size changes): one engine.
+            match EngineHost::start(self.params.clone()) {
+                Ok(engine) => {
+                    self.engine = Some(engine);
+                    self.live.replay.restart();
+                }
+                Err(e) => {
+                    // Silent but running: the reason is in the status.
+                    let text = format!("cannot start the engine: {e}");
+                    nice_error!("Staria: {text}");
+                    *self.params.status.write() = StatusRecord {
+                        model: String::new(),
+                        state: "error".into(),
+                        last_error: text,
+                    };
+                }
+            }
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1);
+            self.live.rng = (nanos ^ (self as *const Self as u64)) | 1;
+        }
+        true
+    }
+
+    fn reset(&mut self) {
+        self.live.was_playing = false;
+    }
+
+    fn deactivate(&mut self) {
+        if self.live.recorder.section().is_some() {
+            let end = self.live.last_end_beat;
+            let grid = Timeline::from_host(
+                true,
+                None,
+                (None, None),
+                Some(end),
+                None,
+                None,
+                0,
+                self.sample_rate,
+            );
+            self.finish_capture(end, &grid);
+        }
+        // The host gets no more events until it processes again: remember what was sounding and
+        // release it then.
+        let live = &mut *self.live;
+        if let Some(engine) = self.engine.as_mut() {
+            let orphaned = &mut live.orphaned;
+            engine.audio.reset(|_, ev| {
+                if let EngineEvent::Note(n) = ev
+                    && !n.on
+                {
+                    orphaned.press(n.channel, n.pitch);
+                }
+            });
+        }
+        live.release_on_resume = live.thru.count() > 0 || live.orphaned.count() > 0;
+    }
+
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        clean_audio(buffer);
+        let samples = buffer.samples() as u32;
+        let grid = self.timeline(context.transport(), samples);
+        self.live.out.clear();
+
+        if self.live.release_on_resume {
+            self.live.release_on_resume = false;
+            let live = &mut *self.live;
+            let out = &mut live.out;
+            live.thru
+                .release_all(|ch, key| out.push(note_off(0, ch, key)));
+            live.orphaned
+                .release_all(|ch, key| out.push(note_off(0, ch, key)));
+        }
+
+        // Transport: the engine re-times on starts, stops and jumps (its notes are released).
+        self.push_engine_params();
+        let frame = TransportFrame {
+            playing: grid.playing,
+            pos_beats: grid.pos_beats,
+            tempo_bpm: grid.tempo_bpm,
+            samples,
+            sample_rate: self.sample_rate,
+        };
+        if let Some(engine) = self.engine.as_mut() {
+            let out = &mut self.live.out;
+            engine
+                .audio
+                .update_transport(&frame, |off, ev| generated(out, off, ev));
+        }
+        // A stop or a jump ends a capture where the music stopped.
+        let live = &*self.live;
+        let stopped = live.was_playing && !grid.playing;
+        let jumped = live.was_playing
+            && grid.playing
+            && (grid.pos_beats - live.last_end_beat).abs() > JUMP_TOLERANCE_BEATS;
+        if (stopped || jumped) && live.recorder.section().is_some() {
+            let end = live.last_end_beat;
+            self.finish_capture(end, &grid);
+        }
+        if grid.playing && !self.live.was_playing {
+            self.live.form_pos = 0;
+        }
+
+        // A project (re)load hands its snippets over here, and on to the engine.
+        {
+            let live = &mut *self.live;
+            if self.params.snippets.apply_restore(&mut live.scratch) {
+                live.replay.restart();
+            }
+        }
+        self.step_replay();
+
+        let bypassed = self.params.bypass.value();
+        if bypassed && !self.live.edges.bypass {
+            if self.live.recorder.section().is_some() {
+                self.finish_capture(grid.pos_beats, &grid);
+            }
+            self.stop_playback();
+        }
+        self.handle_param_edges(&grid, bypassed);
+
+        while let Some(ev) = context.next_event() {
+            self.handle_input(ev, &grid, bypassed);
+        }
+
+        if let Some(engine) = self.engine.as_mut() {
+            let out = &mut self.live.out;
+            engine
+                .audio
+                .pop_due(&frame.block(), |off, ev| generated(out, off, ev));
+        }
+
+        for ev in self.live.out.as_slice() {
+            // A full host queue drops the rest; nothing else can be done from here.
+            if context.try_send_event(*ev).is_err() {
+                break;
+            }
+        }
+
+        let live = &mut *self.live;
+        live.was_playing = grid.playing;
+        if grid.playing {
+            live.last_end_beat = grid.end_beat();
+        }
+        ProcessStatus::Normal
+    }
+}
+
+impl ClapPlugin for Staria {
+    const CLAP_ID: &'static str = "invalid.staria.plugin";
+    const CLAP_DESCRIPTION: Option<&'static str> = Some(
+        "Captures section snippets and plays generated structured music in time with the host",
+    );
+    const CLAP_MANUAL_URL: Option<&'static str> = None;
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] = &[ClapFeature::NoteEffect, ClapFeature::Utility];
+}
+
+impl Vst3Plugin for Staria {
+    const VST3_CLASS_ID: [u8; 16] = *b"StariaMidiGenr01";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
+}
+
+nice_export_clap!(Staria);
+nice_export_vst3!(Staria);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hosts create instances just to scan them: no engine (threads, model) until activated.
+    #[test]
+    fn default_starts_no_engine() {
+        let plugins: Vec<Staria> = (0..8).map(|_| Staria::default()).collect();
+        assert!(plugins.iter().all(|p| p.engine.is_none()));
+        assert_eq!(plugins[0].params.status(), StatusRecord::default());
+        assert_eq!(plugins[0].params.model_path(), None);
+    }
+
+    #[test]
+    fn random_seeds_differ() {
+        let mut live = Live::default();
+        let a = live.next_seed();
+        let b = live.next_seed();
+        assert_ne!(a, b);
+        assert_ne!(a, 0);
+    }
+}

@@ -1,0 +1,226 @@
+//! Parameters (automatable, plain values as nice-plug defines them) and the persisted non-parameter
+//! state: captured snippets, the custom model folder and the last engine status.
+
+use nice_plug::prelude::*;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::choices::{FormChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
+use crate::snippets::SnippetStore;
+
+/// The engine status as last seen by the plugin's monitor thread; saved with the project so a
+/// host or a later GUI can show why a model failed even before the engine restarts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The loaded model's name (empty before one is loaded).
+    pub model: String,
+    /// idle, loading, ready, generating, error or stopped.
+    pub state: String,
+    /// The last load or generation error ("" if none).
+    pub last_error: String,
+}
+
+#[derive(Params)]
+pub struct StariaParams {
+    /// Captured snippets of sections A..D.
+    #[persist = "snippets"]
+    pub snippets: SnippetStore,
+    /// A custom checkpoint folder; empty means the shipped default model. Set it through the
+    /// plugin state (a GUI comes later) or [`StariaParams::set_model_path`].
+    #[persist = "model-path"]
+    pub model_path: RwLock<String>,
+    #[persist = "status"]
+    pub status: Arc<RwLock<StatusRecord>>,
+
+    #[id = "bypass"]
+    pub bypass: BoolParam,
+
+    // Capture.
+    #[id = "arm_a"]
+    pub arm_a: BoolParam,
+    #[id = "arm_b"]
+    pub arm_b: BoolParam,
+    #[id = "arm_c"]
+    pub arm_c: BoolParam,
+    #[id = "arm_d"]
+    pub arm_d: BoolParam,
+    #[id = "clear_a"]
+    pub clear_a: BoolParam,
+    #[id = "clear_b"]
+    pub clear_b: BoolParam,
+    #[id = "clear_c"]
+    pub clear_c: BoolParam,
+    #[id = "clear_d"]
+    pub clear_d: BoolParam,
+    #[id = "quantize"]
+    pub quantize: BoolParam,
+
+    // Generation triggers and what to generate.
+    #[id = "section"]
+    pub section: EnumParam<SectionChoice>,
+    #[id = "play"]
+    pub play: BoolParam,
+    #[id = "play_next"]
+    pub play_next: BoolParam,
+    #[id = "continue"]
+    pub continue_: BoolParam,
+    #[id = "stop"]
+    pub stop: BoolParam,
+    #[id = "bars"]
+    pub bars: IntParam,
+    #[id = "immediate"]
+    pub immediate: BoolParam,
+    #[id = "form"]
+    pub form: EnumParam<FormChoice>,
+    #[id = "style"]
+    pub style: EnumParam<StyleChoice>,
+
+    // Sampling.
+    #[id = "temperature"]
+    pub temperature: FloatParam,
+    #[id = "top_p"]
+    pub top_p: FloatParam,
+    #[id = "min_p"]
+    pub min_p: FloatParam,
+    #[id = "seed"]
+    pub seed: IntParam,
+
+    // Pitch constraints.
+    #[id = "key_root"]
+    pub key_root: EnumParam<RootChoice>,
+    #[id = "scale"]
+    pub scale: EnumParam<ScaleChoice>,
+    #[id = "pitch_low"]
+    pub pitch_low: IntParam,
+    #[id = "pitch_high"]
+    pub pitch_high: IntParam,
+
+    // MIDI routing.
+    #[id = "channel"]
+    pub channel: IntParam,
+    #[id = "thru"]
+    pub thru: BoolParam,
+    #[id = "keyswitches"]
+    pub keyswitches: BoolParam,
+    #[id = "ks_base"]
+    pub keyswitch_base: IntParam,
+}
+
+fn note_name(n: i32) -> String {
+    const NAMES: [&str; 12] = [
+        "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+    ];
+    format!(
+        "{}{} ({n})",
+        NAMES[(n.rem_euclid(12)) as usize],
+        n.div_euclid(12) - 1
+    )
+}
+
+fn trigger(name: &str) -> BoolParam {
+    BoolParam::new(name, false)
+}
+
+impl Default for StariaParams {
+    fn default() -> Self {
+        let note = Arc::new(note_name);
+        Self {
+            snippets: SnippetStore::default(),
+            model_path: RwLock::new(String::new()),
+            status: Arc::new(RwLock::new(StatusRecord::default())),
+            bypass: BoolParam::new("Bypass", false).make_bypass(),
+            arm_a: BoolParam::new("Record A", false),
+            arm_b: BoolParam::new("Record B", false),
+            arm_c: BoolParam::new("Record C", false),
+            arm_d: BoolParam::new("Record D", false),
+            clear_a: trigger("Clear A"),
+            clear_b: trigger("Clear B"),
+            clear_c: trigger("Clear C"),
+            clear_d: trigger("Clear D"),
+            quantize: BoolParam::new("Quantize to bars", true),
+            section: EnumParam::new("Section to generate", SectionChoice::B),
+            play: trigger("Play section"),
+            play_next: trigger("Play next in form"),
+            continue_: trigger("Continue"),
+            stop: trigger("Stop playback"),
+            bars: IntParam::new("Bars to generate", 8, IntRange::Linear { min: 1, max: 64 })
+                .with_unit(" bars"),
+            immediate: BoolParam::new("Play immediately", false),
+            form: EnumParam::new("Form", FormChoice::Aaba),
+            style: EnumParam::new("Style", StyleChoice::None),
+            temperature: FloatParam::new(
+                "Temperature",
+                1.0,
+                FloatRange::Linear { min: 0.0, max: 2.0 },
+            )
+            .with_step_size(0.01),
+            top_p: FloatParam::new("Top-p", 0.95, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_step_size(0.01),
+            min_p: FloatParam::new("Min-p", 0.0, FloatRange::Linear { min: 0.0, max: 1.0 })
+                .with_step_size(0.01),
+            seed: IntParam::new(
+                "Seed (0 = random)",
+                0,
+                IntRange::Linear {
+                    min: 0,
+                    max: 65_535,
+                },
+            ),
+            key_root: EnumParam::new("Key root", RootChoice::C),
+            scale: EnumParam::new("Scale lock", ScaleChoice::Chromatic),
+            pitch_low: IntParam::new("Lowest pitch", 21, IntRange::Linear { min: 0, max: 127 })
+                .with_value_to_string(note.clone()),
+            pitch_high: IntParam::new("Highest pitch", 108, IntRange::Linear { min: 0, max: 127 })
+                .with_value_to_string(note.clone()),
+            channel: IntParam::new(
+                "Output MIDI channel",
+                1,
+                IntRange::Linear { min: 1, max: 16 },
+            ),
+            thru: BoolParam::new("Pass input through", true),
+            keyswitches: BoolParam::new("Keyswitches", true),
+            keyswitch_base: IntParam::new(
+                "Keyswitch octave start",
+                12,
+                IntRange::Linear { min: 0, max: 116 },
+            )
+            .with_value_to_string(note),
+        }
+    }
+}
+
+impl StariaParams {
+    /// The custom model folder, `None` for the shipped default.
+    pub fn model_path(&self) -> Option<String> {
+        let p = self.model_path.read();
+        if p.trim().is_empty() {
+            None
+        } else {
+            Some(p.trim().to_string())
+        }
+    }
+
+    /// Choose a custom checkpoint folder (empty: the shipped default). The engine loads it in the
+    /// background; a bad folder keeps the old model and reports why in the status.
+    pub fn set_model_path(&self, path: &str) {
+        *self.model_path.write() = path.to_string();
+    }
+
+    pub fn status(&self) -> StatusRecord {
+        self.status.read().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn note_names_use_middle_c_as_c4() {
+        assert_eq!(note_name(60), "C4 (60)");
+        assert_eq!(note_name(12), "C0 (12)");
+        assert_eq!(note_name(0), "C-1 (0)");
+        assert_eq!(note_name(21), "A0 (21)");
+    }
+}
