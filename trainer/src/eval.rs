@@ -13,8 +13,11 @@
 //!   - `pitch_class_distance`: total-variation distance between the duration-weighted
 //!     pitch-class histograms of generation and reference piece, in [0, 1].
 //!   - `note_density_distance`: |log2| of the ratio of notes per second, generation vs reference.
-//!   - `valid_rate`: share of generations with no grammar error (see `generate`), at least one
-//!     note, and a MIDI file that writes and reads back with the same number of notes.
+//!   - `valid_rate`: share of generations that decode (the tokenizer's tolerant decoder) to at
+//!     least one note and a MIDI file that writes and reads back with the same number of notes.
+//!   - `grammar_clean_rate`: share of generations without a single grammar error (a token out of
+//!     place for the note grammar, see `generate`), and `grammar_error_rate`: such tokens per
+//!     generated token. The decoder drops malformed notes, so these say how many were lost.
 
 use std::path::{Path, PathBuf};
 
@@ -83,6 +86,7 @@ pub struct EvalResult {
     pub pitch_class_distance: f64,
     pub note_density_distance: f64,
     pub valid_rate: f64,
+    pub grammar_clean_rate: f64,
     /// Pieces whose NLL was measured.
     pub pieces: usize,
     pub generations: usize,
@@ -228,10 +232,13 @@ pub fn evaluate_model(
         mut pc,
         mut dens,
         mut valid,
+        mut clean,
         mut gens,
         mut errors,
         mut gen_tokens,
-    ) = (0usize, 0usize, 0.0, 0.0, 0usize, 0usize, 0usize, 0usize);
+    ) = (
+        0usize, 0usize, 0.0, 0.0, 0usize, 0usize, 0usize, 0usize, 0usize,
+    );
     let mut rng = StdRng::seed_from_u64(opts.seed);
     for p in &data.pieces {
         if gens >= opts.pieces {
@@ -276,9 +283,8 @@ pub fn evaluate_model(
                 .ok()
                 .and_then(|b| read_midi(&b).ok())
                 .is_some_and(|s| s.notes.len() == song.notes.len());
-        if g.grammar_errors == 0 && midi_ok {
-            valid += 1;
-        }
+        valid += usize::from(midi_ok);
+        clean += usize::from(g.grammar_errors == 0);
         pc += music::histogram_distance(
             &music::pitch_class_histogram(&song.notes),
             &music::pitch_class_histogram(&p.song.notes),
@@ -344,6 +350,7 @@ pub fn evaluate_model(
         pitch_class_distance: per(pc),
         note_density_distance: per(dens),
         valid_rate: per(valid as f64),
+        grammar_clean_rate: per(clean as f64),
         pieces: data.pieces.len(),
         generations: gens,
         target_tokens: count as u64,
@@ -360,13 +367,14 @@ pub fn evaluate_model(
 pub fn table(results: &[EvalResult]) -> String {
     let mut s = String::new();
     type Row = (&'static str, fn(&EvalResult) -> f64);
-    let rows: [Row; 7] = [
+    let rows: [Row; 8] = [
         ("nll bits/token", |r| r.nll_bits_per_token),
         ("nll bits/second", |r| r.nll_bits_per_second),
         ("form adherence", |r| r.form_adherence),
         ("pitch-class distance", |r| r.pitch_class_distance),
         ("note-density distance", |r| r.note_density_distance),
         ("valid rate", |r| r.valid_rate),
+        ("grammar-clean rate", |r| r.grammar_clean_rate),
         ("grammar error rate", |r| r.grammar_error_rate),
     ];
     s.push_str(&format!("{:<24}", "metric"));
