@@ -1,5 +1,6 @@
 //! Per-token cost of the generation side: masking and sampling alone (what the engine adds on
-//! top of the model), and a whole `generate` call on a randomly initialised `small` model.
+//! top of the model), and a whole `generate` call on a randomly initialised `small` model, on the
+//! candle backend and on the fast backend in each weight format.
 
 use std::hint::black_box;
 
@@ -9,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use staria_engine::constraints::{ConstrainedDecoder, Constraints, Scale, ScaleKind};
 use staria_engine::generate::{Flow, GenRequest, Generator, Snippets, Target};
 use staria_engine::sampling::{Sampler, SamplingParams};
+use staria_models::fast::{FastConfig, FastDecoder, WeightFormat};
 use staria_models::model::{AnyModel, ModelConfig, ModelKind};
 use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
 use staria_models::{Note, SectionLabel};
@@ -51,7 +53,16 @@ fn bench_generate(c: &mut Criterion) {
         VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    let mut g = Generator::new(model, tok).unwrap();
+    let mut generators = vec![("candle", Generator::new(model, tok.clone()).unwrap())];
+    for format in WeightFormat::ALL {
+        let fast = FastDecoder::from_varmap(&FastConfig::from(&cfg), format, &vars).unwrap();
+        let name = match format {
+            WeightFormat::F32 => "fast_f32",
+            WeightFormat::F16 => "fast_f16",
+            WeightFormat::Q8 => "fast_q8",
+        };
+        generators.push((name, Generator::new_fast(fast, None, tok.clone()).unwrap()));
+    }
     let mut snippets = Snippets::default();
     let notes: Vec<Note> = (0..16u32)
         .map(|k| Note {
@@ -70,16 +81,18 @@ fn bench_generate(c: &mut Criterion) {
     req.constraints.max_polyphony = Some(3);
     let mut group = c.benchmark_group("generate");
     group.sample_size(10);
-    group.bench_function("small_random_32_notes", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            g.generate(&snippets, &req, &mut |_| {
-                n += 1;
-                if n >= 32 { Flow::Stop } else { Flow::Continue }
+    for (name, g) in &mut generators {
+        group.bench_function(format!("small_random_32_notes_{name}"), |b| {
+            b.iter(|| {
+                let mut n = 0;
+                g.generate(&snippets, &req, &mut |_| {
+                    n += 1;
+                    if n >= 32 { Flow::Stop } else { Flow::Continue }
+                })
+                .unwrap()
             })
-            .unwrap()
-        })
-    });
+        });
+    }
     group.finish();
 }
 

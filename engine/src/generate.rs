@@ -5,14 +5,21 @@
 //! `Generator::generate` serves the engine (one section or a continuation per request);
 //! `Generator::generate_piece` serves the CLI (a whole form such as AABA in one pass, each
 //! section conditioned on the ones before it through the KV cache).
+//!
+//! Two backends compute the logits ([`Backend`]): on the CPU the hand-written, allocation-free
+//! [`FastDecoder`] (weights packed as f32, f16 or q8, see [`GeneratorOptions`]); elsewhere (GPU)
+//! the candle [`AnyModel`]. A Staria checkpoint on the fast backend keeps its candle model for
+//! the snippet encoder, which runs once per prompt in [`Generator::begin`].
 
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 use staria_models::checkpoint::CheckpointConfig;
-use staria_models::model::AnyModel;
+use staria_models::fast::{FastDecoder, WeightFormat};
+use staria_models::model::{AnyModel, ModelKind};
 use staria_models::tokenizer::{
     Expect, PromptSpec, StreamEvent, TokenKind, Tokenizer, normalize_form,
 };
@@ -240,10 +247,112 @@ struct RawNote {
     dur_ms: f64,
 }
 
+/// Which decode path [`Generator::load_with`] should build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BackendChoice {
+    /// The fast decoder on a CPU device, candle on any other.
+    #[default]
+    Auto,
+    /// The candle model on the given device.
+    Candle,
+    /// The fast decoder (CPU only).
+    Fast,
+}
+
+impl BackendChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Candle => "candle",
+            BackendChoice::Fast => "fast",
+        }
+    }
+
+    /// The backend this choice gives on `device`.
+    pub fn resolve(self, device: &Device) -> Backend {
+        match self {
+            BackendChoice::Auto if device.is_cpu() => Backend::Fast,
+            BackendChoice::Auto | BackendChoice::Candle => Backend::Candle,
+            BackendChoice::Fast => Backend::Fast,
+        }
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "candle" => Ok(BackendChoice::Candle),
+            "fast" => Ok(BackendChoice::Fast),
+            _ => Err(format!(
+                "unknown backend {s:?} (expected auto, candle or fast)"
+            )),
+        }
+    }
+}
+
+/// The decode path a [`Generator`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Backend {
+    /// The candle model ([`AnyModel`]) on its device.
+    Candle,
+    /// [`FastDecoder`] on the CPU, on the calling thread.
+    Fast,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Candle => "candle",
+            Backend::Fast => "fast",
+        }
+    }
+}
+
+/// How [`Generator::load_with`] builds the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GeneratorOptions {
+    pub backend: BackendChoice,
+    /// How the fast backend packs the projection weights (ignored by candle, which runs the
+    /// checkpoint in f32).
+    pub weights: WeightFormat,
+}
+
+impl GeneratorOptions {
+    /// The fast backend's default weight format: f16. On a (160-step) trained `small` decoder
+    /// its logits are within 0.02% RMS of exact f32 (relative to the logit spread) with the same
+    /// argmax at every position, at about 3x f32's decode speed; q8 is about 1.7x faster again
+    /// but drifts 0.7% RMS and flips 2% of greedy choices, so it stays opt-in (`--weights q8`).
+    /// Measurements in docs/ARCHITECTURE.md, "Generation backends".
+    pub const DEFAULT_WEIGHTS: WeightFormat = WeightFormat::F16;
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        GeneratorOptions {
+            backend: BackendChoice::Auto,
+            weights: Self::DEFAULT_WEIGHTS,
+        }
+    }
+}
+
+/// The model behind a generator.
+enum Net {
+    Candle(Box<AnyModel>),
+    Fast {
+        fast: Box<FastDecoder>,
+        kind: ModelKind,
+        /// Staria: the candle model, used only for its snippet encoder (its decoder weights are
+        /// also held: `AnyModel` cannot be built without them).
+        encoder: Option<Box<AnyModel>>,
+    },
+}
+
 /// A model plus its tokenizer, ready to serve requests. Keeps one logits buffer so a request
 /// allocates only its masks and sampler, up front.
 pub struct Generator {
-    model: AnyModel,
+    net: Net,
     tok: Tokenizer,
     logits: Vec<f32>,
     /// The checkpoint's `config.json` when loaded from a folder (name, preset, provenance).
@@ -253,22 +362,127 @@ pub struct Generator {
 impl std::fmt::Debug for Generator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Generator")
-            .field("model", &self.model)
+            .field("backend", &self.backend())
+            .field("kind", &self.kind())
+            .field("weights", &self.weights())
+            .field("position", &self.position())
+            .field("max_seq_len", &self.max_seq_len())
             .field("vocab_size", &self.tok.vocab_size())
             .finish()
     }
 }
 
 impl Generator {
-    /// Loads a checkpoint folder (`config.json`, `tokenizer.json`, `model.safetensors`).
+    /// Loads a checkpoint folder (`config.json`, `tokenizer.json`, `model.safetensors`) with the
+    /// default options: the fast decoder with f16 weights on the CPU, candle elsewhere.
     pub fn load(dir: &Path, device: &Device) -> Result<Generator> {
-        let ckpt = staria_models::checkpoint::load(dir, device)?;
-        let mut g = Generator::new(ckpt.model, ckpt.tokenizer)?;
-        g.checkpoint = Some(ckpt.config);
+        Generator::load_with(dir, device, &GeneratorOptions::default())
+    }
+
+    /// Loads a checkpoint folder with a chosen backend and weight format. The fast backend
+    /// needs a CPU device.
+    pub fn load_with(dir: &Path, device: &Device, opts: &GeneratorOptions) -> Result<Generator> {
+        use staria_models::checkpoint;
+        if opts.backend.resolve(device) == Backend::Candle {
+            let ckpt = checkpoint::load(dir, device)?;
+            let mut g = Generator::new(ckpt.model, ckpt.tokenizer)?;
+            g.checkpoint = Some(ckpt.config);
+            return Ok(g);
+        }
+        if !device.is_cpu() {
+            return Err(request(
+                "the fast backend runs on the CPU; use the cpu device or the candle backend",
+            ));
+        }
+        let (config, tok) = checkpoint::load_config(dir)?;
+        let tensors = checkpoint::load_tensors(dir, &Device::Cpu)?;
+        let weights = dir.join(checkpoint::WEIGHTS_FILE);
+        let at_weights =
+            |e: staria_models::Error| staria_models::Error::checkpoint(&weights, e.to_string());
+        // Staria: the candle model checks every tensor (encoder included) and encodes snippets.
+        let encoder = match config.kind() {
+            ModelKind::Decoder => None,
+            ModelKind::Staria => Some(
+                checkpoint::build_model(&config.model, &tensors, &Device::Cpu)
+                    .map_err(at_weights)?,
+            ),
+        };
+        let fast = FastDecoder::from_checkpoint_tensors(&config.model, opts.weights, &tensors)
+            .map_err(at_weights)?;
+        drop(tensors);
+        let mut g = Generator::new_fast(fast, encoder, tok)?;
+        g.checkpoint = Some(config);
         Ok(g)
     }
 
-    /// Pairs a model with its tokenizer; they must agree on the vocabulary size.
+    /// A generator on the fast backend. `encoder` is the Staria model whose snippet encoder
+    /// feeds the fast decoder's cross-attention sites: required when `fast` has sites, refused
+    /// otherwise (a decoder-only model reads its snippets inline).
+    pub fn new_fast(
+        fast: FastDecoder,
+        encoder: Option<AnyModel>,
+        tok: Tokenizer,
+    ) -> Result<Generator> {
+        let cfg = fast.config();
+        if cfg.vocab_size != tok.vocab_size() {
+            return Err(request(format!(
+                "model has a vocabulary of {} tokens but the tokenizer has {}; they are not from the same checkpoint",
+                cfg.vocab_size,
+                tok.vocab_size()
+            )));
+        }
+        let kind = match (&encoder, cfg.n_cross_sites()) {
+            (None, 0) => ModelKind::Decoder,
+            (Some(m), sites) if sites > 0 => {
+                let Some(st) = m.staria() else {
+                    return Err(request(
+                        "the fast decoder has cross-attention sites but the encoder model is not a Staria model",
+                    ));
+                };
+                let sc = st.config();
+                if sc.encoder.dim != cfg.latent_dim()
+                    || sc.n_sections * sc.encoder.n_latents > cfg.max_latents
+                    || sc.n_sites() != sites
+                {
+                    return Err(request(format!(
+                        "the Staria encoder (dim {}, {} x {} latents, {} sites) does not fit the fast decoder (latent_dim {}, max_latents {}, {} sites)",
+                        sc.encoder.dim,
+                        sc.n_sections,
+                        sc.encoder.n_latents,
+                        sc.n_sites(),
+                        cfg.latent_dim(),
+                        cfg.max_latents,
+                        sites
+                    )));
+                }
+                ModelKind::Staria
+            }
+            (None, _) => {
+                return Err(request(
+                    "the fast decoder has cross-attention sites: pass the Staria model for its snippet encoder",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(request(
+                    "a decoder-only fast decoder takes no encoder model (snippets are read inline)",
+                ));
+            }
+        };
+        let logits = vec![0.0; tok.vocab_size()];
+        Ok(Generator {
+            net: Net::Fast {
+                fast: Box::new(fast),
+                kind,
+                encoder: encoder.map(Box::new),
+            },
+            tok,
+            logits,
+            checkpoint: None,
+        })
+    }
+
+    /// Pairs a candle model with its tokenizer (the candle backend); they must agree on the
+    /// vocabulary size.
     pub fn new(model: AnyModel, tok: Tokenizer) -> Result<Generator> {
         if model.vocab_size() != tok.vocab_size() {
             return Err(request(format!(
@@ -279,7 +493,7 @@ impl Generator {
         }
         let logits = vec![0.0; tok.vocab_size()];
         Ok(Generator {
-            model,
+            net: Net::Candle(Box::new(model)),
             tok,
             logits,
             checkpoint: None,
@@ -295,52 +509,135 @@ impl Generator {
         &self.tok
     }
 
-    pub fn model(&self) -> &AnyModel {
-        &self.model
+    /// The candle model that decodes, on the candle backend; `None` on the fast backend.
+    pub fn model(&self) -> Option<&AnyModel> {
+        match &self.net {
+            Net::Candle(m) => Some(m),
+            Net::Fast { .. } => None,
+        }
     }
 
-    pub fn model_mut(&mut self) -> &mut AnyModel {
-        &mut self.model
+    /// See [`model`](Self::model).
+    pub fn model_mut(&mut self) -> Option<&mut AnyModel> {
+        match &mut self.net {
+            Net::Candle(m) => Some(m),
+            Net::Fast { .. } => None,
+        }
+    }
+
+    /// The fast decoder, on the fast backend.
+    pub fn fast(&self) -> Option<&FastDecoder> {
+        match &self.net {
+            Net::Candle(_) => None,
+            Net::Fast { fast, .. } => Some(fast),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match &self.net {
+            Net::Candle(_) => Backend::Candle,
+            Net::Fast { .. } => Backend::Fast,
+        }
+    }
+
+    /// The fast backend's weight format; `None` on candle.
+    pub fn weights(&self) -> Option<WeightFormat> {
+        self.fast().map(FastDecoder::format)
+    }
+
+    /// Decoder-only or Staria.
+    pub fn kind(&self) -> ModelKind {
+        match &self.net {
+            Net::Candle(m) => m.kind(),
+            Net::Fast { kind, .. } => *kind,
+        }
     }
 
     /// Tokens in the model's cache.
     pub fn position(&self) -> usize {
-        self.model.position()
+        match &self.net {
+            Net::Candle(m) => m.position(),
+            Net::Fast { fast, .. } => fast.position(),
+        }
     }
 
     /// The model's context length.
     pub fn max_seq_len(&self) -> usize {
-        self.model.max_seq_len()
+        match &self.net {
+            Net::Candle(m) => m.max_seq_len(),
+            Net::Fast { fast, .. } => fast.max_seq_len(),
+        }
     }
 
-    /// Starts a piece from `prompt` (clears the cache); returns the next token's logits.
+    /// Starts a piece from `prompt` (clears the cache; Staria: encodes the snippets); returns
+    /// the next token's logits. On error the cache is left empty.
     pub fn begin(&mut self, prompt: &Prompt) -> Result<&[f32]> {
-        let len = match self.model.kind() {
-            staria_models::model::ModelKind::Decoder => prompt.inline.len(),
-            staria_models::model::ModelKind::Staria => prompt.decoder.len(),
+        let kind = self.kind();
+        let tokens = match kind {
+            ModelKind::Decoder => &prompt.inline,
+            ModelKind::Staria => &prompt.decoder,
         };
+        let len = tokens.len();
         if len >= self.max_seq_len() {
             return Err(request(format!(
                 "the prompt has {len} tokens but the model's context holds {}; capture shorter snippets",
                 self.max_seq_len()
             )));
         }
-        let t = self.model.begin(prompt)?;
-        copy_logits(&t, &mut self.logits)?;
+        match &mut self.net {
+            Net::Candle(m) => {
+                let t = m.begin(prompt)?;
+                copy_logits(&t, &mut self.logits)?;
+            }
+            Net::Fast { fast, encoder, .. } => {
+                fast.reset();
+                if tokens.is_empty() {
+                    return Err(request(format!(
+                        "{kind} model: the prompt's {} token list is empty; begin needs at least one token",
+                        match kind {
+                            ModelKind::Decoder => "inline",
+                            ModelKind::Staria => "decoder",
+                        }
+                    )));
+                }
+                if let Some(model) = encoder {
+                    // The previous prompt's latents must not survive a failed encode.
+                    fast.set_latents(&[], 0)?;
+                    let staria = model.staria().ok_or_else(|| {
+                        request("the fast backend's encoder model is not a Staria model")
+                    })?;
+                    let latents = staria.encode_snippets(&prompt.snippets)?;
+                    if let Some(t) = latents.latents() {
+                        fast.set_latents_tensor(t)?;
+                    }
+                }
+                self.logits.copy_from_slice(fast.prefill(tokens)?);
+            }
+        }
         Ok(&self.logits)
     }
 
-    /// Feeds one token; returns the next token's logits.
+    /// Feeds one token; returns the next token's logits. Allocates nothing on the fast backend.
     pub fn step(&mut self, id: u32) -> Result<&[f32]> {
-        let t = self.model.step(id)?;
-        copy_logits(&t, &mut self.logits)?;
+        match &mut self.net {
+            Net::Candle(m) => {
+                let t = m.step(id)?;
+                copy_logits(&t, &mut self.logits)?;
+            }
+            Net::Fast { fast, .. } => self.logits.copy_from_slice(fast.step(id)?),
+        }
         Ok(&self.logits)
     }
 
     /// Feeds several tokens; returns the last one's logits.
     pub fn extend(&mut self, ids: &[u32]) -> Result<&[f32]> {
-        let t = self.model.extend(ids)?;
-        copy_logits(&t, &mut self.logits)?;
+        match &mut self.net {
+            Net::Candle(m) => {
+                let t = m.extend(ids)?;
+                copy_logits(&t, &mut self.logits)?;
+            }
+            Net::Fast { fast, .. } => self.logits.copy_from_slice(fast.prefill(ids)?),
+        }
         Ok(&self.logits)
     }
 
@@ -484,10 +781,7 @@ impl Generator {
                     // later sections are forced to start with.
                     let later = labels.len() - i - 1;
                     let reserve = later * ((span / window_ms).ceil() as usize + 2);
-                    let left = self
-                        .model
-                        .max_seq_len()
-                        .saturating_sub(self.position() + reserve);
+                    let left = self.max_seq_len().saturating_sub(self.position() + reserve);
                     let limit = self.position() + left / (later + 1);
                     let (s, n) =
                         self.run_span(&mut cd, &mut sampler, limit, &mut |note: RawNote| {

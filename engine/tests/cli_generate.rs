@@ -206,7 +206,8 @@ fn info_and_bench_describe_the_checkpoint() {
         v["vocab_size"].as_u64().unwrap() as usize,
         gen_support::tokenizer().vocab_size()
     );
-    let r = staria(&["bench", "--model", &f.ckpt(), "--threads", "1"]);
+    let ckpt = f.ckpt();
+    let r = staria(&["bench", "--model", &ckpt, "--threads", "1"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let out = String::from_utf8_lossy(&r.stdout);
     assert_eq!(out.trim().lines().count(), 1, "{out}");
@@ -224,6 +225,47 @@ fn info_and_bench_describe_the_checkpoint() {
     }
     assert_eq!(v["threads"], 1);
     assert!(v["decode_tok_per_s"].as_f64().unwrap() > 0.0);
+    // The CPU default is the fast decoder with f16 weights; both can be chosen.
+    assert_eq!(
+        (&v["backend"], &v["weights"]),
+        (&"fast".into(), &"f16".into())
+    );
+    for (extra, backend, weights) in [
+        (&["--weights", "q8"][..], "fast", "q8"),
+        (
+            &["--backend", "fast", "--weights", "f32"][..],
+            "fast",
+            "f32",
+        ),
+        (&["--backend", "candle"][..], "candle", "f32"),
+    ] {
+        let mut args = vec!["bench", "--model", &ckpt, "--threads", "1"];
+        args.extend_from_slice(extra);
+        let r = staria(&args);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        assert_eq!(v["backend"], backend, "{extra:?}");
+        assert_eq!(v["weights"], weights, "{extra:?}");
+        assert!(v["decode_tok_per_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn backends_write_the_same_piece_with_exact_weights() {
+    // Greedy decoding: the fast f32 path and candle agree to 1e-4 on every logit, so they pick
+    // the same tokens and write the same file.
+    let f = Fixture::new();
+    let (a, b) = (f.path("fast.mid"), f.path("candle.mid"));
+    let greedy = ["--temperature", "0"];
+    let r = generate(
+        &f,
+        &a,
+        &[&greedy[..], &["--backend", "fast", "--weights", "f32"]].concat(),
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = generate(&f, &b, &[&greedy[..], &["--backend", "candle"]].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
 
 #[test]
@@ -240,6 +282,12 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
     assert_fails(&generate(&f, &out, &["--sections", "A=9-12"]), "no notes");
     assert_fails(&generate(&f, &out, &["--scale", "H major"]), "scale");
     assert_fails(&generate(&f, &out, &["--device", "tpu"]), "device");
+    assert_fails(&generate(&f, &out, &["--backend", "gpu"]), "--backend");
+    assert_fails(&generate(&f, &out, &["--weights", "q4"]), "--weights");
+    assert_fails(
+        &generate(&f, &out, &["--backend", "candle", "--weights", "q8"]),
+        "--weights applies to the fast backend",
+    );
     assert_fails(&generate(&f, &out, &["--form", "AXBA"]), "form");
     assert_fails(&generate(&f, &out, &["--no-such-flag"]), "--no-such-flag");
     assert!(!out.exists());

@@ -1,20 +1,26 @@
 //! Generation with a tiny random-weight model: constraints hold on every note, seeds reproduce,
-//! forms come out in order, and bad requests fail with a message naming the setting.
+//! forms come out in order, and bad requests fail with a message naming the setting. Runs on
+//! the fast backend with its default f16 weights (what `Generator::load` picks on the CPU); the
+//! Staria test runs both backends.
 
 mod gen_support;
 
-use gen_support::{note, prompt_song, tiny_model, tiny_model_of, tokenizer};
+use gen_support::{note, prompt_song, tiny_fast_generator, tiny_model, tiny_model_of, tokenizer};
 use staria_engine::constraints::{Constraints, Scale, ScaleKind};
 use staria_engine::generate::{
-    Flow, GenError, GenRequest, GeneratedNote, Generator, Snippets, StopReason, Target,
+    Flow, GenError, GenRequest, GeneratedNote, Generator, GeneratorOptions, Snippets, StopReason,
+    Target,
 };
 use staria_models::SectionLabel;
+use staria_models::fast::WeightFormat;
 use staria_models::model::ModelKind;
 
 fn generator(weights_seed: u64) -> Generator {
-    let tok = tokenizer();
-    let (_, _, model) = tiny_model(&tok, weights_seed);
-    Generator::new(model, tok).unwrap()
+    tiny_fast_generator(
+        ModelKind::Decoder,
+        weights_seed,
+        GeneratorOptions::DEFAULT_WEIGHTS,
+    )
 }
 
 fn snippets() -> Snippets {
@@ -261,16 +267,20 @@ fn model_and_tokenizer_must_agree() {
 fn staria_kind_generates_under_the_same_constraints() {
     let tok = tokenizer();
     let (_, _, model) = tiny_model_of(ModelKind::Staria, &tok, 12);
-    let mut g = Generator::new(model, tok).unwrap();
-    let req = constrained(3);
-    let (notes, stop) = run(&mut g, &snippets(), &req);
-    assert_eq!(stop, StopReason::BarLimit);
-    assert!(!notes.is_empty());
-    assert!(notes.iter().all(
-        |n| (55..=79).contains(&n.pitch) && Scale::new(2, ScaleKind::Dorian).contains(n.pitch)
-    ));
-    assert!(max_overlap(&notes) <= 2);
-    assert_eq!(notes, run(&mut g, &snippets(), &req).0);
+    let candle = Generator::new(model, tok).unwrap();
+    let fast = tiny_fast_generator(ModelKind::Staria, 12, WeightFormat::F16);
+    for mut g in [candle, fast] {
+        let req = constrained(3);
+        let (notes, stop) = run(&mut g, &snippets(), &req);
+        assert_eq!(stop, StopReason::BarLimit);
+        assert!(!notes.is_empty());
+        assert!(
+            notes.iter().all(|n| (55..=79).contains(&n.pitch)
+                && Scale::new(2, ScaleKind::Dorian).contains(n.pitch))
+        );
+        assert!(max_overlap(&notes) <= 2);
+        assert_eq!(notes, run(&mut g, &snippets(), &req).0);
+    }
 }
 
 #[test]
@@ -292,5 +302,5 @@ fn one_section_cannot_starve_the_others_of_context() {
             "{r:?}"
         );
     }
-    assert!(g.model().position() <= g.model().max_seq_len());
+    assert!(g.position() <= g.max_seq_len());
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod fast;
 mod layers;
 pub mod midi;
 pub mod model;

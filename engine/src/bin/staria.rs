@@ -8,24 +8,15 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::Device;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use staria_engine::constraints::{Constraints, Scale};
-use staria_engine::generate::{Flow, GenError, GenRequest, Generator, Snippets, Target};
+use staria_engine::generate::{
+    Backend, BackendChoice, Flow, GenError, GenRequest, Generator, GeneratorOptions, Snippets,
+    Target,
+};
 use staria_engine::sampling::SamplingParams;
+use staria_models::fast::WeightFormat;
 use staria_models::{Note, SectionLabel, Song};
-
-/// Folder holding the shipped default checkpoint(s), relative to this crate; resolved at compile
-/// time so the binary finds it from any working directory.
-const PRETRAINED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pretrained");
-
-fn pretrained_dir() -> PathBuf {
-    // Shown to users: without the `engine/..` detour.
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.parent().map_or_else(
-        || PathBuf::from(PRETRAINED_DIR),
-        |ws| ws.join("models/pretrained"),
-    )
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,6 +53,65 @@ struct ModelArgs {
     /// CPU threads for tensor maths (default: candle's choice, the physical core count).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendArg {
+    /// The fast decoder on the CPU, candle on a GPU.
+    Auto,
+    /// The candle model.
+    Candle,
+    /// The fast single-core decoder (CPU only).
+    Fast,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum WeightsArg {
+    F32,
+    F16,
+    Q8,
+}
+
+#[derive(Args, Debug, Clone)]
+struct BackendArgs {
+    /// Decode path.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Weight format of the fast backend (default f16).
+    #[arg(long, value_enum)]
+    weights: Option<WeightsArg>,
+}
+
+impl BackendArgs {
+    fn options(&self, device: &Device) -> Result<GeneratorOptions, Failure> {
+        let backend = match self.backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Candle => BackendChoice::Candle,
+            BackendArg::Fast => BackendChoice::Fast,
+        };
+        let weights = self.weights.map(|w| match w {
+            WeightsArg::F32 => WeightFormat::F32,
+            WeightsArg::F16 => WeightFormat::F16,
+            WeightsArg::Q8 => WeightFormat::Q8,
+        });
+        match backend.resolve(device) {
+            Backend::Fast if !device.is_cpu() => {
+                return Err(bad(
+                    "--backend fast runs on the CPU only; use --device cpu or --backend candle",
+                ));
+            }
+            Backend::Candle if weights.is_some() => {
+                return Err(bad(
+                    "--weights applies to the fast backend only (candle runs the checkpoint in f32)",
+                ));
+            }
+            _ => {}
+        }
+        Ok(GeneratorOptions {
+            backend,
+            weights: weights.unwrap_or(GeneratorOptions::DEFAULT_WEIGHTS),
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +161,8 @@ struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
     sample: SampleArgs,
 }
 
@@ -128,6 +180,8 @@ struct ContinueArgs {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    backend: BackendArgs,
+    #[command(flatten)]
     sample: SampleArgs,
 }
 
@@ -144,6 +198,8 @@ struct InfoArgs {
 struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// A one-line failure and its exit code.
@@ -289,44 +345,7 @@ fn parse_device(spec: &str) -> Result<Device, Failure> {
 /// `--model`, else $STARIA_MODEL, else the one checkpoint in models/pretrained/ (or the one
 /// named `default` when there are several).
 fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(p) = arg {
-        return Ok(p.clone());
-    }
-    if let Some(p) = std::env::var_os("STARIA_MODEL").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let root = pretrained_dir();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join(staria_models::checkpoint::CONFIG_FILE).is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    match found.len() {
-        0 => Err(bad(format!(
-            "no default model: {} holds no checkpoint folder; pass --model DIR or set STARIA_MODEL",
-            root.display()
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => found
-            .iter()
-            .find(|p| p.file_name().is_some_and(|n| n == "default"))
-            .cloned()
-            .ok_or_else(|| {
-                bad(format!(
-                    "{} holds several checkpoints ({}); pick one with --model",
-                    root.display(),
-                    found
-                        .iter()
-                        .filter_map(|p| p.file_name())
-                        .map(|n| n.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }),
-    }
+    staria_engine::default_model::resolve_model_dir(arg.as_deref()).map_err(bad)
 }
 
 struct Loaded {
@@ -336,11 +355,12 @@ struct Loaded {
     threads: usize,
 }
 
-fn load(args: &ModelArgs) -> Result<Loaded, Failure> {
+fn load(args: &ModelArgs, backend: &BackendArgs) -> Result<Loaded, Failure> {
     let threads = set_threads(args.threads)?;
     let device = parse_device(&args.device)?;
+    let opts = backend.options(&device)?;
     let dir = model_dir(&args.model)?;
-    let generator = Generator::load(&dir, &device)?;
+    let generator = Generator::load_with(&dir, &device, &opts)?;
     Ok(Loaded {
         generator,
         dir,
@@ -537,7 +557,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<(), Failure> {
     let snippets = snippets_of(&song, a.sections.as_deref(), &a.prompt)?;
     let mut req = base_request(Target::Section(SectionLabel::A), a.bars, &a.sample, &song)?;
     req.form = form;
-    let mut loaded = load(&a.model)?;
+    let mut loaded = load(&a.model, &a.backend)?;
     let piece = loaded.generator.generate_piece(&snippets, &req)?;
     write_song(&piece.song, &a.out)?;
     for (i, r) in piece.sections.iter().enumerate() {
@@ -590,7 +610,7 @@ fn cmd_continue(a: ContinueArgs) -> Result<(), Failure> {
     };
     let req = GenRequest { bars, ..probe };
     req.validate().map_err(bad)?;
-    let mut loaded = load(&a.model)?;
+    let mut loaded = load(&a.model, &a.backend)?;
 
     let end_ms = song.notes.iter().map(|n| n.end_ms).fold(0.0, f64::max);
     let template = song
@@ -742,14 +762,14 @@ fn count_parameters(path: &Path) -> Result<u64, Failure> {
 
 fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
     let t0 = Instant::now();
-    let mut loaded = load(&a.model)?;
+    let mut loaded = load(&a.model, &a.backend)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let g = &mut loaded.generator;
     let tok = g.tokenizer().clone();
 
     // Prefill: a prompt of real note tokens (eighth-note arpeggios at 120 bpm), 512 tokens or
     // half the context when that is shorter.
-    let n_prefill = 512.min(g.model().max_seq_len() / 2);
+    let n_prefill = 512.min(g.max_seq_len() / 2);
     let arpeggio: Vec<Note> = (0..n_prefill as u32)
         .map(|k| {
             let start_ms = k as f64 * 250.0;
@@ -804,8 +824,11 @@ fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
 
     let line = serde_json::json!({
         "model": loaded.dir.display().to_string(),
-        "kind": g.model().kind().to_string(),
+        "kind": g.kind().to_string(),
         "device": loaded.device,
+        "backend": g.backend().name(),
+        // The candle backend computes in f32 (checkpoint::load builds the model in f32).
+        "weights": g.weights().map_or("f32", WeightFormat::name),
         "threads": loaded.threads,
         "load_ms": round2(load_ms),
         "prefill_tokens": ids.len(),

@@ -32,8 +32,9 @@ pub fn tiny_model_of(
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu);
     let model = AnyModel::new(&cfg, vb).unwrap();
-    // Replace the unseeded initial values by seeded ones of the same spread (sorted names so
-    // the draw order is fixed). Constant tensors (norm gains) stay as they are.
+    // Replace the unseeded initial values by seeded ones of the initialiser's nominal spread
+    // (sorted names so the draw order is fixed; the nominal spread, not the drawn one, so the
+    // weights are the same bits on every run). Constant tensors (norm gains, gates) stay.
     let mut rng = StdRng::seed_from_u64(weights_seed);
     let data = vars.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().collect();
@@ -42,21 +43,32 @@ pub fn tiny_model_of(
         let var = &data[name];
         let t = var.as_tensor();
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-        let mean = v.iter().sum::<f32>() / v.len() as f32;
-        let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32).sqrt();
-        if std == 0.0 {
+        if v.iter().all(|&x| x == v[0]) {
             continue;
         }
         // Wider than the init so the random model has preferences to sample from.
-        let a = 3.0f32.sqrt() * std * 4.0;
-        let new: Vec<f32> = (0..v.len())
-            .map(|_| mean + rng.random_range(-a..a))
-            .collect();
+        let a = 3.0f32.sqrt() * nominal_std(name, t.dims()) * 4.0;
+        let new: Vec<f32> = (0..v.len()).map(|_| rng.random_range(-a..a)).collect();
         var.set(&Tensor::from_vec(new, t.shape(), &Device::Cpu).unwrap())
             .unwrap();
     }
     drop(data);
     (cfg, vars, model)
+}
+
+/// The standard deviation the models' initialisers draw a random tensor with (see
+/// `models/src/{decoder,encoder,staria,layers}.rs`).
+fn nominal_std(name: &str, dims: &[usize]) -> f32 {
+    if name.ends_with("tok_emb.weight") || name == "section_emb.weight" {
+        0.02
+    } else if name.ends_with("latents") {
+        1.0
+    } else if name.ends_with(".weight") && dims.len() == 2 {
+        // Kaiming normal (fan in, ReLU gain), candle's default for `linear_no_bias`.
+        (2.0 / dims[1] as f32).sqrt()
+    } else {
+        panic!("gen_support: no nominal initialiser spread known for tensor {name} {dims:?}")
+    }
 }
 
 /// A note at `start_ms` lasting `dur_ms` (ticks at 120 bpm, 480 per quarter).
@@ -104,6 +116,49 @@ pub fn prompt_song() -> Song {
 pub fn write_checkpoint(dir: &Path, weights_seed: u64) {
     let tok = tokenizer();
     let (cfg, vars, _) = tiny_model(&tok, weights_seed);
+    let config = CheckpointConfig::new("test-tiny", "tiny", cfg, &tok);
+    staria_models::checkpoint::save(dir, &config, &tok, &vars, DType::F32).unwrap();
+}
+
+/// Opens every Staria cross-attention gate (`attn_gate` 0.8, `ff_gate` -0.6): they start at zero,
+/// which makes every site inert, so a test of the sites would prove nothing.
+pub fn open_gates(vars: &VarMap) {
+    let data = vars.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let g = if name.ends_with("attn_gate") {
+            0.8f32
+        } else if name.ends_with("ff_gate") {
+            -0.6
+        } else {
+            continue;
+        };
+        let t = var.as_tensor();
+        var.set(&Tensor::full(g, t.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+/// A tiny model of either kind on the fast backend (Staria: gates opened, the candle model kept
+/// for its encoder).
+pub fn tiny_fast_generator(
+    kind: ModelKind,
+    weights_seed: u64,
+    format: staria_models::fast::WeightFormat,
+) -> staria_engine::generate::Generator {
+    use staria_models::fast::{FastConfig, FastDecoder};
+    let tok = tokenizer();
+    let (cfg, vars, model) = tiny_model_of(kind, &tok, weights_seed);
+    open_gates(&vars);
+    let fast = FastDecoder::from_varmap(&FastConfig::from(&cfg), format, &vars).unwrap();
+    let encoder = (kind == ModelKind::Staria).then_some(model);
+    staria_engine::generate::Generator::new_fast(fast, encoder, tok).unwrap()
+}
+
+/// Writes a tiny checkpoint folder of either kind (Staria: gates opened).
+pub fn write_checkpoint_of(dir: &Path, kind: ModelKind, weights_seed: u64) {
+    let tok = tokenizer();
+    let (cfg, vars, _) = tiny_model_of(kind, &tok, weights_seed);
+    open_gates(&vars);
     let config = CheckpointConfig::new("test-tiny", "tiny", cfg, &tok);
     staria_models::checkpoint::save(dir, &config, &tok, &vars, DType::F32).unwrap();
 }

@@ -1,0 +1,978 @@
+//! The numeric kernels of the fast decode path.
+//!
+//! Every hot kernel exists in up to three versions, chosen once at build time by [`Isa::detect`]:
+//! hand-written AVX-512 (F + BW + VL + VNNI) intrinsics, hand-written AVX2 + FMA + F16C
+//! intrinsics, and a portable scalar version written in fixed-width chunks so that LLVM
+//! vectorises it for whatever baseline the crate is compiled for. The simple element-wise kernels
+//! (attention scores, softmax, SiLU, ...) are written once as `#[inline(always)]` generic bodies and
+//! instantiated inside `#[target_feature]` wrappers, so the same source is auto-vectorised at
+//! 512 / 256 bits.
+//!
+//! Packed-row conventions shared with `matrix.rs`: every packed weight row and every activation
+//! vector fed to a mat-vec is zero-padded to a multiple of [`PAD`] elements, so the SIMD loops
+//! have no tails.
+
+/// Row padding (elements) of packed matrices and of the activation vectors fed to them.
+pub const PAD: usize = 64;
+/// Quantization block (elements) of the int8 format: one f32 scale per 32 weights / activations.
+pub const QBLOCK: usize = 32;
+
+/// Round `n` up to a multiple of [`PAD`].
+#[inline]
+pub fn padded(n: usize) -> usize {
+    n.div_ceil(PAD) * PAD
+}
+
+/// The instruction set the kernels run on, detected at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust (auto-vectorised for the compile-time baseline).
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 F/BW/VL/VNNI (+ AVX2/FMA/F16C).
+    Avx512,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            if avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                return Isa::Avx512;
+            }
+            if avx2 {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Scalar
+    }
+
+    /// The slower of `self` and `cap` (to force a fallback path, e.g. in tests).
+    pub fn min(self, cap: Isa) -> Isa {
+        let rank = |i: Isa| match i {
+            Isa::Scalar => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512 => 2,
+        };
+        if rank(cap) < rank(self) { cap } else { self }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-versioning of the generic element-wise kernels.
+
+/// Defines `pub fn $name(isa, args..)` dispatching the `#[inline(always)]` generic body `$body`
+/// to AVX-512 / AVX2 `#[target_feature]` instantiations (auto-vectorised by LLVM).
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+            fn v512($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma,f16c")]
+            fn v256($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
+
+            match isa {
+                // SAFETY: `isa` comes from `Isa::detect` (or is capped below it), so the CPU has
+                // the features these instantiations were compiled for.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { v512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { v256($($arg),*) },
+                _ => generic($($arg),*),
+            }
+        }
+    };
+}
+
+/// `exp(x)` to ~2 ulp for x in [-87, 88] (clamped outside), written with plain arithmetic and bit
+/// casts so that loops over it vectorise (no libm call).
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = t.to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor/minimax polynomial of exp on |r| <= ln2/2.
+    let p = 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    p * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+multiversion! {
+    /// `y[i] += x[i]` (residual add).
+    fn add_assign(y: &mut [f32], x: &[f32]) {
+        for (a, b) in y.iter_mut().zip(x) {
+            *a += *b;
+        }
+    }
+}
+
+multiversion! {
+    /// Weight-only LayerNorm: `out = (x - mean) / sqrt(var + eps) * w` (biased variance).
+    fn layer_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+        let n = x.len() as f32;
+        let mut acc = [0f32; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                acc[i] += c[i];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        sum += chunks.remainder().iter().sum::<f32>();
+        let mean = sum / n;
+        let mut acc = [0f32; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                let d = c[i] - mean;
+                acc[i] += d * d;
+            }
+        }
+        let mut var: f32 = acc.iter().sum();
+        var += chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
+        let inv = 1.0 / (var / n + eps).sqrt();
+        for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+            *o = (*v - mean) * inv * *g;
+        }
+    }
+}
+
+multiversion! {
+    /// SwiGLU gate: `out[i] = silu(a[i]) * b[i]` with `silu(x) = x / (1 + exp(-x))`.
+    fn swiglu(a: &[f32], b: &[f32], out: &mut [f32]) {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = *x / (1.0 + exp_approx(-*x)) * *y;
+        }
+    }
+}
+
+/// Positions per block of the blocked key cache.
+pub const KB: usize = 16;
+
+/// Index of element `j` of position `t` in one head's blocked key cache
+/// (`[position / KB][head_dim][KB]`): a block of 16 positions is one contiguous, streamable
+/// `head_dim x 16` tile, and the scores of 16 positions are 16 independent lanes.
+#[inline]
+pub fn kblock_index(hd: usize, t: usize, j: usize) -> usize {
+    (t / KB * hd + j) * KB + t % KB
+}
+
+multiversion! {
+    /// Attention scores against one head's blocked key cache:
+    /// `scores[t] = scale * sum_j q[j] * k_t[j]` for `t < scores.len()`. `kb` holds
+    /// `ceil(scores.len() / KB)` full blocks of `q.len() x KB` values.
+    fn scores_blocked(q: &[f32], kb: &[f32], scale: f32, scores: &mut [f32]) {
+        let hd = q.len();
+        for (chunk, blk) in scores.chunks_mut(KB).zip(kb.chunks_exact(hd * KB)) {
+            // Two accumulators (even / odd j) halve the add latency chain.
+            let mut a0 = [0f32; KB];
+            let mut a1 = [0f32; KB];
+            let mut rows = blk.chunks_exact(2 * KB);
+            let mut qs = q.chunks_exact(2);
+            for (r, qq) in (&mut rows).zip(&mut qs) {
+                let (r0, r1) = r.split_at(KB);
+                for l in 0..KB {
+                    a0[l] += qq[0] * r0[l];
+                    a1[l] += qq[1] * r1[l];
+                }
+            }
+            if let (Some(&qj), Some(r)) = (qs.remainder().first(), rows.remainder().get(..KB)) {
+                for l in 0..KB {
+                    a0[l] += qj * r[l];
+                }
+            }
+            for ((o, x), y) in chunk.iter_mut().zip(&a0).zip(&a1) {
+                *o = (x + y) * scale;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// In-place softmax of `s` (numerically stable).
+    fn softmax(s: &mut [f32]) {
+        let mut m = f32::NEG_INFINITY;
+        for v in s.iter() {
+            m = m.max(*v);
+        }
+        let mut acc = [0f32; 16];
+        let mut chunks = s.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for i in 0..16 {
+                c[i] = exp_approx(c[i] - m);
+                acc[i] += c[i];
+            }
+        }
+        let mut sum: f32 = acc.iter().sum();
+        for v in chunks.into_remainder() {
+            *v = exp_approx(*v - m);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in s.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// `out = sum_t p[t] * v[t]` for a compile-time head size: the accumulators stay in registers.
+#[inline(always)]
+fn weighted_sum_fixed<const HD: usize>(p: &[f32], v: &[f32], out: &mut [f32]) {
+    let mut a0 = [0f32; HD];
+    let mut a1 = [0f32; HD];
+    let mut rows = v.chunks_exact(2 * HD);
+    let mut ps = p.chunks_exact(2);
+    for (r, pp) in (&mut rows).zip(&mut ps) {
+        let (r0, r1) = (&r[..HD], &r[HD..2 * HD]);
+        for j in 0..HD {
+            a0[j] += pp[0] * r0[j];
+            a1[j] += pp[1] * r1[j];
+        }
+    }
+    if let (Some(&pt), Some(r)) = (ps.remainder().first(), rows.remainder().get(..HD)) {
+        for j in 0..HD {
+            a0[j] += pt * r[j];
+        }
+    }
+    for ((o, x), y) in out.iter_mut().zip(&a0).zip(&a1) {
+        *o = x + y;
+    }
+}
+
+/// `weighted_sum_fixed` for any head size (accumulates in `out`).
+#[inline(always)]
+fn weighted_sum_any(p: &[f32], v: &[f32], out: &mut [f32]) {
+    let hd = out.len();
+    out.fill(0.0);
+    for (pt, row) in p.iter().zip(v.chunks_exact(hd)) {
+        for (o, x) in out.iter_mut().zip(row) {
+            *o += pt * x;
+        }
+    }
+}
+
+multiversion! {
+    /// `out = sum_t p[t] * v[t*hd .. (t+1)*hd]` with `hd = out.len()`, `t < p.len()`.
+    fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+        let v = &v[..p.len() * out.len()];
+        match out.len() {
+            16 => weighted_sum_fixed::<16>(p, v, out),
+            32 => weighted_sum_fixed::<32>(p, v, out),
+            64 => weighted_sum_fixed::<64>(p, v, out),
+            128 => weighted_sum_fixed::<128>(p, v, out),
+            _ => weighted_sum_any(p, v, out),
+        }
+    }
+}
+
+/// Converts IEEE half bits to f32 (`dst.len() == src.len()`), with F16C where available.
+pub fn f16_to_f32(isa: Isa, src: &[u16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let done = match isa {
+        // SAFETY: features detected (see `Isa::detect`); both slices hold `n` values.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::f16_to_f32_avx512(src, dst) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::f16_to_f32_avx2(src, dst) },
+        _ => 0,
+    };
+    for (d, s) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = half::f16::from_bits(*s).to_f32();
+    }
+}
+
+/// f32 to IEEE half bits, saturating at the largest finite half (a key or value beyond
+/// +-65504 keeps its sign and stays finite instead of becoming infinite).
+#[inline]
+pub fn f32_to_f16_sat(x: f32) -> u16 {
+    half::f16::from_f32(x.clamp(-65504.0, 65504.0)).to_bits()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization (int8, one scale per 32 values).
+
+/// Rounds to the nearest integer, ties to even, for |x| < 2^22, without a libm call (so loops
+/// over it vectorise on any baseline): adding 1.5 * 2^23 leaves no fraction bits.
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
+multiversion! {
+    /// Quantizes `x` (length a multiple of [`PAD`]) to int8 blocks of 32 for the int8 mat-vec.
+    /// Fills `xq` (`x.len()` values), `dx` (`x.len() / 4`: each block's scale repeated over its 8
+    /// four-element lanes) and `bias` (`x.len() / 4`: `-128 * (sum of the lane's four int8 values)`,
+    /// the correction for the +128 offset of the unsigned weights in the VNNI kernel).
+    fn quantize_acts(x: &[f32], xq: &mut [i8], dx: &mut [f32], bias: &mut [i32]) {
+        for (((xs, qs), ds), bs) in x
+            .chunks_exact(QBLOCK)
+            .zip(xq.chunks_exact_mut(QBLOCK))
+            .zip(dx.chunks_exact_mut(QBLOCK / 4))
+            .zip(bias.chunks_exact_mut(QBLOCK / 4))
+        {
+            let mut amax = 0f32;
+            for v in xs {
+                amax = amax.max(v.abs());
+            }
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (q, v) in qs.iter_mut().zip(xs) {
+                // |v * id| <= 127 by construction; the clamp guards against rounding at the edge.
+                *q = round_small(v * id).clamp(-127.0, 127.0) as i8;
+            }
+            for ((dl, bl), ql) in ds.iter_mut().zip(bs.iter_mut()).zip(qs.chunks_exact(4)) {
+                *dl = d;
+                *bl = -128 * (ql[0] as i32 + ql[1] as i32 + ql[2] as i32 + ql[3] as i32);
+            }
+        }
+    }
+}
+
+/// Quantizes one weight row to int8 blocks of 32 stored with a +128 offset (`u8`), returning the
+/// per-block scales through `scales`.
+pub fn quantize_weight_row(w: &[f32], q: &mut [u8], scales: &mut [f32]) {
+    for (b, ws) in w.chunks_exact(QBLOCK).enumerate() {
+        let amax = ws.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        scales[b] = d;
+        for (o, v) in q[b * QBLOCK..(b + 1) * QBLOCK].iter_mut().zip(ws) {
+            let qi = round_small(v * id).clamp(-127.0, 127.0) as i32;
+            *o = (qi + 128) as u8;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mat-vec kernels. `w` holds `y.len()` rows of `kp` (padded) values; `x` has `kp` values.
+
+/// `y = W x` for f32 weights.
+pub fn matvec_f32(isa: Isa, w: &[f32], kp: usize, x: &[f32], y: &mut [f32]) {
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
+    match isa {
+        // SAFETY: features detected (see `Isa::detect`); slice lengths asserted above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::matvec_f32_avx512(w, kp, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::matvec_f32_avx2(w, kp, x, y) },
+        _ => {
+            for (r, o) in y.iter_mut().enumerate() {
+                *o = dot_f32_scalar(&w[r * kp..(r + 1) * kp], x);
+            }
+        }
+    }
+}
+
+#[inline]
+fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += ca[i] * cb[i];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// `y = W x` for f16 weights (`w` holds IEEE half bits).
+pub fn matvec_f16(isa: Isa, w: &[u16], kp: usize, x: &[f32], y: &mut [f32]) {
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
+    match isa {
+        // SAFETY: as in `matvec_f32`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::matvec_f16_avx512(w, kp, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::matvec_f16_avx2(w, kp, x, y) },
+        _ => {
+            for (r, o) in y.iter_mut().enumerate() {
+                let row = &w[r * kp..(r + 1) * kp];
+                let mut acc = [0f32; 16];
+                for (ca, cb) in row.chunks_exact(16).zip(x.chunks_exact(16)) {
+                    for i in 0..16 {
+                        acc[i] += half::f16::from_bits(ca[i]).to_f32() * cb[i];
+                    }
+                }
+                *o = acc.iter().sum();
+            }
+        }
+    }
+}
+
+/// Quantized activations of one mat-vec input (see [`quantize_acts`]).
+pub struct QActs<'a> {
+    pub xq: &'a [i8],
+    pub dx: &'a [f32],
+    pub bias: &'a [i32],
+}
+
+/// `y = W x` for int8 weights (`q`: rows of `kp` offset-u8 values, `s`: rows of `kp / 32`
+/// scales) against int8-quantized activations.
+pub fn matvec_q8(isa: Isa, q: &[u8], s: &[f32], kp: usize, x: &QActs<'_>, y: &mut [f32]) {
+    // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
+    assert!(kp.is_multiple_of(PAD) && x.xq.len() == kp && q.len() == kp * y.len());
+    assert!(s.len() == kp / QBLOCK * y.len() && x.dx.len() == kp / 4 && x.bias.len() == kp / 4);
+    match isa {
+        // SAFETY: as in `matvec_f32`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::matvec_q8_avx512(q, s, kp, x, y) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::matvec_q8_avx2(q, s, kp, x, y) },
+        _ => {
+            let nb = kp / QBLOCK;
+            for (r, o) in y.iter_mut().enumerate() {
+                let row = &q[r * kp..(r + 1) * kp];
+                let sc = &s[r * nb..(r + 1) * nb];
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let wb = &row[b * QBLOCK..(b + 1) * QBLOCK];
+                    let xb = &x.xq[b * QBLOCK..(b + 1) * QBLOCK];
+                    let mut isum = 0i32;
+                    for i in 0..QBLOCK {
+                        isum += (wb[i] as i32 - 128) * xb[i] as i32;
+                    }
+                    acc += isum as f32 * (sc[b] * x.dx[b * (QBLOCK / 4)]);
+                }
+                *o = acc;
+            }
+        }
+    }
+}
+
+// The AVX-512 intrinsics are stable since Rust 1.89, hence the workspace's rust-version.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Hand-written x86-64 SIMD mat-vecs. Every function requires the CPU features named in its
+    //! `#[target_feature]` and the slice shapes documented on its safe wrapper in the parent
+    //! module (rows of `kp` values, `kp` a multiple of 64, `x` of `kp` values); all loads stay
+    //! inside those slices.
+    use super::{QActs, QBLOCK};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_f32_avx512(w: &[f32], kp: usize, x: &[f32], y: &mut [f32]) {
+        let xp = x.as_ptr();
+        for (r, o) in y.iter_mut().enumerate() {
+            // SAFETY: row r spans w[r*kp .. (r+1)*kp]; i + 64 <= kp, so every 16-lane load at
+            // offsets i, i+16, i+32, i+48 is in bounds of both the row and x.
+            unsafe {
+                let wp = w.as_ptr().add(r * kp);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                );
+                let mut i = 0;
+                while i < kp {
+                    a0 =
+                        _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(i)), _mm512_loadu_ps(xp.add(i)), a0);
+                    a1 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(wp.add(i + 16)),
+                        _mm512_loadu_ps(xp.add(i + 16)),
+                        a1,
+                    );
+                    a2 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(wp.add(i + 32)),
+                        _mm512_loadu_ps(xp.add(i + 32)),
+                        a2,
+                    );
+                    a3 = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(wp.add(i + 48)),
+                        _mm512_loadu_ps(xp.add(i + 48)),
+                        a3,
+                    );
+                    i += 64;
+                }
+                *o = _mm512_reduce_add_ps(_mm512_add_ps(
+                    _mm512_add_ps(a0, a1),
+                    _mm512_add_ps(a2, a3),
+                ));
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_f32_avx2(w: &[f32], kp: usize, x: &[f32], y: &mut [f32]) {
+        let xp = x.as_ptr();
+        for (r, o) in y.iter_mut().enumerate() {
+            // SAFETY: as in the AVX-512 version, with 8-lane loads at i .. i+32 (i + 32 <= kp).
+            unsafe {
+                let wp = w.as_ptr().add(r * kp);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                );
+                let mut i = 0;
+                while i < kp {
+                    a0 =
+                        _mm256_fmadd_ps(_mm256_loadu_ps(wp.add(i)), _mm256_loadu_ps(xp.add(i)), a0);
+                    a1 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(wp.add(i + 8)),
+                        _mm256_loadu_ps(xp.add(i + 8)),
+                        a1,
+                    );
+                    a2 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(wp.add(i + 16)),
+                        _mm256_loadu_ps(xp.add(i + 16)),
+                        a2,
+                    );
+                    a3 = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(wp.add(i + 24)),
+                        _mm256_loadu_ps(xp.add(i + 24)),
+                        a3,
+                    );
+                    i += 32;
+                }
+                *o = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum256(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Converts the largest multiple of 16 values; returns how many.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn f16_to_f32_avx512(src: &[u16], dst: &mut [f32]) -> usize {
+        let n = src.len().min(dst.len()) / 16 * 16;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 16 <= n <= both lengths.
+            unsafe {
+                let h = _mm256_loadu_si256(src.as_ptr().add(i) as *const __m256i);
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i), _mm512_cvtph_ps(h));
+            }
+            i += 16;
+        }
+        n
+    }
+
+    /// Converts the largest multiple of 8 values; returns how many.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn f16_to_f32_avx2(src: &[u16], dst: &mut [f32]) -> usize {
+        let n = src.len().min(dst.len()) / 8 * 8;
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n <= both lengths.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        n
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_f16_avx512(w: &[u16], kp: usize, x: &[f32], y: &mut [f32]) {
+        let xp = x.as_ptr();
+        for (r, o) in y.iter_mut().enumerate() {
+            // SAFETY: row r spans w[r*kp .. (r+1)*kp] (u16); each iteration reads 64 halves
+            // (4 x 32 bytes) at i < kp and 64 floats of x at i, all in bounds (i + 64 <= kp).
+            unsafe {
+                let wp = w.as_ptr().add(r * kp);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                    _mm512_setzero_ps(),
+                );
+                let mut i = 0;
+                while i < kp {
+                    macro_rules! h {
+                        ($k:expr) => {
+                            _mm512_cvtph_ps(_mm256_loadu_si256(wp.add(i + $k) as *const __m256i))
+                        };
+                    }
+                    a0 = _mm512_fmadd_ps(h!(0), _mm512_loadu_ps(xp.add(i)), a0);
+                    a1 = _mm512_fmadd_ps(h!(16), _mm512_loadu_ps(xp.add(i + 16)), a1);
+                    a2 = _mm512_fmadd_ps(h!(32), _mm512_loadu_ps(xp.add(i + 32)), a2);
+                    a3 = _mm512_fmadd_ps(h!(48), _mm512_loadu_ps(xp.add(i + 48)), a3);
+                    i += 64;
+                }
+                *o = _mm512_reduce_add_ps(_mm512_add_ps(
+                    _mm512_add_ps(a0, a1),
+                    _mm512_add_ps(a2, a3),
+                ));
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_f16_avx2(w: &[u16], kp: usize, x: &[f32], y: &mut [f32]) {
+        let xp = x.as_ptr();
+        for (r, o) in y.iter_mut().enumerate() {
+            // SAFETY: as in the AVX-512 version with 32 halves per iteration (i + 32 <= kp).
+            unsafe {
+                let wp = w.as_ptr().add(r * kp);
+                let (mut a0, mut a1, mut a2, mut a3) = (
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                    _mm256_setzero_ps(),
+                );
+                let mut i = 0;
+                while i < kp {
+                    macro_rules! h {
+                        ($k:expr) => {
+                            _mm256_cvtph_ps(_mm_loadu_si128(wp.add(i + $k) as *const __m128i))
+                        };
+                    }
+                    a0 = _mm256_fmadd_ps(h!(0), _mm256_loadu_ps(xp.add(i)), a0);
+                    a1 = _mm256_fmadd_ps(h!(8), _mm256_loadu_ps(xp.add(i + 8)), a1);
+                    a2 = _mm256_fmadd_ps(h!(16), _mm256_loadu_ps(xp.add(i + 16)), a2);
+                    a3 = _mm256_fmadd_ps(h!(24), _mm256_loadu_ps(xp.add(i + 24)), a3);
+                    i += 32;
+                }
+                *o = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+            }
+        }
+    }
+
+    /// int8 x int8 mat-vec with VNNI. Weights are stored as `q + 128` (u8) so `vpdpbusd`
+    /// (u8 x s8) applies; the accumulator starts at the activations' lane bias
+    /// `-128 * sum(x lane)`, which cancels the offset exactly. Each 64-byte step covers two
+    /// 32-blocks: lanes 0..8 belong to the first, 8..16 to the second, so the float scale vector
+    /// is `[dw0 * dx0; 8] ++ [dw1 * dx1; 8]`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_q8_avx512(
+        q: &[u8],
+        s: &[f32],
+        kp: usize,
+        x: &QActs<'_>,
+        y: &mut [f32],
+    ) {
+        let nb = kp / QBLOCK;
+        let xq = x.xq.as_ptr();
+        let dx = x.dx.as_ptr();
+        let bias = x.bias.as_ptr();
+        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut r = 0;
+        let rows = y.len();
+        // Two rows per pass share the activation loads.
+        while r + 2 <= rows {
+            // SAFETY: rows r and r+1 span q[r*kp .. (r+2)*kp] and s[r*nb .. (r+2)*nb]; step p
+            // reads 64 bytes at p*64 < kp of each row and of xq, 16 lanes at p*16 < kp/4 of dx and
+            // bias, and two scales at 2p < nb of each row: all in bounds.
+            unsafe {
+                let q0 = q.as_ptr().add(r * kp);
+                let q1 = q0.add(kp);
+                let s0 = s.as_ptr().add(r * nb);
+                let s1 = s0.add(nb);
+                let mut a0 = _mm512_setzero_ps();
+                let mut a1 = _mm512_setzero_ps();
+                for p in 0..kp / 64 {
+                    let xv = _mm512_loadu_si512(xq.add(p * 64) as *const __m512i);
+                    let bv = _mm512_loadu_si512(bias.add(p * 16) as *const __m512i);
+                    let dv = _mm512_loadu_ps(dx.add(p * 16));
+                    let w0 = _mm512_loadu_si512(q0.add(p * 64) as *const __m512i);
+                    let w1 = _mm512_loadu_si512(q1.add(p * 64) as *const __m512i);
+                    let i0 = _mm512_dpbusd_epi32(bv, w0, xv);
+                    let i1 = _mm512_dpbusd_epi32(bv, w1, xv);
+                    let sc0 = _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(
+                        s0.add(2 * p) as *const __m128i,
+                    )));
+                    let sc1 = _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(
+                        s1.add(2 * p) as *const __m128i,
+                    )));
+                    let f0 = _mm512_mul_ps(_mm512_permutexvar_ps(idx, sc0), dv);
+                    let f1 = _mm512_mul_ps(_mm512_permutexvar_ps(idx, sc1), dv);
+                    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), f0, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), f1, a1);
+                }
+                y[r] = _mm512_reduce_add_ps(a0);
+                y[r + 1] = _mm512_reduce_add_ps(a1);
+            }
+            r += 2;
+        }
+        if r < rows {
+            // SAFETY: as above for the single last row.
+            unsafe {
+                let q0 = q.as_ptr().add(r * kp);
+                let s0 = s.as_ptr().add(r * nb);
+                let mut a0 = _mm512_setzero_ps();
+                for p in 0..kp / 64 {
+                    let xv = _mm512_loadu_si512(xq.add(p * 64) as *const __m512i);
+                    let bv = _mm512_loadu_si512(bias.add(p * 16) as *const __m512i);
+                    let dv = _mm512_loadu_ps(dx.add(p * 16));
+                    let w0 = _mm512_loadu_si512(q0.add(p * 64) as *const __m512i);
+                    let i0 = _mm512_dpbusd_epi32(bv, w0, xv);
+                    let sc0 = _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(
+                        s0.add(2 * p) as *const __m128i,
+                    )));
+                    let f0 = _mm512_mul_ps(_mm512_permutexvar_ps(idx, sc0), dv);
+                    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), f0, a0);
+                }
+                y[r] = _mm512_reduce_add_ps(a0);
+            }
+        }
+    }
+
+    /// int8 x int8 mat-vec with AVX2 (`vpmaddubsw`). The signed weight `q = stored ^ 0x80` is
+    /// split into `|q|` (u8) and the activation takes q's sign, so pair sums stay within i16
+    /// (2 * 127 * 127 < 32768) — the llama.cpp q8_0 trick.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn matvec_q8_avx2(
+        q: &[u8],
+        s: &[f32],
+        kp: usize,
+        x: &QActs<'_>,
+        y: &mut [f32],
+    ) {
+        let nb = kp / QBLOCK;
+        let xq = x.xq.as_ptr();
+        let dx = x.dx.as_ptr();
+        let flip = _mm256_set1_epi8(-128);
+        let ones = _mm256_set1_epi16(1);
+        for (r, o) in y.iter_mut().enumerate() {
+            // SAFETY: row r spans q[r*kp .. (r+1)*kp] and s[r*nb .. (r+1)*nb]; block b reads 32
+            // bytes at b*32 < kp of the row and of xq, 8 lanes at b*8 < kp/4 of dx, one scale.
+            unsafe {
+                let qr = q.as_ptr().add(r * kp);
+                let sr = s.as_ptr().add(r * nb);
+                let mut acc = _mm256_setzero_ps();
+                for b in 0..nb {
+                    let w = _mm256_xor_si256(
+                        _mm256_loadu_si256(qr.add(b * 32) as *const __m256i),
+                        flip,
+                    );
+                    let xv = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                    let aw = _mm256_sign_epi8(w, w);
+                    let sx = _mm256_sign_epi8(xv, w);
+                    let p16 = _mm256_maddubs_epi16(aw, sx);
+                    let p32 = _mm256_madd_epi16(p16, ones);
+                    let f = _mm256_mul_ps(
+                        _mm256_broadcast_ss(&*sr.add(b)),
+                        _mm256_loadu_ps(dx.add(b * 8)),
+                    );
+                    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), f, acc);
+                }
+                *o = hsum256(acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn isas() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| best.min(*i) == *i)
+            .collect()
+    }
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn f16_conversion_agrees_on_every_isa() {
+        let mut seed = 5u64;
+        let x: Vec<f32> = (0..77).map(|_| lcg(&mut seed) * 100.0).collect();
+        let h: Vec<u16> = x.iter().map(|v| f32_to_f16_sat(*v)).collect();
+        for isa in isas() {
+            let mut y = vec![0f32; 77];
+            f16_to_f32(isa, &h, &mut y);
+            for (a, b) in y.iter().zip(&x) {
+                assert!((a - b).abs() <= b.abs() * 1e-3, "{isa:?}: {a} vs {b}");
+            }
+        }
+        assert_eq!(half::f16::from_bits(f32_to_f16_sat(1e9)).to_f32(), 65504.0);
+        assert_eq!(
+            half::f16::from_bits(f32_to_f16_sat(-1e9)).to_f32(),
+            -65504.0
+        );
+    }
+
+    #[test]
+    fn exp_approx_is_accurate() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let e = x.exp();
+            let a = exp_approx(x);
+            assert!(((a - e) / e).abs() < 1e-6, "exp({x}) = {e}, approx {a}");
+            x += 0.0137;
+        }
+        assert_eq!(exp_approx(f32::NEG_INFINITY), exp_approx(-87.0));
+        assert!(exp_approx(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn matvecs_agree_on_every_isa() {
+        let mut seed = 7u64;
+        let (rows, kp) = (37, 192);
+        let w: Vec<f32> = (0..rows * kp).map(|_| lcg(&mut seed)).collect();
+        let x: Vec<f32> = (0..kp).map(|_| lcg(&mut seed) * 3.0).collect();
+        let exact: Vec<f32> = (0..rows)
+            .map(|r| {
+                (0..kp)
+                    .map(|i| w[r * kp + i] as f64 * x[i] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let wh: Vec<u16> = w
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_bits())
+            .collect();
+        let mut wq = vec![0u8; rows * kp];
+        let mut ws = vec![0f32; rows * kp / QBLOCK];
+        for r in 0..rows {
+            quantize_weight_row(
+                &w[r * kp..(r + 1) * kp],
+                &mut wq[r * kp..(r + 1) * kp],
+                &mut ws[r * kp / QBLOCK..(r + 1) * kp / QBLOCK],
+            );
+        }
+        let mut xq = vec![0i8; kp];
+        let mut dx = vec![0f32; kp / 4];
+        let mut bias = vec![0i32; kp / 4];
+        quantize_acts(Isa::detect(), &x, &mut xq, &mut dx, &mut bias);
+        let acts = QActs {
+            xq: &xq,
+            dx: &dx,
+            bias: &bias,
+        };
+        let mut q8_ref = None::<Vec<f32>>;
+        for isa in isas() {
+            let mut y = vec![0f32; rows];
+            matvec_f32(isa, &w, kp, &x, &mut y);
+            for (a, b) in y.iter().zip(&exact) {
+                assert!((a - b).abs() < 1e-4, "{isa:?} f32: {a} vs {b}");
+            }
+            matvec_f16(isa, &wh, kp, &x, &mut y);
+            for (a, b) in y.iter().zip(&exact) {
+                assert!((a - b).abs() < 0.05, "{isa:?} f16: {a} vs {b}");
+            }
+            matvec_q8(isa, &wq, &ws, kp, &acts, &mut y);
+            for (a, b) in y.iter().zip(&exact) {
+                assert!((a - b).abs() < 0.3, "{isa:?} q8: {a} vs {b}");
+            }
+            // All ISAs compute the same integer block sums, so they agree tightly.
+            match &q8_ref {
+                None => q8_ref = Some(y.clone()),
+                Some(r0) => {
+                    for (a, b) in y.iter().zip(r0) {
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "{isa:?} q8 differs from scalar: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn elementwise_kernels_agree_on_every_isa() {
+        let mut seed = 3u64;
+        for hd in [6, 7, 16, 64] {
+            attention_kernels(hd, 37, &mut seed);
+        }
+        let n = 19;
+        for isa in isas() {
+            let raw: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 3.0).collect();
+            let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 10.0).collect();
+            let mut g = vec![0f32; n];
+            swiglu(isa, &a, &raw, &mut g);
+            for i in 0..n {
+                let e = a[i] / (1.0 + (-a[i]).exp()) * raw[i];
+                assert!((g[i] - e).abs() < 1e-5 * (1.0 + e.abs()));
+            }
+            let w: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            layer_norm(isa, &a, &w, 1e-5, &mut g);
+            let mean: f32 = a.iter().sum::<f32>() / n as f32;
+            let var: f32 = a.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n as f32;
+            for i in 0..n {
+                let e = (a[i] - mean) / (var + 1e-5).sqrt() * w[i];
+                assert!((g[i] - e).abs() < 1e-5);
+            }
+        }
+    }
+
+    fn attention_kernels(hd: usize, n: usize, seed: &mut u64) {
+        let q: Vec<f32> = (0..hd).map(|_| lcg(seed)).collect();
+        let keys: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
+        let mut kb = vec![f32::NAN; n.div_ceil(KB) * KB * hd];
+        for t in 0..n {
+            for j in 0..hd {
+                kb[kblock_index(hd, t, j)] = keys[t * hd + j];
+            }
+        }
+        // Unwritten tail positions of the last block hold garbage; it must not leak.
+        for x in kb.iter_mut().filter(|x| x.is_nan()) {
+            *x = 1e30;
+        }
+        let v: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
+        for isa in isas() {
+            let mut s = vec![0f32; n];
+            scores_blocked(isa, &q, &kb, 0.5, &mut s);
+            for t in 0..n {
+                let e: f32 = (0..hd).map(|j| q[j] * keys[t * hd + j]).sum::<f32>() * 0.5;
+                assert!((s[t] - e).abs() < 1e-5, "hd {hd} t {t}: {} vs {e}", s[t]);
+            }
+            let raw = s.clone();
+            softmax(isa, &mut s);
+            let m = raw.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let z: f32 = raw.iter().map(|x| (x - m).exp()).sum();
+            for t in 0..n {
+                assert!((s[t] - (raw[t] - m).exp() / z).abs() < 1e-6);
+            }
+            let mut out = vec![0f32; hd];
+            weighted_sum(isa, &s, &v, &mut out);
+            for j in 0..hd {
+                let e: f32 = (0..n).map(|t| s[t] * v[t * hd + j]).sum();
+                assert!((out[j] - e).abs() < 1e-5);
+            }
+        }
+    }
+}

@@ -1,0 +1,1019 @@
+//! The fast CPU decode path: a hand-written, allocation-free, optionally quantized single-token
+//! decode step for the decoder (and the Staria decoder with its gated cross-attention sites),
+//! meant to run in real time on one core of the engine thread.
+//!
+//! It computes the same function as the candle `Decoder::forward_cached` (same tensor names, same
+//! LayerNorm-without-bias, rotate-half RoPE tables built the same way in f32, causal softmax
+//! attention with scale `1/sqrt(head_dim)`, SwiGLU, untied LM head), but
+//! - every buffer (KV cache for `max_seq_len`, activations, logits, quantization scratch) is
+//!   allocated when the decoder is built: [`FastDecoder::step`] and [`FastDecoder::prefill`] never
+//!   allocate (see `tests/fast_noalloc.rs`);
+//! - weights are packed once in a [`WeightFormat`]: exact f32, f16 (F16C conversion in the dot
+//!   product) or int8 with one scale per 32 weights, multiplied against activations quantized to
+//!   int8 per 32 values (llama.cpp's q8_0 x q8_0; AVX-512 VNNI `vpdpbusd` or AVX2 `vpmaddubsw`);
+//! - the key cache is stored in blocks of 16 positions, each a contiguous `head_dim x 16` tile
+//!   (`[layer][head][position / 16][head_dim][16]`), so the scores of 16 positions are one SIMD
+//!   register's lanes and the whole cache streams sequentially; the value cache is
+//!   `[layer][head][position][head_dim]`;
+//! - SIMD paths are picked at run time ([`Isa::detect`]); a portable fallback runs anywhere.
+//!
+//! No threads: everything runs on the caller's thread.
+//!
+//! ## Staria cross-attention sites
+//! As `staria.rs` (`CrossAttn::forward_cached`): with `cross_every = c > 0`, site `j` follows
+//! decoder layer `(j+1)*c - 1` and computes, on the residual stream `x`,
+//! ```text
+//! x = x + tanh(attn_gate) * out(attend(q(norm(x)), K, V))     [K; V] = kv(latents)
+//! x = x + tanh(ff_gate) * w2(silu(w1 ff_norm(x)) * w3 ff_norm(x))
+//! ```
+//! with the tensor names listed in [`names`]. Heads and head size are the decoder's; no RoPE on
+//! the latents. `K`/`V` of every site are computed once per prompt by
+//! [`FastDecoder::set_latents`] from the latents *with the section embedding already added*
+//! (`staria::Latents::latents()`); with no latents set, every site is skipped entirely (as
+//! `Staria::forward_cached` does for a prompt without snippets).
+
+// Crate-private: the kernels take an `Isa` and trust it (a forged `Isa::Avx512` on a CPU without
+// AVX-512 would be undefined behaviour); `FastDecoder` only ever holds a detected one.
+pub(crate) mod kernels;
+mod matrix;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+pub use kernels::Isa;
+use kernels::padded;
+
+/// `n` rounded up to whole key blocks.
+fn blocked(n: usize) -> usize {
+    n.div_ceil(kernels::KB) * kernels::KB
+}
+use matrix::{Matrix, QScratch};
+
+/// How the projection matrices (QKV, attention output, SwiGLU, LM head, cross-attention) are
+/// stored. Norm weights and the token embedding stay f32 in every format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WeightFormat {
+    /// Exact: f32 weights and activations (reference numerics).
+    F32,
+    /// IEEE f16 weights, f32 activations and accumulation.
+    F16,
+    /// int8 weights with one f32 scale per block of 32 (per row), activations quantized to int8
+    /// per block of 32 before every mat-vec (q8_0 x q8_0). The fastest format.
+    Q8,
+}
+
+impl WeightFormat {
+    pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::Q8 => "q8",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(WeightFormat::F32),
+            "f16" => Ok(WeightFormat::F16),
+            "q8" | "q8_0" | "int8" => Ok(WeightFormat::Q8),
+            _ => Err(Error::Config(format!(
+                "unknown weight format {s:?} (expected f32, f16 or q8)"
+            ))),
+        }
+    }
+}
+
+fn default_rope_theta() -> f64 {
+    500_000.0
+}
+fn default_norm_eps() -> f64 {
+    1e-5
+}
+fn default_max_latents() -> usize {
+    64
+}
+
+/// The decoder hyper-parameters, with the serde keys of the model's `config.json`
+/// (`DecoderConfig`), plus the optional Staria cross-attention settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FastConfig {
+    pub vocab_size: usize,
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Feed-forward hidden size is `ff_mult * dim`.
+    pub ff_mult: usize,
+    pub max_seq_len: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_norm_eps")]
+    pub norm_eps: f64,
+    /// A Staria cross-attention site after every `cross_every`-th block; 0 = plain decoder.
+    #[serde(default)]
+    pub cross_every: usize,
+    /// Most latent vectors a prompt may provide (K/V space is preallocated for this many).
+    #[serde(default = "default_max_latents")]
+    pub max_latents: usize,
+    /// Size of one latent vector; `None` = `dim`.
+    #[serde(default)]
+    pub latent_dim: Option<usize>,
+}
+
+impl FastConfig {
+    /// A plain decoder config (no cross-attention) with the default RoPE theta and norm eps.
+    pub fn decoder(
+        vocab_size: usize,
+        dim: usize,
+        n_layers: usize,
+        n_heads: usize,
+        ff_mult: usize,
+        max_seq_len: usize,
+    ) -> Self {
+        FastConfig {
+            vocab_size,
+            dim,
+            n_layers,
+            n_heads,
+            ff_mult,
+            max_seq_len,
+            rope_theta: default_rope_theta(),
+            norm_eps: default_norm_eps(),
+            cross_every: 0,
+            max_latents: default_max_latents(),
+            latent_dim: None,
+        }
+    }
+
+    /// The `small` preset: 6 layers, dim 256, 4 heads, ff_mult 4, max_seq_len 4096.
+    pub fn small(vocab_size: usize) -> Self {
+        Self::decoder(vocab_size, 256, 6, 4, 4, 4096)
+    }
+
+    /// Head size; errors unless `dim` splits into `n_heads` heads of even size.
+    pub fn head_dim(&self) -> Result<usize> {
+        if self.n_heads == 0 || self.dim == 0 || !self.dim.is_multiple_of(self.n_heads) {
+            return Err(Error::Config(format!(
+                "fast decoder: dim {} is not divisible by n_heads {}",
+                self.dim, self.n_heads
+            )));
+        }
+        let hd = self.dim / self.n_heads;
+        if !hd.is_multiple_of(2) {
+            return Err(Error::Config(format!(
+                "fast decoder: head dim {hd} must be even for RoPE"
+            )));
+        }
+        Ok(hd)
+    }
+
+    /// Number of Staria cross-attention sites.
+    pub fn n_cross_sites(&self) -> usize {
+        self.n_layers.checked_div(self.cross_every).unwrap_or(0)
+    }
+
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim.unwrap_or(self.dim)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_layers", self.n_layers),
+            ("ff_mult", self.ff_mult),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if v == 0 {
+                return Err(Error::Config(format!(
+                    "fast decoder: {name} must be at least 1"
+                )));
+            }
+        }
+        if self.vocab_size > u32::MAX as usize {
+            return Err(Error::Config(format!(
+                "fast decoder: vocab_size {} does not fit u32 token ids",
+                self.vocab_size
+            )));
+        }
+        self.head_dim()?;
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(Error::Config(format!(
+                "fast decoder: rope_theta {} must be a positive number",
+                self.rope_theta
+            )));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(Error::Config(format!(
+                "fast decoder: norm_eps {} must be a positive number",
+                self.norm_eps
+            )));
+        }
+        if self.cross_every > 0 && (self.max_latents == 0 || self.latent_dim() == 0) {
+            return Err(Error::Config(
+                "fast decoder: cross-attention needs max_latents and latent_dim of at least 1"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl From<&crate::decoder::DecoderConfig> for FastConfig {
+    /// A plain decoder with the candle `Decoder`'s settings.
+    fn from(d: &crate::decoder::DecoderConfig) -> Self {
+        let mut f = FastConfig::decoder(
+            d.vocab_size,
+            d.dim,
+            d.n_layers,
+            d.n_heads,
+            d.ff_mult,
+            d.max_seq_len,
+        );
+        f.rope_theta = d.rope_theta;
+        f.norm_eps = d.norm_eps;
+        f
+    }
+}
+
+impl From<&crate::model::ModelConfig> for FastConfig {
+    /// The decoder trunk of a checkpoint's model; for Staria also its cross-attention sites
+    /// (`cross_every`), room for every section's latents (`n_sections * encoder.n_latents`) and
+    /// the latent size (`encoder.dim`). The snippet encoder itself is not part of the fast path.
+    fn from(m: &crate::model::ModelConfig) -> Self {
+        match m {
+            crate::model::ModelConfig::Decoder(d) => FastConfig::from(d),
+            crate::model::ModelConfig::Staria(s) => {
+                let mut f = FastConfig::from(&s.decoder);
+                f.cross_every = s.cross_every;
+                f.max_latents = s.n_sections * s.encoder.n_latents;
+                f.latent_dim = Some(s.encoder.dim);
+                f
+            }
+        }
+    }
+}
+
+impl FastConfig {
+    /// Same as `FastConfig::from(model)`.
+    pub fn from_model_config(model: &crate::model::ModelConfig) -> Self {
+        FastConfig::from(model)
+    }
+}
+
+/// Tensor names read by [`FastDecoder::from_tensors`] (candle `Linear` layout `[out, in]`).
+pub mod names {
+    pub const TOK_EMB: &str = "tok_emb.weight";
+    pub const NORM: &str = "norm.weight";
+    pub const LM_HEAD: &str = "lm_head.weight";
+
+    /// `layers.{i}.{suffix}` with suffix one of `attn_norm.weight`, `attn.qkv.weight`,
+    /// `attn.out.weight`, `ff_norm.weight`, `ff.w1.weight`, `ff.w3.weight`, `ff.w2.weight`.
+    pub fn layer(i: usize, suffix: &str) -> String {
+        format!("layers.{i}.{suffix}")
+    }
+
+    /// `xattn.{j}.{suffix}` (Staria's cross-attention site `j`) with suffix one of
+    /// `norm.weight` `[dim]`, `q.weight` `[dim, dim]`, `kv.weight` `[2 * dim, latent_dim]`
+    /// (rows: k, v), `out.weight` `[dim, dim]`, `attn_gate` (`[1]`, `[]` or `[dim]`),
+    /// `ff_norm.weight`, `ff.w1.weight` / `ff.w3.weight` `[hidden, dim]`, `ff.w2.weight`
+    /// `[dim, hidden]`, `ff_gate`.
+    pub fn cross(j: usize, suffix: &str) -> String {
+        format!("xattn.{j}.{suffix}")
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    qkv: Matrix,
+    out: Matrix,
+    ff_norm: Vec<f32>,
+    /// w1 rows then w3 rows: one mat-vec gives gate and up.
+    w13: Matrix,
+    w2: Matrix,
+}
+
+/// One Staria cross-attention site with its per-prompt latent keys and values.
+struct CrossSite {
+    norm: Vec<f32>,
+    q: Matrix,
+    /// k rows then v rows.
+    kv: Matrix,
+    out: Matrix,
+    /// `tanh(attn_gate)`, one value per channel.
+    attn_gate: Vec<f32>,
+    ff_norm: Vec<f32>,
+    w13: Matrix,
+    w2: Matrix,
+    ff_gate: Vec<f32>,
+    /// Blocked keys (see `kernels::kblock_index`), `[head][blocked(max_latents) * head_dim]`.
+    kt: Vec<f32>,
+    /// `[head][max_latents][head_dim]`.
+    v_cache: Vec<f32>,
+}
+
+/// Immutable model state.
+struct Weights {
+    tok_emb: Vec<f32>,
+    layers: Vec<Layer>,
+    cross: Vec<CrossSite>,
+    norm: Vec<f32>,
+    lm_head: Matrix,
+    /// `[max_seq_len][head_dim / 2]`, as the candle model builds them (f32 angle, f32 cos/sin).
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+}
+
+/// Self-attention keys (blocked, `[layer][head][blocked(max_seq_len) * head_dim]`, see
+/// `kernels::kblock_index`) and values (`[layer][head][max_seq_len][head_dim]`). f32 for the
+/// exact format; f16 (half the memory traffic of long contexts) for the others.
+enum KvStore {
+    F32 { kt: Vec<f32>, v: Vec<f32> },
+    F16 { kt: Vec<u16>, v: Vec<u16> },
+}
+
+impl KvStore {
+    fn new(format: WeightFormat, k_len: usize, v_len: usize) -> Self {
+        match format {
+            WeightFormat::F32 => KvStore::F32 {
+                kt: vec![0.0; k_len],
+                v: vec![0.0; v_len],
+            },
+            WeightFormat::F16 | WeightFormat::Q8 => KvStore::F16 {
+                kt: vec![0; k_len],
+                v: vec![0; v_len],
+            },
+        }
+    }
+}
+
+/// Preallocated mutable state: caches and activations.
+struct State {
+    /// The self-attention KV cache.
+    kv: KvStore,
+    /// One key or value tile converted from f16 `[head_dim * 16]`.
+    kv_tile: Vec<f32>,
+    /// One head's partial output `[head_dim]`.
+    head_tmp: Vec<f32>,
+    pos: usize,
+    n_latents: usize,
+    /// Residual stream `[dim]`.
+    x: Vec<f32>,
+    /// Normalised input of a mat-vec `[padded(dim)]` (padding stays zero).
+    xn: Vec<f32>,
+    /// QKV output, or q of a cross site `[3 * dim]`.
+    qkv: Vec<f32>,
+    /// Concatenated head outputs `[padded(dim)]`.
+    att: Vec<f32>,
+    /// Block output before the residual add `[dim]`.
+    tmp: Vec<f32>,
+    /// Gate and up of a SwiGLU `[2 * max_hidden]`.
+    ffh: Vec<f32>,
+    /// SwiGLU product `[padded(max_hidden)]`.
+    ffg: Vec<f32>,
+    /// Attention probabilities `[max(max_seq_len, max_latents)]`.
+    scores: Vec<f32>,
+    /// One latent, padded, for `set_latents` `[padded(latent_dim)]`.
+    latent: Vec<f32>,
+    /// K and V of one latent for `set_latents` `[2 * dim]`.
+    kv_proj: Vec<f32>,
+    logits: Vec<f32>,
+    qs: QScratch,
+}
+
+/// The fast single-token decoder. See the module documentation.
+pub struct FastDecoder {
+    cfg: FastConfig,
+    format: WeightFormat,
+    isa: Isa,
+    head_dim: usize,
+    w: Weights,
+    s: State,
+}
+
+/// Reads one tensor as f32 values, checking its shape and that it is finite.
+fn fetch<F>(get: &mut F, name: &str, dims: &[usize]) -> Result<Vec<f32>>
+where
+    F: FnMut(&str) -> Result<Tensor>,
+{
+    let t = get(name)?;
+    if t.dims() != dims {
+        return Err(Error::Config(format!(
+            "fast decoder: tensor {name} has shape {:?}, expected {dims:?}",
+            t.dims()
+        )));
+    }
+    to_f32(name, &t)
+}
+
+fn to_f32(name: &str, t: &Tensor) -> Result<Vec<f32>> {
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Config(format!(
+            "fast decoder: tensor {name} holds a non-finite value at flat index {i}"
+        )));
+    }
+    Ok(v)
+}
+
+/// A gate: one value (`[]` or `[1]`) broadcast over `dim`, or `[dim]`; returns `tanh(gate)`.
+fn fetch_gate<F>(get: &mut F, name: &str, dim: usize) -> Result<Vec<f32>>
+where
+    F: FnMut(&str) -> Result<Tensor>,
+{
+    let t = get(name)?;
+    let v = match t.elem_count() {
+        1 if t.rank() <= 1 => vec![to_f32(name, &t)?[0]; dim],
+        n if n == dim && t.rank() == 1 => to_f32(name, &t)?,
+        _ => {
+            return Err(Error::Config(format!(
+                "fast decoder: gate {name} has shape {:?}, expected [], [1] or [{dim}]",
+                t.dims()
+            )));
+        }
+    };
+    Ok(v.into_iter().map(f32::tanh).collect())
+}
+
+fn fetch_matrix<F>(
+    get: &mut F,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    format: WeightFormat,
+) -> Result<Matrix>
+where
+    F: FnMut(&str) -> Result<Tensor>,
+{
+    let v = fetch(get, name, &[rows, cols])?;
+    Ok(Matrix::pack(&v, rows, cols, format))
+}
+
+/// SwiGLU weights: w1 and w3 stacked into one `[2 * hidden, dim]` matrix, and w2.
+fn fetch_swiglu<F>(
+    get: &mut F,
+    prefix: &dyn Fn(&str) -> String,
+    dim: usize,
+    hidden: Option<usize>,
+    format: WeightFormat,
+) -> Result<(Matrix, Matrix)>
+where
+    F: FnMut(&str) -> Result<Tensor>,
+{
+    let n1 = prefix("ff.w1.weight");
+    let w1t = get(&n1)?;
+    let hidden = match hidden {
+        Some(h) => h,
+        None => w1t.dims().first().copied().unwrap_or(0),
+    };
+    if w1t.dims() != [hidden, dim] || hidden == 0 {
+        return Err(Error::Config(format!(
+            "fast decoder: tensor {n1} has shape {:?}, expected [{hidden}, {dim}]",
+            w1t.dims()
+        )));
+    }
+    let mut w13 = to_f32(&n1, &w1t)?;
+    w13.extend(fetch(get, &prefix("ff.w3.weight"), &[hidden, dim])?);
+    let w2 = fetch(get, &prefix("ff.w2.weight"), &[dim, hidden])?;
+    Ok((
+        Matrix::pack(&w13, 2 * hidden, dim, format),
+        Matrix::pack(&w2, dim, hidden, format),
+    ))
+}
+
+impl FastDecoder {
+    /// Builds the decoder from a tensor lookup (`get(name)` returns the tensor of that name, any
+    /// float dtype, any device). Shapes are checked against `cfg`; weights are packed in `format`
+    /// and every run-time buffer is allocated here.
+    pub fn from_tensors<F>(cfg: &FastConfig, format: WeightFormat, mut get: F) -> Result<Self>
+    where
+        F: FnMut(&str) -> Result<Tensor>,
+    {
+        cfg.validate()?;
+        let hd = cfg.head_dim()?;
+        let (d, v, ff) = (cfg.dim, cfg.vocab_size, cfg.ff_mult * cfg.dim);
+        let g = &mut get;
+
+        let tok_emb = fetch(g, names::TOK_EMB, &[v, d])?;
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let n = |s: &str| names::layer(i, s);
+            let (w13, w2) = fetch_swiglu(g, &n, d, Some(ff), format)?;
+            layers.push(Layer {
+                attn_norm: fetch(g, &n("attn_norm.weight"), &[d])?,
+                qkv: fetch_matrix(g, &n("attn.qkv.weight"), 3 * d, d, format)?,
+                out: fetch_matrix(g, &n("attn.out.weight"), d, d, format)?,
+                ff_norm: fetch(g, &n("ff_norm.weight"), &[d])?,
+                w13,
+                w2,
+            });
+        }
+        let ld = cfg.latent_dim();
+        let mut cross = Vec::with_capacity(cfg.n_cross_sites());
+        for j in 0..cfg.n_cross_sites() {
+            let n = |s: &str| names::cross(j, s);
+            let (w13, w2) = fetch_swiglu(g, &n, d, None, format)?;
+            cross.push(CrossSite {
+                norm: fetch(g, &n("norm.weight"), &[d])?,
+                q: fetch_matrix(g, &n("q.weight"), d, d, format)?,
+                kv: fetch_matrix(g, &n("kv.weight"), 2 * d, ld, format)?,
+                out: fetch_matrix(g, &n("out.weight"), d, d, format)?,
+                attn_gate: fetch_gate(g, &n("attn_gate"), d)?,
+                ff_norm: fetch(g, &n("ff_norm.weight"), &[d])?,
+                w13,
+                w2,
+                ff_gate: fetch_gate(g, &n("ff_gate"), d)?,
+                kt: vec![0.0; d * blocked(cfg.max_latents)],
+                v_cache: vec![0.0; d * cfg.max_latents],
+            });
+        }
+        let norm = fetch(g, names::NORM, &[d])?;
+        let lm_head = fetch_matrix(g, names::LM_HEAD, v, d, format)?;
+
+        // RoPE tables exactly as the candle model builds them: f32 inverse frequencies from f64,
+        // f32 angle = position * inv_freq, f32 cos / sin.
+        let half = hd / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+            .collect();
+        let mut rope_cos = Vec::with_capacity(cfg.max_seq_len * half);
+        let mut rope_sin = Vec::with_capacity(cfg.max_seq_len * half);
+        for p in 0..cfg.max_seq_len {
+            for f in &inv_freq {
+                let a = p as f32 * f;
+                rope_cos.push(a.cos());
+                rope_sin.push(a.sin());
+            }
+        }
+
+        let max_hidden = std::iter::once(ff)
+            .chain(cross.iter().map(|c| c.w2.cols()))
+            .max()
+            .unwrap_or(ff);
+        let s = State {
+            kv: KvStore::new(
+                format,
+                cfg.n_layers * d * blocked(cfg.max_seq_len),
+                cfg.n_layers * d * cfg.max_seq_len,
+            ),
+            kv_tile: vec![0.0; hd * kernels::KB],
+            head_tmp: vec![0.0; hd],
+            pos: 0,
+            n_latents: 0,
+            x: vec![0.0; d],
+            xn: vec![0.0; padded(d)],
+            qkv: vec![0.0; 3 * d],
+            att: vec![0.0; padded(d)],
+            tmp: vec![0.0; d],
+            ffh: vec![0.0; 2 * max_hidden],
+            ffg: vec![0.0; padded(max_hidden)],
+            scores: vec![0.0; cfg.max_seq_len.max(cfg.max_latents)],
+            latent: vec![0.0; padded(ld)],
+            kv_proj: vec![0.0; 2 * d],
+            logits: vec![0.0; v],
+            qs: QScratch::new(d.max(max_hidden).max(ld)),
+        };
+        Ok(FastDecoder {
+            cfg: cfg.clone(),
+            format,
+            isa: Isa::detect(),
+            head_dim: hd,
+            w: Weights {
+                tok_emb,
+                layers,
+                cross,
+                norm,
+                lm_head,
+                rope_cos,
+                rope_sin,
+            },
+            s,
+        })
+    }
+
+    /// Builds from a name → tensor map (e.g. `candle_core::safetensors::load`); a missing tensor
+    /// is a `Config` error naming it.
+    pub fn from_map(
+        cfg: &FastConfig,
+        format: WeightFormat,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        Self::from_tensors(cfg, format, |name| {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::Config(format!("fast decoder: missing tensor {name}")))
+        })
+    }
+
+    /// Builds the decoder (trunk and, for Staria, cross-attention sites) of a checkpoint's
+    /// model from its loaded tensors (`checkpoint::load_tensors`). Errors name the tensor at
+    /// fault; the encoder's tensors are not read.
+    pub fn from_checkpoint_tensors(
+        model: &crate::model::ModelConfig,
+        format: WeightFormat,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        Self::from_map(&FastConfig::from(model), format, tensors)
+    }
+
+    /// Builds from the variables of a `VarMap` (e.g. a model being trained).
+    pub fn from_varmap(
+        cfg: &FastConfig,
+        format: WeightFormat,
+        vars: &candle_nn::VarMap,
+    ) -> Result<Self> {
+        let data = vars
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("fast decoder: VarMap lock poisoned".into()))?;
+        Self::from_tensors(cfg, format, |name| {
+            data.get(name)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| Error::Config(format!("fast decoder: missing tensor {name}")))
+        })
+    }
+
+    /// Builds from a safetensors file; a missing tensor is a `Checkpoint` error naming the file
+    /// and the tensor.
+    pub fn from_safetensors(cfg: &FastConfig, format: WeightFormat, path: &Path) -> Result<Self> {
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        Self::from_tensors(cfg, format, |name| {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Error::checkpoint(path, format!("missing tensor {name}")))
+        })
+    }
+
+    pub fn config(&self) -> &FastConfig {
+        &self.cfg
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// The instruction set the kernels use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Restricts the kernels to at most `cap` (e.g. `Isa::Scalar` to test the portable path).
+    pub fn limit_isa(&mut self, cap: Isa) {
+        self.isa = self.isa.min(cap);
+    }
+
+    /// Bytes of packed projection weights (what one decode step streams).
+    pub fn weight_bytes(&self) -> usize {
+        let w = &self.w;
+        let layers: usize = w
+            .layers
+            .iter()
+            .map(|l| l.qkv.bytes() + l.out.bytes() + l.w13.bytes() + l.w2.bytes())
+            .sum();
+        let cross: usize = w
+            .cross
+            .iter()
+            .map(|c| c.q.bytes() + c.kv.bytes() + c.out.bytes() + c.w13.bytes() + c.w2.bytes())
+            .sum();
+        layers + cross + w.lm_head.bytes()
+    }
+
+    /// Tokens in the KV cache.
+    pub fn position(&self) -> usize {
+        self.s.pos
+    }
+
+    pub fn max_seq_len(&self) -> usize {
+        self.cfg.max_seq_len
+    }
+
+    /// Empties the KV cache (the latents stay set).
+    pub fn reset(&mut self) {
+        self.s.pos = 0;
+    }
+
+    /// Drops cached positions `>= len` (no-op when `len >= position()`).
+    pub fn truncate(&mut self, len: usize) {
+        self.s.pos = self.s.pos.min(len);
+    }
+
+    /// The logits of the last `step` / `prefill`.
+    pub fn logits(&self) -> &[f32] {
+        &self.s.logits
+    }
+
+    /// Number of latents the cross-attention sites attend to.
+    pub fn n_latents(&self) -> usize {
+        self.s.n_latents
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if let Some(i) = tokens
+            .iter()
+            .position(|&t| t as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::Tokenizer(format!(
+                "fast decoder: token id {} at index {i} is outside the model vocabulary of {}",
+                tokens[i], self.cfg.vocab_size
+            )));
+        }
+        if self.s.pos + tokens.len() > self.cfg.max_seq_len {
+            return Err(Error::Config(format!(
+                "fast decoder: {} cached + {} new tokens exceed max_seq_len {}",
+                self.s.pos,
+                tokens.len(),
+                self.cfg.max_seq_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends one token and returns the next-token logits `[vocab_size]`. Never allocates
+    /// (except to build an error). On error nothing changes.
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        self.check_tokens(&[token])?;
+        forward_token(
+            &self.w,
+            &mut self.s,
+            &self.cfg,
+            self.head_dim,
+            self.isa,
+            token,
+        );
+        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa);
+        Ok(&self.s.logits)
+    }
+
+    /// Appends several tokens and returns the logits after the last one (the LM head runs only
+    /// for that one). Never allocates; on error (empty input, a bad id, no room) nothing changes.
+    pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32]> {
+        if tokens.is_empty() {
+            return Err(Error::Config(
+                "fast decoder: prefill needs at least one token".into(),
+            ));
+        }
+        self.check_tokens(tokens)?;
+        for &t in tokens {
+            forward_token(&self.w, &mut self.s, &self.cfg, self.head_dim, self.isa, t);
+        }
+        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa);
+        Ok(&self.s.logits)
+    }
+
+    /// Sets the latent vectors the Staria cross-attention sites attend to (`n` vectors of
+    /// `latent_dim` values, row-major) and precomputes every site's keys and values. Does not
+    /// allocate. `n == 0` clears them. Errors on a plain decoder, on `n > max_latents` or a
+    /// length mismatch.
+    pub fn set_latents(&mut self, latents: &[f32], n: usize) -> Result<()> {
+        let ld = self.cfg.latent_dim();
+        if self.w.cross.is_empty() {
+            return Err(Error::Config(
+                "fast decoder: this model has no cross-attention sites".into(),
+            ));
+        }
+        if n > self.cfg.max_latents {
+            return Err(Error::Config(format!(
+                "fast decoder: {n} latents exceed max_latents {}",
+                self.cfg.max_latents
+            )));
+        }
+        if latents.len() != n * ld {
+            return Err(Error::Config(format!(
+                "fast decoder: {} latent values given, expected {n} x latent_dim {ld}",
+                latents.len()
+            )));
+        }
+        if let Some(i) = latents.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Config(format!(
+                "fast decoder: latent value {i} is not finite"
+            )));
+        }
+        let (d, h, hd, m) = (
+            self.cfg.dim,
+            self.cfg.n_heads,
+            self.head_dim,
+            self.cfg.max_latents,
+        );
+        let mk = blocked(m);
+        let s = &mut self.s;
+        for site in &mut self.w.cross {
+            for (t, lat) in latents.chunks_exact(ld.max(1)).take(n).enumerate() {
+                s.latent[..ld].copy_from_slice(lat);
+                site.kv
+                    .matvec(self.isa, &s.latent, &mut s.kv_proj, &mut s.qs);
+                let (kp, vp) = s.kv_proj.split_at(d);
+                for hh in 0..h {
+                    let kb = &mut site.kt[hh * hd * mk..(hh + 1) * hd * mk];
+                    for j in 0..hd {
+                        kb[kernels::kblock_index(hd, t, j)] = kp[hh * hd + j];
+                    }
+                    let row = (hh * m + t) * hd;
+                    site.v_cache[row..row + hd].copy_from_slice(&vp[hh * hd..(hh + 1) * hd]);
+                }
+            }
+        }
+        s.n_latents = n;
+        Ok(())
+    }
+
+    /// [`set_latents`](Self::set_latents) from a tensor `[n, latent_dim]` or `[1, n, latent_dim]`
+    /// (allocates to read the tensor; call once per prompt).
+    pub fn set_latents_tensor(&mut self, latents: &Tensor) -> Result<()> {
+        let ld = self.cfg.latent_dim();
+        let n = match latents.dims() {
+            [n, l] if *l == ld => *n,
+            [1, n, l] if *l == ld => *n,
+            d => {
+                return Err(Error::Config(format!(
+                    "fast decoder: latents have shape {d:?}, expected [n, {ld}] or [1, n, {ld}]"
+                )));
+            }
+        };
+        let v = latents
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        self.set_latents(&v, n)
+    }
+}
+
+/// Rotate-half RoPE on one head vector with the tables' row for its position.
+#[inline]
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = x.split_at_mut(half);
+    for i in 0..half {
+        let (x1, x2) = (a[i], b[i]);
+        a[i] = x1 * cos[i] - x2 * sin[i];
+        b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// Runs one token through every block at position `s.pos` and advances it; leaves the final
+/// residual stream in `s.x`. The caller has checked the id and the room.
+fn forward_token(w: &Weights, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa, token: u32) {
+    let d = cfg.dim;
+    let h = cfg.n_heads;
+    let cap = cfg.max_seq_len;
+    let kcap = blocked(cap);
+    let pos = s.pos;
+    let n = pos + 1;
+    let half = hd / 2;
+    let eps = cfg.norm_eps as f32;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (cos, sin) = (
+        &w.rope_cos[pos * half..n * half],
+        &w.rope_sin[pos * half..n * half],
+    );
+    let t = token as usize;
+    s.x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+
+    for (li, layer) in w.layers.iter().enumerate() {
+        // Attention.
+        kernels::layer_norm(isa, &s.x, &layer.attn_norm, eps, &mut s.xn[..d]);
+        layer.qkv.matvec(isa, &s.xn, &mut s.qkv, &mut s.qs);
+        let (q, rest) = s.qkv.split_at_mut(d);
+        let (k, v) = rest.split_at_mut(d);
+        for hh in 0..h {
+            rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
+            rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
+            let kbase = (li * h + hh) * hd * kcap;
+            let vbase = (li * h + hh) * hd * cap;
+            let (qh, kh, vh) = (
+                &q[hh * hd..(hh + 1) * hd],
+                &k[hh * hd..(hh + 1) * hd],
+                &v[hh * hd..(hh + 1) * hd],
+            );
+            let out = &mut s.att[hh * hd..(hh + 1) * hd];
+            let scores = &mut s.scores[..n];
+            match &mut s.kv {
+                KvStore::F32 { kt, v: vc } => {
+                    let kb = &mut kt[kbase..kbase + hd * kcap];
+                    for (j, x) in kh.iter().enumerate() {
+                        kb[kernels::kblock_index(hd, pos, j)] = *x;
+                    }
+                    vc[vbase + pos * hd..vbase + n * hd].copy_from_slice(vh);
+                    kernels::scores_blocked(isa, qh, kb, scale, scores);
+                    kernels::softmax(isa, scores);
+                    kernels::weighted_sum(isa, scores, &vc[vbase..vbase + n * hd], out);
+                }
+                KvStore::F16 { kt, v: vc } => {
+                    let kb = &mut kt[kbase..kbase + hd * kcap];
+                    for (j, x) in kh.iter().enumerate() {
+                        kb[kernels::kblock_index(hd, pos, j)] = kernels::f32_to_f16_sat(*x);
+                    }
+                    for (o, x) in vc[vbase + pos * hd..vbase + n * hd].iter_mut().zip(vh) {
+                        *o = kernels::f32_to_f16_sat(*x);
+                    }
+                    // Tile by tile: 16 positions converted to f32 in L1, then the f32 kernels.
+                    let tile = &mut s.kv_tile[..hd * kernels::KB];
+                    for (chunk, blk) in scores
+                        .chunks_mut(kernels::KB)
+                        .zip(kb.chunks_exact(hd * kernels::KB))
+                    {
+                        kernels::f16_to_f32(isa, blk, tile);
+                        kernels::scores_blocked(isa, qh, tile, scale, chunk);
+                    }
+                    kernels::softmax(isa, scores);
+                    out.fill(0.0);
+                    let vs = &vc[vbase..vbase + n * hd];
+                    for (pc, vblk) in scores.chunks(kernels::KB).zip(vs.chunks(kernels::KB * hd)) {
+                        let t = &mut tile[..vblk.len()];
+                        kernels::f16_to_f32(isa, vblk, t);
+                        kernels::weighted_sum(isa, pc, t, &mut s.head_tmp);
+                        kernels::add_assign(isa, out, &s.head_tmp);
+                    }
+                }
+            }
+        }
+        layer.out.matvec(isa, &s.att, &mut s.tmp, &mut s.qs);
+        kernels::add_assign(isa, &mut s.x, &s.tmp);
+
+        // Feed-forward.
+        kernels::layer_norm(isa, &s.x, &layer.ff_norm, eps, &mut s.xn[..d]);
+        swiglu_residual(isa, &layer.w13, &layer.w2, None, s);
+
+        // Site j follows layer (j+1)*cross_every - 1 (`StariaConfig::site_after`).
+        if cfg.cross_every > 0
+            && (li + 1).is_multiple_of(cfg.cross_every)
+            && let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1)
+        {
+            cross_site(site, s, cfg, hd, isa);
+        }
+    }
+    s.pos = n;
+}
+
+/// `x += gate * w2(silu(w1 xn) * w3 xn)` (`gate = None`: 1).
+#[inline]
+fn swiglu_residual(isa: Isa, w13: &Matrix, w2: &Matrix, gate: Option<&[f32]>, s: &mut State) {
+    let hidden = w2.cols();
+    w13.matvec(isa, &s.xn, &mut s.ffh, &mut s.qs);
+    let (a, b) = s.ffh[..2 * hidden].split_at(hidden);
+    kernels::swiglu(isa, a, b, &mut s.ffg[..hidden]);
+    w2.matvec(isa, &s.ffg, &mut s.tmp, &mut s.qs);
+    match gate {
+        None => kernels::add_assign(isa, &mut s.x, &s.tmp),
+        Some(g) => {
+            for ((x, t), g) in s.x.iter_mut().zip(&s.tmp).zip(g) {
+                *x += g * t;
+            }
+        }
+    }
+}
+
+/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter);
+/// skipped when no latents are set.
+fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa) {
+    let d = cfg.dim;
+    let m = cfg.max_latents;
+    let eps = cfg.norm_eps as f32;
+    let nl = s.n_latents;
+    if nl == 0 {
+        // No snippets: the site is skipped entirely, as in `Staria::forward_cached`.
+        return;
+    }
+    {
+        kernels::layer_norm(isa, &s.x, &site.norm, eps, &mut s.xn[..d]);
+        site.q.matvec(isa, &s.xn, &mut s.qkv[..d], &mut s.qs);
+        let scale = 1.0 / (hd as f32).sqrt();
+        for hh in 0..cfg.n_heads {
+            let scores = &mut s.scores[..nl];
+            let q = &s.qkv[hh * hd..(hh + 1) * hd];
+            let mk = blocked(m);
+            kernels::scores_blocked(
+                isa,
+                q,
+                &site.kt[hh * hd * mk..(hh + 1) * hd * mk],
+                scale,
+                scores,
+            );
+            kernels::softmax(isa, scores);
+            let v = &site.v_cache[hh * m * hd..(hh * m + nl) * hd];
+            kernels::weighted_sum(isa, scores, v, &mut s.att[hh * hd..(hh + 1) * hd]);
+        }
+        site.out.matvec(isa, &s.att, &mut s.tmp, &mut s.qs);
+        for ((x, t), g) in s.x.iter_mut().zip(&s.tmp).zip(&site.attn_gate) {
+            *x += g * t;
+        }
+    }
+    kernels::layer_norm(isa, &s.x, &site.ff_norm, eps, &mut s.xn[..d]);
+    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s);
+}
+
+/// Final norm and LM head on the residual stream.
+fn compute_logits(w: &Weights, s: &mut State, cfg: &FastConfig, isa: Isa) {
+    let d = cfg.dim;
+    kernels::layer_norm(isa, &s.x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..d]);
+    w.lm_head.matvec(isa, &s.xn, &mut s.logits, &mut s.qs);
+}

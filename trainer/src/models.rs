@@ -1,0 +1,267 @@
+//! Model configs from experiment configs, and the checkpoint folders training writes: the
+//! `staria_models::checkpoint` files plus `optimizer.safetensors` (AdamW moments) and
+//! `trainer_state.json` (stage, step, config), which make a run resumable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use staria_models::checkpoint::{self, CheckpointConfig, Provenance};
+use staria_models::encoder::EncoderConfig;
+use staria_models::model::{ModelConfig, ModelKind};
+use staria_models::tokenizer::Tokenizer;
+
+use crate::config::ExperimentConfig;
+use crate::error::{Result, TrainError, fsx};
+use crate::optim::AdamW;
+use crate::params::SeededVars;
+
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The encoder stage's own checkpoint kind (the engine never loads it; `train-staria` does).
+pub const ENCODER_KIND: &str = "encoder";
+
+fn merge(target: &mut Value, overrides: &toml::Table, what: &str) -> Result<()> {
+    let obj = target
+        .as_object_mut()
+        .expect("model configs serialize to objects");
+    for (k, v) in overrides {
+        if !obj.contains_key(k) {
+            let known: Vec<&String> = obj.keys().collect();
+            return Err(TrainError::config(format!(
+                "model.{what} has unknown key `{k}` (known: {known:?})"
+            )));
+        }
+        obj.insert(
+            k.clone(),
+            serde_json::to_value(v).map_err(|e| TrainError::config(e.to_string()))?,
+        );
+    }
+    Ok(())
+}
+
+/// The model config of `kind` for an experiment: the preset plus the overrides.
+pub fn model_config(exp: &ExperimentConfig, kind: ModelKind, vocab: usize) -> Result<ModelConfig> {
+    let base = ModelConfig::preset(kind, &exp.model.preset, vocab)
+        .map_err(|e| TrainError::config(format!("model.preset: {e}")))?;
+    let mut v = serde_json::to_value(&base).expect("config serializes");
+    match kind {
+        ModelKind::Decoder => merge(&mut v, &exp.model.overrides, "overrides")?,
+        ModelKind::Staria => {
+            merge(&mut v["decoder"], &exp.model.overrides, "overrides")?;
+            merge(
+                &mut v["encoder"],
+                &exp.model.encoder_overrides,
+                "encoder_overrides",
+            )?;
+        }
+    }
+    let cfg: ModelConfig = serde_json::from_value(v)
+        .map_err(|e| TrainError::config(format!("model overrides: {e}")))?;
+    cfg.validate()
+        .map_err(|e| TrainError::config(format!("model: {e}")))?;
+    if exp.data.seq_len > cfg.max_seq_len() {
+        return Err(TrainError::config(format!(
+            "data.seq_len = {} exceeds the model's max_seq_len = {}",
+            exp.data.seq_len,
+            cfg.max_seq_len()
+        )));
+    }
+    if let ModelConfig::Staria(s) = &cfg
+        && exp.data.snippet_tokens > s.encoder.max_seq_len
+    {
+        return Err(TrainError::config(format!(
+            "data.snippet_tokens = {} exceeds the encoder's max_seq_len = {}",
+            exp.data.snippet_tokens, s.encoder.max_seq_len
+        )));
+    }
+    Ok(cfg)
+}
+
+/// The snippet encoder config: the Staria preset's encoder plus `encoder_overrides`.
+pub fn encoder_config(exp: &ExperimentConfig, vocab: usize) -> Result<EncoderConfig> {
+    match model_config(exp, ModelKind::Staria, vocab)? {
+        ModelConfig::Staria(s) => Ok(s.encoder),
+        ModelConfig::Decoder(_) => unreachable!("asked for a Staria config"),
+    }
+}
+
+/// What `trainer_state.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub stage: String,
+    /// Optimizer steps done.
+    pub step: u64,
+    pub total_steps: u64,
+    pub tokens_seen: u64,
+    pub config: ExperimentConfig,
+    pub data: String,
+    /// Checkpoints this run started from.
+    #[serde(default)]
+    pub init: Vec<String>,
+    /// Stage-specific state (wake-sleep round...).
+    #[serde(default)]
+    pub extra: Value,
+    /// Last validation loss (nats per target token), if measured.
+    #[serde(default)]
+    pub val_loss: Option<f64>,
+}
+
+pub fn load_state(dir: &Path) -> Result<Option<TrainerState>> {
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let s = serde_json::from_str(&fsx::read_to_string(&path)?)
+        .map_err(|e| TrainError::file(&path, e.to_string()))?;
+    Ok(Some(s))
+}
+
+pub fn save_state(dir: &Path, state: &TrainerState) -> Result<()> {
+    fsx::write_atomic(
+        &dir.join(STATE_FILE),
+        serde_json::to_string_pretty(state).expect("plain data"),
+    )
+}
+
+/// The tokenizer a checkpoint ships with: the shards' vocabulary with `snippet_tokens` set to the
+/// snippet length the model was trained on, so whoever builds prompts from `tokenizer.json` (the
+/// engine) cuts snippets as training did. The vocabulary, and so the hash, is unchanged.
+pub fn checkpoint_tokenizer(tok: &Tokenizer, snippet_tokens: usize) -> Result<Tokenizer> {
+    let mut cfg = tok.config().clone();
+    cfg.snippet_tokens = snippet_tokens;
+    Ok(Tokenizer::new(cfg)?)
+}
+
+/// Saves a decoder or Staria checkpoint with its optimizer and trainer state.
+pub fn save_model(
+    dir: &Path,
+    model: &ModelConfig,
+    tok: &Tokenizer,
+    vars: &SeededVars,
+    opt: Option<&AdamW>,
+    state: &TrainerState,
+) -> Result<()> {
+    fsx::create_dir_all(dir)?;
+    let tok = &checkpoint_tokenizer(tok, state.config.data.snippet_tokens)?;
+    let mut cfg = CheckpointConfig::new(
+        &state.config.name,
+        &state.config.model.preset,
+        model.clone(),
+        tok,
+    );
+    cfg.provenance = Provenance {
+        created_by: format!("staria-train {}", env!("CARGO_PKG_VERSION")),
+        command: state.stage.clone(),
+        data: state.data.clone(),
+        steps: state.step,
+        notes: format!(
+            "seed {}; from {}",
+            state.config.seed,
+            if state.init.is_empty() {
+                "scratch".into()
+            } else {
+                state.init.join(", ")
+            }
+        ),
+    };
+    let tensors = vars.tensors(|_| true);
+    checkpoint::save_tensors(dir, &cfg, tok, &tensors, DType::F32)?;
+    if let Some(opt) = opt {
+        opt.save(&dir.join(OPTIMIZER_FILE))?;
+    }
+    save_state(dir, state)
+}
+
+/// The weights of a decoder or Staria checkpoint, with its config.
+pub fn load_model_tensors(
+    dir: &Path,
+    device: &Device,
+) -> Result<(CheckpointConfig, Tokenizer, HashMap<String, Tensor>)> {
+    let (cfg, tok) = checkpoint::load_config(dir)?;
+    let tensors = checkpoint::load_tensors(dir, device)?;
+    Ok((cfg, tok, tensors))
+}
+
+/// `config.json` of an encoder checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderCheckpointConfig {
+    pub kind: String,
+    pub name: String,
+    pub tokenizer_hash: String,
+    pub encoder: EncoderConfig,
+    pub projection_dim: usize,
+}
+
+/// Saves the encoder stage's checkpoint: `encoder.*` and `proj.*` weights.
+pub fn save_encoder(
+    dir: &Path,
+    enc: &EncoderConfig,
+    projection_dim: usize,
+    tok: &Tokenizer,
+    vars: &SeededVars,
+    opt: Option<&AdamW>,
+    state: &TrainerState,
+) -> Result<()> {
+    fsx::create_dir_all(dir)?;
+    let tok = &checkpoint_tokenizer(tok, state.config.data.snippet_tokens)?;
+    vars.save(&dir.join(checkpoint::WEIGHTS_FILE), |_| true)?;
+    fsx::write_atomic(&dir.join(checkpoint::TOKENIZER_FILE), tok.to_json())?;
+    let cfg = EncoderCheckpointConfig {
+        kind: ENCODER_KIND.into(),
+        name: state.config.name.clone(),
+        tokenizer_hash: tok.hash(),
+        encoder: enc.clone(),
+        projection_dim,
+    };
+    fsx::write_atomic(
+        &dir.join(checkpoint::CONFIG_FILE),
+        serde_json::to_string_pretty(&cfg).expect("plain data"),
+    )?;
+    if let Some(opt) = opt {
+        opt.save(&dir.join(OPTIMIZER_FILE))?;
+    }
+    save_state(dir, state)
+}
+
+pub fn load_encoder(
+    dir: &Path,
+    device: &Device,
+) -> Result<(EncoderCheckpointConfig, HashMap<String, Tensor>)> {
+    let path = dir.join(checkpoint::CONFIG_FILE);
+    let cfg: EncoderCheckpointConfig =
+        serde_json::from_str(&fsx::read_to_string(&path)?).map_err(|e| {
+            TrainError::file(
+                &path,
+                format!("not an encoder checkpoint (from train-encoder): {e}"),
+            )
+        })?;
+    if cfg.kind != ENCODER_KIND {
+        return Err(TrainError::file(
+            &path,
+            format!("kind is {:?}, expected \"encoder\"", cfg.kind),
+        ));
+    }
+    let w = dir.join(checkpoint::WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&w, device)
+        .map_err(|e| TrainError::file(&w, e.to_string()))?;
+    Ok((cfg, tensors))
+}
+
+/// Checks that a checkpoint's tokenizer is the shards' tokenizer.
+pub fn check_tokenizer(dir: &Path, hash: &str, shards_hash: &str) -> Result<()> {
+    if hash != shards_hash {
+        return Err(TrainError::file(
+            dir,
+            "was trained with another tokenizer than these shards' (tokenizer hashes differ)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn metrics_path(dir: &Path) -> PathBuf {
+    dir.join(METRICS_FILE)
+}

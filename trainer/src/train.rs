@@ -1,0 +1,550 @@
+//! The language-model stages: `train-decoder` (decoder-only baseline) and `train-staria`
+//! (stages A, B, C), and the pieces they share with wake-sleep: data sampling, the train step,
+//! validation loss, checkpointing and resuming.
+//!
+//! Determinism: every random choice of step `k` (pieces, augmentation, windows) comes from a
+//! generator seeded by `(seed, stage, k)`, and initial weights from `(seed, variable name)`, so a
+//! run is reproducible and a resumed run continues exactly where the saved one would have.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use staria_models::model::{AnyModel, ModelConfig, ModelKind};
+
+use crate::batch::{Augment, Example, Layout, collate, masked_nll, prepare_piece};
+use crate::config::{ExperimentConfig, Hyper};
+use crate::error::{Result, TrainError, fsx};
+use crate::models::{self, TrainerState};
+use crate::monitor::Monitor;
+use crate::optim::{AdamW, AdamWParams, Schedule};
+use crate::params::SeededVars;
+use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, VALIDATION};
+
+/// Settings every stage command shares.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub device: Device,
+    /// Continue from `out` when it holds a checkpoint of this stage.
+    pub resume: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+    /// Stop after this many steps of this invocation (for tests and time-boxed runs); the
+    /// schedule still spans the configured steps, so a resumed run continues it.
+    pub max_steps: Option<u64>,
+}
+
+/// A generator for one step of one stage.
+pub fn step_rng(seed: u64, stage: &str, step: u64) -> StdRng {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(stage.as_bytes());
+    h.update(step.to_le_bytes());
+    let d = h.finalize();
+    StdRng::seed_from_u64(u64::from_le_bytes(d[..8].try_into().expect("8 bytes")))
+}
+
+/// Piece drawing for training: train pieces, plus synthetic ones with probability
+/// `synthetic_fraction` when the shards have them.
+pub struct PiecePool<'a> {
+    pub shards: &'a Shards,
+    pub synthetic_fraction: f64,
+}
+
+impl<'a> PiecePool<'a> {
+    pub fn draw(&self, rng: &mut impl Rng) -> Result<(&'static str, &'a PieceMeta)> {
+        let synth = self.shards.pieces(SYNTHETIC);
+        let train = self.shards.pieces(TRAIN);
+        let (split, pieces) = if !synth.is_empty()
+            && (train.is_empty() || rng.random_bool(self.synthetic_fraction))
+        {
+            (SYNTHETIC, synth)
+        } else {
+            (TRAIN, train)
+        };
+        if pieces.is_empty() {
+            return Err(TrainError::Data("the shards have no train pieces".into()));
+        }
+        Ok((split, &pieces[rng.random_range(0..pieces.len())]))
+    }
+}
+
+/// A random augmented training sequence of a stored piece.
+pub fn training_example(
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    split: &str,
+    piece: &PieceMeta,
+    rng: &mut impl Rng,
+) -> Result<Example> {
+    let tok = &shards.tokenizer;
+    let aug = Augment::sample(&exp.data, rng);
+    let prepared = prepare_piece(
+        tok,
+        shards.piece_tokens(split, piece),
+        &shards.snippets(split, piece),
+        piece.style.as_deref(),
+        &piece.form,
+        aug,
+        exp.data.snippet_tokens,
+    )?;
+    prepared.random_example(tok, exp.data.seq_len, rng)
+}
+
+/// Fixed validation sequences: the first window of up to `n` validation pieces spread evenly over
+/// the split (train pieces when there is no validation split), without augmentation.
+pub fn validation_examples(
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    n: usize,
+) -> Result<Vec<Example>> {
+    let (split, pieces) = if shards.pieces(VALIDATION).is_empty() {
+        (TRAIN, shards.pieces(TRAIN))
+    } else {
+        (VALIDATION, shards.pieces(VALIDATION))
+    };
+    let tok = &shards.tokenizer;
+    let mut out = Vec::new();
+    // Spread over the split (it is sorted by path, i.e. by collection).
+    let stride = (pieces.len() / n.max(1)).max(1);
+    for p in pieces.iter().step_by(stride).take(n) {
+        let prepared = prepare_piece(
+            tok,
+            shards.piece_tokens(split, p),
+            &shards.snippets(split, p),
+            p.style.as_deref(),
+            &p.form,
+            Augment::NONE,
+            exp.data.snippet_tokens,
+        )?;
+        let budget = prepared.budget(exp.data.seq_len)?;
+        out.push(prepared.example_at(tok, 0, budget).0);
+    }
+    Ok(out)
+}
+
+/// A model being trained with next-token loss.
+pub struct LmModel {
+    pub model: AnyModel,
+    pub config: ModelConfig,
+    pub vars: SeededVars,
+    pub layout: Layout,
+    pub snippet_len: usize,
+}
+
+impl LmModel {
+    pub fn build(config: ModelConfig, vars: SeededVars, device: &Device) -> Result<Self> {
+        let model = AnyModel::new(&config, vars.builder(device))?;
+        let (layout, snippet_len) = match &config {
+            ModelConfig::Decoder(_) => (Layout::Inline, 0),
+            ModelConfig::Staria(s) => (Layout::Staria, s.encoder.max_seq_len),
+        };
+        Ok(Self {
+            model,
+            config,
+            vars,
+            layout,
+            snippet_len,
+        })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        self.config.kind()
+    }
+
+    /// Loss (nats per target token) and input tokens of a batch, without gradients applied.
+    pub fn loss(
+        &self,
+        examples: &[Example],
+        device: &Device,
+    ) -> Result<(candle_core::Tensor, f64, f64, usize)> {
+        let batch = collate(examples, self.layout, 0, self.snippet_len, device)?;
+        let logits = self
+            .model
+            .forward_train(&batch.ids, batch.snippets.as_ref())?;
+        let (mean, sum, count) = masked_nll(&logits, &batch.targets, &batch.mask)?;
+        Ok((mean, sum, count, batch.tokens))
+    }
+
+    /// One optimizer step. Returns (loss, input tokens, gradient norm).
+    pub fn train_step(
+        &self,
+        opt: &mut AdamW,
+        examples: &[Example],
+        clip: f64,
+        device: &Device,
+    ) -> Result<(f64, usize, f64)> {
+        let (mean, sum, count, tokens) = self.loss(examples, device)?;
+        let loss = sum / count.max(1.0);
+        if !loss.is_finite() {
+            return Err(TrainError::Diverged(format!(
+                "loss is {loss} at step {}",
+                opt.step_count() + 1
+            )));
+        }
+        let grads = mean.backward()?;
+        let norm = opt.step(&grads, clip)?;
+        Ok((loss, tokens, norm))
+    }
+
+    /// Mean loss over examples (nats per target token), in batches of `batch`.
+    pub fn eval_loss(&self, examples: &[Example], batch: usize, device: &Device) -> Result<f64> {
+        let (mut sum, mut count) = (0.0, 0.0);
+        for chunk in examples.chunks(batch.max(1)) {
+            let (_, s, c, _) = self.loss(chunk, device)?;
+            sum += s;
+            count += c;
+        }
+        Ok(sum / count.max(1.0))
+    }
+}
+
+fn adamw(h: &Hyper) -> AdamWParams {
+    AdamWParams {
+        lr: h.lr,
+        weight_decay: h.weight_decay,
+        ..AdamWParams::default()
+    }
+}
+
+fn schedule(h: &Hyper, total: u64) -> Schedule {
+    Schedule {
+        peak: h.lr,
+        warmup: h.warmup_steps,
+        total,
+        min_ratio: h.min_lr_ratio,
+    }
+}
+
+/// Prepares `out` for a stage: returns the saved state when resuming a run of the same stage.
+pub fn open_run(opts: &RunOptions, stage: &str) -> Result<Option<TrainerState>> {
+    fsx::create_dir_all(&opts.out)?;
+    let state = models::load_state(&opts.out)?;
+    match state {
+        Some(s) if opts.resume => {
+            if s.stage != stage {
+                return Err(TrainError::file(
+                    &opts.out,
+                    format!(
+                        "holds a `{}` run, not `{stage}`; use another --out to start a new run",
+                        s.stage
+                    ),
+                ));
+            }
+            Ok(Some(s))
+        }
+        Some(s) => Err(TrainError::file(
+            &opts.out,
+            format!(
+                "already holds a `{}` checkpoint at step {}; pass --resume to continue it or use another --out",
+                s.stage, s.step
+            ),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// What a finished stage reports.
+#[derive(Debug, Clone)]
+pub struct StageSummary {
+    pub steps: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub tokens_per_s: f64,
+    pub out: PathBuf,
+}
+
+/// The shared loop: draws batches, steps, logs, validates and checkpoints. `before_step(step,
+/// opt)` lets staged training change the trainable set and LR multipliers.
+#[allow(clippy::too_many_arguments)]
+pub fn run_lm(
+    stage: &str,
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    opts: &RunOptions,
+    lm: &LmModel,
+    opt: &mut AdamW,
+    hyper: &Hyper,
+    total_steps: u64,
+    mut state: TrainerState,
+    mut before_step: impl FnMut(u64, &mut AdamW) -> Result<()>,
+) -> Result<StageSummary> {
+    let device = &opts.device;
+    let sched = schedule(hyper, total_steps);
+    let pool = PiecePool {
+        shards,
+        synthetic_fraction: exp.data.synthetic_fraction,
+    };
+    let val = validation_examples(exp, shards, hyper.eval_batches * hyper.batch_size)?;
+    let mut mon = Monitor::new(
+        stage,
+        total_steps,
+        state.step,
+        Some(&models::metrics_path(&opts.out)),
+        opts.progress,
+    )?;
+    let stop = opts
+        .max_steps
+        .map_or(total_steps, |m| (state.step + m).min(total_steps));
+    let (mut first, mut last) = (None, None);
+    let save = |state: &TrainerState, opt: &AdamW| {
+        models::save_model(
+            &opts.out,
+            &lm.config,
+            &shards.tokenizer,
+            &lm.vars,
+            Some(opt),
+            state,
+        )
+    };
+    while state.step < stop {
+        let step = state.step;
+        before_step(step, opt)?;
+        let mut rng = step_rng(exp.seed, stage, step);
+        let mut examples = Vec::with_capacity(hyper.batch_size);
+        for _ in 0..hyper.batch_size {
+            let (split, piece) = pool.draw(&mut rng)?;
+            examples.push(training_example(exp, shards, split, piece, &mut rng)?);
+        }
+        let lr = sched.lr(step);
+        opt.set_lr(lr);
+        let (loss, tokens, norm) = lm.train_step(opt, &examples, hyper.clip_norm, device)?;
+        first.get_or_insert(loss);
+        last = Some(loss);
+        state.step += 1;
+        state.tokens_seen += tokens as u64;
+        mon.step(
+            state.step,
+            tokens as u64,
+            &[("loss", loss), ("lr", lr), ("grad_norm", norm)],
+        )?;
+        let at_end = state.step == total_steps;
+        if (hyper.eval_every > 0 && state.step.is_multiple_of(hyper.eval_every)) || at_end {
+            let v = lm.eval_loss(&val, hyper.batch_size, device)?;
+            state.val_loss = Some(v);
+            mon.write(
+                "eval",
+                state.step,
+                &[
+                    ("val_loss", v),
+                    ("val_bits_per_token", v / std::f64::consts::LN_2),
+                ],
+            )?;
+            mon.println(&format!(
+                "{stage} step {}: val loss {v:.4} nats/token",
+                state.step
+            ));
+        }
+        if (hyper.checkpoint_every > 0 && state.step.is_multiple_of(hyper.checkpoint_every))
+            || state.step == stop
+        {
+            // The next step's trainable set is saved with the state it belongs to.
+            if state.step < total_steps {
+                before_step(state.step, opt)?;
+            }
+            save(&state, opt)?;
+            mon.write("checkpoint", state.step, &[])?;
+        }
+    }
+    mon.finish();
+    Ok(StageSummary {
+        steps: state.step,
+        first_loss: first,
+        last_loss: last,
+        val_loss: state.val_loss,
+        tokens_per_s: mon.tokens_per_second(),
+        out: opts.out.clone(),
+    })
+}
+
+fn new_state(
+    stage: &str,
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    total: u64,
+    init: Vec<String>,
+) -> TrainerState {
+    TrainerState {
+        stage: stage.into(),
+        step: 0,
+        total_steps: total,
+        tokens_seen: 0,
+        config: exp.clone(),
+        data: shards.dir.display().to_string(),
+        init,
+        extra: serde_json::Value::Null,
+        val_loss: None,
+    }
+}
+
+/// Restores weights and optimizer state saved in `opts.out`.
+fn restore(opts: &RunOptions, lm: &LmModel, opt: &mut AdamW, state: &TrainerState) -> Result<()> {
+    let (_, _, tensors) = models::load_model_tensors(&opts.out, &opts.device)?;
+    lm.vars.load(&tensors)?;
+    opt.load(&opts.out.join(models::OPTIMIZER_FILE), state.step)
+}
+
+/// `train-decoder`: the decoder-only baseline from scratch.
+pub fn train_decoder(
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    opts: &RunOptions,
+) -> Result<StageSummary> {
+    const STAGE: &str = "train-decoder";
+    let h = exp.decoder.hyper();
+    let saved = open_run(opts, STAGE)?;
+    let cfg = models::model_config(exp, ModelKind::Decoder, shards.tokenizer.vocab_size())?;
+    let lm = LmModel::build(cfg, SeededVars::new(exp.seed), &opts.device)?;
+    let mut opt = AdamW::new(lm.vars.named(), adamw(&h))?;
+    let state = match saved {
+        Some(s) => {
+            restore(opts, &lm, &mut opt, &s)?;
+            s
+        }
+        None => new_state(STAGE, exp, shards, h.steps, vec![]),
+    };
+    run_lm(
+        STAGE,
+        exp,
+        shards,
+        opts,
+        &lm,
+        &mut opt,
+        &h,
+        h.steps,
+        state,
+        |_, _| Ok(()),
+    )
+}
+
+/// Which Staria parameters train at a step (see [`train_staria`]).
+pub fn staria_trainable(exp: &ExperimentConfig, n_layers: usize, step: u64, name: &str) -> bool {
+    let s = &exp.staria;
+    let new = name.starts_with("xattn.") || name.starts_with("section_emb.");
+    if step < s.stage_a_steps || new {
+        return new;
+    }
+    if step >= s.stage_a_steps + s.stage_b_steps {
+        return true;
+    }
+    // Stage B: the head and final norm at once, then decoder layers from the top down, the
+    // number unfrozen growing linearly to all of them by the end of the stage.
+    if name.starts_with("encoder.") {
+        return false;
+    }
+    if name.starts_with("lm_head.") || name == "norm.weight" {
+        return true;
+    }
+    let done = (step - s.stage_a_steps + 1) as f64 / s.stage_b_steps.max(1) as f64;
+    let unfrozen = ((done * n_layers as f64).ceil() as usize).clamp(1, n_layers);
+    match name
+        .strip_prefix("layers.")
+        .and_then(|r| r.split('.').next())
+        .and_then(|i| i.parse::<usize>().ok())
+    {
+        Some(i) => i >= n_layers - unfrozen,
+        None => false, // token embedding: stage C
+    }
+}
+
+/// `train-staria`: decoder trunk from a decoder-only checkpoint, snippet encoder from an encoder
+/// checkpoint, fresh gated cross-attention. Stage A trains only the cross-attention sites and
+/// section embedding (trunk and encoder frozen); stage B also unfreezes the decoder progressively
+/// from the top at `pretrained_lr_scale` times the LR; stage C trains everything, pretrained
+/// weights still at the lower LR. One warmup + cosine schedule spans A+B+C.
+pub fn train_staria(
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    opts: &RunOptions,
+    decoder_dir: &Path,
+    encoder_dir: &Path,
+) -> Result<StageSummary> {
+    const STAGE: &str = "train-staria";
+    let h = exp.staria.hyper();
+    let total = exp.staria.stage_a_steps + exp.staria.stage_b_steps + exp.staria.stage_c_steps;
+    let saved = open_run(opts, STAGE)?;
+    let tok = &shards.tokenizer;
+    let cfg = models::model_config(exp, ModelKind::Staria, tok.vocab_size())?;
+    let ModelConfig::Staria(scfg) = &cfg else {
+        unreachable!("asked for a Staria config")
+    };
+    let vars = SeededVars::new(exp.seed);
+    let init = vec![
+        decoder_dir.display().to_string(),
+        encoder_dir.display().to_string(),
+    ];
+    if saved.is_none() {
+        let (dcfg, _, dec) = models::load_model_tensors(decoder_dir, &opts.device)?;
+        models::check_tokenizer(decoder_dir, &dcfg.tokenizer_hash, &tok.hash())?;
+        if dcfg.kind() != ModelKind::Decoder || dcfg.model.decoder() != &scfg.decoder {
+            return Err(TrainError::file(
+                decoder_dir,
+                format!(
+                    "is not a decoder-only checkpoint of this experiment's decoder size (it is a {} with {:?})",
+                    dcfg.kind(),
+                    dcfg.model.decoder()
+                ),
+            ));
+        }
+        let (ecfg, enc) = models::load_encoder(encoder_dir, &opts.device)?;
+        models::check_tokenizer(encoder_dir, &ecfg.tokenizer_hash, &tok.hash())?;
+        if ecfg.encoder != scfg.encoder {
+            return Err(TrainError::file(
+                encoder_dir,
+                "encoder size differs from this experiment's Staria encoder",
+            ));
+        }
+        vars.load(&dec)?;
+        // The projection head only served the contrastive loss.
+        let enc: std::collections::HashMap<_, _> = enc
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("encoder."))
+            .collect();
+        vars.load(&enc)?;
+    }
+    let lm = LmModel::build(cfg.clone(), vars, &opts.device)?;
+    let n_layers = scfg.decoder.n_layers;
+    let trainable = |step: u64| lm.vars.select(|n| staria_trainable(exp, n_layers, step, n));
+    let mut opt = AdamW::new(Vec::new(), adamw(&h))?;
+    let state = match saved {
+        Some(s) => {
+            let (_, _, tensors) = models::load_model_tensors(&opts.out, &opts.device)?;
+            lm.vars.load(&tensors)?;
+            opt.add(trainable(s.step), 1.0)?;
+            opt.set_lr_scale(
+                |n| !(n.starts_with("xattn.") || n.starts_with("section_emb.")),
+                exp.staria.pretrained_lr_scale,
+            );
+            opt.load(&opts.out.join(models::OPTIMIZER_FILE), s.step)?;
+            s
+        }
+        None => new_state(STAGE, exp, shards, total, init),
+    };
+    let scale = exp.staria.pretrained_lr_scale;
+    run_lm(
+        STAGE,
+        exp,
+        shards,
+        opts,
+        &lm,
+        &mut opt,
+        &h,
+        total,
+        state,
+        |step, opt| {
+            let vars = trainable(step);
+            if vars.iter().any(|(n, _)| !opt.contains(n)) {
+                opt.add(vars, 1.0)?;
+                opt.set_lr_scale(
+                    |n| !(n.starts_with("xattn.") || n.starts_with("section_emb.")),
+                    scale,
+                );
+            }
+            Ok(())
+        },
+    )
+}

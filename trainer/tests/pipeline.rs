@@ -1,0 +1,309 @@
+//! End to end on fixtures the tests write: prepare -> train-decoder -> train-encoder ->
+//! train-staria -> wake-sleep -> eval, plus loss decrease and exact resume.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::Device;
+use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
+use staria_trainer::eval::{self, EvalData, EvalOptions};
+use staria_trainer::prepare::{self, PrepareOptions};
+use staria_trainer::shards::{SYNTHETIC, SectionOrigin, Shards, TRAIN, VALIDATION};
+use staria_trainer::train::{self, RunOptions};
+use staria_trainer::{contrastive, wake_sleep};
+
+fn run_opts(out: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        device: Device::Cpu,
+        resume: false,
+        progress: false,
+        max_steps: None,
+    }
+}
+
+fn prepared(tmp: &Path) -> Shards {
+    let corpus = tmp.join("corpus");
+    let good = common::write_corpus(&corpus);
+    let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+    let opts = PrepareOptions {
+        val_fraction: 0.2,
+        seed: 3,
+        synthetic: 16,
+        verbose: false,
+    };
+    let r = prepare::prepare(&corpus, &tmp.join("shards"), &tok, &opts).unwrap();
+    assert_eq!(r.files, good + 1);
+    assert_eq!(r.index.skipped.len(), 1, "{:?}", r.index.skipped);
+    assert_eq!(r.index.skipped[0].file, "essen/broken.mid");
+    Shards::open(&tmp.join("shards")).unwrap()
+}
+
+fn eval_opts() -> EvalOptions {
+    EvalOptions {
+        pieces: 2,
+        ..EvalOptions::default()
+    }
+}
+
+#[test]
+fn prepare_splits_by_piece_labels_and_styles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let train = shards.pieces(TRAIN);
+    let val = shards.pieces(VALIDATION);
+    assert_eq!(train.len() + val.len(), 22);
+    assert!(!val.is_empty());
+    // The split is a function of the path: the same seed gives the same split.
+    for p in val {
+        assert!(prepare::is_validation(&p.id, 3, 0.2));
+    }
+    for p in train {
+        assert!(!prepare::is_validation(&p.id, 3, 0.2));
+    }
+    let all: Vec<_> = train.iter().chain(val).collect();
+    let get = |id: &str| all.iter().find(|p| p.id == id).unwrap();
+    let reel = get("ryans/reel_0.mid");
+    assert_eq!(reel.style.as_deref(), Some("reel"));
+    assert_eq!(reel.origin, SectionOrigin::Markers);
+    assert_eq!(reel.form, "AABB");
+    assert_eq!(
+        get("ryans/tune_3.mid").style.as_deref(),
+        Some("fiddle_tune")
+    );
+    assert_eq!(get("bach/bwv10_1.mid").style.as_deref(), Some("chorale"));
+    let folk = get("essen/song0.mid");
+    assert_eq!(folk.style.as_deref(), Some("folk_song"));
+    assert_eq!(folk.origin, SectionOrigin::Repetition);
+    // ABAB of 2-bar phrases, found by repetition alone.
+    assert_eq!(folk.form, "ABAB");
+    // Tokens: the piece starts with <S>, ends with <E>; snippets are non-empty.
+    let split = if train.iter().any(|p| p.id == reel.id) {
+        TRAIN
+    } else {
+        VALIDATION
+    };
+    let toks = shards.piece_tokens(split, reel);
+    assert_eq!(toks[0], shards.tokenizer.start_id());
+    assert_eq!(*toks.last().unwrap(), shards.tokenizer.end_id());
+    assert_eq!(shards.snippets(split, reel).len(), 2);
+    // Synthetic pieces cover the forms with exact labels.
+    let synth = shards.pieces(SYNTHETIC);
+    assert_eq!(synth.len(), 16);
+    assert_eq!(synth[0].form, "AB");
+    assert_eq!(synth[7].form, "ABCD");
+    assert!(synth.iter().all(|p| p.origin == SectionOrigin::Synthetic));
+}
+
+#[test]
+fn decoder_loss_decreases_on_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let mut exp = common::tiny_config();
+    exp.decoder.steps = 30;
+    exp.decoder.checkpoint_every = 0;
+    exp.decoder.eval_every = 0;
+    let out = tmp.path().join("dec");
+    train::train_decoder(&exp, &shards, &run_opts(&out)).unwrap();
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 30);
+    let head: f64 = losses[..3].iter().sum::<f64>() / 3.0;
+    let tail: f64 = losses[27..].iter().sum::<f64>() / 3.0;
+    assert!(
+        tail < head * 0.8,
+        "loss did not decrease: {head:.3} -> {tail:.3}"
+    );
+}
+
+#[test]
+fn resumed_run_matches_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let exp = common::tiny_config();
+    let a = tmp.path().join("a");
+    let sa = train::train_decoder(&exp, &shards, &run_opts(&a)).unwrap();
+    assert_eq!(sa.steps, 12);
+
+    let b = tmp.path().join("b");
+    let sb = train::train_decoder(
+        &exp,
+        &shards,
+        &RunOptions {
+            max_steps: Some(5),
+            ..run_opts(&b)
+        },
+    )
+    .unwrap();
+    assert_eq!(sb.steps, 5);
+    // Refuses to overwrite without --resume.
+    assert!(train::train_decoder(&exp, &shards, &run_opts(&b)).is_err());
+    let sb = train::train_decoder(
+        &exp,
+        &shards,
+        &RunOptions {
+            resume: true,
+            ..run_opts(&b)
+        },
+    )
+    .unwrap();
+    assert_eq!(sb.steps, 12);
+    assert_eq!(
+        sa.last_loss, sb.last_loss,
+        "the resumed run's last step differs"
+    );
+
+    let data = EvalData::load(&tmp.path().join("corpus"), &eval_opts()).unwrap();
+    let ea = eval::evaluate(&a, &data, &eval_opts()).unwrap();
+    let eb = eval::evaluate(&b, &data, &eval_opts()).unwrap();
+    assert_eq!(ea.nll_bits_per_token, eb.nll_bits_per_token);
+    assert_eq!(ea.form_adherence, eb.form_adherence);
+    assert_eq!(ea.pitch_class_distance, eb.pitch_class_distance);
+    // Evaluating again gives the same figures (sampling is seeded).
+    let ea2 = eval::evaluate(&a, &data, &eval_opts()).unwrap();
+    assert_eq!(ea, ea2);
+}
+
+#[test]
+fn every_stage_runs_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let exp = common::tiny_config();
+    let dec = tmp.path().join("decoder");
+    let enc = tmp.path().join("encoder");
+    let sta = tmp.path().join("staria");
+    let ws = tmp.path().join("wake_sleep");
+    train::train_decoder(&exp, &shards, &run_opts(&dec)).unwrap();
+    let e = contrastive::train_encoder(&exp, &shards, &run_opts(&enc)).unwrap();
+    assert!(e.last_loss.unwrap().is_finite());
+    let s = train::train_staria(&exp, &shards, &run_opts(&sta), &dec, &enc).unwrap();
+    assert_eq!(s.steps, 8);
+    let w = wake_sleep::wake_sleep(&exp, &shards, &run_opts(&ws), &sta).unwrap();
+    assert_eq!(w.steps, 4);
+    assert!(ws.join("recognizer/model.safetensors").exists());
+    let log = std::fs::read_to_string(ws.join("metrics.jsonl")).unwrap();
+    assert!(log.lines().any(|l| l.contains("recognizer_val_accuracy")));
+
+    let data = EvalData::load(&tmp.path().join("corpus"), &eval_opts()).unwrap();
+    assert_eq!(data.skipped.len(), 1);
+    for (dir, kind) in [(&dec, "decoder"), (&sta, "staria"), (&ws, "staria")] {
+        let r = eval::evaluate(dir, &data, &eval_opts()).unwrap();
+        assert_eq!(r.kind, kind);
+        assert_eq!(r.pieces, 22);
+        assert!(r.nll_bits_per_token.is_finite() && r.nll_bits_per_token > 0.0);
+        assert!(r.nll_bits_per_second > r.nll_bits_per_token);
+        assert_eq!(r.generations, 2);
+        assert!((0.0..=1.0).contains(&r.form_adherence));
+        assert!((0.0..=1.0).contains(&r.pitch_class_distance));
+        assert!(r.note_density_distance >= 0.0);
+        assert!((0.0..=1.0).contains(&r.valid_rate));
+    }
+}
+
+#[test]
+fn staria_stages_freeze_and_unfreeze_in_order() {
+    let mut exp = common::tiny_config();
+    exp.staria.stage_a_steps = 2;
+    exp.staria.stage_b_steps = 4;
+    exp.staria.stage_c_steps = 1;
+    let t = |step, name| train::staria_trainable(&exp, 4, step, name);
+    assert!(t(0, "xattn.0.q.weight"));
+    assert!(t(0, "section_emb.weight"));
+    assert!(!t(0, "layers.3.attn.qkv.weight"));
+    assert!(!t(0, "lm_head.weight"));
+    // Stage B, first step: head and the top layer.
+    assert!(t(2, "lm_head.weight"));
+    assert!(t(2, "layers.3.attn.qkv.weight"));
+    assert!(!t(2, "layers.2.attn.qkv.weight"));
+    assert!(!t(2, "encoder.layers.0.attn.qkv.weight"));
+    // Stage B, last step: every decoder layer, still no encoder or embedding.
+    assert!(t(5, "layers.0.attn.qkv.weight"));
+    assert!(!t(5, "tok_emb.weight"));
+    assert!(!t(5, "encoder.tok_emb.weight"));
+    // Stage C: everything.
+    assert!(t(6, "tok_emb.weight"));
+    assert!(t(6, "encoder.tok_emb.weight"));
+}
+
+#[test]
+fn shipped_configs_build_valid_models() {
+    let vocab = Tokenizer::new(TokenizerConfig::default())
+        .unwrap()
+        .vocab_size();
+    for name in ["tiny", "small", "seed"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
+        let exp = staria_trainer::config::ExperimentConfig::load(&path).unwrap();
+        for kind in [
+            staria_models::model::ModelKind::Decoder,
+            staria_models::model::ModelKind::Staria,
+        ] {
+            staria_trainer::models::model_config(&exp, kind, vocab).unwrap();
+        }
+    }
+    // An override of an unknown field is an error naming it.
+    let mut exp = common::tiny_config();
+    exp.model
+        .overrides
+        .insert("n_layerz".into(), toml::Value::Integer(3));
+    let e =
+        staria_trainer::models::model_config(&exp, staria_models::model::ModelKind::Decoder, vocab)
+            .unwrap_err();
+    assert!(e.to_string().contains("n_layerz"), "{e}");
+}
+
+/// On the real corpus when it is there (CI machines may not have it).
+#[test]
+fn prepares_the_real_corpus_when_present() {
+    // `../shared/data/corpus` next to the repository (a worktree sits one level deeper), or
+    // STARIA_CORPUS.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var_os("STARIA_CORPUS").map(std::path::PathBuf::from),
+        Some(root.join("../shared/data/corpus")),
+        Some(root.join("../../shared/data/corpus")),
+    ];
+    let Some(corpus) = candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("manifest.jsonl").exists())
+    else {
+        eprintln!("skipping: no corpus at ../shared/data/corpus");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+    let opts = PrepareOptions {
+        val_fraction: 0.05,
+        seed: 0,
+        synthetic: 40,
+        verbose: false,
+    };
+    let r = prepare::prepare(&corpus, tmp.path(), &tok, &opts).unwrap();
+    let shards = Shards::open(tmp.path()).unwrap();
+    let (train, val) = (shards.pieces(TRAIN), shards.pieces(VALIDATION));
+    assert_eq!(train.len() + val.len() + r.index.skipped.len(), r.files);
+    assert!(
+        r.index.skipped.len() * 100 < r.files,
+        "{} skipped",
+        r.index.skipped.len()
+    );
+    let frac = val.len() as f64 / (train.len() + val.len()) as f64;
+    assert!((0.03..0.07).contains(&frac), "validation fraction {frac}");
+    for p in train.iter().chain(val) {
+        match p.source.as_str() {
+            "essen" => {
+                assert_eq!(p.origin, SectionOrigin::Repetition);
+                assert_eq!(p.style.as_deref(), Some("folk_song"));
+            }
+            "ryans" | "bach" => assert_eq!(p.origin, SectionOrigin::Markers, "{}", p.id),
+            other => panic!("unexpected source {other}"),
+        }
+    }
+    assert_eq!(shards.pieces(SYNTHETIC).len(), 40);
+}
