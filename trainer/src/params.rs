@@ -6,8 +6,9 @@
 //! from a generator seeded by `(seed, variable name)`: the same seed gives the same model, and
 //! adding a variable never changes the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::init::NormalOrUniform;
@@ -24,6 +25,9 @@ use crate::error::{Result, TrainError};
 pub struct SeededVars {
     pub map: VarMap,
     seed: u64,
+    /// Variables handed out detached: a model built while they are frozen computes no gradient
+    /// for them, which saves the weight-gradient work of frozen layers in staged training.
+    frozen: Arc<Mutex<HashSet<String>>>,
 }
 
 impl SeededVars {
@@ -31,7 +35,13 @@ impl SeededVars {
         Self {
             map: VarMap::new(),
             seed,
+            frozen: Arc::default(),
         }
+    }
+
+    /// Sets which variables models built from now on see as constants (see `frozen`).
+    pub fn set_frozen(&self, names: HashSet<String>) {
+        *self.frozen.lock().expect("frozen lock") = names;
     }
 
     /// A builder whose missing variables are created here (existing ones are reused).
@@ -150,6 +160,9 @@ impl SimpleBackend for SeededVars {
             if v.shape() != &s {
                 candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", v.shape())
             }
+            if self.frozen.lock().expect("frozen lock").contains(name) {
+                return v.as_tensor().detach().to_dtype(dtype);
+            }
             return v.as_tensor().to_dtype(dtype);
         }
         let values = self.fresh(&s, name, h);
@@ -211,6 +224,30 @@ mod tests {
         assert!(
             (std - expected).abs() < 0.1 * expected,
             "std {std} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn frozen_variables_get_no_gradient() {
+        let dev = Device::Cpu;
+        let v = SeededVars::new(0);
+        let vb = v.builder(&dev);
+        vb.get_with_hints(3, "a", Init::Const(2.0)).unwrap();
+        vb.get_with_hints(3, "b", Init::Const(3.0)).unwrap();
+        v.set_frozen(["a".to_string()].into_iter().collect());
+        let vb = v.builder(&dev);
+        let a = vb.get_with_hints(3, "a", Init::Const(0.0)).unwrap();
+        let b = vb.get_with_hints(3, "b", Init::Const(0.0)).unwrap();
+        let grads = (a * &b).unwrap().sum_all().unwrap().backward().unwrap();
+        let named: HashMap<String, Var> = v.named().into_iter().collect();
+        assert!(grads.get(named["a"].as_tensor()).is_none());
+        assert_eq!(
+            grads
+                .get(named["b"].as_tensor())
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![2.0; 3]
         );
     }
 }

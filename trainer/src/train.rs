@@ -155,6 +155,12 @@ impl LmModel {
         self.config.kind()
     }
 
+    /// Rebuilds the network over the same variables (after `SeededVars::set_frozen`).
+    pub fn rebuild(&mut self, device: &Device) -> Result<()> {
+        self.model = AnyModel::new(&self.config, self.vars.builder(device))?;
+        Ok(())
+    }
+
     /// Loss (nats per target token) and input tokens of a batch, without gradients applied.
     pub fn loss(
         &self,
@@ -266,12 +272,12 @@ pub fn run_lm(
     exp: &ExperimentConfig,
     shards: &Shards,
     opts: &RunOptions,
-    lm: &LmModel,
+    lm: &mut LmModel,
     opt: &mut AdamW,
     hyper: &Hyper,
     total_steps: u64,
     mut state: TrainerState,
-    mut before_step: impl FnMut(u64, &mut AdamW) -> Result<()>,
+    mut before_step: impl FnMut(u64, &mut AdamW, &mut LmModel) -> Result<()>,
 ) -> Result<StageSummary> {
     let device = &opts.device;
     let sched = schedule(hyper, total_steps);
@@ -291,19 +297,9 @@ pub fn run_lm(
         .max_steps
         .map_or(total_steps, |m| (state.step + m).min(total_steps));
     let (mut first, mut last) = (None, None);
-    let save = |state: &TrainerState, opt: &AdamW| {
-        models::save_model(
-            &opts.out,
-            &lm.config,
-            &shards.tokenizer,
-            &lm.vars,
-            Some(opt),
-            state,
-        )
-    };
     while state.step < stop {
         let step = state.step;
-        before_step(step, opt)?;
+        before_step(step, opt, lm)?;
         let mut rng = step_rng(exp.seed, stage, step);
         let mut examples = Vec::with_capacity(hyper.batch_size);
         for _ in 0..hyper.batch_size {
@@ -344,9 +340,16 @@ pub fn run_lm(
         {
             // The next step's trainable set is saved with the state it belongs to.
             if state.step < total_steps {
-                before_step(state.step, opt)?;
+                before_step(state.step, opt, lm)?;
             }
-            save(&state, opt)?;
+            models::save_model(
+                &opts.out,
+                &lm.config,
+                &shards.tokenizer,
+                &lm.vars,
+                Some(opt),
+                &state,
+            )?;
             mon.write("checkpoint", state.step, &[])?;
         }
     }
@@ -398,7 +401,7 @@ pub fn train_decoder(
     let h = exp.decoder.hyper();
     let saved = open_run(opts, STAGE)?;
     let cfg = models::model_config(exp, ModelKind::Decoder, shards.tokenizer.vocab_size())?;
-    let lm = LmModel::build(cfg, SeededVars::new(exp.seed), &opts.device)?;
+    let mut lm = LmModel::build(cfg, SeededVars::new(exp.seed), &opts.device)?;
     let mut opt = AdamW::new(lm.vars.named(), adamw(&h))?;
     let state = match saved {
         Some(s) => {
@@ -412,12 +415,12 @@ pub fn train_decoder(
         exp,
         shards,
         opts,
-        &lm,
+        &mut lm,
         &mut opt,
         &h,
         h.steps,
         state,
-        |_, _| Ok(()),
+        |_, _, _| Ok(()),
     )
 }
 
@@ -506,44 +509,57 @@ pub fn train_staria(
             .collect();
         vars.load(&enc)?;
     }
-    let lm = LmModel::build(cfg.clone(), vars, &opts.device)?;
+    let mut lm = LmModel::build(cfg.clone(), vars, &opts.device)?;
     let n_layers = scfg.decoder.n_layers;
-    let trainable = |step: u64| lm.vars.select(|n| staria_trainable(exp, n_layers, step, n));
+    let trainable =
+        |lm: &LmModel, step: u64| lm.vars.select(|n| staria_trainable(exp, n_layers, step, n));
+    let is_new = |n: &str| n.starts_with("xattn.") || n.starts_with("section_emb.");
+    let scale = exp.staria.pretrained_lr_scale;
     let mut opt = AdamW::new(Vec::new(), adamw(&h))?;
     let state = match saved {
         Some(s) => {
             let (_, _, tensors) = models::load_model_tensors(&opts.out, &opts.device)?;
             lm.vars.load(&tensors)?;
-            opt.add(trainable(s.step), 1.0)?;
-            opt.set_lr_scale(
-                |n| !(n.starts_with("xattn.") || n.starts_with("section_emb.")),
-                exp.staria.pretrained_lr_scale,
-            );
+            opt.add(trainable(&lm, s.step), 1.0)?;
+            opt.set_lr_scale(|n| !is_new(n), scale);
             opt.load(&opts.out.join(models::OPTIMIZER_FILE), s.step)?;
             s
         }
         None => new_state(STAGE, exp, shards, total, init),
     };
-    let scale = exp.staria.pretrained_lr_scale;
+    // The trainable set in force; when it grows the network is rebuilt with the rest frozen
+    // (detached), so frozen weights cost no gradient work.
+    let mut current: Option<usize> = None;
+    let device = opts.device.clone();
     run_lm(
         STAGE,
         exp,
         shards,
         opts,
-        &lm,
+        &mut lm,
         &mut opt,
         &h,
         total,
         state,
-        |step, opt| {
-            let vars = trainable(step);
-            if vars.iter().any(|(n, _)| !opt.contains(n)) {
-                opt.add(vars, 1.0)?;
-                opt.set_lr_scale(
-                    |n| !(n.starts_with("xattn.") || n.starts_with("section_emb.")),
-                    scale,
-                );
+        |step, opt, lm| {
+            let vars = trainable(lm, step);
+            if current == Some(vars.len()) {
+                return Ok(());
             }
+            current = Some(vars.len());
+            let train: std::collections::HashSet<&str> =
+                vars.iter().map(|(n, _)| n.as_str()).collect();
+            let frozen = lm
+                .vars
+                .named()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !train.contains(n.as_str()))
+                .collect();
+            lm.vars.set_frozen(frozen);
+            lm.rebuild(&device)?;
+            opt.add(vars, 1.0)?;
+            opt.set_lr_scale(|n| !is_new(n), scale);
             Ok(())
         },
     )
