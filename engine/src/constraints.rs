@@ -282,7 +282,6 @@ pub struct ConstrainedDecoder {
     drums: Range<u32>,
     onsets: Range<u32>,
     durs: Range<u32>,
-    time_shift: u32,
     step_ms: u32,
     window_ms: u32,
     /// Largest end times (ms, absolute) of pitched notes, at most `max_polyphony` of them:
@@ -331,7 +330,6 @@ impl ConstrainedDecoder {
             drums: tok.drum_ids(),
             onsets: tok.onset_ids(),
             durs: tok.dur_ids(),
-            time_shift: tok.time_shift_id(),
             step_ms: cfg.time_step_ms,
             window_ms: cfg.window_ms,
             ends: Vec::with_capacity(c.max_polyphony.unwrap_or(0) as usize + 1),
