@@ -7,15 +7,14 @@
 # Needs: a release build of `staria` (cargo build --release -p staria-engine) and `pip install torch`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:-}
+model=${1:-models/pretrained/baseline-small}
 rounds=${2:-3}
 peer=../shared/bench/torch_decode_bench.py
 bin=${CARGO_TARGET_DIR:-target}/release/staria
 [ -x "$bin" ] || { echo "build first: cargo build --release -p staria-engine" >&2; exit 2; }
 [ -f "$peer" ] || { echo "no peer script at $peer" >&2; exit 2; }
-args=()
-[ -n "$model" ] && args=(--model "$model")
-config=${model:-$("$bin" info --json "${args[@]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["dir"])')}/config.json
+args=(--model "$model")
+config=$model/config.json
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$rounds"); do
   for w in f16 q8 f32; do

@@ -282,7 +282,6 @@ pub struct ConstrainedDecoder {
     drums: Range<u32>,
     onsets: Range<u32>,
     durs: Range<u32>,
-    time_shift: u32,
     step_ms: u32,
     window_ms: u32,
     /// Largest end times (ms, absolute) of pitched notes, at most `max_polyphony` of them:
@@ -331,7 +330,6 @@ impl ConstrainedDecoder {
             drums: tok.drum_ids(),
             onsets: tok.onset_ids(),
             durs: tok.dur_ids(),
-            time_shift: tok.time_shift_id(),
             step_ms: cfg.time_step_ms,
             window_ms: cfg.window_ms,
             ends: Vec::with_capacity(c.max_polyphony.unwrap_or(0) as usize + 1),
@@ -443,6 +441,16 @@ impl ConstrainedDecoder {
         from < to
     }
 
+    /// Whether `id`, sampled now, moves time past the span end (a `<T>` or an onset beyond it):
+    /// the generator then ends the span without feeding it.
+    pub fn ends_span(&self, tok: &Tokenizer, id: u32) -> bool {
+        match tok.kind(id) {
+            TokenKind::TimeShift => !self.time_shift_allowed(),
+            TokenKind::Onset { ms } => self.window_start_ms() + ms as f64 >= self.span_end_ms,
+            _ => false,
+        }
+    }
+
     /// Whether `<T>` keeps the piece inside the span.
     fn time_shift_allowed(&self) -> bool {
         self.window_start_ms() + (self.window_ms as f64) < self.span_end_ms
@@ -486,15 +494,18 @@ impl ConstrainedDecoder {
                 if !self.can_start(false) {
                     fill(logits, self.drums.clone());
                 }
-                if !self.time_shift_allowed()
-                    && let Some(l) = logits.get_mut(self.time_shift as usize)
-                {
-                    *l = neg;
-                }
+                // `<T>` stays allowed even where it leaves the span: the model saying "time moves
+                // on" is how a section ends (see `ends_span`). Masking it would make the model
+                // pile notes onto the last onsets of the span instead.
             }
             Expect::Onset => {
-                let (from, to) = self.onset_steps(self.pending_pitched);
-                keep_only(logits, self.onsets.start + from..self.onsets.start + to);
+                // Likewise onsets past the span end stay allowed and end the span.
+                let (from, _) = self.onset_steps(self.pending_pitched);
+                let steps_per_window = self.window_ms / self.step_ms;
+                keep_only(
+                    logits,
+                    self.onsets.start + from..self.onsets.start + steps_per_window.max(from),
+                );
             }
             Expect::Dur => keep_only(logits, self.durs.clone()),
         }
@@ -683,30 +694,32 @@ mod tests {
         let v = t.vocab_size();
         let mut cd = ConstrainedDecoder::new(&t, &Constraints::default()).unwrap();
         cd.set_span(1000.0, 2500.0);
+        // Leaving the span stays possible: it is how the model ends the section.
+        assert!(masked(&cd, v).contains(&t.time_shift_id()));
         assert!(
-            !masked(&cd, v).contains(&t.time_shift_id()),
+            cd.ends_span(&t, t.time_shift_id()),
             "<T> would leave the span"
         );
         cd.push(&t, t.note_id(0, 60, 80).unwrap());
         let on = masked(&cd, v);
         assert_eq!(on.first(), t.onset_id(1000.0).as_ref());
-        assert_eq!(on.last(), t.onset_id(2490.0).as_ref());
+        assert_eq!(on.last(), t.onset_id(4990.0).as_ref());
+        assert!(!cd.ends_span(&t, t.onset_id(2490.0).unwrap()));
+        assert!(cd.ends_span(&t, t.onset_id(2500.0).unwrap()));
+        assert!(!cd.ends_span(&t, t.note_id(0, 62, 80).unwrap()));
         cd.push(&t, t.onset_id(2490.0).unwrap());
         cd.push(&t, t.dur_id(100.0));
         // At 2490 a later onset (>= 2490) is still inside, so not exhausted yet.
         assert!(!cd.span_exhausted());
         cd.set_span(2500.0, 12000.0);
-        assert!(masked(&cd, v).contains(&t.time_shift_id()));
+        assert!(!cd.ends_span(&t, t.time_shift_id()));
         cd.push(&t, t.time_shift_id());
         cd.push(&t, t.time_shift_id());
-        // Window 10000..15000, span ends at 12000: onsets 0..2000 ms only, no <T>.
-        assert!(!masked(&cd, v).contains(&t.time_shift_id()));
+        // Window 10000..15000, span ends at 12000: onsets from 2000 ms and <T> end the span.
+        assert!(cd.ends_span(&t, t.time_shift_id()));
         cd.push(&t, t.note_id(0, 60, 80).unwrap());
-        let on = masked(&cd, v);
-        assert_eq!(
-            (on.first(), on.last()),
-            (t.onset_id(0.0).as_ref(), t.onset_id(1990.0).as_ref())
-        );
+        assert!(!cd.ends_span(&t, t.onset_id(1990.0).unwrap()));
+        assert!(cd.ends_span(&t, t.onset_id(2000.0).unwrap()));
         cd.push(&t, t.onset_id(1990.0).unwrap());
         cd.push(&t, t.dur_id(10.0));
         assert!(!cd.span_exhausted());

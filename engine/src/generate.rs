@@ -903,6 +903,11 @@ impl Generator {
             cd.apply(&mut self.logits);
             let id = sampler.sample(&self.logits)?;
             sampled += 1;
+            // The model moving time past the span ends it (a pending note token without its
+            // onset is dropped by the decoder when the next section tag is forced).
+            if cd.ends_span(&self.tok, id) {
+                return Ok((StopReason::BarLimit, sampled));
+            }
             // Stops are not fed, so a following section can be forced right after the last note.
             match self.tok.kind(id) {
                 TokenKind::End => return Ok((StopReason::End, sampled)),

@@ -6,6 +6,7 @@
 pub mod audio;
 pub mod capture;
 pub mod constraints;
+pub mod default_model;
 pub mod engine_thread;
 pub mod generate;
 pub mod handover;

@@ -16,48 +16,13 @@ use std::time::Duration;
 
 use crate::params::{StariaParams, StatusRecord};
 
-/// Folder holding the shipped checkpoint(s), resolved at compile time so the plugin finds it
-/// wherever the host runs it from.
-pub const PRETRAINED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pretrained");
-
 /// How often the monitor looks at the model path and the engine status.
 const MONITOR_PERIOD: Duration = Duration::from_millis(50);
 
 /// The model folder to load: the custom path from the plugin state, else `$STARIA_MODEL`, else
-/// the one checkpoint in `models/pretrained/` (the one named `default` when there are several).
+/// the shipped default (see `staria_engine::default_model`).
 pub fn resolve_model_dir(custom: Option<&str>) -> Result<PathBuf, String> {
-    if let Some(p) = custom {
-        return Ok(PathBuf::from(p));
-    }
-    if let Some(p) = std::env::var_os("STARIA_MODEL").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let root = Path::new(PRETRAINED_DIR);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join(staria_models::checkpoint::CONFIG_FILE).is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    match found.len() {
-        0 => Err(format!(
-            "no default model: {} holds no checkpoint folder; set a model path in the plugin state or STARIA_MODEL",
-            root.display()
-        )),
-        1 => Ok(found.remove(0)),
-        _ => found
-            .iter()
-            .find(|p| p.ends_with("default"))
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "{} holds several checkpoints and none is named `default`",
-                    root.display()
-                )
-            }),
-    }
+    staria_engine::default_model::resolve_model_dir(custom.map(Path::new))
 }
 
 pub fn state_name(state: EngineState) -> &'static str {

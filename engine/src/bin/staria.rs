@@ -18,19 +18,6 @@ use staria_engine::sampling::SamplingParams;
 use staria_models::fast::WeightFormat;
 use staria_models::{Note, SectionLabel, Song};
 
-/// Folder holding the shipped default checkpoint(s), relative to this crate; resolved at compile
-/// time so the binary finds it from any working directory.
-const PRETRAINED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pretrained");
-
-fn pretrained_dir() -> PathBuf {
-    // Shown to users: without the `engine/..` detour.
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.parent().map_or_else(
-        || PathBuf::from(PRETRAINED_DIR),
-        |ws| ws.join("models/pretrained"),
-    )
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "staria",
@@ -358,44 +345,7 @@ fn parse_device(spec: &str) -> Result<Device, Failure> {
 /// `--model`, else $STARIA_MODEL, else the one checkpoint in models/pretrained/ (or the one
 /// named `default` when there are several).
 fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
-    if let Some(p) = arg {
-        return Ok(p.clone());
-    }
-    if let Some(p) = std::env::var_os("STARIA_MODEL").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let root = pretrained_dir();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join(staria_models::checkpoint::CONFIG_FILE).is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    match found.len() {
-        0 => Err(bad(format!(
-            "no default model: {} holds no checkpoint folder; pass --model DIR or set STARIA_MODEL",
-            root.display()
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => found
-            .iter()
-            .find(|p| p.file_name().is_some_and(|n| n == "default"))
-            .cloned()
-            .ok_or_else(|| {
-                bad(format!(
-                    "{} holds several checkpoints ({}); pick one with --model",
-                    root.display(),
-                    found
-                        .iter()
-                        .filter_map(|p| p.file_name())
-                        .map(|n| n.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }),
-    }
+    staria_engine::default_model::resolve_model_dir(arg.as_deref()).map_err(bad)
 }
 
 struct Loaded {

@@ -520,7 +520,14 @@ fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
             s.block(&[], &setup);
             s.set_realtime(true);
             s.block(&[], &[set(&inst, "Play section", 1.0)]);
-            s.run_blocks(400);
+            // Real-time blocks until the first generated note; a loaded CI machine may need a
+            // few seconds for the debug engine to get ahead of the playhead.
+            for _ in 0..15 {
+                s.run_blocks(100);
+                if generated(&s.notes).iter().any(|n| n.on) {
+                    break;
+                }
+            }
             assert!(
                 generated(&s.notes).iter().any(|n| n.on),
                 "the old model stopped playing; {}",
