@@ -14,7 +14,8 @@
 //!     pitch-class histograms of generation and reference piece, in [0, 1].
 //!   - `note_density_distance`: |log2| of the ratio of notes per second, generation vs reference.
 //!   - `valid_rate`: share of generations that decode (the tokenizer's tolerant decoder) to at
-//!     least one note and a MIDI file that writes and reads back with the same number of notes.
+//!     least one note and a MIDI file that writes and reads back with at least one note (the
+//!     count may drop: overlapping notes of one pitch merge in MIDI).
 //!   - `grammar_clean_rate`: share of generations without a single grammar error (a token out of
 //!     place for the note grammar, see `generate`), and `grammar_error_rate`: such tokens per
 //!     generated token. The decoder drops malformed notes, so these say how many were lost.
@@ -282,7 +283,7 @@ pub fn evaluate_model(
             && write_midi(&song)
                 .ok()
                 .and_then(|b| read_midi(&b).ok())
-                .is_some_and(|s| s.notes.len() == song.notes.len());
+                .is_some_and(|s| !s.notes.is_empty());
         valid += usize::from(midi_ok);
         clean += usize::from(g.grammar_errors == 0);
         pc += music::histogram_distance(
