@@ -1,7 +1,10 @@
 //! Decoder-only transformer: cached decoding equals the full forward, the full forward is
 //! causal and differentiable, configs and inputs are checked, tensor names are stable.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -9,51 +12,11 @@ use staria_models::{Decoder, DecoderConfig, Error};
 
 const VOCAB: usize = 50;
 
-/// Deterministic pseudo-random token ids in `0..vocab`.
-fn ids(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
-
 fn varmap_model(cfg: &DecoderConfig) -> (VarMap, Decoder) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let model = Decoder::new(cfg, vb).unwrap();
     (vm, model)
-}
-
-/// The same weights as plain tensors (no gradient tracking), as loaded from a checkpoint.
-fn frozen(vm: &VarMap) -> VarBuilder<'static> {
-    let map: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn full_logits(model: &Decoder, seq: &[u32]) -> Tensor {

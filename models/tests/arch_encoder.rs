@@ -1,6 +1,9 @@
 //! Snippet encoder: shapes, padding invariance, order sensitivity, gradients, input checks.
 
-use std::collections::{BTreeSet, HashMap};
+mod common;
+use common::*;
+
+use std::collections::BTreeSet;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -8,49 +11,11 @@ use staria_models::{Encoder, EncoderConfig, Error};
 
 const VOCAB: usize = 40;
 
-fn ids(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
-
 fn varmap_model(cfg: &EncoderConfig) -> (VarMap, Encoder) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let model = Encoder::new(cfg, vb).unwrap();
     (vm, model)
-}
-
-fn frozen(vm: &VarMap) -> VarBuilder<'static> {
-    let map: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Pads `rows` into `[N, L]` ids (pad value `pad`) and a u8 mask.

@@ -1,43 +1,19 @@
 //! `AnyModel`: the generation interface for both kinds, and the tagged `ModelConfig`.
 
+mod common;
+use common::*;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use staria_models::{AnyModel, Error, ModelConfig, ModelKind, Prompt, SectionLabel, SnippetBatch};
 
 const VOCAB: usize = 44;
 
-fn ids(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
-
 fn build(cfg: &ModelConfig) -> (VarMap, AnyModel) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let model = AnyModel::new(cfg, vb).unwrap();
     (vm, model)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn row(seq: &[u32]) -> Tensor {

@@ -1,6 +1,9 @@
 //! Staria: zero gates reproduce the decoder trunk, cached decoding equals the training forward
 //! with the cross-attention really in play, batches with absent slots, names, input checks.
 
+mod common;
+use common::*;
+
 use std::collections::BTreeSet;
 
 use candle_core::{DType, Device, Tensor};
@@ -12,20 +15,6 @@ use staria_models::{
 const VOCAB: usize = 48;
 
 type Snippets = Vec<(SectionLabel, Vec<u32>)>;
-
-fn ids(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
 
 fn varmap_model(cfg: &StariaConfig) -> (VarMap, Staria) {
     let vm = VarMap::new();
@@ -43,19 +32,6 @@ fn open_gates(vm: &mut VarMap, cfg: &StariaConfig) {
             vm.set_one(format!("xattn.{j}.{name}"), t).unwrap();
         }
     }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn snippets(seed: u64) -> Snippets {
