@@ -290,6 +290,13 @@ pub struct ConstrainedDecoder {
     max_polyphony: usize,
     span_start_ms: f64,
     span_end_ms: f64,
+    /// Notes placed in the current span. Until there is one, the span cannot be left while a
+    /// note still fits: a requested section is never silent (an untrained or unsure model
+    /// otherwise often lets time run out before playing anything).
+    notes_in_span: u32,
+    time_shift: u32,
+    /// End-like tokens the `any` mask allows (only with `allow_early_end`).
+    early_ends: Vec<u32>,
     dec: StreamDecoder,
     /// Whether the pending onset belongs to a pitched note (polyphony applies) or a drum.
     pending_pitched: bool,
@@ -322,6 +329,15 @@ impl ConstrainedDecoder {
                 *slot = 0.0;
             }
         }
+        let early_ends = (0..vocab as u32)
+            .filter(|&id| {
+                c.allow_early_end
+                    && matches!(
+                        tok.kind(id),
+                        TokenKind::End | TokenKind::EndingSoon | TokenKind::Section(_)
+                    )
+            })
+            .collect();
         let max_polyphony = c.max_polyphony.map_or(usize::MAX, |p| p as usize);
         let cfg = tok.config();
         Ok(ConstrainedDecoder {
@@ -336,15 +352,25 @@ impl ConstrainedDecoder {
             max_polyphony,
             span_start_ms: 0.0,
             span_end_ms: f64::INFINITY,
+            notes_in_span: 0,
+            time_shift: tok.time_shift_id(),
+            early_ends,
             dec: StreamDecoder::new(),
             pending_pitched: false,
         })
     }
 
     /// Notes may only start in `[start_ms, end_ms)` (absolute piece time) from now on.
+    /// The span counts as empty until a note starts in it (see `notes_in_span`).
     pub fn set_span(&mut self, start_ms: f64, end_ms: f64) {
         self.span_start_ms = start_ms;
         self.span_end_ms = end_ms;
+        self.notes_in_span = 0;
+    }
+
+    /// Notes (pitched or drum) started inside the current span so far.
+    pub fn notes_in_span(&self) -> u32 {
+        self.notes_in_span
     }
 
     pub fn span(&self) -> (f64, f64) {
@@ -370,6 +396,11 @@ impl ConstrainedDecoder {
         match self.dec.expects() {
             Expect::Onset => self.pending_pitched = matches!(tok.kind(id), TokenKind::Note { .. }),
             Expect::Any | Expect::Dur => {}
+        }
+        if let Some(StreamEvent::Note { start_ms, .. }) = ev
+            && (self.span_start_ms..self.span_end_ms).contains(&start_ms)
+        {
+            self.notes_in_span += 1;
         }
         if let Some(StreamEvent::Note {
             drum: false,
@@ -470,6 +501,15 @@ impl ConstrainedDecoder {
         self.any[ids.start as usize..ids.end as usize].contains(&0.0)
     }
 
+    /// Whether the span is still empty and a note could yet start in it: leaving it is then
+    /// masked.
+    fn must_play(&self) -> bool {
+        self.notes_in_span == 0
+            && self.span_end_ms.is_finite()
+            && (self.can_start(true)
+                || (self.any_allowed(self.drums.clone()) && self.can_start(false)))
+    }
+
     /// Masks `logits` (one per vocabulary entry) so that only tokens valid now remain.
     pub fn apply(&self, logits: &mut [f32]) {
         let neg = f32::NEG_INFINITY;
@@ -496,16 +536,28 @@ impl ConstrainedDecoder {
                 }
                 // `<T>` stays allowed even where it leaves the span: the model saying "time moves
                 // on" is how a section ends (see `ends_span`). Masking it would make the model
-                // pile notes onto the last onsets of the span instead.
+                // pile notes onto the last onsets of the span instead. Only an empty span may
+                // not be left (nor ended early) while a note still fits.
+                if self.must_play() {
+                    if !self.time_shift_allowed() {
+                        logits[self.time_shift as usize] = neg;
+                    }
+                    for &id in &self.early_ends {
+                        logits[id as usize] = neg;
+                    }
+                }
             }
             Expect::Onset => {
-                // Likewise onsets past the span end stay allowed and end the span.
-                let (from, _) = self.onset_steps(self.pending_pitched);
+                // Likewise onsets past the span end stay allowed and end the span, unless the
+                // span is still empty.
+                let (from, to) = self.onset_steps(self.pending_pitched);
                 let steps_per_window = self.window_ms / self.step_ms;
-                keep_only(
-                    logits,
-                    self.onsets.start + from..self.onsets.start + steps_per_window.max(from),
-                );
+                let to = if self.notes_in_span == 0 && from < to {
+                    to
+                } else {
+                    steps_per_window.max(from)
+                };
+                keep_only(logits, self.onsets.start + from..self.onsets.start + to);
             }
             Expect::Dur => keep_only(logits, self.durs.clone()),
         }
@@ -694,15 +746,24 @@ mod tests {
         let v = t.vocab_size();
         let mut cd = ConstrainedDecoder::new(&t, &Constraints::default()).unwrap();
         cd.set_span(1000.0, 2500.0);
-        // Leaving the span stays possible: it is how the model ends the section.
-        assert!(masked(&cd, v).contains(&t.time_shift_id()));
         assert!(
             cd.ends_span(&t, t.time_shift_id()),
             "<T> would leave the span"
         );
+        // An empty span cannot be left: `<T>` is masked and onsets stay inside it.
+        assert!(!masked(&cd, v).contains(&t.time_shift_id()));
         cd.push(&t, t.note_id(0, 60, 80).unwrap());
         let on = masked(&cd, v);
         assert_eq!(on.first(), t.onset_id(1000.0).as_ref());
+        assert_eq!(on.last(), t.onset_id(2490.0).as_ref());
+        cd.push(&t, t.onset_id(1200.0).unwrap());
+        cd.push(&t, t.dur_id(100.0));
+        assert_eq!(cd.notes_in_span(), 1);
+        // Once it has a note, leaving the span is possible again: it is how the model ends it.
+        assert!(masked(&cd, v).contains(&t.time_shift_id()));
+        cd.push(&t, t.note_id(0, 60, 80).unwrap());
+        let on = masked(&cd, v);
+        assert_eq!(on.first(), t.onset_id(1200.0).as_ref());
         assert_eq!(on.last(), t.onset_id(4990.0).as_ref());
         assert!(!cd.ends_span(&t, t.onset_id(2490.0).unwrap()));
         assert!(cd.ends_span(&t, t.onset_id(2500.0).unwrap()));
@@ -712,6 +773,7 @@ mod tests {
         // At 2490 a later onset (>= 2490) is still inside, so not exhausted yet.
         assert!(!cd.span_exhausted());
         cd.set_span(2500.0, 12000.0);
+        assert_eq!(cd.notes_in_span(), 0);
         assert!(!cd.ends_span(&t, t.time_shift_id()));
         cd.push(&t, t.time_shift_id());
         cd.push(&t, t.time_shift_id());
@@ -725,6 +787,30 @@ mod tests {
         assert!(!cd.span_exhausted());
         cd.set_span(0.0, 11990.0);
         assert!(cd.span_exhausted());
+    }
+
+    #[test]
+    fn an_empty_span_is_not_ended_early_but_a_full_voice_set_may_end_it() {
+        let t = tok();
+        let v = t.vocab_size();
+        let c = Constraints {
+            allow_early_end: true,
+            max_polyphony: Some(1),
+            ..Constraints::default()
+        };
+        let mut cd = ConstrainedDecoder::new(&t, &c).unwrap();
+        // A note sounding from before the span until after it: nothing fits in the span.
+        cd.push(&t, t.note_id(0, 60, 80).unwrap());
+        cd.push(&t, t.onset_id(0.0).unwrap());
+        cd.push(&t, t.dur_id(4000.0));
+        cd.set_span(1000.0, 2000.0);
+        assert!(masked(&cd, v).contains(&t.end_id()));
+        // Once a voice is free in time, the empty span must get its note first.
+        cd.set_span(1000.0, 4500.0);
+        let m = masked(&cd, v);
+        assert!(!m.contains(&t.end_id()));
+        assert!(!m.contains(&t.time_shift_id()));
+        assert!(m.contains(&t.note_id(0, 64, 80).unwrap()));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn make_untrained_small_checkpoint() {
         "small",
         &tok,
         DType::F32,
+        7,
     )
     .unwrap();
     eprintln!("wrote {} ({:?})", dir.display(), cfg.kind());

@@ -190,7 +190,7 @@ fn untrained_checkpoint(dir: &Path, kind: ModelKind) {
     use staria_models::checkpoint;
     let tok = gen_support::tokenizer();
     let config =
-        checkpoint::create_untrained(dir, "untrained-tiny", kind, "tiny", &tok, DType::F32)
+        checkpoint::create_untrained(dir, "untrained-tiny", kind, "tiny", &tok, DType::F32, 7)
             .unwrap();
     let mut tensors = checkpoint::load_tensors(dir, &Device::Cpu).unwrap();
     for (name, t) in tensors.iter_mut() {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{AnyModel, ModelConfig, ModelKind};
+use crate::params::SeededVars;
 use crate::tokenizer::Tokenizer;
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -318,6 +319,7 @@ impl candle_nn::var_builder::SimpleBackend for CheckedTensors {
 
 /// Create a checkpoint with freshly initialised (untrained) weights from a preset: what tests and
 /// benchmarks use, and what ships until a trained model exists. `provenance.notes` says so.
+/// The same `seed` gives the same weights, so tests built on an untrained model are repeatable.
 pub fn create_untrained(
     dir: &Path,
     name: &str,
@@ -325,20 +327,20 @@ pub fn create_untrained(
     preset: &str,
     tokenizer: &Tokenizer,
     dtype: DType,
+    seed: u64,
 ) -> Result<CheckpointConfig> {
     let model = ModelConfig::preset(kind, preset, tokenizer.vocab_size())?;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    AnyModel::new(&model, vb)?;
+    let vars = SeededVars::new(seed);
+    AnyModel::new(&model, vars.builder(&Device::Cpu))?;
     let mut config = CheckpointConfig::new(name, preset, model, tokenizer);
     config.provenance = Provenance {
         created_by: format!("staria-models {}", env!("CARGO_PKG_VERSION")),
-        command: format!("create_untrained({kind}, {preset})"),
+        command: format!("create_untrained({kind}, {preset}, seed {seed})"),
         data: "none".into(),
         steps: 0,
         notes: "untrained: random initial weights, for tests and benchmarks".into(),
     };
-    save(dir, &config, tokenizer, &varmap, dtype)?;
+    save(dir, &config, tokenizer, &vars.map, dtype)?;
     config.weights_dtype = dtype_name(dtype)?.to_string();
     Ok(config)
 }

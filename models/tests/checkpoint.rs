@@ -54,7 +54,7 @@ fn save_load_round_trips_exactly_for_both_kinds() {
     let tok = tokenizer();
     for kind in [ModelKind::Decoder, ModelKind::Staria] {
         let dir = tempfile::tempdir().unwrap();
-        let written = create_untrained(dir.path(), "t", kind, "tiny", &tok, DType::F32).unwrap();
+        let written = create_untrained(dir.path(), "t", kind, "tiny", &tok, DType::F32, 7).unwrap();
         let mut first = load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(first.config, written);
         assert_eq!(first.config.kind(), kind);
@@ -97,6 +97,7 @@ fn half_precision_weights_load_as_f32_within_rounding() {
         "tiny",
         &tok,
         DType::F32,
+        7,
     )
     .unwrap();
     let tensors = load_tensors(full.path(), &Device::Cpu).unwrap();
@@ -135,6 +136,7 @@ fn a_missing_file_is_named() {
             "tiny",
             &tok,
             DType::F32,
+            7,
         )
         .unwrap();
         std::fs::remove_file(dir.path().join(file)).unwrap();
@@ -156,6 +158,7 @@ fn mismatched_shapes_name_the_tensor() {
         "tiny",
         &tok,
         DType::F32,
+        7,
     )
     .unwrap();
     let path = dir.path().join(CONFIG_FILE);
@@ -185,6 +188,7 @@ fn a_different_vocabulary_is_refused() {
         "tiny",
         &tok,
         DType::F32,
+        7,
     )
     .unwrap();
     let other = Tokenizer::new(TokenizerConfig {
@@ -213,7 +217,16 @@ fn a_different_vocabulary_is_refused() {
 fn corrupt_files_are_named() {
     let tok = tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    create_untrained(dir.path(), "t", ModelKind::Staria, "tiny", &tok, DType::F32).unwrap();
+    create_untrained(
+        dir.path(),
+        "t",
+        ModelKind::Staria,
+        "tiny",
+        &tok,
+        DType::F32,
+        7,
+    )
+    .unwrap();
     let weights = dir.path().join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();

@@ -21,9 +21,9 @@ use crate::error::{Result, TrainError};
 use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
-use crate::params::SeededVars;
 use crate::shards::{Shards, TRAIN, VALIDATION};
 use crate::train::{RunOptions, StageSummary, open_run, step_rng};
+use staria_models::params::SeededVars;
 
 const STAGE: &str = "train-encoder";
 

@@ -11,7 +11,6 @@ pub mod models;
 pub mod monitor;
 pub mod music;
 pub mod optim;
-pub mod params;
 pub mod prepare;
 pub mod recognizer;
 pub mod shards;

@@ -16,7 +16,7 @@ use staria_models::tokenizer::Tokenizer;
 use crate::config::ExperimentConfig;
 use crate::error::{Result, TrainError, fsx};
 use crate::optim::AdamW;
-use crate::params::SeededVars;
+use staria_models::params::SeededVars;
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";

@@ -20,8 +20,8 @@ use crate::error::{Result, TrainError, fsx};
 use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
-use crate::params::SeededVars;
 use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, VALIDATION};
+use staria_models::params::SeededVars;
 
 /// Settings every stage command shares.
 #[derive(Debug, Clone)]

@@ -28,11 +28,11 @@ use crate::generate::{Sampling, generate};
 use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
-use crate::params::SeededVars;
 use crate::recognizer::{self, Recognizer, RecognizerConfig, sections_from_labels, strip_tags};
 use crate::shards::{PieceMeta, SYNTHETIC, SectionOrigin, Shards, TRAIN, VALIDATION};
 use crate::synth::FORMS;
 use crate::train::{LmModel, RunOptions, StageSummary, open_run, step_rng};
+use staria_models::params::SeededVars;
 
 const STAGE: &str = "wake-sleep";
 pub const RECOGNIZER_DIR: &str = "recognizer";

@@ -16,6 +16,7 @@ pub fn tiny_checkpoint(dir: &Path) {
         "tiny",
         &tok,
         DType::F32,
+        7,
     )
     .expect("tiny checkpoint");
 }

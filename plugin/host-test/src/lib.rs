@@ -579,6 +579,7 @@ pub fn tiny_checkpoint(dir: &Path, name: &str) {
         "tiny",
         &tok,
         candle_core::DType::F32,
+        7,
     )
     .expect("tiny checkpoint");
 }

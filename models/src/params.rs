@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Result, TrainError};
+use crate::error::{Error, Result};
 
 /// A seeded `VarMap` backend (see the module docs).
 #[derive(Clone)]
@@ -58,7 +58,7 @@ impl SeededVars {
             match data.get(name) {
                 Some(v) => {
                     if v.shape() != t.shape() {
-                        return Err(TrainError::Data(format!(
+                        return Err(Error::Config(format!(
                             "weight {name} has shape {:?}, the model expects {:?}",
                             t.dims(),
                             v.dims()
@@ -98,7 +98,7 @@ impl SeededVars {
 
     pub fn save(&self, path: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
         candle_core::safetensors::save(&self.tensors(keep), path)
-            .map_err(|e| TrainError::file(path, e.to_string()))
+            .map_err(|e| Error::checkpoint(path, e.to_string()))
     }
 
     fn fresh(&self, shape: &Shape, name: &str, init: Init) -> Vec<f32> {
