@@ -52,6 +52,9 @@ pub enum CaptureRefusal {
 pub struct Capture {
     sections: [SectionCapture; 4],
     max_notes: usize,
+    /// The section a note was last played into, and that note's beat: what "continue" continues
+    /// when the musician played after the last generated music started.
+    last_played: Option<(SectionLabel, f64)>,
 }
 
 impl Capture {
@@ -60,11 +63,15 @@ impl Capture {
         Self {
             sections: Default::default(),
             max_notes,
+            last_played: None,
         }
     }
 
     /// Forget the section and start it again at `origin_beat` with the current tempo.
     pub fn arm(&mut self, section: SectionLabel, origin_beat: f64, bpm: f64) {
+        if self.last_played.is_some_and(|(l, _)| l == section) {
+            self.last_played = None;
+        }
         let s = &mut self.sections[section.index()];
         *s = SectionCapture::default();
         if origin_beat.is_finite() {
@@ -75,6 +82,15 @@ impl Capture {
 
     pub fn clear(&mut self, section: SectionLabel) {
         self.sections[section.index()] = SectionCapture::default();
+        if self.last_played.is_some_and(|(l, _)| l == section) {
+            self.last_played = None;
+        }
+    }
+
+    /// The section most recently played into (and the beat of its latest note event), unless it
+    /// was cleared since.
+    pub fn last_played(&self) -> Option<(SectionLabel, f64)> {
+        self.last_played
     }
 
     pub fn note_on(
@@ -109,6 +125,7 @@ impl Capture {
             return Err(CaptureRefusal::Full);
         }
         s.open[pitch as usize] = Some((velocity.min(127), beat));
+        self.last_played = Some((section, beat));
         Ok(())
     }
 
@@ -125,7 +142,9 @@ impl Capture {
             return Err(CaptureRefusal::BadTime);
         }
         let max = self.max_notes;
-        Self::close(&mut self.sections[section.index()], pitch, beat, max)
+        Self::close(&mut self.sections[section.index()], pitch, beat, max)?;
+        self.last_played = Some((section, beat));
+        Ok(())
     }
 
     fn close(

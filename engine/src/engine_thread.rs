@@ -17,7 +17,7 @@ use crate::status::{EngineState, ParamValues};
 use crate::swap::{Control, EngineControl};
 use crate::timing::beats_per_bar;
 use candle_core::Device;
-use staria_models::SectionLabel;
+use staria_models::{Note, SectionLabel, Tokenizer};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -428,7 +428,7 @@ impl Worker {
             t.tempo_bpm,
             params,
         ));
-        let gen_req = self.gen_request(&req, t.tempo_bpm, bpb, &params);
+        let gen_req = gen_request(&req, t.tempo_bpm, bpb, &params, generator.tokenizer());
 
         status.current_request.store(req.id, Relaxed);
         status.set_state(EngineState::Generating);
@@ -517,50 +517,62 @@ impl Worker {
     }
 }
 
-/// Conversions into the generation side's types.
-impl Worker {
-    fn gen_request(&self, req: &Pending, bpm: f64, bpb: f64, p: &ParamValues) -> GenRequest {
-        let target = match req.target {
-            GenTarget::Section(label) => Target::Section(label),
-            GenTarget::Continue => Target::Continue,
-        };
-        GenRequest {
-            target,
-            bars: req.bars as u32,
-            bpm,
-            beats_per_bar: bpb,
-            form: req.form.to_string(),
-            style: None,
-            sampling: SamplingParams {
-                temperature: p.temperature,
-                top_p: p.top_p,
-                min_p: p.min_p,
-                seed: req.seed,
-            },
-            constraints: Constraints {
-                pitch_min: p.pitch_low,
-                pitch_max: p.pitch_high,
-                scale: scale_for_mask(p.key_mask),
-                max_polyphony: Some(p.max_polyphony),
-                drums: false,
-                allow_early_end: false,
-            },
-        }
+/// A request in the generation side's terms.
+fn gen_request(req: &Pending, bpm: f64, bpb: f64, p: &ParamValues, tok: &Tokenizer) -> GenRequest {
+    let target = match req.target {
+        GenTarget::Section(label) => Target::Section(label),
+        GenTarget::Continue => Target::Continue,
+    };
+    GenRequest {
+        target,
+        bars: req.bars as u32,
+        bpm,
+        beats_per_bar: bpb,
+        form: req.form.to_string(),
+        // A style the loaded model does not know is left out rather than failing the request.
+        style: p.style_name().filter(|s| tok.style_id(s).is_some()),
+        sampling: SamplingParams {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            seed: req.seed,
+        },
+        constraints: Constraints {
+            pitch_min: p.pitch_low,
+            pitch_max: p.pitch_high,
+            scale: scale_for_mask(p.key_mask),
+            max_polyphony: Some(p.max_polyphony),
+            drums: false,
+            allow_early_end: false,
+        },
     }
+}
 
-    /// The captured sections, and for `Continue` the request it continues as context (in ms
-    /// from that request's start at its tempo).
+impl Worker {
+    /// The captured sections, and for `Continue` the music it continues (`continue_context`).
     fn snippets(&self, now_beat: f64, target: GenTarget) -> Snippets {
         let mut s = Snippets::default();
         for label in SectionLabel::ALL {
             s.set(label, self.capture.snippet(label, now_beat));
         }
-        if target == GenTarget::Continue
-            && let Some(prev) = self.current.as_ref().or(self.tails.last())
-        {
-            s.context = prev.context_notes();
+        if target == GenTarget::Continue {
+            let generated = self.current.as_ref().or(self.tails.last());
+            s.context = continue_context(&self.capture, generated, now_beat);
         }
         s
+    }
+}
+
+/// What a `Continue` request continues: the music heard last. That is what the musician just
+/// captured when they played after the newest generated request started, otherwise the
+/// generated music (times in ms from its start).
+fn continue_context(capture: &Capture, generated: Option<&Scheduler>, now_beat: f64) -> Vec<Note> {
+    match (capture.last_played(), generated) {
+        (Some((label, beat)), g) if g.is_none_or(|g| beat >= g.start_beat) => {
+            capture.snippet(label, now_beat)
+        }
+        (_, Some(g)) => g.context_notes(),
+        (_, None) => Vec::new(),
     }
 }
 
@@ -573,4 +585,75 @@ fn scale_for_mask(mask: u16) -> Option<Scale> {
     (0..12u8)
         .flat_map(|root| ScaleKind::ALL.iter().map(move |&k| Scale::new(root, k)))
         .find(|s| s.pitch_classes() == mask & 0xFFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::EngineParams;
+    use staria_models::TokenizerConfig;
+
+    fn generated_from(start_beat: f64, pitch: u8) -> Scheduler {
+        let params = EngineParams::default().values();
+        let mut s = Scheduler::new(1, 0, start_beat, 2, 4.0, 120.0, params);
+        s.add(pitch, 90, 0.0, 400.0);
+        s
+    }
+
+    #[test]
+    fn continue_continues_whatever_was_heard_last() {
+        let mut capture = Capture::new(64);
+        assert!(continue_context(&capture, None, 0.0).is_empty());
+        capture.arm(SectionLabel::B, 8.0, 120.0);
+        capture.note_on(SectionLabel::B, 64, 90, 8.0, 120.0).unwrap();
+        capture.note_off(SectionLabel::B, 64, 9.0).unwrap();
+        // Played after the generated music started (or with none): the capture is continued.
+        let earlier = generated_from(4.0, 72);
+        for g in [None, Some(&earlier)] {
+            let ctx = continue_context(&capture, g, 10.0);
+            assert_eq!(ctx.iter().map(|n| n.pitch).collect::<Vec<_>>(), [64]);
+            assert_eq!((ctx[0].start_ms, ctx[0].end_ms), (0.0, 500.0));
+        }
+        // Generated music that started after the last played note is continued instead.
+        let later = generated_from(12.0, 72);
+        let ctx = continue_context(&capture, Some(&later), 13.0);
+        assert_eq!(ctx.iter().map(|n| n.pitch).collect::<Vec<_>>(), [72]);
+        // A cleared or re-armed section is not continued.
+        capture.clear(SectionLabel::B);
+        assert_eq!(capture.last_played(), None);
+        assert_eq!(continue_context(&capture, Some(&earlier), 13.0)[0].pitch, 72);
+        capture.note_on(SectionLabel::C, 60, 90, 14.0, 120.0).unwrap();
+        assert_eq!(capture.last_played(), Some((SectionLabel::C, 14.0)));
+        capture.arm(SectionLabel::C, 16.0, 120.0);
+        assert_eq!(capture.last_played(), None);
+    }
+
+    #[test]
+    fn the_style_setting_reaches_the_request_when_the_model_knows_it() {
+        let req = Pending {
+            id: 1,
+            target: GenTarget::Section(SectionLabel::B),
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::parse("AB").unwrap(),
+            start_beat: 8.0,
+            seed: 3,
+        };
+        let params = EngineParams::default();
+        let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        let style = |p: &EngineParams, tok: &Tokenizer| {
+            gen_request(&req, 120.0, 4.0, &p.values(), tok).style
+        };
+        assert_eq!(style(&params, &tok), None);
+        params.set_style(4);
+        assert_eq!(style(&params, &tok).as_deref(), Some("reel"));
+        // A model without style tokens generates without one.
+        let plain = Tokenizer::new(TokenizerConfig {
+            styles: Vec::new(),
+            ..TokenizerConfig::default()
+        })
+        .unwrap();
+        assert_eq!(style(&params, &plain), None);
+    }
 }

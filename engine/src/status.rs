@@ -163,6 +163,8 @@ pub struct EngineParams {
     key_mask: AtomicU16,
     max_polyphony: AtomicU8,
     channel: AtomicU8,
+    /// 0 = no style token; `n` = the `n`th style of the default tokenizer (see `style_name`).
+    style: AtomicU8,
 }
 
 impl Default for EngineParams {
@@ -176,6 +178,7 @@ impl Default for EngineParams {
             key_mask: AtomicU16::new(0xFFF),
             max_polyphony: AtomicU8::new(16),
             channel: AtomicU8::new(0),
+            style: AtomicU8::new(0),
         }
     }
 }
@@ -191,9 +194,21 @@ pub struct ParamValues {
     pub key_mask: u16,
     pub max_polyphony: u8,
     pub channel: u8,
+    /// 0 = none, `n` = `TokenizerConfig::default().styles[n - 1]`.
+    pub style: u8,
 }
 
 impl ParamValues {
+    /// The style token name chosen, if any (the default tokenizer's list, which the plugin's
+    /// style choices follow; a model without that style generates without one).
+    pub fn style_name(&self) -> Option<String> {
+        let n = self.style.checked_sub(1)? as usize;
+        staria_models::TokenizerConfig::default()
+            .styles
+            .get(n)
+            .cloned()
+    }
+
     pub fn allows_pitch(&self, pitch: u8) -> bool {
         pitch >= self.pitch_low
             && pitch <= self.pitch_high
@@ -242,6 +257,10 @@ impl EngineParams {
     pub fn set_channel(&self, ch: u8) {
         self.channel.store(ch.min(15), Relaxed);
     }
+    /// 0 = no style, `n` = the `n`th style of the default tokenizer (out of range = none).
+    pub fn set_style(&self, n: u8) {
+        self.style.store(n, Relaxed);
+    }
 
     pub fn values(&self) -> ParamValues {
         ParamValues {
@@ -253,6 +272,7 @@ impl EngineParams {
             key_mask: self.key_mask.load(Relaxed),
             max_polyphony: self.max_polyphony.load(Relaxed),
             channel: self.channel.load(Relaxed),
+            style: self.style.load(Relaxed),
         }
     }
 }
@@ -279,6 +299,12 @@ mod tests {
         assert_eq!(v.key_mask, 0xFFF);
         assert_eq!(v.max_polyphony, 1);
         assert_eq!(v.channel, 15);
+        p.set_style(200);
+        assert_eq!(p.values().style_name(), None);
+        p.set_style(3);
+        assert_eq!(p.values().style_name().as_deref(), Some("fiddle_tune"));
+        p.set_style(0);
+        assert_eq!(p.values().style_name(), None);
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl StyleChoice {
             Self::FolkSong => Some("folk_song"),
         }
     }
+
+    /// The engine's style setting: 0 = none, `n` = the default tokenizer's `n`th style (the
+    /// variants follow that list; a test checks).
+    pub fn engine_code(self) -> u8 {
+        self.to_index() as u8
+    }
 }
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +240,20 @@ mod tests {
         let g = ScaleChoice::Major.key_mask(RootChoice::G);
         assert_ne!(g & 1 << 6, 0);
         assert_eq!(g & 1 << 5, 0);
+    }
+
+    #[test]
+    fn styles_follow_the_default_tokenizer() {
+        let styles = staria_models::TokenizerConfig::default().styles;
+        assert_eq!(StyleChoice::variants().len(), styles.len() + 1);
+        for i in 0..StyleChoice::variants().len() {
+            let choice = StyleChoice::from_index(i);
+            let code = choice.engine_code() as usize;
+            assert_eq!(
+                choice.token_name(),
+                code.checked_sub(1).map(|n| styles[n].as_str())
+            );
+        }
     }
 
     #[test]
