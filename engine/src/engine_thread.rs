@@ -605,7 +605,9 @@ mod tests {
         let mut capture = Capture::new(64);
         assert!(continue_context(&capture, None, 0.0).is_empty());
         capture.arm(SectionLabel::B, 8.0, 120.0);
-        capture.note_on(SectionLabel::B, 64, 90, 8.0, 120.0).unwrap();
+        capture
+            .note_on(SectionLabel::B, 64, 90, 8.0, 120.0)
+            .unwrap();
         capture.note_off(SectionLabel::B, 64, 9.0).unwrap();
         // Played after the generated music started (or with none): the capture is continued.
         let earlier = generated_from(4.0, 72);
@@ -621,8 +623,13 @@ mod tests {
         // A cleared or re-armed section is not continued.
         capture.clear(SectionLabel::B);
         assert_eq!(capture.last_played(), None);
-        assert_eq!(continue_context(&capture, Some(&earlier), 13.0)[0].pitch, 72);
-        capture.note_on(SectionLabel::C, 60, 90, 14.0, 120.0).unwrap();
+        assert_eq!(
+            continue_context(&capture, Some(&earlier), 13.0)[0].pitch,
+            72
+        );
+        capture
+            .note_on(SectionLabel::C, 60, 90, 14.0, 120.0)
+            .unwrap();
         assert_eq!(capture.last_played(), Some((SectionLabel::C, 14.0)));
         capture.arm(SectionLabel::C, 16.0, 120.0);
         assert_eq!(capture.last_played(), None);

@@ -52,6 +52,10 @@ enum Cmd {
     TrainDecoder {
         #[command(flatten)]
         common: Common,
+        /// Start from this decoder-only checkpoint's weights (fine-tune, e.g. the shipped
+        /// model on your own MIDI) instead of random ones; same size and tokenizer.
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Contrastive pre-training of the snippet encoder.
     TrainEncoder {
@@ -215,11 +219,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{}; shards in {}", r.summary(), out.display());
         }
-        Cmd::TrainDecoder { common } => {
+        Cmd::TrainDecoder { common, init } => {
             let (exp, shards, opts) = setup(&common)?;
             report(
                 "train-decoder",
-                &train::train_decoder(&exp, &shards, &opts)?,
+                &train::train_decoder_from(&exp, &shards, &opts, init.as_deref())?,
             );
         }
         Cmd::TrainEncoder { common } => {

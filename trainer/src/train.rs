@@ -397,18 +397,49 @@ pub fn train_decoder(
     shards: &Shards,
     opts: &RunOptions,
 ) -> Result<StageSummary> {
+    train_decoder_from(exp, shards, opts, None)
+}
+
+/// `train-decoder`, starting from the weights of the decoder-only checkpoint `init` when given
+/// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required; the
+/// optimizer and schedule start fresh.
+pub fn train_decoder_from(
+    exp: &ExperimentConfig,
+    shards: &Shards,
+    opts: &RunOptions,
+    init: Option<&Path>,
+) -> Result<StageSummary> {
     const STAGE: &str = "train-decoder";
     let h = exp.decoder.hyper();
     let saved = open_run(opts, STAGE)?;
     let cfg = models::model_config(exp, ModelKind::Decoder, shards.tokenizer.vocab_size())?;
-    let mut lm = LmModel::build(cfg, SeededVars::new(exp.seed), &opts.device)?;
+    let vars = SeededVars::new(exp.seed);
+    if let (Some(dir), None) = (init, &saved) {
+        let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
+        models::check_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer.hash())?;
+        if icfg.kind() != ModelKind::Decoder || icfg.model != cfg {
+            return Err(TrainError::file(
+                dir,
+                format!(
+                    "is not a decoder-only checkpoint of this experiment's size (it is a {} with {:?})",
+                    icfg.kind(),
+                    icfg.model.decoder()
+                ),
+            ));
+        }
+        vars.load(&tensors)?;
+    }
+    let mut lm = LmModel::build(cfg, vars, &opts.device)?;
     let mut opt = AdamW::new(lm.vars.named(), adamw(&h))?;
     let state = match saved {
         Some(s) => {
             restore(opts, &lm, &mut opt, &s)?;
             s
         }
-        None => new_state(STAGE, exp, shards, h.steps, vec![]),
+        None => {
+            let init = init.map(|d| d.display().to_string()).into_iter().collect();
+            new_state(STAGE, exp, shards, h.steps, init)
+        }
     };
     run_lm(
         STAGE,
