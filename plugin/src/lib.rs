@@ -126,6 +126,11 @@ struct Live {
     last_request: RequestId,
     replay: Replay,
     rng: u64,
+    /// The sustain pedal (CC 64) is down: captured notes released meanwhile sound on until it
+    /// comes up, as the musician heard them.
+    pedal_down: bool,
+    /// Captured keys released while the pedal was down (their note-off waits for pedal up).
+    sustained: [bool; 128],
 }
 
 impl Default for Live {
@@ -144,6 +149,8 @@ impl Default for Live {
             release_on_resume: false,
             form_pos: 0,
             last_request: 0,
+            pedal_down: false,
+            sustained: [false; 128],
             replay: Replay::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -277,8 +284,9 @@ impl Staria {
         if self.live.recorder.section().is_none() {
             return;
         }
+        self.live.sustained = [false; 128];
         let quantize = self.params.quantize.value();
-        // Keys still held end where the capture stopped, as in the saved snippet.
+        // Keys still held (or sustained) end where the capture stopped, as in the saved snippet.
         let mut held = [false; 128];
         for p in self.live.recorder.held() {
             held[p as usize] = true;
@@ -315,6 +323,7 @@ impl Staria {
         let live = &mut *self.live;
         if live.recorder.section() == Some(section) {
             live.recorder.disarm();
+            live.sustained = [false; 128];
         }
         live.scratch.clear();
         self.params.snippets.publish(section, &self.live.scratch);
@@ -444,6 +453,8 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        // A re-strike ends the sustained note here (the recorder and the engine both close it).
+        self.live.sustained[pitch as usize] = false;
         let first = !self.live.recorder.has_notes();
         if !self.live.recorder.note_on(pitch, velocity, beat) {
             return;
@@ -473,6 +484,10 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        if self.live.pedal_down && self.live.recorder.is_held(pitch) {
+            self.live.sustained[pitch as usize] = true;
+            return;
+        }
         if self.live.recorder.note_off(pitch, beat) {
             self.send(Command::CaptureNoteOff {
                 section,
@@ -542,10 +557,34 @@ impl Staria {
                     self.live.out.push(ev);
                 }
             }
+            NoteEvent::MidiCC {
+                timing,
+                cc: 64,
+                value,
+                ..
+            } => {
+                self.sustain_pedal(value >= 0.5, grid.beat_at(timing));
+                if thru {
+                    self.live.out.push(ev);
+                }
+            }
             _ => {
                 if thru {
                     self.live.out.push(ev);
                 }
+            }
+        }
+    }
+
+    /// Pedal up ends the captured notes it was sustaining.
+    fn sustain_pedal(&mut self, down: bool, beat: f64) {
+        self.live.pedal_down = down;
+        if down {
+            return;
+        }
+        for pitch in 0..128u8 {
+            if std::mem::take(&mut self.live.sustained[pitch as usize]) {
+                self.record_note_off(pitch, beat);
             }
         }
     }

@@ -489,6 +489,10 @@ impl Recorder {
         true
     }
 
+    pub fn is_held(&self, pitch: u8) -> bool {
+        pitch <= 127 && self.open[pitch as usize] != NO_NOTE
+    }
+
     /// Keys still held (for forwarding their note-offs when the capture ends).
     pub fn held(&self) -> impl Iterator<Item = u8> + '_ {
         (0..128u8).filter(|&p| self.open[p as usize] != NO_NOTE)

@@ -7,7 +7,7 @@
 use clack_extensions::params::{ParamInfoBuffer, PluginParams};
 use clack_extensions::state::PluginState;
 use clack_host::events::event_types::{
-    NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
+    MidiEvent, NoteOffEvent, NoteOnEvent, ParamValueEvent, TransportEvent, TransportFlags,
 };
 use clack_host::events::spaces::CoreEventSpace;
 use clack_host::events::{EventFlags, Match};
@@ -187,6 +187,12 @@ pub enum InNote {
     Off {
         offset: u32,
         key: u16,
+    },
+    /// A MIDI control change on channel 1 (e.g. 64 = sustain pedal).
+    Cc {
+        offset: u32,
+        cc: u8,
+        value: u8,
     },
 }
 
@@ -425,7 +431,9 @@ impl Session {
         }
         let mut sorted = notes.to_vec();
         sorted.sort_by_key(|n| match n {
-            InNote::On { offset, .. } | InNote::Off { offset, .. } => *offset,
+            InNote::On { offset, .. } | InNote::Off { offset, .. } | InNote::Cc { offset, .. } => {
+                *offset
+            }
         });
         for n in sorted {
             match n {
@@ -437,6 +445,11 @@ impl Session {
                     offset,
                     Pckn::new(0u16, 0u16, key, Match::All),
                     velocity,
+                )),
+                InNote::Cc { offset, cc, value } => self.in_events.push(&MidiEvent::new(
+                    offset,
+                    0,
+                    [0xB0, cc.min(127), value.min(127)],
                 )),
                 InNote::Off { offset, key } => self.in_events.push(&NoteOffEvent::new(
                     offset,

@@ -16,6 +16,15 @@ fn off(offset: u32, key: u16) -> InNote {
     InNote::Off { offset, key }
 }
 
+/// The sustain pedal (CC 64) down or up.
+fn pedal(offset: u32, down: bool) -> InNote {
+    InNote::Cc {
+        offset,
+        cc: 64,
+        value: if down { 127 } else { 0 },
+    }
+}
+
 fn set(inst: &Instance, name: &str, value: f64) -> (clack_host::utils::ClapId, f64) {
     let p = inst.param(name);
     assert!(
@@ -118,8 +127,13 @@ fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
             s.block(&[off(o, 60), on(o, 62)], &[]);
             let o = s.advance_to_beat(9.0);
             s.block(&[off(o, 62), on(o, 64)], &[]);
+            // The sustain pedal holds 64 from its release at beat 10 until the pedal is up at 11.
+            let o = s.advance_to_beat(9.5);
+            s.block(&[pedal(o, true)], &[]);
             let o = s.advance_to_beat(10.0);
             s.block(&[off(o, 64)], &[]);
+            let o = s.advance_to_beat(11.0);
+            s.block(&[pedal(o, false)], &[]);
             // Disarm a little after the bar 4 line (beat 12): the snippet is bars 2..4 (beats 4..12).
             s.run_until_beat(12.1);
             let disarm = set(&inst, "Record A", 0.0);
@@ -153,7 +167,7 @@ fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
             for ((p, st, len), (wp, wst, wlen)) in
                 notes
                     .iter()
-                    .zip([(60, 3.5, 0.5), (62, 4.0, 1.0), (64, 5.0, 1.0)])
+                    .zip([(60, 3.5, 0.5), (62, 4.0, 1.0), (64, 5.0, 2.0)])
             {
                 assert_eq!(*p, wp);
                 assert!(
