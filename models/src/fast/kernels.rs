@@ -530,7 +530,9 @@ pub fn matmul_f32(
     }
 }
 
-/// `y[t] = W x[t]` for `n` tokens, f16 weights (bit-for-bit [`matvec_f16`] per token).
+/// `y[t] = W x[t]` for `n` tokens, f16 weights (bit-for-bit [`matvec_f16`] per token). `wf`
+/// (at least `2 * kp` values) holds weight rows converted to f32: converted once per call, not
+/// once per token.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_f16(
     isa: Isa,
@@ -541,14 +543,16 @@ pub fn matmul_f16(
     y: &mut [f32],
     ys: usize,
     n: usize,
+    wf: &mut [f32],
 ) {
     let rows = matmul_rows(kp, w.len(), (x.len(), xs), (y.len(), ys), n);
+    assert!(wf.len() >= 2 * kp);
     match isa {
-        // SAFETY: as in `matmul_f32`.
+        // SAFETY: as in `matmul_f32`, plus the length of `wf` asserted above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, xs, y, ys, n) },
+        Isa::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, xs, y, ys, n, wf) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, xs, y, ys, n) },
+        Isa::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, xs, y, ys, n, wf) },
         _ => {
             for r in 0..rows {
                 let row = &w[r * kp..(r + 1) * kp];
@@ -563,6 +567,7 @@ pub fn matmul_f16(
 /// `y[t] = W x[t]` for `n` tokens, int8 weights against `x` holding `n` quantized activation
 /// rows back to back (`xq`: `n * kp`, `dx` / `bias`: `n * kp / 4`); bit-for-bit [`matvec_q8`]
 /// per token.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_q8(
     isa: Isa,
     q: &[u8],
@@ -951,177 +956,235 @@ mod x86 {
         }
     }
 
+    /// `R` f32 weight rows x `T` tokens with AVX-512: four accumulators per (row, token) at
+    /// offsets 0/16/32/48 of each 64-value step, reduced as `matvec_f32_avx512` reduces them.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    unsafe fn load_w512_f32(p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees 16 readable floats at p.
-        unsafe { _mm512_loadu_ps(p) }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load_w512_f16(p: *const u16) -> __m512 {
-        // SAFETY: the caller guarantees 16 readable halves at p.
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load_w256_f32(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable floats at p.
-        unsafe { _mm256_loadu_ps(p) }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    unsafe fn load_w256_f16(p: *const u16) -> __m256 {
-        // SAFETY: the caller guarantees 8 readable halves at p.
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
-    }
-
-    /// AVX-512 f32-accumulating mat-mul over weights of type `$w` loaded by `$load`: four
-    /// accumulators per (row, token) at offsets 0/16/32/48 of each 64-value step, reduced as
-    /// `matvec_f32_avx512` / `matvec_f16_avx512` reduce them.
-    macro_rules! matmul_512 {
-        ($name:ident, $block:ident, $w:ty, $load:ident) => {
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-            #[inline]
-            unsafe fn $block<const R: usize, const T: usize>(
-                w: *const $w,
-                kp: usize,
-                x: *const f32,
-                xs: usize,
-                y: *mut f32,
-                ys: usize,
-            ) {
-                let mut acc = [[[_mm512_setzero_ps(); 4]; T]; R];
-                let mut i = 0;
-                while i < kp {
-                    for j in 0..4 {
-                        let mut xv = [_mm512_setzero_ps(); T];
-                        for (t, v) in xv.iter_mut().enumerate() {
-                            // SAFETY: token t's row holds kp floats at x + t*xs; i + 16j + 16 <= kp.
-                            *v = unsafe { _mm512_loadu_ps(x.add(t * xs + i + 16 * j)) };
-                        }
-                        for (r, ar) in acc.iter_mut().enumerate() {
-                            // SAFETY: weight row r holds kp values at w + r*kp.
-                            let wv = unsafe { $load(w.add(r * kp + i + 16 * j)) };
-                            for (a, v) in ar.iter_mut().zip(&xv) {
-                                a[j] = _mm512_fmadd_ps(wv, *v, a[j]);
-                            }
-                        }
-                    }
-                    i += 64;
+    unsafe fn block_f32_avx512<const R: usize, const T: usize>(
+        w: *const f32,
+        kp: usize,
+        x: *const f32,
+        xs: usize,
+        y: *mut f32,
+        ys: usize,
+    ) {
+        let mut acc = [[[_mm512_setzero_ps(); 4]; T]; R];
+        let mut i = 0;
+        while i < kp {
+            for j in 0..4 {
+                let mut xv = [_mm512_setzero_ps(); T];
+                for (t, v) in xv.iter_mut().enumerate() {
+                    // SAFETY: token t's row holds kp floats at x + t*xs; i + 16j + 16 <= kp.
+                    *v = unsafe { _mm512_loadu_ps(x.add(t * xs + i + 16 * j)) };
                 }
-                for (r, ar) in acc.iter().enumerate() {
-                    for (t, a) in ar.iter().enumerate() {
-                        let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-                        // SAFETY: output (t, r) lies inside y (t < n, r < rows).
-                        unsafe { *y.add(t * ys + r) = _mm512_reduce_add_ps(s) };
+                for (r, ar) in acc.iter_mut().enumerate() {
+                    // SAFETY: weight row r holds kp floats at w + r*kp.
+                    let wv = unsafe { _mm512_loadu_ps(w.add(r * kp + i + 16 * j)) };
+                    for (a, v) in ar.iter_mut().zip(&xv) {
+                        a[j] = _mm512_fmadd_ps(wv, *v, a[j]);
                     }
                 }
             }
-
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-            pub(super) unsafe fn $name(
-                w: &[$w],
-                kp: usize,
-                x: &[f32],
-                xs: usize,
-                y: &mut [f32],
-                ys: usize,
-                n: usize,
-            ) {
-                let rows = w.len() / kp;
-                let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
-                // 2 rows x 3 tokens: 24 accumulators + 3 activations + 1 weight of 32 registers.
-                tile(rows, n, 2, 3, |r, t, rr, tt| {
-                    // SAFETY: rows r..r+rr < rows and tokens t..t+tt < n, within the shapes the
-                    // safe wrapper checked.
-                    unsafe {
-                        let (wr, xt, yo) = (wp.add(r * kp), xp.add(t * xs), yp.add(t * ys + r));
-                        match (rr, tt) {
-                            (2, 3) => $block::<2, 3>(wr, kp, xt, xs, yo, ys),
-                            (2, 2) => $block::<2, 2>(wr, kp, xt, xs, yo, ys),
-                            (2, _) => $block::<2, 1>(wr, kp, xt, xs, yo, ys),
-                            (_, 3) => $block::<1, 3>(wr, kp, xt, xs, yo, ys),
-                            (_, 2) => $block::<1, 2>(wr, kp, xt, xs, yo, ys),
-                            _ => $block::<1, 1>(wr, kp, xt, xs, yo, ys),
-                        }
-                    }
-                });
+            i += 64;
+        }
+        for (r, ar) in acc.iter().enumerate() {
+            for (t, a) in ar.iter().enumerate() {
+                let s = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+                // SAFETY: output (t, r) lies inside y (t < n, r < rows).
+                unsafe { *y.add(t * ys + r) = _mm512_reduce_add_ps(s) };
             }
-        };
+        }
     }
 
-    matmul_512!(matmul_f32_avx512, block_f32_avx512, f32, load_w512_f32);
-    matmul_512!(matmul_f16_avx512, block_f16_avx512, u16, load_w512_f16);
+    /// Rows `r .. r + rr` (`rr <= 2`, at `w`) against all `n` tokens, 3 tokens at a time:
+    /// 24 accumulators + 3 activations + 1 weight of the 32 registers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows_f32_avx512(
+        rr: usize,
+        w: *const f32,
+        kp: usize,
+        x: *const f32,
+        xs: usize,
+        y: *mut f32,
+        ys: usize,
+        n: usize,
+    ) {
+        tile(1, n, 1, 3, |_, t, _, tt| {
+            // SAFETY: tokens t .. t+tt < n, within the shapes the safe wrapper checked.
+            unsafe {
+                let (xt, yo) = (x.add(t * xs), y.add(t * ys));
+                match (rr, tt) {
+                    (2, 3) => block_f32_avx512::<2, 3>(w, kp, xt, xs, yo, ys),
+                    (2, 2) => block_f32_avx512::<2, 2>(w, kp, xt, xs, yo, ys),
+                    (2, _) => block_f32_avx512::<2, 1>(w, kp, xt, xs, yo, ys),
+                    (_, 3) => block_f32_avx512::<1, 3>(w, kp, xt, xs, yo, ys),
+                    (_, 2) => block_f32_avx512::<1, 2>(w, kp, xt, xs, yo, ys),
+                    _ => block_f32_avx512::<1, 1>(w, kp, xt, xs, yo, ys),
+                }
+            }
+        });
+    }
 
-    /// The AVX2 counterpart of `matmul_512`: four 8-lane accumulators per (row, token) at offsets
+    /// Asks for the cache lines of `v` (the next weight rows) to be fetched into L1 while the
+    /// current rows are multiplied: a weight row is read once per chunk, straight from memory,
+    /// and without this the kernels wait for it (measured: ~10% of an f16 prefill).
+    #[inline(always)]
+    fn prefetch<T>(v: &[T]) {
+        let p = v.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(v);
+        let mut o = 0;
+        while o < bytes {
+            // SAFETY: a prefetch is only a hint and never faults; the address is inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(o)) };
+            o += 64;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn matmul_f32_avx512(
+        w: &[f32],
+        kp: usize,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+    ) {
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        tile(w.len() / kp, 1, 2, 1, |r, _, rr, _| {
+            prefetch(&w[(r + rr) * kp..w.len().min((r + 2 * rr) * kp)]);
+            // SAFETY: rows r .. r+rr < rows, within the shapes the safe wrapper checked.
+            unsafe { rows_f32_avx512(rr, w.as_ptr().add(r * kp), kp, xp, xs, yp.add(r), ys, n) }
+        });
+    }
+
+    /// f16 weights: each pair of rows is converted once into `wf` (L1) and then multiplied as
+    /// f32 rows; the conversion is exact, so this is the f32 arithmetic of `matvec_f16_avx512`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul_f16_avx512(
+        w: &[u16],
+        kp: usize,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+        wf: &mut [f32],
+    ) {
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        tile(w.len() / kp, 1, 2, 1, |r, _, rr, _| {
+            // SAFETY: as in `matmul_f32_avx512`; `wf` holds at least 2 * kp values (asserted by
+            // the safe wrapper) and kp is a multiple of 16, so the whole rows are converted.
+            unsafe {
+                f16_to_f32_avx512(&w[r * kp..(r + rr) * kp], &mut wf[..rr * kp]);
+                prefetch(&w[(r + rr) * kp..w.len().min((r + 2 * rr) * kp)]);
+                rows_f32_avx512(rr, wf.as_ptr(), kp, xp, xs, yp.add(r), ys, n);
+            }
+        });
+    }
+
+    /// One f32 weight row x `T` tokens with AVX2: four 8-lane accumulators per token at offsets
     /// 0/8/16/24 of each 32-value step, reduced as the AVX2 mat-vecs reduce them.
-    macro_rules! matmul_256 {
-        ($name:ident, $block:ident, $w:ty, $load:ident) => {
-            #[target_feature(enable = "avx2,fma,f16c")]
-            #[inline]
-            unsafe fn $block<const T: usize>(
-                w: *const $w,
-                kp: usize,
-                x: *const f32,
-                xs: usize,
-                y: *mut f32,
-                ys: usize,
-            ) {
-                let mut acc = [[_mm256_setzero_ps(); 4]; T];
-                let mut i = 0;
-                while i < kp {
-                    for j in 0..4 {
-                        // SAFETY: the row holds kp values at w; i + 8j + 8 <= kp.
-                        let wv = unsafe { $load(w.add(i + 8 * j)) };
-                        for (t, a) in acc.iter_mut().enumerate() {
-                            // SAFETY: token t's row holds kp floats at x + t*xs.
-                            let xv = unsafe { _mm256_loadu_ps(x.add(t * xs + i + 8 * j)) };
-                            a[j] = _mm256_fmadd_ps(wv, xv, a[j]);
-                        }
-                    }
-                    i += 32;
-                }
-                for (t, a) in acc.iter().enumerate() {
-                    let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
-                    // SAFETY: output (t, row) lies inside y.
-                    unsafe { *y.add(t * ys) = hsum256(s) };
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn block_f32_avx2<const T: usize>(
+        w: *const f32,
+        kp: usize,
+        x: *const f32,
+        xs: usize,
+        y: *mut f32,
+        ys: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 4]; T];
+        let mut i = 0;
+        while i < kp {
+            for j in 0..4 {
+                // SAFETY: the row holds kp floats at w; i + 8j + 8 <= kp.
+                let wv = unsafe { _mm256_loadu_ps(w.add(i + 8 * j)) };
+                for (t, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: token t's row holds kp floats at x + t*xs.
+                    let xv = unsafe { _mm256_loadu_ps(x.add(t * xs + i + 8 * j)) };
+                    a[j] = _mm256_fmadd_ps(wv, xv, a[j]);
                 }
             }
-
-            #[target_feature(enable = "avx2,fma,f16c")]
-            pub(super) unsafe fn $name(
-                w: &[$w],
-                kp: usize,
-                x: &[f32],
-                xs: usize,
-                y: &mut [f32],
-                ys: usize,
-                n: usize,
-            ) {
-                let rows = w.len() / kp;
-                let (wp, xp, yp) = (w.as_ptr(), x.as_ptr(), y.as_mut_ptr());
-                // 1 row x 3 tokens: 12 accumulators + weight + activation of 16 registers.
-                tile(rows, n, 1, 3, |r, t, _, tt| {
-                    // SAFETY: as in `matmul_512`.
-                    unsafe {
-                        let (wr, xt, yo) = (wp.add(r * kp), xp.add(t * xs), yp.add(t * ys + r));
-                        match tt {
-                            3 => $block::<3>(wr, kp, xt, xs, yo, ys),
-                            2 => $block::<2>(wr, kp, xt, xs, yo, ys),
-                            _ => $block::<1>(wr, kp, xt, xs, yo, ys),
-                        }
-                    }
-                });
-            }
-        };
+            i += 32;
+        }
+        for (t, a) in acc.iter().enumerate() {
+            let s = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+            // SAFETY: output (t, row) lies inside y.
+            unsafe { *y.add(t * ys) = hsum256(s) };
+        }
     }
 
-    matmul_256!(matmul_f32_avx2, block_f32_avx2, f32, load_w256_f32);
-    matmul_256!(matmul_f16_avx2, block_f16_avx2, u16, load_w256_f16);
+    /// One row (at `w`) against all `n` tokens, 3 tokens at a time: 12 accumulators + weight +
+    /// activation of the 16 registers.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn row_f32_avx2(
+        w: *const f32,
+        kp: usize,
+        x: *const f32,
+        xs: usize,
+        y: *mut f32,
+        ys: usize,
+        n: usize,
+    ) {
+        tile(1, n, 1, 3, |_, t, _, tt| {
+            // SAFETY: tokens t .. t+tt < n, within the shapes the safe wrapper checked.
+            unsafe {
+                let (xt, yo) = (x.add(t * xs), y.add(t * ys));
+                match tt {
+                    3 => block_f32_avx2::<3>(w, kp, xt, xs, yo, ys),
+                    2 => block_f32_avx2::<2>(w, kp, xt, xs, yo, ys),
+                    _ => block_f32_avx2::<1>(w, kp, xt, xs, yo, ys),
+                }
+            }
+        });
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn matmul_f32_avx2(
+        w: &[f32],
+        kp: usize,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+    ) {
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        for r in 0..w.len() / kp {
+            prefetch(&w[(r + 1) * kp..w.len().min((r + 2) * kp)]);
+            // SAFETY: row r < rows, within the shapes the safe wrapper checked.
+            unsafe { row_f32_avx2(w.as_ptr().add(r * kp), kp, xp, xs, yp.add(r), ys, n) };
+        }
+    }
+
+    /// f16 weights: each row converted once into `wf`, then multiplied as an f32 row (exact
+    /// conversion: the f32 arithmetic of `matvec_f16_avx2`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn matmul_f16_avx2(
+        w: &[u16],
+        kp: usize,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+        wf: &mut [f32],
+    ) {
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+        for r in 0..w.len() / kp {
+            // SAFETY: as in `matmul_f32_avx2`; `wf` holds at least kp values, kp a multiple of 8.
+            unsafe {
+                f16_to_f32_avx2(&w[r * kp..(r + 1) * kp], &mut wf[..kp]);
+                prefetch(&w[(r + 1) * kp..w.len().min((r + 2) * kp)]);
+                row_f32_avx2(wf.as_ptr(), kp, xp, xs, yp.add(r), ys, n);
+            }
+        }
+    }
 
     /// `R` int8 rows x `T` tokens with VNNI, per (row, token) exactly the arithmetic of
     /// `matvec_q8_avx512`. Token t's activations sit at `xq + t*kp`, `dx` / `bias + t*kp/4`.
@@ -1140,7 +1203,7 @@ mod x86 {
     ) {
         let (nb, k4) = (kp / QBLOCK, kp / 4);
         let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        let mut acc = [[_mm512_setzero_ps(); R]; T];
         for p in 0..kp / 64 {
             let mut wv = [_mm512_setzero_si512(); R];
             let mut sc = [_mm512_setzero_ps(); R];
@@ -1153,7 +1216,7 @@ mod x86 {
                         _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_castsi128_ps(s2)));
                 }
             }
-            for t in 0..T {
+            for (t, at) in acc.iter_mut().enumerate() {
                 // SAFETY: token t's rows: kp bytes of xq, kp/4 lanes of dx and bias.
                 let (xv, bv, dv) = unsafe {
                     (
@@ -1162,15 +1225,15 @@ mod x86 {
                         _mm512_loadu_ps(dx.add(t * k4 + p * 16)),
                     )
                 };
-                for r in 0..R {
-                    let i = _mm512_dpbusd_epi32(bv, wv[r], xv);
-                    let f = _mm512_mul_ps(sc[r], dv);
-                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, acc[r][t]);
+                for ((a, w), sc) in at.iter_mut().zip(&wv).zip(&sc) {
+                    let i = _mm512_dpbusd_epi32(bv, *w, xv);
+                    let f = _mm512_mul_ps(*sc, dv);
+                    *a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), f, *a);
                 }
             }
         }
-        for (r, ar) in acc.iter().enumerate() {
-            for (t, a) in ar.iter().enumerate() {
+        for (t, at) in acc.iter().enumerate() {
+            for (r, a) in at.iter().enumerate() {
                 // SAFETY: output (t, r) lies inside y.
                 unsafe { *y.add(t * ys + r) = _mm512_reduce_add_ps(*a) };
             }
@@ -1192,6 +1255,9 @@ mod x86 {
         let (xq, dx, bias) = (x.xq.as_ptr(), x.dx.as_ptr(), x.bias.as_ptr());
         // 2 rows x 4 tokens: 8 accumulators, 2 weights, 2 scales, 3 activation registers.
         tile(rows, n, 2, 4, |r, t, rr, tt| {
+            if t == 0 {
+                prefetch(&q[(r + rr) * kp..q.len().min((r + 2 * rr) * kp)]);
+            }
             // SAFETY: as in `matmul_512`; activations of tokens t.. at t*kp, t*kp/4.
             unsafe {
                 let (qr, sr, yo) = (qp.add(r * kp), sp.add(r * nb), yp.add(t * ys + r));
@@ -1269,6 +1335,9 @@ mod x86 {
         let (xq, dx) = (x.xq.as_ptr(), x.dx.as_ptr());
         // 1 row x 4 tokens: 4 accumulators and the row's sign split fit 16 registers.
         tile(rows, n, 1, 4, |r, t, _, tt| {
+            if t == 0 {
+                prefetch(&q[(r + 1) * kp..q.len().min((r + 2) * kp)]);
+            }
             // SAFETY: as in `matmul_q8_avx512`.
             unsafe {
                 let (qr, sr, yo) = (qp.add(r * kp), sp.add(r * nb), yp.add(t * ys + r));
@@ -1457,7 +1526,7 @@ mod tests {
                     matvec_f32(isa, &w, kp, &x[t * xs..t * xs + kp], &mut one);
                     check(&y, t, &one, "f32");
                 }
-                matmul_f16(isa, &wh, kp, &x, xs, &mut y, ys, n);
+                matmul_f16(isa, &wh, kp, &x, xs, &mut y, ys, n, &mut vec![0.0; 2 * kp]);
                 for t in 0..n {
                     matvec_f16(isa, &wh, kp, &x[t * xs..t * xs + kp], &mut one);
                     check(&y, t, &one, "f16");

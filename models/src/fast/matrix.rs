@@ -107,23 +107,75 @@ impl Matrix {
             }
         }
     }
+
+    /// `y[t] = W x[t]` for `n` tokens: row `t` of `x` starts at `t * xs` and holds
+    /// `padded(cols)` values whose padding is zero, row `t` of `y` starts at `t * ys`. Each
+    /// token's result is bit-for-bit its [`matvec`](Self::matvec); the q8 activations are
+    /// quantized per token. Allocation-free; `scratch` must have room for `n` inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+        scratch: &mut QScratch,
+    ) {
+        if n == 1 {
+            // One token: the decode step's mat-vec (same result, tuned for a single input).
+            return self.matvec(isa, x, y, scratch);
+        }
+        let x = &x[..(n - 1) * xs + self.kp];
+        let y = &mut y[..(n - 1) * ys + self.rows];
+        match &self.data {
+            Packed::F32(w) => kernels::matmul_f32(isa, w, self.kp, x, xs, y, ys, n),
+            Packed::F16(w) => {
+                let wf = &mut scratch.wf[..2 * self.kp];
+                kernels::matmul_f16(isa, w, self.kp, x, xs, y, ys, n, wf)
+            }
+            Packed::Q8 { q, scales } => {
+                let (kp, k4) = (self.kp, self.kp / 4);
+                let (xq, dx, bias) = (
+                    &mut scratch.xq[..n * kp],
+                    &mut scratch.dx[..n * k4],
+                    &mut scratch.bias[..n * k4],
+                );
+                for t in 0..n {
+                    kernels::quantize_acts(
+                        isa,
+                        &x[t * xs..t * xs + kp],
+                        &mut xq[t * kp..(t + 1) * kp],
+                        &mut dx[t * k4..(t + 1) * k4],
+                        &mut bias[t * k4..(t + 1) * k4],
+                    );
+                }
+                let acts = QActs { xq, dx, bias };
+                kernels::matmul_q8(isa, q, scales, kp, &acts, y, ys, n);
+            }
+        }
+    }
 }
 
-/// Scratch for quantizing a mat-vec input to int8 (preallocated, reused by every mat-vec).
+/// Scratch of the mat-vecs / mat-muls (preallocated, reused by every call): inputs quantized to
+/// int8, and f16 weight rows converted to f32.
 pub(crate) struct QScratch {
     xq: Vec<i8>,
     dx: Vec<f32>,
     bias: Vec<i32>,
+    wf: Vec<f32>,
 }
 
 impl QScratch {
-    /// Scratch for inputs of up to `max_cols` values.
-    pub(crate) fn new(max_cols: usize) -> QScratch {
-        let kp = padded(max_cols);
+    /// Scratch for up to `max_tokens` inputs of up to `max_cols` values each.
+    pub(crate) fn new(max_cols: usize, max_tokens: usize) -> QScratch {
+        let kp = padded(max_cols) * max_tokens;
         QScratch {
             xq: vec![0; kp],
             dx: vec![0.0; kp / 4],
             bias: vec![0; kp / 4],
+            wf: vec![0.0; 2 * padded(max_cols)],
         }
     }
 }
