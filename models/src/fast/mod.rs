@@ -42,6 +42,8 @@
 // AVX-512 would be undefined behaviour); `FastDecoder` only ever holds a detected one.
 pub(crate) mod kernels;
 mod matrix;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
