@@ -330,6 +330,25 @@ fn round_small(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
+/// `max(0, |x[i]|...)` (NaNs ignored) of one quantization block, lane-wise then as a tree so it
+/// vectorises (a sequential `f32::max` chain does not); max is exact and order-independent on
+/// these non-negative values, so the result is that of the sequential loop.
+#[inline(always)]
+fn abs_max(xs: &[f32]) -> f32 {
+    let mut m = [0f32; 16];
+    for c in xs.chunks_exact(16) {
+        for i in 0..16 {
+            m[i] = m[i].max(c[i].abs());
+        }
+    }
+    for w in [8, 4, 2, 1] {
+        for i in 0..w {
+            m[i] = m[i].max(m[i + w]);
+        }
+    }
+    m[0]
+}
+
 multiversion! {
     /// Quantizes `x` (length a multiple of [`PAD`]) to int8 blocks of 32 for the int8 mat-vec.
     /// Fills `xq` (`x.len()` values), `dx` (`x.len() / 4`: each block's scale repeated over its 8
@@ -342,11 +361,7 @@ multiversion! {
             .zip(dx.chunks_exact_mut(QBLOCK / 4))
             .zip(bias.chunks_exact_mut(QBLOCK / 4))
         {
-            let mut amax = 0f32;
-            for v in xs {
-                amax = amax.max(v.abs());
-            }
-            let d = amax / 127.0;
+            let d = abs_max(xs) / 127.0;
             let id = if d > 0.0 { 1.0 / d } else { 0.0 };
             for (q, v) in qs.iter_mut().zip(xs) {
                 // |v * id| <= 127 by construction; the clamp guards against rounding at the edge.
@@ -1467,6 +1482,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The quantization equals its plain sequential definition bit for bit on every ISA
+    /// (zero blocks, signed zeros, ties, NaN lanes included).
+    #[test]
+    fn quantize_acts_matches_its_definition() {
+        let mut seed = 23u64;
+        let n = 256;
+        let mut x: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 4.0).collect();
+        x[32..64].fill(0.0);
+        x[64..96].fill(-0.0);
+        x[96] = f32::NAN;
+        x[130] = 127.0;
+        x[131] = -63.5;
+        x[160..192]
+            .iter_mut()
+            .for_each(|v| *v = (*v * 8.0).round() / 8.0);
+        let mut want_q = vec![0i8; n];
+        let mut want_d = vec![0f32; n / 4];
+        let mut want_b = vec![0i32; n / 4];
+        for b in 0..n / QBLOCK {
+            let xs = &x[b * QBLOCK..(b + 1) * QBLOCK];
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            for (i, v) in xs.iter().enumerate() {
+                want_q[b * QBLOCK + i] = round_small(v * id).clamp(-127.0, 127.0) as i8;
+            }
+            for l in 0..QBLOCK / 4 {
+                let k = b * QBLOCK / 4 + l;
+                want_d[k] = d;
+                want_b[k] = -128 * (0..4).map(|j| want_q[4 * k + j] as i32).sum::<i32>();
+            }
+        }
+        for isa in isas() {
+            let (mut q, mut d, mut b) = (vec![0i8; n], vec![0f32; n / 4], vec![0i32; n / 4]);
+            quantize_acts(isa, &x, &mut q, &mut d, &mut b);
+            assert_eq!(q, want_q, "{isa:?}");
+            assert_eq!(bits(&d), bits(&want_d), "{isa:?}");
+            assert_eq!(b, want_b, "{isa:?}");
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     /// Every token of a multi-token mat-mul equals the mat-vec of that token, bit for bit, on
