@@ -59,7 +59,7 @@ use kernels::padded;
 fn blocked(n: usize) -> usize {
     n.div_ceil(kernels::KB) * kernels::KB
 }
-use matrix::{Matrix, QScratch};
+use matrix::{Aligned, Matrix, QScratch};
 
 /// How the projection matrices (QKV, attention output, SwiGLU, LM head, cross-attention) are
 /// stored. Norm weights and the token embedding stay f32 in every format.
@@ -322,9 +322,9 @@ struct CrossSite {
     w2: Matrix,
     ff_gate: Vec<f32>,
     /// Blocked keys (see `kernels::kblock_index`), `[head][blocked(max_latents) * head_dim]`.
-    kt: Vec<f32>,
+    kt: Aligned<f32>,
     /// `[head][max_latents][head_dim]`.
-    v_cache: Vec<f32>,
+    v_cache: Aligned<f32>,
 }
 
 /// Immutable model state.
@@ -343,20 +343,20 @@ struct Weights {
 /// `kernels::kblock_index`) and values (`[layer][head][max_seq_len][head_dim]`). f32 for the
 /// exact format; f16 (half the memory traffic of long contexts) for the others.
 enum KvStore {
-    F32 { kt: Vec<f32>, v: Vec<f32> },
-    F16 { kt: Vec<u16>, v: Vec<u16> },
+    F32 { kt: Aligned<f32>, v: Aligned<f32> },
+    F16 { kt: Aligned<u16>, v: Aligned<u16> },
 }
 
 impl KvStore {
     fn new(format: WeightFormat, k_len: usize, v_len: usize) -> Self {
         match format {
             WeightFormat::F32 => KvStore::F32 {
-                kt: vec![0.0; k_len],
-                v: vec![0.0; v_len],
+                kt: Aligned::zeroed(k_len),
+                v: Aligned::zeroed(v_len),
             },
             WeightFormat::F16 | WeightFormat::Q8 => KvStore::F16 {
-                kt: vec![0; k_len],
-                v: vec![0; v_len],
+                kt: Aligned::zeroed(k_len),
+                v: Aligned::zeroed(v_len),
             },
         }
     }
@@ -374,35 +374,35 @@ struct State {
     /// The self-attention KV cache.
     kv: KvStore,
     /// One key or value tile converted from f16 `[head_dim * 16]`.
-    kv_tile: Vec<f32>,
+    kv_tile: Aligned<f32>,
     /// One head's partial output `[head_dim]`.
-    head_tmp: Vec<f32>,
+    head_tmp: Aligned<f32>,
     pos: usize,
     n_latents: usize,
     /// Residual streams `[chunk][dim]`.
-    x: Vec<f32>,
+    x: Aligned<f32>,
     /// Normalised inputs of a mat-mul `[chunk][padded(dim)]` (padding stays zero).
-    xn: Vec<f32>,
+    xn: Aligned<f32>,
     /// QKV outputs, or q of a cross site `[chunk][3 * dim]`.
-    qkv: Vec<f32>,
+    qkv: Aligned<f32>,
     /// Concatenated head outputs `[chunk][padded(dim)]` (padding stays zero).
-    att: Vec<f32>,
+    att: Aligned<f32>,
     /// Block outputs before the residual add `[chunk][dim]`.
-    tmp: Vec<f32>,
+    tmp: Aligned<f32>,
     /// Gate and up of a SwiGLU `[chunk][ffh_stride = 2 * max_hidden]`.
-    ffh: Vec<f32>,
+    ffh: Aligned<f32>,
     ffh_stride: usize,
     /// SwiGLU products `[chunk][ffg_stride = padded(max_hidden)]`.
-    ffg: Vec<f32>,
+    ffg: Aligned<f32>,
     ffg_stride: usize,
     /// Attention probabilities `[chunk][scores_stride = max(max_seq_len, max_latents)]`.
-    scores: Vec<f32>,
+    scores: Aligned<f32>,
     scores_stride: usize,
     /// One latent, padded, for `set_latents` `[padded(latent_dim)]`.
-    latent: Vec<f32>,
+    latent: Aligned<f32>,
     /// K and V of one latent for `set_latents` `[2 * dim]`.
-    kv_proj: Vec<f32>,
-    logits: Vec<f32>,
+    kv_proj: Aligned<f32>,
+    logits: Aligned<f32>,
     qs: QScratch,
 }
 
@@ -548,8 +548,8 @@ impl FastDecoder {
                 w13,
                 w2,
                 ff_gate: fetch_gate(g, &n("ff_gate"), d)?,
-                kt: vec![0.0; d * blocked(cfg.max_latents)],
-                v_cache: vec![0.0; d * cfg.max_latents],
+                kt: Aligned::zeroed(d * blocked(cfg.max_latents)),
+                v_cache: Aligned::zeroed(d * cfg.max_latents),
             });
         }
         let norm = fetch(g, names::NORM, &[d])?;
@@ -584,24 +584,24 @@ impl FastDecoder {
                 cfg.n_layers * d * blocked(cfg.max_seq_len),
                 cfg.n_layers * d * cfg.max_seq_len,
             ),
-            kv_tile: vec![0.0; hd * kernels::KB],
-            head_tmp: vec![0.0; hd],
+            kv_tile: Aligned::zeroed(hd * kernels::KB),
+            head_tmp: Aligned::zeroed(hd),
             pos: 0,
             n_latents: 0,
-            x: vec![0.0; c * d],
-            xn: vec![0.0; c * padded(d)],
-            qkv: vec![0.0; c * 3 * d],
-            att: vec![0.0; c * padded(d)],
-            tmp: vec![0.0; c * d],
-            ffh: vec![0.0; c * ffh_stride],
+            x: Aligned::zeroed(c * d),
+            xn: Aligned::zeroed(c * padded(d)),
+            qkv: Aligned::zeroed(c * 3 * d),
+            att: Aligned::zeroed(c * padded(d)),
+            tmp: Aligned::zeroed(c * d),
+            ffh: Aligned::zeroed(c * ffh_stride),
             ffh_stride,
-            ffg: vec![0.0; c * ffg_stride],
+            ffg: Aligned::zeroed(c * ffg_stride),
             ffg_stride,
-            scores: vec![0.0; c * scores_stride],
+            scores: Aligned::zeroed(c * scores_stride),
             scores_stride,
-            latent: vec![0.0; padded(ld)],
-            kv_proj: vec![0.0; 2 * d],
-            logits: vec![0.0; v],
+            latent: Aligned::zeroed(padded(ld)),
+            kv_proj: Aligned::zeroed(2 * d),
+            logits: Aligned::zeroed(v),
             qs: QScratch::new(d.max(max_hidden).max(ld), c),
         };
         Ok(FastDecoder {

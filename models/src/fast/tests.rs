@@ -115,7 +115,7 @@ fn assert_same(got: &[f32], want: &[f32], what: &str) {
 fn cache_bits(dec: &FastDecoder) -> Vec<u32> {
     match &dec.s.kv {
         KvStore::F32 { kt, v } => bits(kt).into_iter().chain(bits(v)).collect(),
-        KvStore::F16 { kt, v } => kt.iter().chain(v).map(|x| *x as u32).collect(),
+        KvStore::F16 { kt, v } => kt.iter().chain(v.iter()).map(|x| *x as u32).collect(),
     }
 }
 
@@ -210,5 +210,22 @@ fn a_rejected_prefill_changes_nothing() {
         // Exactly the room left still fits.
         dec.prefill(&long[1..]).unwrap();
         assert_eq!(dec.position(), cfg.max_seq_len);
+    }
+}
+
+#[test]
+fn aligned_buffers_start_on_a_cache_line() {
+    use super::matrix::Aligned;
+    for len in [0, 1, 15, 16, 17, 1000] {
+        let a = Aligned::<u8>::zeroed(len);
+        let b = Aligned::<u16>::zeroed(len);
+        let mut c = Aligned::<f32>::zeroed(len);
+        assert_eq!((a.len(), b.len(), c.len()), (len, len, len));
+        assert_eq!(a.as_ptr() as usize % 64, 0);
+        assert_eq!(b.as_ptr() as usize % 64, 0);
+        assert_eq!(c.as_ptr() as usize % 64, 0);
+        assert!(a.iter().all(|x| *x == 0) && c.iter().all(|x| *x == 0.0));
+        c.fill(1.0);
+        assert_eq!(c.iter().sum::<f32>(), len as f32);
     }
 }
