@@ -1,6 +1,7 @@
 //! One decode step of the fast CPU path on the `small` shape (6 layers, dim 256, 4 heads,
 //! ff_mult 4, vocab 2765), single thread, after a 512-token prefill (and after a 4000-token one,
-//! to show the attention cost over a long cache), for each weight format.
+//! to show the attention cost over a long cache), for each weight format; and the 512-token
+//! prefill itself (chunked, see `PREFILL_CHUNK`).
 //!
 //! `cargo bench -p staria-models --bench fast_decode -- --warm-up-time 2 --measurement-time 5`
 
@@ -49,6 +50,22 @@ fn small_model(format: WeightFormat) -> FastDecoder {
 }
 
 fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fast_decode/prefill_512");
+    group.throughput(Throughput::Elements(512));
+    group.sample_size(20);
+    let prompt: Vec<u32> = (0..512u32).map(|i| (i * 37 + 11) % 2765).collect();
+    for format in WeightFormat::ALL {
+        let mut dec = small_model(format);
+        group.bench_function(format.name(), |b| {
+            b.iter(|| {
+                dec.reset();
+                let logits = dec.prefill(black_box(&prompt)).expect("prefill");
+                black_box(logits[0])
+            })
+        });
+    }
+    group.finish();
+
     for ctx in [1usize, 512, 4000] {
         let mut group = c.benchmark_group(format!("fast_decode/step_after_{ctx}"));
         group.throughput(Throughput::Elements(1));

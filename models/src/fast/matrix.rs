@@ -1,15 +1,52 @@
 //! Packed weight matrices in the three [`WeightFormat`]s and the scratch space their mat-vecs use.
 
+use std::ops::{Deref, DerefMut};
+
 use super::WeightFormat;
 use super::kernels::{self, Isa, QActs, QBLOCK, padded};
 
+/// A fixed-length, zeroed buffer whose first element sits on a 64-byte boundary, so the kernels'
+/// 64-byte loads of weight rows, cache tiles and activation rows (all multiples of 64 bytes
+/// long) never straddle two cache lines. A `Vec` only guarantees the element's alignment, and
+/// where the allocator puts it changes with the buffer's size: that made the kernels' speed a
+/// matter of luck. Over-allocates 64 bytes and starts at the first aligned element.
+pub(crate) struct Aligned<T> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    /// `len` values of `T::default()` (zero for the numeric types used here).
+    pub(crate) fn zeroed(len: usize) -> Self {
+        let size = std::mem::size_of::<T>().max(1);
+        let buf = vec![T::default(); len + 64 / size];
+        // The Vec is aligned to `T`, so the distance to the next line is a whole number of T.
+        let start = (64 - buf.as_ptr() as usize % 64) % 64 / size;
+        Aligned { buf, start, len }
+    }
+}
+
+impl<T> Deref for Aligned<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl<T> DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
 enum Packed {
-    F32(Vec<f32>),
+    F32(Aligned<f32>),
     /// IEEE half bits.
-    F16(Vec<u16>),
+    F16(Aligned<u16>),
     /// int8 values stored with a +128 offset, one f32 scale per 32-block.
     Q8 {
-        q: Vec<u8>,
+        q: Aligned<u8>,
         scales: Vec<f32>,
     },
 }
@@ -31,14 +68,14 @@ impl Matrix {
         let mut rowbuf = vec![0f32; kp];
         let data = match format {
             WeightFormat::F32 => {
-                let mut w = vec![0f32; rows * kp];
+                let mut w = Aligned::zeroed(rows * kp);
                 for r in 0..rows {
                     w[r * kp..r * kp + cols].copy_from_slice(&values[r * cols..(r + 1) * cols]);
                 }
                 Packed::F32(w)
             }
             WeightFormat::F16 => {
-                let mut w = vec![0u16; rows * kp];
+                let mut w = Aligned::zeroed(rows * kp);
                 for r in 0..rows {
                     for (o, v) in w[r * kp..r * kp + cols]
                         .iter_mut()
@@ -51,7 +88,7 @@ impl Matrix {
             }
             WeightFormat::Q8 => {
                 let nb = kp / QBLOCK;
-                let mut q = vec![0u8; rows * kp];
+                let mut q = Aligned::zeroed(rows * kp);
                 let mut scales = vec![0f32; rows * nb];
                 for r in 0..rows {
                     rowbuf[..cols].copy_from_slice(&values[r * cols..(r + 1) * cols]);
@@ -107,23 +144,75 @@ impl Matrix {
             }
         }
     }
+
+    /// `y[t] = W x[t]` for `n` tokens: row `t` of `x` starts at `t * xs` and holds
+    /// `padded(cols)` values whose padding is zero, row `t` of `y` starts at `t * ys`. Each
+    /// token's result is bit-for-bit its [`matvec`](Self::matvec); the q8 activations are
+    /// quantized per token. Allocation-free; `scratch` must have room for `n` inputs.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn matmul(
+        &self,
+        isa: Isa,
+        x: &[f32],
+        xs: usize,
+        y: &mut [f32],
+        ys: usize,
+        n: usize,
+        scratch: &mut QScratch,
+    ) {
+        if n == 1 {
+            // One token: the decode step's mat-vec (same result, tuned for a single input).
+            return self.matvec(isa, x, y, scratch);
+        }
+        let x = &x[..(n - 1) * xs + self.kp];
+        let y = &mut y[..(n - 1) * ys + self.rows];
+        match &self.data {
+            Packed::F32(w) => kernels::matmul_f32(isa, w, self.kp, x, xs, y, ys, n),
+            Packed::F16(w) => {
+                let wf = &mut scratch.wf[..2 * self.kp];
+                kernels::matmul_f16(isa, w, self.kp, x, xs, y, ys, n, wf)
+            }
+            Packed::Q8 { q, scales } => {
+                let (kp, k4) = (self.kp, self.kp / 4);
+                let (xq, dx, bias) = (
+                    &mut scratch.xq[..n * kp],
+                    &mut scratch.dx[..n * k4],
+                    &mut scratch.bias[..n * k4],
+                );
+                for t in 0..n {
+                    kernels::quantize_acts(
+                        isa,
+                        &x[t * xs..t * xs + kp],
+                        &mut xq[t * kp..(t + 1) * kp],
+                        &mut dx[t * k4..(t + 1) * k4],
+                        &mut bias[t * k4..(t + 1) * k4],
+                    );
+                }
+                let acts = QActs { xq, dx, bias };
+                kernels::matmul_q8(isa, q, scales, kp, &acts, y, ys, n);
+            }
+        }
+    }
 }
 
-/// Scratch for quantizing a mat-vec input to int8 (preallocated, reused by every mat-vec).
+/// Scratch of the mat-vecs / mat-muls (preallocated, reused by every call): inputs quantized to
+/// int8, and f16 weight rows converted to f32.
 pub(crate) struct QScratch {
-    xq: Vec<i8>,
-    dx: Vec<f32>,
-    bias: Vec<i32>,
+    xq: Aligned<i8>,
+    dx: Aligned<f32>,
+    bias: Aligned<i32>,
+    wf: Aligned<f32>,
 }
 
 impl QScratch {
-    /// Scratch for inputs of up to `max_cols` values.
-    pub(crate) fn new(max_cols: usize) -> QScratch {
-        let kp = padded(max_cols);
+    /// Scratch for up to `max_tokens` inputs of up to `max_cols` values each.
+    pub(crate) fn new(max_cols: usize, max_tokens: usize) -> QScratch {
+        let kp = padded(max_cols) * max_tokens;
         QScratch {
-            xq: vec![0; kp],
-            dx: vec![0.0; kp / 4],
-            bias: vec![0; kp / 4],
+            xq: Aligned::zeroed(kp),
+            dx: Aligned::zeroed(kp / 4),
+            bias: Aligned::zeroed(kp / 4),
+            wf: Aligned::zeroed(2 * padded(max_cols)),
         }
     }
 }

@@ -15,7 +15,13 @@
 //!   (`[layer][head][position / 16][head_dim][16]`), so the scores of 16 positions are one SIMD
 //!   register's lanes and the whole cache streams sequentially; the value cache is
 //!   `[layer][head][position][head_dim]`;
-//! - SIMD paths are picked at run time ([`Isa::detect`]); a portable fallback runs anywhere.
+//! - SIMD paths are picked at run time ([`Isa::detect`]); a portable fallback runs anywhere;
+//! - [`FastDecoder::prefill`] runs the prompt in chunks of [`PREFILL_CHUNK`] tokens: each weight
+//!   row is loaded once per chunk and multiplied against all of its tokens (register-blocked
+//!   small GEMMs), each f16 key / value tile is converted once per chunk, and the LM head runs
+//!   for the last token only. Per token the arithmetic is exactly a decode step's (same
+//!   accumulators, same reductions, same attention order), so a prefill leaves bit-for-bit the
+//!   logits and KV cache of one [`FastDecoder::step`] per token.
 //!
 //! No threads: everything runs on the caller's thread.
 //!
@@ -36,6 +42,8 @@
 // AVX-512 would be undefined behaviour); `FastDecoder` only ever holds a detected one.
 pub(crate) mod kernels;
 mod matrix;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,7 +59,7 @@ use kernels::padded;
 fn blocked(n: usize) -> usize {
     n.div_ceil(kernels::KB) * kernels::KB
 }
-use matrix::{Matrix, QScratch};
+use matrix::{Aligned, Matrix, QScratch};
 
 /// How the projection matrices (QKV, attention output, SwiGLU, LM head, cross-attention) are
 /// stored. Norm weights and the token embedding stay f32 in every format.
@@ -314,9 +322,9 @@ struct CrossSite {
     w2: Matrix,
     ff_gate: Vec<f32>,
     /// Blocked keys (see `kernels::kblock_index`), `[head][blocked(max_latents) * head_dim]`.
-    kt: Vec<f32>,
+    kt: Aligned<f32>,
     /// `[head][max_latents][head_dim]`.
-    v_cache: Vec<f32>,
+    v_cache: Aligned<f32>,
 }
 
 /// Immutable model state.
@@ -335,56 +343,66 @@ struct Weights {
 /// `kernels::kblock_index`) and values (`[layer][head][max_seq_len][head_dim]`). f32 for the
 /// exact format; f16 (half the memory traffic of long contexts) for the others.
 enum KvStore {
-    F32 { kt: Vec<f32>, v: Vec<f32> },
-    F16 { kt: Vec<u16>, v: Vec<u16> },
+    F32 { kt: Aligned<f32>, v: Aligned<f32> },
+    F16 { kt: Aligned<u16>, v: Aligned<u16> },
 }
 
 impl KvStore {
     fn new(format: WeightFormat, k_len: usize, v_len: usize) -> Self {
         match format {
             WeightFormat::F32 => KvStore::F32 {
-                kt: vec![0.0; k_len],
-                v: vec![0.0; v_len],
+                kt: Aligned::zeroed(k_len),
+                v: Aligned::zeroed(v_len),
             },
             WeightFormat::F16 | WeightFormat::Q8 => KvStore::F16 {
-                kt: vec![0; k_len],
-                v: vec![0; v_len],
+                kt: Aligned::zeroed(k_len),
+                v: Aligned::zeroed(v_len),
             },
         }
     }
 }
 
-/// Preallocated mutable state: caches and activations.
+/// Most tokens [`FastDecoder::prefill`] runs through the blocks at once. Each weight row is
+/// loaded once per chunk and used for all its tokens (`Matrix::matmul`), and each f16 key / value
+/// tile is converted once per chunk; the activation buffers hold a chunk, which costs
+/// `PREFILL_CHUNK x` (about `8 * dim + 3 * hidden + max_seq_len`) floats.
+pub const PREFILL_CHUNK: usize = 32;
+
+/// Preallocated mutable state: caches and activations. The activation buffers hold one row per
+/// token of a chunk (`[PREFILL_CHUNK][..]`); a decode step uses row 0.
 struct State {
     /// The self-attention KV cache.
     kv: KvStore,
     /// One key or value tile converted from f16 `[head_dim * 16]`.
-    kv_tile: Vec<f32>,
+    kv_tile: Aligned<f32>,
     /// One head's partial output `[head_dim]`.
-    head_tmp: Vec<f32>,
+    head_tmp: Aligned<f32>,
     pos: usize,
     n_latents: usize,
-    /// Residual stream `[dim]`.
-    x: Vec<f32>,
-    /// Normalised input of a mat-vec `[padded(dim)]` (padding stays zero).
-    xn: Vec<f32>,
-    /// QKV output, or q of a cross site `[3 * dim]`.
-    qkv: Vec<f32>,
-    /// Concatenated head outputs `[padded(dim)]`.
-    att: Vec<f32>,
-    /// Block output before the residual add `[dim]`.
-    tmp: Vec<f32>,
-    /// Gate and up of a SwiGLU `[2 * max_hidden]`.
-    ffh: Vec<f32>,
-    /// SwiGLU product `[padded(max_hidden)]`.
-    ffg: Vec<f32>,
-    /// Attention probabilities `[max(max_seq_len, max_latents)]`.
-    scores: Vec<f32>,
+    /// Residual streams `[chunk][dim]`.
+    x: Aligned<f32>,
+    /// Normalised inputs of a mat-mul `[chunk][padded(dim)]` (padding stays zero).
+    xn: Aligned<f32>,
+    /// QKV outputs, or q of a cross site `[chunk][3 * dim]`.
+    qkv: Aligned<f32>,
+    /// Concatenated head outputs `[chunk][padded(dim)]` (padding stays zero).
+    att: Aligned<f32>,
+    /// Block outputs before the residual add `[chunk][dim]`.
+    tmp: Aligned<f32>,
+    /// Gate and up of a SwiGLU `[chunk][ffh_stride = 2 * max_hidden]`.
+    ffh: Aligned<f32>,
+    ffh_stride: usize,
+    /// SwiGLU products `[chunk][ffg_stride = padded(max_hidden)]`.
+    ffg: Aligned<f32>,
+    ffg_stride: usize,
+    /// Attention probabilities `[chunk][scores_stride = max(max_seq_len, max_latents)]`.
+    scores: Aligned<f32>,
+    scores_stride: usize,
     /// One latent, padded, for `set_latents` `[padded(latent_dim)]`.
-    latent: Vec<f32>,
+    latent: Aligned<f32>,
     /// K and V of one latent for `set_latents` `[2 * dim]`.
-    kv_proj: Vec<f32>,
-    logits: Vec<f32>,
+    kv_proj: Aligned<f32>,
+    logits: Aligned<f32>,
     qs: QScratch,
 }
 
@@ -530,8 +548,8 @@ impl FastDecoder {
                 w13,
                 w2,
                 ff_gate: fetch_gate(g, &n("ff_gate"), d)?,
-                kt: vec![0.0; d * blocked(cfg.max_latents)],
-                v_cache: vec![0.0; d * cfg.max_latents],
+                kt: Aligned::zeroed(d * blocked(cfg.max_latents)),
+                v_cache: Aligned::zeroed(d * cfg.max_latents),
             });
         }
         let norm = fetch(g, names::NORM, &[d])?;
@@ -557,28 +575,34 @@ impl FastDecoder {
             .chain(cross.iter().map(|c| c.w2.cols()))
             .max()
             .unwrap_or(ff);
+        let c = PREFILL_CHUNK;
+        let (ffh_stride, ffg_stride) = (2 * max_hidden, padded(max_hidden));
+        let scores_stride = cfg.max_seq_len.max(cfg.max_latents);
         let s = State {
             kv: KvStore::new(
                 format,
                 cfg.n_layers * d * blocked(cfg.max_seq_len),
                 cfg.n_layers * d * cfg.max_seq_len,
             ),
-            kv_tile: vec![0.0; hd * kernels::KB],
-            head_tmp: vec![0.0; hd],
+            kv_tile: Aligned::zeroed(hd * kernels::KB),
+            head_tmp: Aligned::zeroed(hd),
             pos: 0,
             n_latents: 0,
-            x: vec![0.0; d],
-            xn: vec![0.0; padded(d)],
-            qkv: vec![0.0; 3 * d],
-            att: vec![0.0; padded(d)],
-            tmp: vec![0.0; d],
-            ffh: vec![0.0; 2 * max_hidden],
-            ffg: vec![0.0; padded(max_hidden)],
-            scores: vec![0.0; cfg.max_seq_len.max(cfg.max_latents)],
-            latent: vec![0.0; padded(ld)],
-            kv_proj: vec![0.0; 2 * d],
-            logits: vec![0.0; v],
-            qs: QScratch::new(d.max(max_hidden).max(ld)),
+            x: Aligned::zeroed(c * d),
+            xn: Aligned::zeroed(c * padded(d)),
+            qkv: Aligned::zeroed(c * 3 * d),
+            att: Aligned::zeroed(c * padded(d)),
+            tmp: Aligned::zeroed(c * d),
+            ffh: Aligned::zeroed(c * ffh_stride),
+            ffh_stride,
+            ffg: Aligned::zeroed(c * ffg_stride),
+            ffg_stride,
+            scores: Aligned::zeroed(c * scores_stride),
+            scores_stride,
+            latent: Aligned::zeroed(padded(ld)),
+            kv_proj: Aligned::zeroed(2 * d),
+            logits: Aligned::zeroed(v),
+            qs: QScratch::new(d.max(max_hidden).max(ld), c),
         };
         Ok(FastDecoder {
             cfg: cfg.clone(),
@@ -742,20 +766,22 @@ impl FastDecoder {
     /// (except to build an error). On error nothing changes.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
         self.check_tokens(&[token])?;
-        forward_token(
+        forward_chunk(
             &self.w,
             &mut self.s,
             &self.cfg,
             self.head_dim,
             self.isa,
-            token,
+            &[token],
         );
-        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa);
+        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa, 0);
         Ok(&self.s.logits)
     }
 
     /// Appends several tokens and returns the logits after the last one (the LM head runs only
-    /// for that one). Never allocates; on error (empty input, a bad id, no room) nothing changes.
+    /// for that one). Runs them in chunks of [`PREFILL_CHUNK`] tokens with bit-for-bit the
+    /// results (logits, KV cache) of one [`step`](Self::step) per token, several times faster.
+    /// Never allocates; on error (empty input, a bad id, no room) nothing changes.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32]> {
         if tokens.is_empty() {
             return Err(Error::Config(
@@ -763,10 +789,18 @@ impl FastDecoder {
             ));
         }
         self.check_tokens(tokens)?;
-        for &t in tokens {
-            forward_token(&self.w, &mut self.s, &self.cfg, self.head_dim, self.isa, t);
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            forward_chunk(
+                &self.w,
+                &mut self.s,
+                &self.cfg,
+                self.head_dim,
+                self.isa,
+                chunk,
+            );
         }
-        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa);
+        let last = (tokens.len() - 1) % PREFILL_CHUNK;
+        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa, last);
         Ok(&self.s.logits)
     }
 
@@ -859,123 +893,229 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Runs one token through every block at position `s.pos` and advances it; leaves the final
-/// residual stream in `s.x`. The caller has checked the id and the room.
-fn forward_token(w: &Weights, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa, token: u32) {
-    let d = cfg.dim;
-    let h = cfg.n_heads;
-    let cap = cfg.max_seq_len;
-    let kcap = blocked(cap);
-    let pos = s.pos;
-    let n = pos + 1;
-    let half = hd / 2;
+/// Runs the chunk `tokens` (1 to [`PREFILL_CHUNK`] ids) through every block at positions
+/// `s.pos ..` and advances it; leaves the final residual streams in `s.x` (row `i` for token
+/// `i`). Every token gets bit-for-bit what it would get alone: the mat-muls reproduce the
+/// mat-vec per token and the attention of a query only reads positions up to its own. The caller
+/// has checked the ids and the room.
+fn forward_chunk(
+    w: &Weights,
+    s: &mut State,
+    cfg: &FastConfig,
+    hd: usize,
+    isa: Isa,
+    tokens: &[u32],
+) {
+    let n = tokens.len();
+    debug_assert!((1..=PREFILL_CHUNK).contains(&n));
+    let (d, pd) = (cfg.dim, padded(cfg.dim));
     let eps = cfg.norm_eps as f32;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (cos, sin) = (
-        &w.rope_cos[pos * half..n * half],
-        &w.rope_sin[pos * half..n * half],
-    );
-    let t = token as usize;
-    s.x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+    for (x, &t) in s.x.chunks_exact_mut(d).zip(tokens) {
+        let t = t as usize;
+        x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+    }
 
     for (li, layer) in w.layers.iter().enumerate() {
         // Attention.
-        kernels::layer_norm(isa, &s.x, &layer.attn_norm, eps, &mut s.xn[..d]);
-        layer.qkv.matvec(isa, &s.xn, &mut s.qkv, &mut s.qs);
-        let (q, rest) = s.qkv.split_at_mut(d);
-        let (k, v) = rest.split_at_mut(d);
-        for hh in 0..h {
-            rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
-            rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
-            let kbase = (li * h + hh) * hd * kcap;
-            let vbase = (li * h + hh) * hd * cap;
-            let (qh, kh, vh) = (
-                &q[hh * hd..(hh + 1) * hd],
-                &k[hh * hd..(hh + 1) * hd],
-                &v[hh * hd..(hh + 1) * hd],
-            );
-            let out = &mut s.att[hh * hd..(hh + 1) * hd];
-            let scores = &mut s.scores[..n];
-            match &mut s.kv {
-                KvStore::F32 { kt, v: vc } => {
-                    let kb = &mut kt[kbase..kbase + hd * kcap];
-                    for (j, x) in kh.iter().enumerate() {
-                        kb[kernels::kblock_index(hd, pos, j)] = *x;
-                    }
-                    vc[vbase + pos * hd..vbase + n * hd].copy_from_slice(vh);
-                    kernels::scores_blocked(isa, qh, kb, scale, scores);
-                    kernels::softmax(isa, scores);
-                    kernels::weighted_sum(isa, scores, &vc[vbase..vbase + n * hd], out);
-                }
-                KvStore::F16 { kt, v: vc } => {
-                    let kb = &mut kt[kbase..kbase + hd * kcap];
-                    for (j, x) in kh.iter().enumerate() {
-                        kb[kernels::kblock_index(hd, pos, j)] = kernels::f32_to_f16_sat(*x);
-                    }
-                    for (o, x) in vc[vbase + pos * hd..vbase + n * hd].iter_mut().zip(vh) {
-                        *o = kernels::f32_to_f16_sat(*x);
-                    }
-                    // Tile by tile: 16 positions converted to f32 in L1, then the f32 kernels.
-                    let tile = &mut s.kv_tile[..hd * kernels::KB];
-                    for (chunk, blk) in scores
-                        .chunks_mut(kernels::KB)
-                        .zip(kb.chunks_exact(hd * kernels::KB))
-                    {
-                        kernels::f16_to_f32(isa, blk, tile);
-                        kernels::scores_blocked(isa, qh, tile, scale, chunk);
-                    }
-                    kernels::softmax(isa, scores);
-                    out.fill(0.0);
-                    let vs = &vc[vbase..vbase + n * hd];
-                    for (pc, vblk) in scores.chunks(kernels::KB).zip(vs.chunks(kernels::KB * hd)) {
-                        let t = &mut tile[..vblk.len()];
-                        kernels::f16_to_f32(isa, vblk, t);
-                        kernels::weighted_sum(isa, pc, t, &mut s.head_tmp);
-                        kernels::add_assign(isa, out, &s.head_tmp);
-                    }
-                }
-            }
-        }
-        layer.out.matvec(isa, &s.att, &mut s.tmp, &mut s.qs);
-        kernels::add_assign(isa, &mut s.x, &s.tmp);
+        norm_rows(isa, s, &layer.attn_norm, eps, d, n);
+        layer
+            .qkv
+            .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
+        self_attention(w, s, cfg, hd, isa, li, n);
+        layer
+            .out
+            .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
+        kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]);
 
         // Feed-forward.
-        kernels::layer_norm(isa, &s.x, &layer.ff_norm, eps, &mut s.xn[..d]);
-        swiglu_residual(isa, &layer.w13, &layer.w2, None, s);
+        norm_rows(isa, s, &layer.ff_norm, eps, d, n);
+        swiglu_residual(isa, &layer.w13, &layer.w2, None, s, d, n);
 
         // Site j follows layer (j+1)*cross_every - 1 (`StariaConfig::site_after`).
         if cfg.cross_every > 0
             && (li + 1).is_multiple_of(cfg.cross_every)
             && let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1)
         {
-            cross_site(site, s, cfg, hd, isa);
+            cross_site(site, s, cfg, hd, isa, n);
         }
     }
-    s.pos = n;
+    s.pos += n;
 }
 
-/// `x += gate * w2(silu(w1 xn) * w3 xn)` (`gate = None`: 1).
-#[inline]
-fn swiglu_residual(isa: Isa, w13: &Matrix, w2: &Matrix, gate: Option<&[f32]>, s: &mut State) {
-    let hidden = w2.cols();
-    w13.matvec(isa, &s.xn, &mut s.ffh, &mut s.qs);
-    let (a, b) = s.ffh[..2 * hidden].split_at(hidden);
-    kernels::swiglu(isa, a, b, &mut s.ffg[..hidden]);
-    w2.matvec(isa, &s.ffg, &mut s.tmp, &mut s.qs);
-    match gate {
-        None => kernels::add_assign(isa, &mut s.x, &s.tmp),
-        Some(g) => {
-            for ((x, t), g) in s.x.iter_mut().zip(&s.tmp).zip(g) {
-                *x += g * t;
+/// `xn[i] = layer_norm(x[i]) * w` for the chunk's first `n` rows.
+fn norm_rows(isa: Isa, s: &mut State, w: &[f32], eps: f32, d: usize, n: usize) {
+    let pd = padded(d);
+    for (x, xn) in s.x.chunks_exact(d).zip(s.xn.chunks_exact_mut(pd)).take(n) {
+        kernels::layer_norm(isa, x, w, eps, &mut xn[..d]);
+    }
+}
+
+/// Self-attention of layer `li` for the chunk's `n` tokens (QKV in `s.qkv`): RoPE on queries and
+/// keys, all keys and values appended to the cache, then each query attends causally to the
+/// cache up to its own position; head outputs go to `s.att`.
+#[allow(clippy::too_many_arguments)]
+fn self_attention(
+    w: &Weights,
+    s: &mut State,
+    cfg: &FastConfig,
+    hd: usize,
+    isa: Isa,
+    li: usize,
+    n: usize,
+) {
+    let (d, pd, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    let cap = cfg.max_seq_len;
+    let kcap = blocked(cap);
+    let half = hd / 2;
+    let pos = s.pos;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let ss = s.scores_stride;
+    let State {
+        kv,
+        kv_tile,
+        head_tmp,
+        qkv,
+        att,
+        scores,
+        ..
+    } = s;
+
+    for (i, row) in qkv.chunks_exact_mut(3 * d).take(n).enumerate() {
+        let p = pos + i;
+        let (cos, sin) = (
+            &w.rope_cos[p * half..(p + 1) * half],
+            &w.rope_sin[p * half..(p + 1) * half],
+        );
+        let (q, rest) = row.split_at_mut(d);
+        let (k, v) = rest.split_at_mut(d);
+        for hh in 0..h {
+            rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
+            rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
+            let kbase = (li * h + hh) * hd * kcap;
+            let vrow = (li * h + hh) * hd * cap + p * hd;
+            let (kh, vh) = (&k[hh * hd..(hh + 1) * hd], &v[hh * hd..(hh + 1) * hd]);
+            match kv {
+                KvStore::F32 { kt, v: vc } => {
+                    for (j, x) in kh.iter().enumerate() {
+                        kt[kbase + kernels::kblock_index(hd, p, j)] = *x;
+                    }
+                    vc[vrow..vrow + hd].copy_from_slice(vh);
+                }
+                KvStore::F16 { kt, v: vc } => {
+                    for (j, x) in kh.iter().enumerate() {
+                        kt[kbase + kernels::kblock_index(hd, p, j)] = kernels::f32_to_f16_sat(*x);
+                    }
+                    for (o, x) in vc[vrow..vrow + hd].iter_mut().zip(vh) {
+                        *o = kernels::f32_to_f16_sat(*x);
+                    }
+                }
+            }
+        }
+    }
+
+    // Query i sees positions 0 ..= pos + i; `first(b)` is the first query that sees key block b.
+    let end = pos + n;
+    let first = |b: usize| (b * kernels::KB).saturating_sub(pos);
+    for hh in 0..h {
+        let kbase = (li * h + hh) * hd * kcap;
+        let vbase = (li * h + hh) * hd * cap;
+        let q = |i: usize| i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd;
+        let o = |i: usize| i * pd + hh * hd..i * pd + (hh + 1) * hd;
+        match kv {
+            KvStore::F32 { kt, v: vc } => {
+                let kb = &kt[kbase..kbase + hd * kcap];
+                for i in 0..n {
+                    let sc = &mut scores[i * ss..i * ss + pos + i + 1];
+                    kernels::scores_blocked(isa, &qkv[q(i)], kb, scale, sc);
+                    kernels::softmax(isa, sc);
+                    let vs = &vc[vbase..vbase + sc.len() * hd];
+                    kernels::weighted_sum(isa, sc, vs, &mut att[o(i)]);
+                }
+            }
+            KvStore::F16 { kt, v: vc } => {
+                // Tile by tile: 16 positions converted to f32 in L1 once for the whole chunk,
+                // then the f32 kernels for every query that sees them, in the order a single
+                // query's step uses.
+                let tile = &mut kv_tile[..hd * kernels::KB];
+                let kb = &kt[kbase..kbase + hd * kcap];
+                for (b, blk) in kb.chunks_exact(hd * kernels::KB).enumerate() {
+                    if b * kernels::KB >= end {
+                        break;
+                    }
+                    kernels::f16_to_f32(isa, blk, tile);
+                    for i in first(b)..n {
+                        let lo = i * ss + b * kernels::KB;
+                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        kernels::scores_blocked(isa, &qkv[q(i)], tile, scale, &mut scores[lo..hi]);
+                    }
+                }
+                for i in 0..n {
+                    kernels::softmax(isa, &mut scores[i * ss..i * ss + pos + i + 1]);
+                    att[o(i)].fill(0.0);
+                }
+                let vs = &vc[vbase..vbase + end * hd];
+                for (b, vblk) in vs.chunks(kernels::KB * hd).enumerate() {
+                    let t = &mut tile[..vblk.len()];
+                    kernels::f16_to_f32(isa, vblk, t);
+                    for i in first(b)..n {
+                        let lo = i * ss + b * kernels::KB;
+                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        kernels::weighted_sum(isa, &scores[lo..hi], t, head_tmp);
+                        kernels::add_assign(isa, &mut att[o(i)], head_tmp);
+                    }
+                }
             }
         }
     }
 }
 
-/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter);
-/// skipped when no latents are set.
-fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa) {
-    let d = cfg.dim;
+/// `x += gate * w2(silu(w1 xn) * w3 xn)` (`gate = None`: 1) for the chunk's first `n` rows.
+fn swiglu_residual(
+    isa: Isa,
+    w13: &Matrix,
+    w2: &Matrix,
+    gate: Option<&[f32]>,
+    s: &mut State,
+    d: usize,
+    n: usize,
+) {
+    let hidden = w2.cols();
+    let (hs, gs) = (s.ffh_stride, s.ffg_stride);
+    w13.matmul(isa, &s.xn, padded(d), &mut s.ffh, hs, n, &mut s.qs);
+    for (h, g) in s
+        .ffh
+        .chunks_exact(hs)
+        .zip(s.ffg.chunks_exact_mut(gs))
+        .take(n)
+    {
+        let (a, b) = h[..2 * hidden].split_at(hidden);
+        let (g, pad) = g[..padded(hidden)].split_at_mut(hidden);
+        kernels::swiglu(isa, a, b, g);
+        // The padding feeds the mat-mul too: zero it (a wider SwiGLU may have written there, and
+        // a q8 block's scale depends on all its 32 values).
+        pad.fill(0.0);
+    }
+    w2.matmul(isa, &s.ffg, gs, &mut s.tmp, d, n, &mut s.qs);
+    match gate {
+        None => kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]),
+        Some(g) => gated_add(&mut s.x, &s.tmp, g, n),
+    }
+}
+
+/// `x[i] += g * tmp[i]` for the first `n` rows of `g.len()` values.
+fn gated_add(x: &mut [f32], tmp: &[f32], g: &[f32], n: usize) {
+    let d = g.len();
+    for (x, t) in x.chunks_exact_mut(d).zip(tmp.chunks_exact(d)).take(n) {
+        for ((x, t), g) in x.iter_mut().zip(t).zip(g) {
+            *x += g * t;
+        }
+    }
+}
+
+/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter)
+/// for the chunk's first `n` rows; skipped when no latents are set.
+fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa, n: usize) {
+    let (d, pd) = (cfg.dim, padded(cfg.dim));
     let m = cfg.max_latents;
     let eps = cfg.norm_eps as f32;
     let nl = s.n_latents;
@@ -983,37 +1123,35 @@ fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa:
         // No snippets: the site is skipped entirely, as in `Staria::forward_cached`.
         return;
     }
-    {
-        kernels::layer_norm(isa, &s.x, &site.norm, eps, &mut s.xn[..d]);
-        site.q.matvec(isa, &s.xn, &mut s.qkv[..d], &mut s.qs);
-        let scale = 1.0 / (hd as f32).sqrt();
+    norm_rows(isa, s, &site.norm, eps, d, n);
+    site.q
+        .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mk = blocked(m);
+    let ss = s.scores_stride;
+    for i in 0..n {
         for hh in 0..cfg.n_heads {
-            let scores = &mut s.scores[..nl];
-            let q = &s.qkv[hh * hd..(hh + 1) * hd];
-            let mk = blocked(m);
-            kernels::scores_blocked(
-                isa,
-                q,
-                &site.kt[hh * hd * mk..(hh + 1) * hd * mk],
-                scale,
-                scores,
-            );
+            let scores = &mut s.scores[i * ss..i * ss + nl];
+            let q = &s.qkv[i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd];
+            let kt = &site.kt[hh * hd * mk..(hh + 1) * hd * mk];
+            kernels::scores_blocked(isa, q, kt, scale, scores);
             kernels::softmax(isa, scores);
             let v = &site.v_cache[hh * m * hd..(hh * m + nl) * hd];
-            kernels::weighted_sum(isa, scores, v, &mut s.att[hh * hd..(hh + 1) * hd]);
-        }
-        site.out.matvec(isa, &s.att, &mut s.tmp, &mut s.qs);
-        for ((x, t), g) in s.x.iter_mut().zip(&s.tmp).zip(&site.attn_gate) {
-            *x += g * t;
+            let out = &mut s.att[i * pd + hh * hd..i * pd + (hh + 1) * hd];
+            kernels::weighted_sum(isa, scores, v, out);
         }
     }
-    kernels::layer_norm(isa, &s.x, &site.ff_norm, eps, &mut s.xn[..d]);
-    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s);
+    site.out
+        .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
+    gated_add(&mut s.x, &s.tmp, &site.attn_gate, n);
+    norm_rows(isa, s, &site.ff_norm, eps, d, n);
+    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, d, n);
 }
 
-/// Final norm and LM head on the residual stream.
-fn compute_logits(w: &Weights, s: &mut State, cfg: &FastConfig, isa: Isa) {
+/// Final norm and LM head on residual stream `row` of the last chunk.
+fn compute_logits(w: &Weights, s: &mut State, cfg: &FastConfig, isa: Isa, row: usize) {
     let d = cfg.dim;
-    kernels::layer_norm(isa, &s.x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..d]);
+    let x = &s.x[row * d..(row + 1) * d];
+    kernels::layer_norm(isa, x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..d]);
     w.lm_head.matvec(isa, &s.xn, &mut s.logits, &mut s.qs);
 }
