@@ -346,6 +346,11 @@ enum Net {
         /// Staria: the candle model, used only for its snippet encoder (its decoder weights are
         /// also held: `AnyModel` cannot be built without them).
         encoder: Option<Box<AnyModel>>,
+        /// The tokens in the KV cache (capacity: the context, so feeding never reallocates), and
+        /// for Staria the snippets whose latents are set: a request whose prompt starts the same
+        /// way reuses that part of the cache instead of prefilling it again.
+        cached: Vec<u32>,
+        cached_snippets: Vec<(SectionLabel, Vec<u32>)>,
     },
 }
 
@@ -469,11 +474,14 @@ impl Generator {
             }
         };
         let logits = vec![0.0; tok.vocab_size()];
+        let cached = Vec::with_capacity(fast.max_seq_len());
         Ok(Generator {
             net: Net::Fast {
                 fast: Box::new(fast),
                 kind,
                 encoder: encoder.map(Box::new),
+                cached,
+                cached_snippets: Vec::new(),
             },
             tok,
             logits,
@@ -569,8 +577,11 @@ impl Generator {
         }
     }
 
-    /// Starts a piece from `prompt` (clears the cache; Staria: encodes the snippets); returns
-    /// the next token's logits. On error the cache is left empty.
+    /// Starts a piece from `prompt`; returns the next token's logits. Afterwards the cache holds
+    /// exactly the prompt: the fast backend keeps the part of its cache the prompt shares (with
+    /// the same snippets, for Staria) and prefills only the rest, so a repeated or re-triggered
+    /// request starts sooner; the results are identical to a fresh start. On error the cache
+    /// holds at most a prefix of the prompt.
     pub fn begin(&mut self, prompt: &Prompt) -> Result<&[f32]> {
         let kind = self.kind();
         let tokens = match kind {
@@ -589,9 +600,16 @@ impl Generator {
                 let t = m.begin(prompt)?;
                 copy_logits(&t, &mut self.logits)?;
             }
-            Net::Fast { fast, encoder, .. } => {
-                fast.reset();
+            Net::Fast {
+                fast,
+                encoder,
+                cached,
+                cached_snippets,
+                ..
+            } => {
                 if tokens.is_empty() {
+                    fast.reset();
+                    cached.clear();
                     return Err(request(format!(
                         "{kind} model: the prompt's {} token list is empty; begin needs at least one token",
                         match kind {
@@ -600,9 +618,25 @@ impl Generator {
                         }
                     )));
                 }
-                if let Some(model) = encoder {
+                // Keep the cached prefix this prompt shares (the same snippets for Staria), less
+                // its last token at least, whose logits are needed again.
+                let same_latents = encoder.is_none() || *cached_snippets == prompt.snippets;
+                let shared = if same_latents {
+                    cached
+                        .iter()
+                        .zip(tokens)
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                } else {
+                    0
+                };
+                let keep = shared.min(len - 1);
+                fast.truncate(keep);
+                cached.truncate(keep);
+                if !same_latents && let Some(model) = encoder {
                     // The previous prompt's latents must not survive a failed encode.
                     fast.set_latents(&[], 0)?;
+                    cached_snippets.clear();
                     let staria = model.staria().ok_or_else(|| {
                         request("the fast backend's encoder model is not a Staria model")
                     })?;
@@ -610,8 +644,10 @@ impl Generator {
                     if let Some(t) = latents.latents() {
                         fast.set_latents_tensor(t)?;
                     }
+                    cached_snippets.clone_from(&prompt.snippets);
                 }
-                self.logits.copy_from_slice(fast.prefill(tokens)?);
+                self.logits.copy_from_slice(fast.prefill(&tokens[keep..])?);
+                cached.extend_from_slice(&tokens[keep..]);
             }
         }
         Ok(&self.logits)
@@ -624,7 +660,10 @@ impl Generator {
                 let t = m.step(id)?;
                 copy_logits(&t, &mut self.logits)?;
             }
-            Net::Fast { fast, .. } => self.logits.copy_from_slice(fast.step(id)?),
+            Net::Fast { fast, cached, .. } => {
+                self.logits.copy_from_slice(fast.step(id)?);
+                cached.push(id);
+            }
         }
         Ok(&self.logits)
     }
@@ -636,7 +675,10 @@ impl Generator {
                 let t = m.extend(ids)?;
                 copy_logits(&t, &mut self.logits)?;
             }
-            Net::Fast { fast, .. } => self.logits.copy_from_slice(fast.prefill(ids)?),
+            Net::Fast { fast, cached, .. } => {
+                self.logits.copy_from_slice(fast.prefill(ids)?);
+                cached.extend_from_slice(ids);
+            }
         }
         Ok(&self.logits)
     }

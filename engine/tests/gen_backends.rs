@@ -165,6 +165,63 @@ fn staria_snippets_steer_the_fast_decoder() {
     assert!(rel_err(fast.begin(&prompt).unwrap(), &with) < 1e-6);
 }
 
+/// A prompt that shares a prefix with what the fast decoder holds reuses that part of its KV
+/// cache: the logits (and the notes after) are exactly those of a fresh decoder.
+#[test]
+fn a_shared_prompt_prefix_is_reused_with_identical_results() {
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let dir = tempfile::tempdir().unwrap();
+        write_checkpoint_of(dir.path(), kind, 21);
+        let mut warm = load(dir.path(), BackendChoice::Fast, WeightFormat::F16);
+        let full = snippets();
+        let mut a_only = full.clone();
+        a_only.set(SectionLabel::B, Vec::new());
+        let req = aaba(0, 1.0);
+        let p_full = warm.prompt_for(&full, &req).unwrap();
+        let p_a = warm.prompt_for(&a_only, &req).unwrap();
+        let tokens = |p: &Prompt| match kind {
+            ModelKind::Decoder => p.inline.clone(),
+            ModelKind::Staria => p.decoder.clone(),
+        };
+        let shared = tokens(&p_full)
+            .iter()
+            .zip(&tokens(&p_a))
+            .take_while(|(x, y)| x == y)
+            .count();
+        assert!(shared > 2, "{kind}: the prompts share only {shared} tokens");
+        for p in [&p_full, &p_a, &p_a, &p_full] {
+            warm.begin(&p_full).unwrap();
+            for id in [7, 9, 11] {
+                warm.step(id).unwrap();
+            }
+            let got = warm.begin(p).unwrap().to_vec();
+            assert_eq!(warm.position(), tokens(p).len());
+            let mut fresh = load(dir.path(), BackendChoice::Fast, WeightFormat::F16);
+            let want = fresh.begin(p).unwrap().to_vec();
+            assert_eq!(got, want, "{kind}: reused cache gives other logits");
+            let (g, w) = (warm.step(5).unwrap().to_vec(), fresh.step(5).unwrap());
+            assert_eq!(g, w, "{kind}: the step after differs");
+        }
+        // Whole requests: the same notes from a warm generator as from a fresh one.
+        let notes = |g: &mut Generator| {
+            let mut out = Vec::new();
+            g.generate(&full, &req, &mut |n| {
+                out.push(n.pitch);
+                staria_engine::generate::Flow::Continue
+            })
+            .unwrap();
+            out
+        };
+        let first = notes(&mut warm);
+        assert!(!first.is_empty());
+        assert_eq!(
+            notes(&mut warm),
+            first,
+            "{kind}: a repeated request differs"
+        );
+    }
+}
+
 #[test]
 fn fast_f32_and_candle_generate_the_same_notes() {
     for kind in [ModelKind::Decoder, ModelKind::Staria] {
