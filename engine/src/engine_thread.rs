@@ -8,7 +8,7 @@
 use crate::audio::AudioSide;
 use crate::capture::Capture;
 use crate::constraints::{Constraints, Scale, ScaleKind};
-use crate::generate::{Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
+use crate::generate::{Backend, Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
 use crate::handover::{EngineLink, RingSizes, Shared, link};
 use crate::messages::{Command, Event, Form, GenTarget, Outcome, RequestId};
 use crate::sampling::SamplingParams;
@@ -120,6 +120,13 @@ struct Worker {
     generating: bool,
     interrupt: Option<Interrupt>,
     shutdown: bool,
+    /// The snippets, style or model changed since the prompt was last prefilled.
+    prompt_stale: bool,
+    last_capture: Instant,
+    /// The form of the newest request (the next one most likely has the same) and the style
+    /// setting the warm prompt was built with.
+    warm_form: Form,
+    warm_style: u8,
 }
 
 fn secs_to_beats(secs: f64, bpm: f64) -> f64 {
@@ -159,6 +166,10 @@ impl Worker {
             generating: false,
             interrupt: None,
             shutdown: false,
+            prompt_stale: true,
+            last_capture: Instant::now(),
+            warm_form: Form::new(),
+            warm_style: 0,
         }
     }
 
@@ -175,6 +186,7 @@ impl Worker {
                     continue;
                 }
                 self.pump();
+                self.warm_prompt();
                 std::thread::park_timeout(self.cfg.poll_interval);
             }
         }));
@@ -195,6 +207,54 @@ impl Worker {
         }
         shared.status.current_request.store(0, Relaxed);
         shared.status.set_state(EngineState::Stopped);
+    }
+
+    /// While idle, prefills the prompt the next request will most likely start with (the
+    /// captured snippets, the newest request's form, the style setting): the fast backend then
+    /// reuses it, and that request's first note needs no prompt prefill. Waits until capturing
+    /// has been quiet for a moment, so a musician playing does not cost a prefill per note.
+    fn warm_prompt(&mut self) {
+        const QUIET: Duration = Duration::from_millis(150);
+        let params = self.link.shared.params.values();
+        if params.style != self.warm_style {
+            self.warm_style = params.style;
+            self.prompt_stale = true;
+        }
+        // The form setting (the plugin's) names what the next request carries.
+        if !params.form.is_empty() && params.form != self.warm_form {
+            self.warm_form = params.form;
+            self.prompt_stale = true;
+        }
+        if !self.prompt_stale
+            || self.pending.is_some()
+            || self.last_capture.elapsed() < QUIET
+            || !self
+                .generator
+                .as_ref()
+                .is_some_and(|g| g.backend() == Backend::Fast)
+        {
+            return;
+        }
+        let now_beat = self.link.shared.transport.read().playhead;
+        let snippets = self.snippets(now_beat, GenTarget::Section(SectionLabel::A));
+        let Some(g) = self.generator.as_mut() else {
+            return;
+        };
+        let mut req = GenRequest::new(Target::Section(SectionLabel::A), 1, 120.0);
+        req.form = self.warm_form.to_string();
+        req.style = params
+            .style_name()
+            .filter(|s| g.tokenizer().style_id(s).is_some());
+        // Opportunistic: a failure here shows up (and is reported) when a request needs it.
+        let warmed = catch_unwind(AssertUnwindSafe(|| {
+            g.prompt_for(&snippets, &req)
+                .and_then(|p| g.begin(&p).map(|_| ()))
+                .is_ok()
+        }));
+        self.prompt_stale = false;
+        if matches!(warmed, Ok(true)) {
+            self.link.shared.status.prompts_warmed.fetch_add(1, Relaxed);
+        }
     }
 
     fn newest_request(&self) -> Option<RequestId> {
@@ -246,6 +306,10 @@ impl Worker {
     fn command(&mut self, cmd: Command) {
         let shared = self.link.shared.clone();
         let bpm = shared.transport.read().tempo_bpm;
+        if !matches!(cmd, Command::Generate { .. } | Command::Cancel { .. }) {
+            self.prompt_stale = true;
+            self.last_capture = Instant::now();
+        }
         let refused = match cmd {
             Command::CaptureArm {
                 section,
@@ -353,6 +417,7 @@ impl Worker {
         // Notes of the old model must not ring on under the new one.
         self.stop_all(Interrupt::Stopped);
         self.generator = Some(generator);
+        self.prompt_stale = true;
         let status = &self.link.shared.status;
         status.set_model_name(name);
         status.model_generation.fetch_add(1, Relaxed);
@@ -429,6 +494,10 @@ impl Worker {
             params,
         ));
         let gen_req = gen_request(&req, t.tempo_bpm, bpb, &params, generator.tokenizer());
+        if req.form != self.warm_form {
+            self.warm_form = req.form;
+            self.prompt_stale = true;
+        }
 
         status.current_request.store(req.id, Relaxed);
         status.set_state(EngineState::Generating);

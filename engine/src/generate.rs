@@ -653,6 +653,27 @@ impl Generator {
         Ok(&self.logits)
     }
 
+    /// Forgets the KV cache (and Staria latents), so the next `begin` prefills its whole prompt.
+    pub fn reset(&mut self) -> Result<()> {
+        if let Net::Fast {
+            fast,
+            cached,
+            cached_snippets,
+            encoder,
+            ..
+        } = &mut self.net
+        {
+            fast.reset();
+            cached.clear();
+            cached_snippets.clear();
+            if encoder.is_some() {
+                fast.set_latents(&[], 0)?;
+            }
+        }
+        // The candle backend's `begin` always starts from an empty cache.
+        Ok(())
+    }
+
     /// Feeds one token; returns the next token's logits. Allocates nothing on the fast backend.
     pub fn step(&mut self, id: u32) -> Result<&[f32]> {
         match &mut self.net {

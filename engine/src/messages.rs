@@ -89,6 +89,18 @@ impl Form {
         SectionLabel::from_index(((u32::from_le_bytes(self.packed) >> (2 * i)) & 0b11) as usize)
     }
 
+    /// The form in one integer (for an atomic), and back; `from_bits` caps the length at 16.
+    pub fn to_bits(self) -> u64 {
+        u32::from_le_bytes(self.packed) as u64 | (self.len as u64) << 32
+    }
+
+    pub fn from_bits(bits: u64) -> Self {
+        Self {
+            packed: (bits as u32).to_le_bytes(),
+            len: ((bits >> 32) as u8).min(Self::CAPACITY as u8),
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = SectionLabel> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
@@ -214,5 +226,7 @@ mod tests {
         assert!(Form::parse("AAAAAAAAAAAAAAAAA").is_none());
         assert_eq!(Form::parse("a b").unwrap().to_string(), "AB");
         assert!(Form::new().is_empty());
+        assert_eq!(Form::from_bits(form.to_bits()), form);
+        assert_eq!(Form::from_bits(u64::MAX).len(), 16);
     }
 }

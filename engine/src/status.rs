@@ -58,6 +58,8 @@ pub struct EngineStatus {
     pub model_generation: AtomicU64,
     /// Models being loaded in the background.
     pub loads_in_flight: AtomicU32,
+    /// Prompts prefilled while idle, ahead of the request that will use them.
+    pub prompts_warmed: AtomicU64,
     last_error: Mutex<String>,
     model_name: Mutex<String>,
 }
@@ -75,6 +77,7 @@ impl Default for EngineStatus {
             current_request: AtomicU32::new(0),
             model_generation: AtomicU64::new(0),
             loads_in_flight: AtomicU32::new(0),
+            prompts_warmed: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             model_name: Mutex::new(String::new()),
         }
@@ -165,6 +168,9 @@ pub struct EngineParams {
     channel: AtomicU8,
     /// 0 = no style token; `n` = the `n`th style of the default tokenizer (see `style_name`).
     style: AtomicU8,
+    /// The form the next request will most likely name (`Form::to_bits`), for the engine's
+    /// idle prompt prefill.
+    form: AtomicU64,
 }
 
 impl Default for EngineParams {
@@ -179,6 +185,7 @@ impl Default for EngineParams {
             max_polyphony: AtomicU8::new(16),
             channel: AtomicU8::new(0),
             style: AtomicU8::new(0),
+            form: AtomicU64::new(0),
         }
     }
 }
@@ -196,6 +203,7 @@ pub struct ParamValues {
     pub channel: u8,
     /// 0 = none, `n` = `TokenizerConfig::default().styles[n - 1]`.
     pub style: u8,
+    pub form: crate::messages::Form,
 }
 
 impl ParamValues {
@@ -261,6 +269,10 @@ impl EngineParams {
     pub fn set_style(&self, n: u8) {
         self.style.store(n, Relaxed);
     }
+    /// The form the plugin's next requests will carry (lets the engine prefill their prompt).
+    pub fn set_form(&self, form: crate::messages::Form) {
+        self.form.store(form.to_bits(), Relaxed);
+    }
 
     pub fn values(&self) -> ParamValues {
         ParamValues {
@@ -273,6 +285,7 @@ impl EngineParams {
             max_polyphony: self.max_polyphony.load(Relaxed),
             channel: self.channel.load(Relaxed),
             style: self.style.load(Relaxed),
+            form: crate::messages::Form::from_bits(self.form.load(Relaxed)),
         }
     }
 }

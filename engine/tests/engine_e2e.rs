@@ -184,9 +184,29 @@ fn assert_paired(notes: &[NoteEvent]) {
     assert!(sounding.iter().all(|s| !s), "notes left hanging");
 }
 
-fn generate_b(dir: &Path, seed: u64) -> Vec<(u8, bool, f64)> {
+/// With `warm`, the engine first prefills the prompt while idle (the request then reuses it).
+fn generate_b(dir: &Path, seed: u64, warm: bool) -> Vec<(u8, bool, f64)> {
     let mut h = Host::start(dir);
+    let warmed = |h: &Host| {
+        h.control
+            .status()
+            .prompts_warmed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    h.audio.params().set_form(Form::parse("AB").unwrap());
     h.capture_a();
+    // Read after the capture was sent: the engine only warms once capturing has been quiet.
+    let before = warmed(&h);
+    if warm {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while warmed(&h) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the engine never warmed the prompt"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     let id = h.request_b(seed);
     h.run_while(|h| h.pos < END_BEAT + 1.0 || h.outcome(id).is_none());
     assert_eq!(
@@ -227,9 +247,12 @@ fn generate_b(dir: &Path, seed: u64) -> Vec<(u8, bool, f64)> {
 fn generates_section_b_in_time_and_reproducibly() {
     let dir = tempfile::tempdir().unwrap();
     engine_support::tiny_checkpoint(dir.path());
-    let first = generate_b(dir.path(), 42);
-    let again = generate_b(dir.path(), 42);
+    let first = generate_b(dir.path(), 42, false);
+    let again = generate_b(dir.path(), 42, false);
     assert_eq!(first, again, "same seed, different notes");
+    // A prompt prefilled while idle changes nothing but the wait.
+    let warm = generate_b(dir.path(), 42, true);
+    assert_eq!(first, warm, "the warmed prompt gave different notes");
 }
 
 #[test]

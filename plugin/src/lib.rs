@@ -276,6 +276,7 @@ impl Staria {
         e.set_key_mask(p.scale.value().key_mask(p.key_root.value()));
         e.set_channel((p.channel.value() - 1).clamp(0, 15) as u8);
         e.set_style(p.style.value().engine_code());
+        e.set_form(Form::parse(p.form.value().letters()).unwrap_or_default());
     }
 
     /// Ends the capture in progress (if any) at `end_beat`, publishes its snippet and ends the
