@@ -849,6 +849,9 @@ fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
         "decode_tok_per_s": round2(decode_tok_per_s),
         "first_note_ms": summary.first_note_ms.map(round2),
         "first_note_ms_repeat": repeat.first_note_ms.map(round2),
+        // What the cold first note waited for: the request's prompt and its prefill.
+        "first_request_prompt_tokens": summary.prompt_tokens,
+        "first_request_prefill_ms": round2(summary.prefill_ms),
         "peak_rss_mb": peak_rss_mb(),
     });
     println!("{line}");
