@@ -300,14 +300,6 @@ fn compare(dec: &mut FastDecoder, toks: &[u32], want: &[Vec<f64>]) -> Stats {
     s
 }
 
-fn isas() -> Vec<Isa> {
-    let best = Isa::detect();
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter(|i| best.min(*i) == *i)
-        .collect()
-}
-
 fn configs() -> Vec<FastConfig> {
     // dim 64 (exact multiples of the SIMD padding) and dim 40 / head dim 20 (padded rows).
     let a = FastConfig::decoder(97, 64, 2, 4, 2, 48);
@@ -324,7 +316,7 @@ fn f32_matches_reference() {
         let w = weights(cfg, 11 + ci as u64);
         let toks = tokens(cfg, cfg.max_seq_len, 5);
         let want = Reference { cfg, w: &w }.forward(&toks, &[]);
-        for isa in isas() {
+        for isa in Isa::available() {
             let mut dec = FastDecoder::from_map(cfg, WeightFormat::F32, &tensors(&w)).unwrap();
             dec.limit_isa(isa);
             let s = compare(&mut dec, &toks, &want);
@@ -351,7 +343,7 @@ fn quantized_formats_track_reference() {
         let w = weights(cfg, 21 + ci as u64);
         let toks = tokens(cfg, cfg.max_seq_len, 9);
         let want = Reference { cfg, w: &w }.forward(&toks, &[]);
-        for isa in isas() {
+        for isa in Isa::available() {
             let mut dec = FastDecoder::from_map(cfg, WeightFormat::F16, &tensors(&w)).unwrap();
             dec.limit_isa(isa);
             let s = compare(&mut dec, &toks, &want);
@@ -395,7 +387,7 @@ fn staria_cross_attention_matches_reference() {
     let reference = Reference { cfg: &cfg, w: &w };
     let want = reference.forward(&toks, &latents);
     let want_none = reference.forward(&toks, &[]);
-    for isa in isas() {
+    for isa in Isa::available() {
         let mut dec = FastDecoder::from_map(&cfg, WeightFormat::F32, &tensors(&w)).unwrap();
         dec.limit_isa(isa);
         // Without latents every site is skipped.

@@ -66,6 +66,15 @@ impl Isa {
         };
         if rank(cap) < rank(self) { cap } else { self }
     }
+
+    /// Every instruction set this CPU can run, slowest first (to check each path in tests).
+    pub fn available() -> Vec<Isa> {
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|i| best.min(*i) == *i)
+            .collect()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1372,14 +1381,6 @@ mod x86 {
 mod tests {
     use super::*;
 
-    fn isas() -> Vec<Isa> {
-        let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|i| best.min(*i) == *i)
-            .collect()
-    }
-
     fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
@@ -1392,7 +1393,7 @@ mod tests {
         let mut seed = 5u64;
         let x: Vec<f32> = (0..77).map(|_| lcg(&mut seed) * 100.0).collect();
         let h: Vec<u16> = x.iter().map(|v| f32_to_f16_sat(*v)).collect();
-        for isa in isas() {
+        for isa in Isa::available() {
             let mut y = vec![0f32; 77];
             f16_to_f32(isa, &h, &mut y);
             for (a, b) in y.iter().zip(&x) {
@@ -1455,7 +1456,7 @@ mod tests {
             bias: &bias,
         };
         let mut q8_ref = None::<Vec<f32>>;
-        for isa in isas() {
+        for isa in Isa::available() {
             let mut y = vec![0f32; rows];
             matvec_f32(isa, &w, kp, &x, &mut y);
             for (a, b) in y.iter().zip(&exact) {
@@ -1516,7 +1517,7 @@ mod tests {
                 want_b[k] = -128 * (0..4).map(|j| want_q[4 * k + j] as i32).sum::<i32>();
             }
         }
-        for isa in isas() {
+        for isa in Isa::available() {
             let (mut q, mut d, mut b) = (vec![0i8; n], vec![0f32; n / 4], vec![0i32; n / 4]);
             quantize_acts(isa, &x, &mut q, &mut d, &mut b);
             assert_eq!(q, want_q, "{isa:?}");
@@ -1569,7 +1570,7 @@ mod tests {
                 dx: &dx,
                 bias: &bias,
             };
-            for isa in isas() {
+            for isa in Isa::available() {
                 let mut y = vec![f32::NAN; n * ys];
                 let mut one = vec![0f32; rows];
                 let check = |y: &[f32], t: usize, one: &[f32], what: &str| {
@@ -1615,7 +1616,7 @@ mod tests {
             attention_kernels(hd, 37, &mut seed);
         }
         let n = 19;
-        for isa in isas() {
+        for isa in Isa::available() {
             let raw: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 3.0).collect();
             let a: Vec<f32> = (0..n).map(|_| lcg(&mut seed) * 10.0).collect();
             let mut g = vec![0f32; n];
@@ -1649,7 +1650,7 @@ mod tests {
             *x = 1e30;
         }
         let v: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
-        for isa in isas() {
+        for isa in Isa::available() {
             let mut s = vec![0f32; n];
             scores_blocked(isa, &q, &kb, 0.5, &mut s);
             for t in 0..n {

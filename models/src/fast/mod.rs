@@ -765,17 +765,7 @@ impl FastDecoder {
     /// Appends one token and returns the next-token logits `[vocab_size]`. Never allocates
     /// (except to build an error). On error nothing changes.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
-        self.check_tokens(&[token])?;
-        forward_chunk(
-            &self.w,
-            &mut self.s,
-            &self.cfg,
-            self.head_dim,
-            self.isa,
-            &[token],
-        );
-        compute_logits(&self.w, &mut self.s, &self.cfg, self.isa, 0);
-        Ok(&self.s.logits)
+        self.prefill(std::slice::from_ref(&token))
     }
 
     /// Appends several tokens and returns the logits after the last one (the LM head runs only

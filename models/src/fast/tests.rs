@@ -69,14 +69,6 @@ fn model(cfg: &FastConfig, format: WeightFormat, isa: Isa) -> FastDecoder {
     dec
 }
 
-fn isas() -> Vec<Isa> {
-    let best = Isa::detect();
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter(|i| best.min(*i) == *i)
-        .collect()
-}
-
 /// The configs: a plain decoder whose sizes are multiples of the padding, one with padded rows
 /// and head dim 20, and a Staria decoder (a cross site after every second layer).
 fn configs() -> Vec<(&'static str, FastConfig)> {
@@ -146,7 +138,7 @@ fn chunked_prefill_equals_stepping_bit_for_bit() {
         };
         for &lat in with_latents {
             for format in WeightFormat::ALL {
-                for isa in isas() {
+                for isa in Isa::available() {
                     let what = format!("{name} latents {lat} {format:?} {isa:?}");
                     let mut stepped = model(&cfg, format, isa);
                     let mut chunked = model(&cfg, format, isa);
