@@ -6,6 +6,7 @@ pub mod config;
 pub mod contrastive;
 pub mod error;
 pub mod eval;
+pub mod fast_train;
 pub mod generate;
 pub mod models;
 pub mod monitor;

@@ -12,7 +12,7 @@ use staria_trainer::error::{Result, TrainError, fsx};
 use staria_trainer::eval::{self, EvalData, EvalOptions};
 use staria_trainer::prepare::{self, PrepareOptions};
 use staria_trainer::shards::Shards;
-use staria_trainer::train::{self, RunOptions, StageSummary};
+use staria_trainer::train::{self, Backend, RunOptions, StageSummary};
 use staria_trainer::{contrastive, wake_sleep};
 
 #[derive(Parser)]
@@ -56,6 +56,10 @@ enum Cmd {
         /// model on your own MIDI) instead of random ones; same size and tokenizer.
         #[arg(long)]
         init: Option<PathBuf>,
+        /// Training implementation: `fast` (hand-written CPU path), `candle` (autograd, any
+        /// device) or `auto` (fast on the CPU, candle elsewhere). Checkpoints are shared.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
     },
     /// Contrastive pre-training of the snippet encoder.
     TrainEncoder {
@@ -166,6 +170,7 @@ fn setup(c: &Common) -> Result<(ExperimentConfig, Shards, RunOptions)> {
         resume: c.resume,
         progress: !c.quiet && std::io::stderr().is_terminal(),
         max_steps: c.max_steps,
+        backend: Backend::Auto,
     };
     Ok((exp, shards, opts))
 }
@@ -219,8 +224,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{}; shards in {}", r.summary(), out.display());
         }
-        Cmd::TrainDecoder { common, init } => {
-            let (exp, shards, opts) = setup(&common)?;
+        Cmd::TrainDecoder {
+            common,
+            init,
+            backend,
+        } => {
+            let (exp, shards, mut opts) = setup(&common)?;
+            opts.backend = backend;
             report(
                 "train-decoder",
                 &train::train_decoder_from(&exp, &shards, &opts, init.as_deref())?,

@@ -227,6 +227,154 @@ impl AdamW {
     }
 }
 
+/// One parameter's moments as flat buffers (see [`FlatAdamW`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatSlot {
+    pub name: String,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub decay: bool,
+    pub lr_scale: f64,
+}
+
+/// [`AdamW`]'s state as flat `f32` buffers, for trainers that keep their parameters and gradients
+/// in plain slices (the CPU fast path). [`AdamW::to_flat`] / [`AdamW::set_flat`] move the state
+/// across without loss, so the saved optimizer file is the same whichever path trained; the
+/// update is [`AdamW::step`]'s, element for element in the same f32 operations (hyper-parameters
+/// rounded to f32 as candle's scalar ops round them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatAdamW {
+    /// Sorted by name, as [`AdamW`]'s.
+    pub slots: Vec<FlatSlot>,
+    pub step: u64,
+}
+
+impl AdamW {
+    /// A copy of the state as flat buffers.
+    pub fn to_flat(&self) -> Result<FlatAdamW> {
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| {
+                let flat = |t: &Tensor| -> Result<Vec<f32>> {
+                    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+                };
+                Ok(FlatSlot {
+                    name: s.name.clone(),
+                    m: flat(&s.m)?,
+                    v: flat(&s.v)?,
+                    decay: s.decay,
+                    lr_scale: s.lr_scale,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FlatAdamW {
+            slots,
+            step: self.step,
+        })
+    }
+
+    /// Takes over moments and step count from `flat` (same parameter names and sizes).
+    pub fn set_flat(&mut self, flat: &FlatAdamW) -> Result<()> {
+        if flat.slots.len() != self.slots.len() {
+            return Err(TrainError::config(format!(
+                "optimizer state has {} parameters, the optimizer {}",
+                flat.slots.len(),
+                self.slots.len()
+            )));
+        }
+        for (s, f) in self.slots.iter_mut().zip(&flat.slots) {
+            if s.name != f.name || s.var.elem_count() != f.m.len() || f.m.len() != f.v.len() {
+                return Err(TrainError::config(format!(
+                    "optimizer state `{}` does not match parameter `{}`",
+                    f.name, s.name
+                )));
+            }
+            let shape = s.var.shape().clone();
+            let dev = s.var.device().clone();
+            s.m = Tensor::from_slice(&f.m, shape.clone(), &dev)?.to_dtype(s.var.dtype())?;
+            s.v = Tensor::from_slice(&f.v, shape, &dev)?.to_dtype(s.var.dtype())?;
+        }
+        self.step = flat.step;
+        Ok(())
+    }
+}
+
+impl FlatAdamW {
+    /// One update of `params` from `grads`, both `(name, buffer)` in slot (name) order; as
+    /// [`AdamW::step`]: global-norm clipping to `clip_norm` (none when `<= 0`), bias-corrected
+    /// moments, decoupled weight decay on parameters with `decay`. Returns the norm before
+    /// clipping.
+    pub fn step(
+        &mut self,
+        p: &AdamWParams,
+        params: &mut [(String, &mut [f32])],
+        grads: &[(String, &[f32])],
+        clip_norm: f64,
+    ) -> Result<f64> {
+        if params.len() != self.slots.len() || grads.len() != self.slots.len() {
+            return Err(TrainError::config(format!(
+                "flat AdamW: {} slots, {} parameters, {} gradients",
+                self.slots.len(),
+                params.len(),
+                grads.len()
+            )));
+        }
+        for ((s, (pn, pb)), (gn, gb)) in self.slots.iter().zip(params.iter()).zip(grads) {
+            if &s.name != pn || &s.name != gn || pb.len() != s.m.len() || gb.len() != s.m.len() {
+                return Err(TrainError::config(format!(
+                    "flat AdamW: slot `{}` paired with parameter `{pn}` / gradient `{gn}`",
+                    s.name
+                )));
+            }
+        }
+        let norm = grads
+            .iter()
+            .map(|(_, g)| g.iter().map(|&x| x * x).sum::<f32>() as f64)
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() {
+            return Err(TrainError::Diverged(format!(
+                "gradient norm is {norm} at optimizer step {}",
+                self.step + 1
+            )));
+        }
+        let scale = if clip_norm > 0.0 && norm > clip_norm {
+            clip_norm / (norm + 1e-6)
+        } else {
+            1.0
+        };
+        self.step += 1;
+        let t = self.step as i32;
+        let bias1 = 1.0 - p.beta1.powi(t);
+        let bias2 = 1.0 - p.beta2.powi(t);
+        // The scalars as candle's `Tensor * f64` / `Tensor / f64` / `Tensor + f64` apply them.
+        let scale_f = scale as f32;
+        let (b1, one_b1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
+        let (b2, one_b2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
+        let (inv_bias1, inv_bias2) = ((1.0 / bias1) as f32, (1.0 / bias2) as f32);
+        let eps = p.eps as f32;
+        for ((s, (_, w)), (_, g)) in self.slots.iter_mut().zip(params.iter_mut()).zip(grads) {
+            let lr = p.lr * s.lr_scale;
+            let lr_f = lr as f32;
+            let keep = (1.0 - lr * p.weight_decay) as f32;
+            let decay = s.decay;
+            let clip = scale != 1.0;
+            for (((w, &g), m), v) in w.iter_mut().zip(g.iter()).zip(&mut s.m).zip(&mut s.v) {
+                let g = if clip { g * scale_f } else { g };
+                *m = *m * b1 + g * one_b1;
+                *v = *v * b2 + (g * g) * one_b2;
+                let m_hat = *m * inv_bias1;
+                let v_hat = *v * inv_bias2;
+                let update = m_hat / (v_hat.sqrt() + eps);
+                let decayed = if decay { *w * keep } else { *w };
+                *w = decayed - update * lr_f;
+            }
+        }
+        Ok(norm)
+    }
+}
+
 /// Linear warmup from 0 to `peak` over `warmup` steps, then cosine decay to `peak * min_ratio`
 /// at `total` steps (held there after). `step` counts from 0.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -17,6 +17,7 @@ use staria_models::model::{AnyModel, ModelConfig, ModelKind};
 use crate::batch::{Augment, Example, Layout, collate, masked_nll, prepare_piece};
 use crate::config::{ExperimentConfig, Hyper};
 use crate::error::{Result, TrainError, fsx};
+use crate::fast_train::FastTrainer;
 use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
@@ -35,6 +36,35 @@ pub struct RunOptions {
     /// Stop after this many steps of this invocation (for tests and time-boxed runs); the
     /// schedule still spans the configured steps, so a resumed run continues it.
     pub max_steps: Option<u64>,
+    /// Which implementation trains a decoder-only model (`train-decoder`).
+    pub backend: Backend,
+}
+
+/// The implementation behind `train-decoder`'s steps and validation loss. Both train the same
+/// model to the same checkpoint and optimizer files, so a run resumes on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Backend {
+    /// The fast path on a CPU device, candle on a GPU.
+    #[default]
+    Auto,
+    /// candle's autograd (any device).
+    Candle,
+    /// The hand-written CPU path (`fast_train`), several times faster on a CPU.
+    Fast,
+}
+
+impl Backend {
+    /// Whether a decoder-only model trains on the fast path on `device`.
+    pub fn use_fast(self, device: &Device) -> Result<bool> {
+        match self {
+            Backend::Auto => Ok(device.is_cpu()),
+            Backend::Candle => Ok(false),
+            Backend::Fast if device.is_cpu() => Ok(true),
+            Backend::Fast => Err(TrainError::config(
+                "--backend fast runs on the CPU only; use --device cpu or --backend candle",
+            )),
+        }
+    }
 }
 
 /// A generator for one step of one stage.
@@ -133,6 +163,9 @@ pub struct LmModel {
     pub vars: SeededVars,
     pub layout: Layout,
     pub snippet_len: usize,
+    /// Set for a decoder-only model on the fast CPU path: it then owns the current weights and
+    /// optimizer state, and [`LmModel::sync`] copies them back to `vars` and the `AdamW`.
+    pub fast: Option<FastTrainer>,
 }
 
 impl LmModel {
@@ -148,7 +181,31 @@ impl LmModel {
             vars,
             layout,
             snippet_len,
+            fast: None,
         })
+    }
+
+    /// Moves training to the fast CPU path from the current weights and `opt`'s state, with
+    /// buffers for batches of up to `batch` sequences of `seq` tokens. Decoder-only models only.
+    pub fn enable_fast(&mut self, opt: &AdamW, batch: usize, seq: usize) -> Result<()> {
+        let ModelConfig::Decoder(cfg) = &self.config else {
+            return Err(TrainError::config(
+                "the fast training path covers decoder-only models only",
+            ));
+        };
+        let mut fast = FastTrainer::from_vars(cfg, &self.vars, opt)?;
+        fast.reserve(batch, seq);
+        self.fast = Some(fast);
+        Ok(())
+    }
+
+    /// Copies the fast path's weights and optimizer state back into `vars` and `opt` (no-op on
+    /// the candle path), so that they can be saved.
+    pub fn sync(&self, opt: &mut AdamW) -> Result<()> {
+        match &self.fast {
+            Some(fast) => fast.write_back(&self.vars, opt),
+            None => Ok(()),
+        }
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -177,12 +234,15 @@ impl LmModel {
 
     /// One optimizer step. Returns (loss, input tokens, gradient norm).
     pub fn train_step(
-        &self,
+        &mut self,
         opt: &mut AdamW,
         examples: &[Example],
         clip: f64,
         device: &Device,
     ) -> Result<(f64, usize, f64)> {
+        if let Some(fast) = &mut self.fast {
+            return fast.train_step(examples, &opt.params, clip);
+        }
         let (mean, sum, count, tokens) = self.loss(examples, device)?;
         let loss = sum / count.max(1.0);
         if !loss.is_finite() {
@@ -197,10 +257,21 @@ impl LmModel {
     }
 
     /// Mean loss over examples (nats per target token), in batches of `batch`.
-    pub fn eval_loss(&self, examples: &[Example], batch: usize, device: &Device) -> Result<f64> {
+    pub fn eval_loss(
+        &mut self,
+        examples: &[Example],
+        batch: usize,
+        device: &Device,
+    ) -> Result<f64> {
         let (mut sum, mut count) = (0.0, 0.0);
         for chunk in examples.chunks(batch.max(1)) {
-            let (_, s, c, _) = self.loss(chunk, device)?;
+            let (s, c) = match &mut self.fast {
+                Some(fast) => fast.examples_loss(chunk)?,
+                None => {
+                    let (_, s, c, _) = self.loss(chunk, device)?;
+                    (s, c)
+                }
+            };
             sum += s;
             count += c;
         }
@@ -342,6 +413,7 @@ pub fn run_lm(
             if state.step < total_steps {
                 before_step(state.step, opt, lm)?;
             }
+            lm.sync(opt)?;
             models::save_model(
                 &opts.out,
                 &lm.config,
@@ -441,6 +513,9 @@ pub fn train_decoder_from(
             new_state(STAGE, exp, shards, h.steps, init)
         }
     };
+    if opts.backend.use_fast(&opts.device)? {
+        lm.enable_fast(&opt, h.batch_size, exp.data.seq_len)?;
+    }
     run_lm(
         STAGE,
         exp,

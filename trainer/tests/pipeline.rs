@@ -10,7 +10,7 @@ use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
 use staria_trainer::eval::{self, EvalData, EvalOptions};
 use staria_trainer::prepare::{self, PrepareOptions};
 use staria_trainer::shards::{SYNTHETIC, SectionOrigin, Shards, TRAIN, VALIDATION};
-use staria_trainer::train::{self, RunOptions};
+use staria_trainer::train::{self, Backend, RunOptions};
 use staria_trainer::{contrastive, wake_sleep};
 
 fn run_opts(out: &Path) -> RunOptions {
@@ -20,6 +20,7 @@ fn run_opts(out: &Path) -> RunOptions {
         resume: false,
         progress: false,
         max_steps: None,
+        backend: Backend::Auto,
     }
 }
 
@@ -338,4 +339,47 @@ fn prepares_the_real_corpus_when_present() {
         }
     }
     assert_eq!(shards.pieces(SYNTHETIC).len(), 40);
+}
+
+#[test]
+fn runs_resume_across_the_candle_and_fast_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let exp = common::tiny_config();
+    let opts = |dir: &str, backend, resume, max_steps| RunOptions {
+        backend,
+        resume,
+        max_steps,
+        ..run_opts(&tmp.path().join(dir))
+    };
+    let candle = train::train_decoder(&exp, &shards, &opts("c", Backend::Candle, false, None))
+        .unwrap()
+        .last_loss
+        .unwrap();
+    let fast = train::train_decoder(&exp, &shards, &opts("f", Backend::Fast, false, None))
+        .unwrap()
+        .last_loss
+        .unwrap();
+    let mut crossed = Vec::new();
+    for (dir, first, second) in [
+        ("cf", Backend::Candle, Backend::Fast),
+        ("fc", Backend::Fast, Backend::Candle),
+    ] {
+        let s = train::train_decoder(&exp, &shards, &opts(dir, first, false, Some(5))).unwrap();
+        assert_eq!(s.steps, 5);
+        let s = train::train_decoder(&exp, &shards, &opts(dir, second, true, None)).unwrap();
+        assert_eq!(s.steps, 12);
+        crossed.push(s.last_loss.unwrap());
+    }
+    // Same maths, different rounding: the four runs agree closely after 12 steps.
+    for (what, loss) in [
+        ("fast", fast),
+        ("candle->fast", crossed[0]),
+        ("fast->candle", crossed[1]),
+    ] {
+        assert!(
+            ((loss - candle) / candle).abs() < 2e-3,
+            "{what} run ends at loss {loss}, candle at {candle}"
+        );
+    }
 }
