@@ -300,15 +300,25 @@ pub(crate) fn loss(s: &Shape, buf: &mut Buffers, grad: bool) -> (f64, f64) {
                 return;
             }
             let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
-            let log_sum = sum.ln();
             let target = target as usize;
-            *row_loss = (-((logits[target] - max) - log_sum) * mask) as f64;
+            let shifted_target = logits[target] - max;
+            let sum: f32 = if grad {
+                // Keep exp(x - max) for the gradient: one exp per logit.
+                let mut sum = 0f32;
+                for x in logits.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                sum
+            } else {
+                logits.iter().map(|&x| (x - max).exp()).sum()
+            };
+            *row_loss = (-(shifted_target - sum.ln()) * mask) as f64;
             if grad {
                 let k = mask * inv_count;
-                let inv_sum = 1.0 / sum;
+                let scale = k / sum;
                 for x in logits.iter_mut() {
-                    *x = (*x - max).exp() * inv_sum * k;
+                    *x *= scale;
                 }
                 logits[target] -= k;
             }
