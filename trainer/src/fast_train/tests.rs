@@ -152,9 +152,10 @@ fn check_against_candle(b: usize, t: usize) {
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max)
         };
+        // A few ulps: the global norm (so the clip factor) is summed in another order.
         let same_grads = max_diff(w);
         assert!(
-            same_grads <= 1e-5 * hyper.lr as f32,
+            same_grads <= 1e-4 * hyper.lr as f32,
             "{name}: weights after one step from the same gradients differ by {same_grads}"
         );
         // From its own gradients: Adam's first step is g / (|g| + eps), which magnifies
