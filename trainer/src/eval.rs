@@ -1,15 +1,50 @@
-//! `staria-train eval`: checkpoints measured on any folder of MIDI files.
+//! `staria-train eval`: checkpoints measured on any folder of MIDI files (with
+//! `--split-seed/--split-fraction`, only the pieces `prepare` held out for validation).
 //!
 //! - `nll_bits_per_token`: next-token loss over every piece body token (prompt given: style,
 //!   form, snippets of each section), in windows of `seq_len` as in training; the same targets
-//!   for both model kinds. `nll_bits_per_second`: the same bits divided by the pieces' seconds.
-//! - Generation, on the first `pieces` pieces that have sections A and B: the model gets snippets
-//!   A and B and plays the form AABA, each section as long as the reference's (at most
-//!   `max_section_ms`), sampled at `temperature` / `min_p`, section tags forced on time.
-//!   - `form_adherence`: share of the four generated sections that are closer (by the bar
-//!     similarity of `music`: mean best-bar Jaccard of (pitch, onset slot) sets, bars as long as
-//!     the reference's first bar) to their own snippet than to the other one. A missing section
-//!     counts as a miss.
+//!   for both model kinds; on the first `max_pieces` pieces (0: all). `nll_bits_per_second`: the
+//!   same bits divided by the pieces' seconds.
+//! - Generation: the pieces whose snippets A and B (first occurrence of each letter, at most
+//!   the snippet budget) are non-empty are eligible; `pieces` of them (default 60), spread
+//!   evenly over the eligible ones in folder order (all when fewer), each give one generation:
+//!   the model gets snippets A and B (and the piece's style, the form token AABA) and plays the
+//!   form AABA, each section as long as the reference's first occurrence of its letter (clamped
+//!   to 1 s..`max_section_ms`), sampled at `temperature` / `min_p` from one `StdRng(seed)`,
+//!   section tags forced on time (`sampler::generate_with`, the `generate` rules). It runs on
+//!   the fast CPU decoder (f16 weights by default, as the engine) or the candle model
+//!   (`--backend candle`, and always on a GPU device).
+//!
+//!   Bar comparisons: a generated section's notes are those starting between its tag's first
+//!   note and the next section's; its bars and the snippet's are cut every `bar_ms` (the
+//!   reference's first bar) from each one's first onset, and a bar's content is its set of
+//!   (pitch, onset at 1/48 bar) pairs (`music`); two bars' similarity is their Jaccard index.
+//!   The `k`-th decoded section is the `k`-th planned one; a planned section that did not start
+//!   or has no note counts as a failure in every share below.
+//!   - `form_adherence` (balanced): a section adheres when the mean, over its bars, of the best
+//!     similarity to any bar of its own snippet is strictly greater than to the other snippet.
+//!     Per generation, the share of adhering A sections and the share of adhering B sections
+//!     are averaged (each letter weighs the same: copying A everywhere scores 0.5, not 0.75);
+//!     `form_adherence` is the mean over generations. `form_adherence_lo`/`_hi`: 95% percentile
+//!     bootstrap interval of that mean (2000 resamples of the generations with replacement,
+//!     `StdRng` seed 0, nearest-rank 2.5th/97.5th percentiles). `form_adherence_a`/`_b`: share of
+//!     all A (B) sections that adhere; `form_adherence_pooled`: share of all sections (the
+//!     former, unbalanced definition).
+//!   - `verbatim_copy_share`: share of planned sections that copy a prompt snippet (either)
+//!     verbatim: bar `i` of the section against bar `i` of the snippet, for every `i` both have,
+//!     and at least 75% of those bars with similarity >= 0.9. Copying is not adherence.
+//!   - `density_match_rate`: share of planned sections whose notes per second (notes / span from
+//!     first onset to last note end) are within ±30% of their own snippet's.
+//!   - `onset_grid_agreement`: share of the planned sections' onsets within 20 ms of the
+//!     sixteenth-note grid of the prompt: grid step a quarter of the source MIDI's quarter note
+//!     at the start of that letter's first section, anchored at the section's first onset
+//!     (chance level: 40 ms / sixteenth, e.g. 32% at 120 bpm).
+//!   - `window_edge_piling`: share of generated notes whose onset (ms from `<S>`) falls in the
+//!     last 100 ms of its `window_ms` (5 s) token window (uniform onsets: 2%).
+//!   - `reference_*`: the same three rhythm measures on the reference pieces generated from:
+//!     density match of every A or B section against its snippet, grid agreement of every
+//!     section (grid from the tempo at its start, anchored at its first onset), piling of all
+//!     notes. A sanity row: quantised real music is near 1 on the grid and near 2% at the edge.
 //!   - `pitch_class_distance`: total-variation distance between the duration-weighted
 //!     pitch-class histograms of generation and reference piece, in [0, 1].
 //!   - `note_density_distance`: |log2| of the ratio of notes per second, generation vs reference.
@@ -19,6 +54,7 @@
 //!   - `grammar_clean_rate`: share of generations without a single grammar error (a token out of
 //!     place for the note grammar, see `generate`), and `grammar_error_rate`: such tokens per
 //!     generated token. The decoder drops malformed notes, so these say how many were lost.
+//! - `nll_seconds`, `generation_seconds`: wall time of the two passes; `generation_backend`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
