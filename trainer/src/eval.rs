@@ -500,17 +500,17 @@ pub fn evaluate_model(
         min_p: opts.min_p,
         max_tokens: seq_len.max(256) * 4,
     };
-    let eligible: Vec<(&LoadedPiece, Vec<(SectionLabel, Vec<u32>)>)> = data
+    type Snippets = Vec<(SectionLabel, Vec<u32>)>;
+    let eligible: Vec<(&LoadedPiece, Snippets)> = data
         .pieces
         .iter()
         .filter_map(|p| {
-            let snippets: Vec<(SectionLabel, Vec<u32>)> =
-                snippets_of(tok, &p.song, tok.config().snippet_tokens)
-                    .into_iter()
-                    .filter(|(l, _)| matches!(l, SectionLabel::A | SectionLabel::B))
-                    .map(|(l, s)| (l, truncate_snippet(tok, &s, snippet_tokens)))
-                    .filter(|(_, s)| !s.is_empty())
-                    .collect();
+            let snippets: Snippets = snippets_of(tok, &p.song, tok.config().snippet_tokens)
+                .into_iter()
+                .filter(|(l, _)| matches!(l, SectionLabel::A | SectionLabel::B))
+                .map(|(l, s)| (l, truncate_snippet(tok, &s, snippet_tokens)))
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
             (snippets.len() == 2).then_some((p, snippets))
         })
         .collect();
@@ -803,7 +803,9 @@ mod tests {
     }
 
     /// A "generated" piece: one two-bar section per (label, material) in order.
-    fn piece(parts: &[(SectionLabel, fn(usize) -> Vec<(u8, f64, f64)>)]) -> Song {
+    type Material = fn(usize) -> Vec<(u8, f64, f64)>;
+
+    fn piece(parts: &[(SectionLabel, Material)]) -> Song {
         let mut notes = Vec::new();
         for (i, (_, m)) in parts.iter().enumerate() {
             notes.extend(m(2 * i));
