@@ -11,6 +11,7 @@ pub mod engine_thread;
 pub mod generate;
 pub mod handover;
 pub mod messages;
+pub mod render;
 pub mod sampling;
 pub mod schedule;
 pub mod status;

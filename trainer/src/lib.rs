@@ -14,6 +14,7 @@ pub mod music;
 pub mod optim;
 pub mod prepare;
 pub mod recognizer;
+pub mod sampler;
 pub mod shards;
 pub mod synth;
 pub mod train;

@@ -96,10 +96,10 @@ enum Cmd {
         /// Print one JSON line per model.
         #[arg(long)]
         json: bool,
-        /// Pieces to generate from.
-        #[arg(long, default_value_t = 8)]
+        /// Generations: one per piece with sections A and B, spread evenly over those pieces.
+        #[arg(long, default_value_t = 60)]
         pieces: usize,
-        /// Pieces to measure NLL on, at most (0: all).
+        /// Pieces to measure NLL on, at most: the first ones (0: all).
         #[arg(long, default_value_t = 0)]
         max_pieces: usize,
         /// Only the pieces `prepare --seed S --val-fraction F` holds out (give both).
@@ -118,6 +118,12 @@ enum Cmd {
         min_p: f64,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Generation backend: fast (the engine's CPU decoder; candle on a GPU device) or candle.
+        #[arg(long, default_value = "fast")]
+        backend: String,
+        /// Weight format of the fast backend: f32, f16 (the engine's default) or q8.
+        #[arg(long, default_value = "f16")]
+        weights: String,
     },
 }
 
@@ -274,7 +280,22 @@ fn run(cli: Cli) -> Result<()> {
             temperature,
             min_p,
             device: dev,
+            backend,
+            weights,
         } => {
+            let backend = match backend.as_str() {
+                "candle" => eval::GenBackend::Candle,
+                "fast" => eval::GenBackend::Fast(
+                    weights
+                        .parse()
+                        .map_err(|e| TrainError::config(format!("--weights {weights}: {e}")))?,
+                ),
+                other => {
+                    return Err(TrainError::config(format!(
+                        "--backend {other}: expected fast or candle"
+                    )));
+                }
+            };
             let opts = EvalOptions {
                 seq_len,
                 snippet_tokens: None,
@@ -286,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 min_p,
                 max_section_ms: 12_000.0,
                 device: device(&dev)?,
+                backend,
             };
             let data = EvalData::load(&data, &opts)?;
             let mut results = Vec::new();

@@ -320,6 +320,133 @@ pub fn density_distance(a: f64, b: f64) -> f64 {
     (a.max(0.01) / b.max(0.01)).log2().abs()
 }
 
+/// Notes shifted so that the earliest onset is at 0 (the alignment every bar comparison of
+/// evaluation uses, so a pickup or a late first note does not shift the bar phase).
+pub fn from_first_onset(notes: &[Note]) -> Vec<Note> {
+    let t0 = notes
+        .iter()
+        .map(|n| n.start_ms)
+        .min_by(f64::total_cmp)
+        .unwrap_or(0.0);
+    notes
+        .iter()
+        .map(|n| Note {
+            start_ms: n.start_ms - t0,
+            end_ms: n.end_ms - t0,
+            ..*n
+        })
+        .collect()
+}
+
+/// Bar contents of notes (already aligned so that bar 0 starts at 0 ms) over
+/// `ceil(len_ms / bar_ms)` bars (at least one) of `bar_ms` each.
+pub fn bars_from_zero(notes: &[Note], len_ms: f64, bar_ms: f64) -> Vec<BarContent> {
+    let n = ((len_ms / bar_ms).ceil().max(1.0) as usize).min(10_000);
+    let bars: Vec<(f64, f64)> = (0..n)
+        .map(|i| (i as f64 * bar_ms, (i + 1) as f64 * bar_ms))
+        .collect();
+    bar_contents_ms(notes, &bars)
+}
+
+/// A bar at least this similar (Jaccard) to the aligned bar of a snippet is a copied bar.
+pub const COPY_BAR_SIMILARITY: f64 = 0.9;
+
+/// A section whose compared bars are at least this share copied bars is a verbatim copy.
+pub const COPY_BAR_SHARE: f64 = 0.75;
+
+/// Whether `section` copies `snippet` verbatim: both as bar contents from their first onsets,
+/// bar `i` of one against bar `i` of the other for `i < min(len)`, at least
+/// [`COPY_BAR_SHARE`] of those bars have similarity ≥ [`COPY_BAR_SIMILARITY`]. False when
+/// either is empty.
+pub fn is_verbatim_copy(section: &[BarContent], snippet: &[BarContent]) -> bool {
+    let n = section.len().min(snippet.len());
+    if n == 0 {
+        return false;
+    }
+    let copied = (0..n)
+        .filter(|&i| bar_similarity(&section[i], &snippet[i]) >= COPY_BAR_SIMILARITY)
+        .count();
+    copied as f64 >= COPY_BAR_SHARE * n as f64
+}
+
+/// Notes per second of `a` relative to `b` is within this fraction for a density match.
+pub const DENSITY_MATCH_TOLERANCE: f64 = 0.3;
+
+/// Whether `a`'s [`note_density`] is within ±[`DENSITY_MATCH_TOLERANCE`] of `b`'s (false when
+/// either has no note).
+pub fn density_matches(a: &[Note], b: &[Note]) -> bool {
+    let (da, db) = (note_density(a), note_density(b));
+    !a.is_empty() && !b.is_empty() && (da - db).abs() <= DENSITY_MATCH_TOLERANCE * db
+}
+
+/// An onset this close (ms) to a grid line is on the grid.
+pub const GRID_TOLERANCE_MS: f64 = 20.0;
+
+/// Milliseconds per quarter note at `ms` in a song's tempo map (120 bpm before the first entry).
+pub fn quarter_ms_at(song: &Song, ms: f64) -> f64 {
+    let clock = Clock::new(song);
+    let i = clock
+        .segments
+        .partition_point(|s| s.2 <= ms)
+        .saturating_sub(1);
+    f64::from(clock.segments[i].1) / 1000.0
+}
+
+/// How many of `onsets` (ms) lie within [`GRID_TOLERANCE_MS`] of the grid `anchor + k * step`
+/// (any integer `k`): (on grid, total).
+pub fn onsets_on_grid(
+    onsets: impl IntoIterator<Item = f64>,
+    anchor: f64,
+    step: f64,
+) -> (usize, usize) {
+    let (mut hit, mut total) = (0, 0);
+    for t in onsets {
+        total += 1;
+        let d = (t - anchor).rem_euclid(step.max(1e-6));
+        if d.min(step - d) <= GRID_TOLERANCE_MS + 1e-9 {
+            hit += 1;
+        }
+    }
+    (hit, total)
+}
+
+/// The end of every time window this long (ms) is its edge.
+pub const WINDOW_EDGE_MS: f64 = 100.0;
+
+/// How many of `onsets` (ms from the piece start, `<S>`) fall in the last [`WINDOW_EDGE_MS`] of
+/// their `window_ms` window: (at an edge, total).
+pub fn onsets_at_window_edge(
+    onsets: impl IntoIterator<Item = f64>,
+    window_ms: f64,
+) -> (usize, usize) {
+    let (mut hit, mut total) = (0, 0);
+    for t in onsets {
+        total += 1;
+        if t.rem_euclid(window_ms) >= window_ms - WINDOW_EDGE_MS - 1e-9 {
+            hit += 1;
+        }
+    }
+    (hit, total)
+}
+
+/// Percentile bootstrap 95% interval of the mean of `values`: `resamples` resamples with
+/// replacement drawn from `StdRng::seed_from_u64(seed)`, the 2.5th and 97.5th percentiles of
+/// their means (nearest rank). `(NaN, NaN)` without values.
+pub fn bootstrap_interval(values: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
+    use rand::{Rng, SeedableRng};
+    if values.is_empty() || resamples == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = values.len();
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * resamples as f64).ceil() as usize).clamp(1, resamples) - 1];
+    (at(0.025), at(0.975))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -458,5 +585,81 @@ pub(crate) mod tests {
         assert!((note_density(&c.notes) - 2.0).abs() < 1e-9);
         assert!((density_distance(4.0, 2.0) - 1.0).abs() < 1e-12);
         assert!((density_distance(2.0, 4.0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn onsets_on_the_grid_agree_and_jittered_ones_less() {
+        // Sixteenths at 120 bpm: 125 ms, anchored at 40 ms.
+        let on: Vec<f64> = (0..32).map(|i| 40.0 + i as f64 * 125.0).collect();
+        assert_eq!(onsets_on_grid(on.iter().copied(), 40.0, 125.0), (32, 32));
+        // Within the tolerance either side still counts.
+        assert_eq!(onsets_on_grid([60.0, 20.0, 145.0], 40.0, 125.0), (3, 3));
+        let jittered: Vec<f64> = on
+            .iter()
+            .enumerate()
+            .map(|(i, t)| t + [0.0, 35.0, -45.0, 60.0][i % 4])
+            .collect();
+        let (hit, total) = onsets_on_grid(jittered, 40.0, 125.0);
+        assert_eq!((hit, total), (8, 32));
+        assert_eq!(onsets_on_grid(std::iter::empty(), 0.0, 125.0), (0, 0));
+    }
+
+    #[test]
+    fn window_edge_piling() {
+        assert_eq!(
+            onsets_at_window_edge([4950.0, 9950.0, 4900.0], 5000.0),
+            (3, 3)
+        );
+        assert_eq!(
+            onsets_at_window_edge([0.0, 2500.0, 4899.0, 5000.0], 5000.0),
+            (0, 4)
+        );
+    }
+
+    #[test]
+    fn quarter_length_follows_the_tempo_map() {
+        let mut s = song_from_beats(&[(60, 0.0, 1.0)]);
+        s.tempo_map.push(TempoChange {
+            tick: 960,
+            us_per_quarter: 400_000,
+        });
+        assert_eq!(quarter_ms_at(&s, 0.0), 500.0);
+        assert_eq!(quarter_ms_at(&s, 999.0), 500.0);
+        assert_eq!(quarter_ms_at(&s, 1000.0), 400.0);
+    }
+
+    #[test]
+    fn verbatim_copy_needs_most_bars_nearly_identical() {
+        let x = bar_contents_ms(
+            &song_from_beats(&[bar([60, 62, 64, 65], 0), bar([67, 65, 64, 62], 1)].concat()).notes,
+            &[(0.0, 2000.0), (2000.0, 4000.0)],
+        );
+        assert!(is_verbatim_copy(&x, &x));
+        let mut y = x.clone();
+        y[1] = BarContent::new();
+        // One of two bars copied: 50% < 75%.
+        assert!(!is_verbatim_copy(&x, &y));
+        assert!(!is_verbatim_copy(&[], &x));
+        // Longer than the snippet: only the overlap counts.
+        let mut z = x.clone();
+        z.push([(70, 0)].into_iter().collect());
+        assert!(is_verbatim_copy(&z, &x));
+    }
+
+    #[test]
+    fn first_onset_alignment_and_density_match() {
+        let s = song_from_beats(&[(60, 1.0, 1.0), (62, 2.0, 1.0)]);
+        let a = from_first_onset(&s.notes);
+        assert_eq!(a[0].start_ms, 0.0);
+        assert_eq!(a[1].start_ms, 500.0);
+        let twice = song_from_beats(&[
+            (60, 0.0, 0.5),
+            (62, 0.5, 0.5),
+            (64, 1.0, 0.5),
+            (65, 1.5, 0.5),
+        ]);
+        assert!(density_matches(&s.notes, &s.notes));
+        assert!(!density_matches(&twice.notes, &s.notes));
+        assert!(!density_matches(&[], &s.notes));
     }
 }

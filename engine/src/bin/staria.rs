@@ -39,6 +39,26 @@ enum Command {
     Info(InfoArgs),
     /// Measure prefill and decode speed; prints one JSON line.
     Bench(BenchArgs),
+    /// Draw a MIDI file as a piano roll (PNG), optionally below its prompt.
+    Render(RenderArgs),
+}
+
+#[derive(Args, Debug)]
+struct RenderArgs {
+    /// MIDI file to draw.
+    input: PathBuf,
+    /// PNG file to write.
+    #[arg(long)]
+    png: PathBuf,
+    /// A prompt MIDI file to draw above it, on the same time scale.
+    #[arg(long)]
+    prompt: Option<PathBuf>,
+    /// Picture width in pixels.
+    #[arg(long, default_value_t = 1600)]
+    width: u32,
+    /// Height of each piano roll in pixels.
+    #[arg(long, default_value_t = 420)]
+    panel_height: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -289,7 +309,50 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Continue(a) => cmd_continue(a),
         Command::Info(a) => cmd_info(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Render(a) => cmd_render(a),
     }
+}
+
+fn cmd_render(a: RenderArgs) -> Result<(), Failure> {
+    if !(64..=16_384).contains(&a.width) || !(64..=8_192).contains(&a.panel_height) {
+        return Err(bad(
+            "--width must be in 64..=16384 and --panel-height in 64..=8192",
+        ));
+    }
+    let read = |path: &Path| {
+        staria_models::read_midi_file(path).map_err(|e| {
+            let (msg, name) = (e.to_string(), path.display().to_string());
+            bad(if msg.contains(&name) {
+                msg
+            } else {
+                format!("{name}: {msg}")
+            })
+        })
+    };
+    let song = read(&a.input)?;
+    let prompt = a.prompt.as_deref().map(read).transpose()?;
+    let name = |p: &Path| {
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    };
+    let (input_name, prompt_name) = (name(&a.input), a.prompt.as_deref().map(name));
+    let mut songs: Vec<(&str, &Song)> = Vec::new();
+    if let (Some(p), Some(n)) = (&prompt, &prompt_name) {
+        songs.push((n.as_str(), p));
+    }
+    songs.push((input_name.as_str(), &song));
+    let opts = staria_engine::render::RenderOptions {
+        width: a.width,
+        panel_height: a.panel_height,
+    };
+    staria_engine::render::render_png(&a.png, &songs, &opts).map_err(|e| Failure {
+        code: 1,
+        msg: e.to_string(),
+    })?;
+    eprintln!("wrote {}", a.png.display());
+    Ok(())
 }
 
 /// Pins the tensor thread count. Must run before the first tensor op: candle sizes its pools
