@@ -422,6 +422,7 @@ fn logprobs_on_shipped_model() {
         prompt.inline.len(),
         body.len()
     );
+    onset_report(&mut candle, &prompt, &body);
     for (name, backend, weights) in [
         ("candle", BackendChoice::Candle, WeightFormat::F32),
         ("fast f32", BackendChoice::Fast, WeightFormat::F32),
@@ -436,4 +437,60 @@ fn logprobs_on_shipped_model() {
         let (abs, rel) = max_diff(&engine_logprobs(&mut g, &prompt, &body), &want);
         eprintln!("{name}: max |engine - train| log-prob {abs:.3e} (relative {rel:.3e})");
     }
+}
+
+/// Teacher-forced (through the engine, whose log-probs equal training's): at each data onset
+/// whose window already has a later onset than its start, the model's onset mass before the
+/// window's last onset (the mass a plain mask moves to the last onset, and the rule reads as a
+/// vote for `<T>`), overall and where the last onset is >= 4.5 s; and the probability of `<T>`
+/// where the data has `<T>` next.
+fn onset_report(g: &mut Generator, prompt: &Prompt, body: &[u32]) {
+    let tok = g.tokenizer().clone();
+    let mut dec = staria_models::tokenizer::StreamDecoder::new();
+    let onsets = tok.onset_ids();
+    let soft = |l: &[f32]| {
+        let m = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let z: f64 = l.iter().map(|&x| ((x - m) as f64).exp()).sum();
+        l.iter()
+            .map(|&x| ((x - m) as f64).exp() / z)
+            .collect::<Vec<f64>>()
+    };
+    let (mut n, mut before, mut n_late, mut before_late) = (0, 0.0, 0, 0.0);
+    let (mut n_t, mut p_t) = (0, 0.0);
+    let mut logits = g.begin(prompt).unwrap().to_vec();
+    for (i, &id) in body.iter().enumerate() {
+        let p = soft(&logits);
+        let last = dec.min_onset_ms();
+        if dec.expects() == staria_models::tokenizer::Expect::Onset && last > 0 {
+            let onset_mass: f64 = onsets.clone().map(|o| p[o as usize]).sum();
+            let below: f64 = onsets
+                .clone()
+                .filter(|&o| matches!(tok.kind(o), TokenKind::Onset { ms } if ms < last))
+                .map(|o| p[o as usize])
+                .sum::<f64>()
+                / onset_mass;
+            n += 1;
+            before += below;
+            if last >= 4500 {
+                n_late += 1;
+                before_late += below;
+            }
+        }
+        if id == tok.time_shift_id() {
+            n_t += 1;
+            p_t += p[id as usize];
+        }
+        dec.push(&tok, id);
+        if i + 1 < body.len() {
+            logits = g.step(id).unwrap().to_vec();
+        }
+    }
+    eprintln!(
+        "teacher-forced onset mass before the window's last onset: mean {:.3} over {n} onsets; \
+         {:.3} over the {n_late} with the last onset >= 4.5 s; mean P(<T>) where the data has \
+         <T>: {:.3} ({n_t})",
+        before / n.max(1) as f64,
+        before_late / n_late.max(1) as f64,
+        p_t / n_t.max(1) as f64
+    );
 }
