@@ -12,7 +12,9 @@ use std::ops::Range;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use staria_models::tokenizer::{Expect, StreamDecoder, StreamEvent, TokenKind, Tokenizer};
+use staria_models::tokenizer::{
+    Expect, OnsetVote, StreamDecoder, StreamEvent, TokenKind, Tokenizer,
+};
 
 /// A scale as intervals from its root; its pitch classes form a 12-bit mask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,6 +273,20 @@ impl Constraints {
     }
 }
 
+/// How the generator reads an onset sampled under [`ConstrainedDecoder::apply_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnsetRead {
+    /// A legal onset: feed it.
+    Accept,
+    /// Before the window's last onset: a vote for `<T>` ([`OnsetVote::NextWindow`]). Take the
+    /// note token back (KV cache and [`ConstrainedDecoder::retract_pending`]), feed `<T>`, feed
+    /// the note token again and sample its onset in the new window.
+    TimeShift,
+    /// Not before the window's last onset but before the earliest step the request allows (a
+    /// voice still busy, the span not started yet): sample again under [`ConstrainedDecoder::apply`].
+    Clamp,
+}
+
 /// The stream decoder plus everything the masks need: the request's compiled tables, the time
 /// span notes may start in, and the end times of the notes still sounding.
 #[derive(Debug, Clone)]
@@ -510,6 +526,66 @@ impl ConstrainedDecoder {
                 || (self.any_allowed(self.drums.clone()) && self.can_start(false)))
     }
 
+    /// Whether the onset about to be sampled may vote for `<T>` (see [`OnsetRead`]): an onset is
+    /// expected, the window already has a later onset than its start, and `<T>` keeps the piece
+    /// inside the span. Otherwise (`<T>` would end the span) onsets are masked as `apply` does.
+    pub fn onset_may_vote(&self) -> bool {
+        self.dec.expects() == Expect::Onset
+            && self.dec.min_onset_ms() > 0
+            && self.time_shift_allowed()
+    }
+
+    /// Onset steps `[from, to)` that `apply` keeps: from the earliest allowed step; up to the
+    /// span end while the span is empty, else to the window end (an onset past the span end
+    /// ends the span).
+    fn onset_mask(&self) -> (u32, u32) {
+        let (from, to) = self.onset_steps(self.pending_pitched);
+        let steps_per_window = self.window_ms / self.step_ms;
+        let to = if self.notes_in_span == 0 && from < to {
+            to
+        } else {
+            steps_per_window.max(from)
+        };
+        (from, to)
+    }
+
+    /// `apply`, except that where [`onset_may_vote`](Self::onset_may_vote) the onset mask keeps
+    /// every step of the window from its start (up to the same end as `apply`'s): the model's
+    /// whole onset distribution is sampled and the sample is read by
+    /// [`read_onset`](Self::read_onset).
+    pub fn apply_open(&self, logits: &mut [f32]) {
+        if !self.onset_may_vote() {
+            return self.apply(logits);
+        }
+        let (_, to) = self.onset_mask();
+        let onsets = self.onsets.start..self.onsets.start + to;
+        let n = logits.len();
+        logits[..(onsets.start as usize).min(n)].fill(f32::NEG_INFINITY);
+        logits[(onsets.end as usize).min(n)..].fill(f32::NEG_INFINITY);
+    }
+
+    /// How the token `id`, sampled under [`apply_open`](Self::apply_open), is read.
+    pub fn read_onset(&self, tok: &Tokenizer, id: u32) -> OnsetRead {
+        if !self.onset_may_vote() {
+            return OnsetRead::Accept;
+        }
+        if self.dec.onset_vote(tok, id) == OnsetVote::NextWindow {
+            return OnsetRead::TimeShift;
+        }
+        let (from, _) = self.onset_mask();
+        if id >= self.onsets.start + from {
+            OnsetRead::Accept
+        } else {
+            OnsetRead::Clamp
+        }
+    }
+
+    /// Takes back the pending note or drum token (after [`OnsetRead::TimeShift`]); the caller
+    /// drops it from the model's cache too. `false` when none is pending.
+    pub fn retract_pending(&mut self) -> bool {
+        self.dec.retract_pending()
+    }
+
     /// Masks `logits` (one per vocabulary entry) so that only tokens valid now remain.
     pub fn apply(&self, logits: &mut [f32]) {
         let neg = f32::NEG_INFINITY;
@@ -550,13 +626,7 @@ impl ConstrainedDecoder {
             Expect::Onset => {
                 // Likewise onsets past the span end stay allowed and end the span, unless the
                 // span is still empty.
-                let (from, to) = self.onset_steps(self.pending_pitched);
-                let steps_per_window = self.window_ms / self.step_ms;
-                let to = if self.notes_in_span == 0 && from < to {
-                    to
-                } else {
-                    steps_per_window.max(from)
-                };
+                let (from, to) = self.onset_mask();
                 keep_only(logits, self.onsets.start + from..self.onsets.start + to);
             }
             Expect::Dur => keep_only(logits, self.durs.clone()),
@@ -850,6 +920,155 @@ mod tests {
         play(&mut cd, 60, 0.0, 3000.0);
         cd.push(&t, t.drum_id(36).unwrap());
         assert_eq!(masked(&cd, v).first(), t.onset_id(0.0).as_ref());
+    }
+
+    /// The generator's onset step (`Generator::run_span`) on constructed logits: sample under
+    /// `apply_open`, read the onset; a vote takes the note back, feeds `<T>` and the note, and
+    /// samples again. Returns the tokens fed after the note token was first fed.
+    fn onset_with_votes(
+        t: &Tokenizer,
+        cd: &mut ConstrainedDecoder,
+        sampler: &mut crate::sampling::Sampler,
+        note: u32,
+        logits: &[f32],
+    ) -> Vec<u32> {
+        let mut fed = Vec::new();
+        loop {
+            let mut l = logits.to_vec();
+            cd.apply_open(&mut l);
+            let mut id = sampler.sample(&l).unwrap();
+            match cd.read_onset(t, id) {
+                OnsetRead::Accept => {}
+                OnsetRead::TimeShift => {
+                    assert!(cd.retract_pending());
+                    fed.pop();
+                    for tok in [t.time_shift_id(), note] {
+                        cd.push(t, tok);
+                        fed.push(tok);
+                    }
+                    continue;
+                }
+                OnsetRead::Clamp => {
+                    let mut l = logits.to_vec();
+                    cd.apply(&mut l);
+                    id = sampler.sample(&l).unwrap();
+                }
+            }
+            cd.push(t, id);
+            fed.push(id);
+            return fed;
+        }
+    }
+
+    /// Onset logits: 0 on `steps` (10 ms each), -20 elsewhere; other tokens 0.
+    fn onset_logits(t: &Tokenizer, steps: Range<u32>) -> Vec<f32> {
+        let mut l = vec![0.0f32; t.vocab_size()];
+        for (i, id) in t.onset_ids().enumerate() {
+            l[id as usize] = if steps.contains(&(i as u32)) {
+                0.0
+            } else {
+                -20.0
+            };
+        }
+        l
+    }
+
+    #[test]
+    fn an_onset_before_the_last_one_is_a_vote_for_the_next_window() {
+        use crate::sampling::{Sampler, SamplingParams};
+        let t = tok();
+        let note = t.note_id(0, 62, 80).unwrap();
+        // All onset mass on 0..300 ms while the window's last onset is 4800 ms.
+        let logits = onset_logits(&t, 0..30);
+        let run = |seed: u64, span: Option<(f64, f64)>| {
+            let mut cd = ConstrainedDecoder::new(&t, &Constraints::default()).unwrap();
+            if let Some((a, b)) = span {
+                cd.set_span(a, b);
+            }
+            cd.push(&t, t.note_id(0, 60, 80).unwrap());
+            cd.push(&t, t.onset_id(4800.0).unwrap());
+            cd.push(&t, t.dur_id(100.0));
+            cd.push(&t, note);
+            assert_eq!(cd.expects(), Expect::Onset);
+            let params = SamplingParams {
+                temperature: 1.0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed,
+            };
+            let mut sampler = Sampler::new(t.vocab_size(), params);
+            let fed = onset_with_votes(&t, &mut cd, &mut sampler, note, &logits);
+            let ev = cd.push(&t, t.dur_id(100.0));
+            (fed, ev, cd)
+        };
+        for seed in 0..5 {
+            let (fed, ev, cd) = run(seed, None);
+            // `<T>`, the note again, its onset in the new window.
+            assert_eq!(fed.len(), 3, "seed {seed}: {fed:?}");
+            assert_eq!(fed[..2], [t.time_shift_id(), note]);
+            let Some(StreamEvent::Note { start_ms, .. }) = ev else {
+                panic!("{ev:?}");
+            };
+            assert!((5000.0..5300.0).contains(&start_ms), "{start_ms}");
+            assert_eq!(cd.decoder().window(), 1);
+            // The same seed gives the same tokens.
+            assert_eq!(run(seed, None).0, fed);
+        }
+        // The plain mask (`apply`) would have put the note on the window's last onset.
+        let (_, _, mut cd) = run(0, None);
+        cd.push(&t, t.note_id(0, 60, 80).unwrap());
+        cd.push(&t, t.onset_id(4800.0).unwrap());
+        cd.push(&t, t.dur_id(100.0));
+        cd.push(&t, note);
+        let mut l = logits.clone();
+        cd.apply(&mut l);
+        assert_eq!(allowed(&l).first(), t.onset_id(4800.0).as_ref());
+
+        // Span end: `<T>` would leave a span ending at 5000 ms, so no vote: today's behaviour,
+        // the note goes to the last onset.
+        let (fed, ev, _) = run(3, Some((0.0, 5000.0)));
+        assert_eq!(fed.len(), 1);
+        assert!(matches!(ev, Some(StreamEvent::Note { start_ms, .. }) if start_ms >= 4800.0));
+        // A span that goes on past the next window: the vote stands.
+        let (fed, _, _) = run(3, Some((0.0, 10_001.0)));
+        assert_eq!(fed[0], t.time_shift_id());
+    }
+
+    #[test]
+    fn onsets_between_the_last_one_and_a_busy_voice_are_clamped_not_voted() {
+        let t = tok();
+        let c = Constraints {
+            max_polyphony: Some(1),
+            ..Default::default()
+        };
+        let mut cd = ConstrainedDecoder::new(&t, &c).unwrap();
+        cd.push(&t, t.note_id(0, 60, 80).unwrap());
+        cd.push(&t, t.onset_id(1000.0).unwrap());
+        cd.push(&t, t.dur_id(2000.0)); // busy until 3000
+        cd.push(&t, t.note_id(0, 62, 80).unwrap());
+        assert!(cd.onset_may_vote());
+        assert_eq!(
+            cd.read_onset(&t, t.onset_id(500.0).unwrap()),
+            OnsetRead::TimeShift
+        );
+        assert_eq!(
+            cd.read_onset(&t, t.onset_id(2000.0).unwrap()),
+            OnsetRead::Clamp
+        );
+        assert_eq!(
+            cd.read_onset(&t, t.onset_id(3000.0).unwrap()),
+            OnsetRead::Accept
+        );
+        // `apply_open` keeps the whole window, `apply` only from the free voice on.
+        let v = t.vocab_size();
+        let mut l = vec![0.0; v];
+        cd.apply_open(&mut l);
+        assert_eq!(allowed(&l), t.onset_ids().collect::<Vec<_>>());
+        assert_eq!(masked(&cd, v).first(), t.onset_id(3000.0).as_ref());
+        // At the window start there is nothing before the last onset: no vote.
+        let mut cd = ConstrainedDecoder::new(&t, &Constraints::default()).unwrap();
+        cd.push(&t, t.note_id(0, 62, 80).unwrap());
+        assert!(!cd.onset_may_vote());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use staria_models::tokenizer::{
 };
 use staria_models::{Note, Prompt, Section, SectionLabel, Song, TimeSignature};
 
-use crate::constraints::{ConstrainedDecoder, Constraints};
+use crate::constraints::{ConstrainedDecoder, Constraints, OnsetRead};
 use crate::sampling::{SampleError, Sampler, SamplingParams};
 
 /// Errors of a generation request or of loading a generator.
@@ -209,6 +209,10 @@ pub struct GenSummary {
     pub prompt_tokens: usize,
     /// Tokens sampled.
     pub sampled_tokens: usize,
+    /// Notes whose sampled onset lay before the window's last onset and that were moved to the
+    /// next window behind a `<T>` (see `constraints::OnsetRead::TimeShift`).
+    #[serde(default)]
+    pub time_shift_votes: usize,
     pub stop: StopReason,
     pub prefill_ms: f64,
     /// Time spent sampling and stepping after the prefill.
@@ -360,6 +364,9 @@ pub struct Generator {
     net: Net,
     tok: Tokenizer,
     logits: Vec<f32>,
+    /// The logits before masking, kept while an onset sampled from every step of the window is
+    /// read (see `run_span`).
+    spare: Vec<f32>,
     /// The checkpoint's `config.json` when loaded from a folder (name, preset, provenance).
     checkpoint: Option<CheckpointConfig>,
 }
@@ -484,6 +491,7 @@ impl Generator {
                 cached_snippets: Vec::new(),
             },
             tok,
+            spare: logits.clone(),
             logits,
             checkpoint: None,
         })
@@ -503,6 +511,7 @@ impl Generator {
         Ok(Generator {
             net: Net::Candle(Box::new(model)),
             tok,
+            spare: logits.clone(),
             logits,
             checkpoint: None,
         })
@@ -689,6 +698,27 @@ impl Generator {
         Ok(&self.logits)
     }
 
+    /// Drops the last `n` tokens from the KV cache (both backends), so that the next
+    /// `step`/`extend` continues from `position() - n` and gives bit-identical logits to the
+    /// first time those positions were fed. The logits buffer keeps the newest logits (feed a
+    /// token to get fresh ones). Allocates nothing.
+    pub fn rewind(&mut self, n: usize) -> Result<()> {
+        let pos = self.position();
+        if n > pos {
+            return Err(request(format!(
+                "cannot rewind {n} tokens: the cache holds {pos}"
+            )));
+        }
+        match &mut self.net {
+            Net::Candle(m) => m.truncate(pos - n),
+            Net::Fast { fast, cached, .. } => {
+                fast.truncate(pos - n);
+                cached.truncate(pos - n);
+            }
+        }
+        Ok(())
+    }
+
     /// Feeds several tokens; returns the last one's logits.
     pub fn extend(&mut self, ids: &[u32]) -> Result<&[f32]> {
         match &mut self.net {
@@ -773,20 +803,22 @@ impl Generator {
         let mut notes = 0usize;
         let mut first_note_ms = None;
         let limit = self.max_seq_len();
-        let (stop, sampled) = self.run_span(&mut cd, &mut sampler, limit, &mut |n: RawNote| {
-            notes += 1;
-            first_note_ms.get_or_insert_with(|| ms_since(t0));
-            on_note(GeneratedNote {
-                pitch: n.pitch,
-                velocity: n.velocity,
-                start_ms: n.start_ms - origin,
-                dur_ms: n.dur_ms,
-            })
-        })?;
+        let (stop, sampled, votes) =
+            self.run_span(&mut cd, &mut sampler, limit, &mut |n: RawNote| {
+                notes += 1;
+                first_note_ms.get_or_insert_with(|| ms_since(t0));
+                on_note(GeneratedNote {
+                    pitch: n.pitch,
+                    velocity: n.velocity,
+                    start_ms: n.start_ms - origin,
+                    dur_ms: n.dur_ms,
+                })
+            })?;
         Ok(GenSummary {
             notes,
             prompt_tokens,
             sampled_tokens: sampled,
+            time_shift_votes: votes,
             stop,
             prefill_ms,
             decode_ms: ms_since(t1),
@@ -824,6 +856,7 @@ impl Generator {
         let mut raw: Vec<RawNote> = Vec::new();
         let mut reports = Vec::with_capacity(labels.len());
         let mut sampled_total = 0;
+        let mut votes_total = 0;
         let mut first_note_ms = None;
         let mut out_of_context = false;
         for (i, &label) in labels.iter().enumerate() {
@@ -846,7 +879,7 @@ impl Generator {
                     let reserve = later * ((span / window_ms).ceil() as usize + 2);
                     let left = self.max_seq_len().saturating_sub(self.position() + reserve);
                     let limit = self.position() + left / (later + 1);
-                    let (s, n) =
+                    let (s, n, v) =
                         self.run_span(&mut cd, &mut sampler, limit, &mut |note: RawNote| {
                             first_note_ms.get_or_insert_with(|| ms_since(t0));
                             raw.push(note);
@@ -854,6 +887,7 @@ impl Generator {
                         })?;
                     stop = s;
                     sampled_total += n;
+                    votes_total += v;
                 }
                 out_of_context = stop == StopReason::MaxSeqLen;
             }
@@ -892,6 +926,7 @@ impl Generator {
             notes: raw.len(),
             prompt_tokens,
             sampled_tokens: sampled_total,
+            time_shift_votes: votes_total,
             stop: reports.last().map_or(StopReason::BarLimit, |r| r.stop),
             prefill_ms,
             decode_ms: ms_since(t1),
@@ -941,42 +976,78 @@ impl Generator {
         Ok(true)
     }
 
-    /// Samples until the span is full or something stops it; returns why and how many tokens
-    /// were sampled. Notes are clipped at the span end. Past the cache position `limit` the
-    /// span ends at the next note boundary (so what follows still reads as well formed).
+    /// Samples until the span is full or something stops it; returns why, how many tokens were
+    /// sampled and how many notes an onset vote moved behind a `<T>`. Notes are clipped at the
+    /// span end. Past the cache position `limit` the span ends at the next note boundary (so
+    /// what follows still reads as well formed).
+    ///
+    /// A note's onset is sampled from the model's whole onset distribution over the window
+    /// (`ConstrainedDecoder::apply_open`); one before the window's last onset is a vote for
+    /// `<T>`: the note token is taken back (one position of the KV cache), `<T>` and the note
+    /// token are fed, and the onset is sampled in the new window (`OnsetRead`).
     fn run_span(
         &mut self,
         cd: &mut ConstrainedDecoder,
         sampler: &mut Sampler,
         limit: usize,
         emit: &mut dyn FnMut(RawNote) -> Flow,
-    ) -> Result<(StopReason, usize)> {
+    ) -> Result<(StopReason, usize, usize)> {
         let (_, span_end) = cd.span();
         let mut sampled = 0;
+        let mut votes = 0;
+        // The last token fed: at `Expect::Onset`, the note or drum token waiting for its onset.
+        let mut last_fed: Option<u32> = None;
         loop {
             if cd.span_exhausted() {
-                return Ok((StopReason::BarLimit, sampled));
+                return Ok((StopReason::BarLimit, sampled, votes));
             }
             if self.position() >= self.max_seq_len() {
-                return Ok((StopReason::MaxSeqLen, sampled));
+                return Ok((StopReason::MaxSeqLen, sampled, votes));
             }
             if self.position() >= limit && cd.expects() == Expect::Any {
-                return Ok((StopReason::TokenBudget, sampled));
+                return Ok((StopReason::TokenBudget, sampled, votes));
             }
-            cd.apply(&mut self.logits);
-            let id = sampler.sample(&self.logits)?;
+            let open = cd.onset_may_vote() && last_fed.is_some();
+            if open {
+                self.spare.copy_from_slice(&self.logits);
+                cd.apply_open(&mut self.logits);
+            } else {
+                cd.apply(&mut self.logits);
+            }
+            let mut id = sampler.sample(&self.logits)?;
             sampled += 1;
+            if open {
+                match cd.read_onset(&self.tok, id) {
+                    OnsetRead::Accept => {}
+                    OnsetRead::TimeShift => {
+                        let note = last_fed.expect("`open` needs the pending note token");
+                        self.rewind(1)?;
+                        cd.retract_pending();
+                        votes += 1;
+                        if !self.feed(cd, self.tok.time_shift_id())? || !self.feed(cd, note)? {
+                            return Ok((StopReason::MaxSeqLen, sampled, votes));
+                        }
+                        continue;
+                    }
+                    OnsetRead::Clamp => {
+                        self.logits.copy_from_slice(&self.spare);
+                        cd.apply(&mut self.logits);
+                        id = sampler.sample(&self.logits)?;
+                    }
+                }
+            }
             // The model moving time past the span ends it (a pending note token without its
             // onset is dropped by the decoder when the next section tag is forced).
             if cd.ends_span(&self.tok, id) {
-                return Ok((StopReason::BarLimit, sampled));
+                return Ok((StopReason::BarLimit, sampled, votes));
             }
             // Stops are not fed, so a following section can be forced right after the last note.
             match self.tok.kind(id) {
-                TokenKind::End => return Ok((StopReason::End, sampled)),
-                TokenKind::Section(l) => return Ok((StopReason::Section(l), sampled)),
+                TokenKind::End => return Ok((StopReason::End, sampled, votes)),
+                TokenKind::Section(l) => return Ok((StopReason::Section(l), sampled, votes)),
                 _ => {}
             }
+            last_fed = Some(id);
             if let Some(StreamEvent::Note {
                 pitch,
                 velocity,
@@ -997,7 +1068,7 @@ impl Generator {
                         dur_ms,
                     });
                     if flow == Flow::Stop {
-                        return Ok((StopReason::Stopped, sampled));
+                        return Ok((StopReason::Stopped, sampled, votes));
                     }
                 }
             }

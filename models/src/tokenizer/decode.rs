@@ -24,6 +24,22 @@ pub enum Expect {
     Dur,
 }
 
+/// How a sampled onset reads for the note (or drum) waiting for it: the one rule the engine's
+/// `ConstrainedDecoder` and the trainer's evaluation sampler share (see
+/// [`StreamDecoder::onset_vote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnsetVote {
+    /// At or after the window's last onset: the note starts there.
+    Here,
+    /// Before the window's last onset. Onsets never go back within a window, so the model is
+    /// placing the note in a later window without having said `<T>` first: read it as a vote
+    /// for `<T>`. The sampler takes the note token back ([`StreamDecoder::retract_pending`] and
+    /// one position of the KV cache), feeds `<T>`, feeds the note token again and samples its
+    /// onset in the new window. (Moving the note to the window's last onset instead, as a plain
+    /// mask does, piles notes up at the window's end.)
+    NextWindow,
+}
+
 /// A decoded event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum StreamEvent {
@@ -213,6 +229,42 @@ impl StreamDecoder {
             Pending::Free => Expect::Any,
             Pending::Note { .. } | Pending::Drum { .. } => Expect::Onset,
             Pending::NoteAt { .. } => Expect::Dur,
+        }
+    }
+
+    /// Whether `id` fits the note grammar now: an onset right after a note or drum token, a
+    /// duration right after a note's onset, and neither anywhere else. (Any onset fits at
+    /// `Expect::Onset`; one before [`min_onset_ms`](Self::min_onset_ms) is read by
+    /// [`onset_vote`](Self::onset_vote).)
+    pub fn fits(&self, tok: &Tokenizer, id: u32) -> bool {
+        let kind = tok.kind(id);
+        match self.expects() {
+            Expect::Onset => matches!(kind, TokenKind::Onset { .. }),
+            Expect::Dur => matches!(kind, TokenKind::Dur { .. }),
+            Expect::Any => !matches!(kind, TokenKind::Onset { .. } | TokenKind::Dur { .. }),
+        }
+    }
+
+    /// How the onset `id`, sampled for the pending note or drum, is read (see [`OnsetVote`]).
+    /// Anything but an onset reads as `Here` (it is not an onset vote).
+    #[inline]
+    pub fn onset_vote(&self, tok: &Tokenizer, id: u32) -> OnsetVote {
+        match tok.kind(id) {
+            TokenKind::Onset { ms } if ms < self.last_onset_ms => OnsetVote::NextWindow,
+            _ => OnsetVote::Here,
+        }
+    }
+
+    /// Takes back the pending note or drum token (`Expect::Onset` becomes `Expect::Any`), as if
+    /// it had not been fed, so that a `<T>` can go before it. `false`, changing nothing, when no
+    /// note or drum token is pending.
+    pub fn retract_pending(&mut self) -> bool {
+        match self.pending {
+            Pending::Note { .. } | Pending::Drum { .. } => {
+                self.pending = Pending::Free;
+                true
+            }
+            Pending::Free | Pending::NoteAt { .. } => false,
         }
     }
 

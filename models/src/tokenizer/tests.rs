@@ -487,6 +487,50 @@ fn stream_decoder_grammar_state() {
 }
 
 #[test]
+fn onset_before_the_last_one_votes_for_the_next_window() {
+    let t = tok();
+    let mut d = StreamDecoder::new();
+    let seq = ids(&t, "piano:60:80 onset:4800 dur:100 piano:62:80");
+    for &id in &seq {
+        d.push(&t, id);
+    }
+    assert_eq!(d.expects(), Expect::Onset);
+    // The grammar: any onset fits a pending note, nothing else does.
+    assert!(d.fits(&t, t.onset_id(0.0).unwrap()) && d.fits(&t, t.onset_id(4990.0).unwrap()));
+    assert!(!d.fits(&t, t.dur_id(100.0)) && !d.fits(&t, t.time_shift_id()));
+    assert_eq!(
+        d.onset_vote(&t, t.onset_id(4800.0).unwrap()),
+        OnsetVote::Here
+    );
+    assert_eq!(
+        d.onset_vote(&t, t.onset_id(4900.0).unwrap()),
+        OnsetVote::Here
+    );
+    assert_eq!(
+        d.onset_vote(&t, t.onset_id(300.0).unwrap()),
+        OnsetVote::NextWindow
+    );
+    // Taking the note back, then `<T>` and the note again: the onset lands in the next window.
+    let before = d;
+    assert!(d.retract_pending());
+    assert_eq!(d.expects(), Expect::Any);
+    assert!(!d.retract_pending(), "nothing pending any more");
+    d.push(&t, t.time_shift_id());
+    d.push(&t, seq[3]);
+    assert_ne!(d, before);
+    assert_eq!(
+        d.onset_vote(&t, t.onset_id(300.0).unwrap()),
+        OnsetVote::Here
+    );
+    d.push(&t, t.onset_id(300.0).unwrap());
+    assert!(matches!(
+        d.push(&t, t.dur_id(100.0)),
+        Some(StreamEvent::Note { pitch: 62, start_ms, .. }) if start_ms == 5300.0
+    ));
+    assert!(d.fits(&t, t.time_shift_id()) && !d.fits(&t, t.onset_id(0.0).unwrap()));
+}
+
+#[test]
 fn snippets_truncate_whole_notes() {
     let t = tok();
     let notes = [
