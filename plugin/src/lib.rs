@@ -227,6 +227,65 @@ fn generated(out: &mut EventQueue, offset: u32, ev: EngineEvent) {
     }
 }
 
+/// Makes a host's input event safe to use, or drops it. nice-plug copies raw MIDI data bytes as
+/// they come (`NoteEvent::from_midi`), so a malformed message can carry a key, CC or program
+/// number above 127 and a velocity or value above 1.0: an event naming a key, channel, controller
+/// or program out of range is dropped (it would index past the note tables and means nothing to
+/// the instrument downstream), and normalized values are clamped to 0..=1 (non-finite ones drop
+/// the event).
+fn sanitize(mut ev: Event) -> Option<Event> {
+    fn key_ok(k: &Key) -> bool {
+        k.number().is_none_or(|n| n <= 127)
+    }
+    fn channel_ok(c: &Channel) -> bool {
+        c.number().is_none_or(|n| n <= 15)
+    }
+    fn unit(x: &mut f32) -> bool {
+        *x = x.clamp(0.0, 1.0);
+        x.is_finite()
+    }
+    let ok = match &mut ev {
+        NoteEvent::NoteOn {
+            channel,
+            key,
+            velocity,
+            ..
+        }
+        | NoteEvent::NoteOff {
+            channel,
+            key,
+            velocity,
+            ..
+        } => key_ok(key) && channel_ok(channel) && unit(velocity),
+        NoteEvent::PolyPressure {
+            channel,
+            key,
+            pressure,
+            ..
+        } => key_ok(key) && channel_ok(channel) && unit(pressure),
+        NoteEvent::Choke { channel, key, .. }
+        | NoteEvent::VoiceTerminated { channel, key, .. }
+        | NoteEvent::PolyVolume { channel, key, .. }
+        | NoteEvent::PolyPan { channel, key, .. }
+        | NoteEvent::PolyTuning { channel, key, .. }
+        | NoteEvent::PolyVibrato { channel, key, .. }
+        | NoteEvent::PolyExpression { channel, key, .. }
+        | NoteEvent::PolyBrightness { channel, key, .. } => key_ok(key) && channel_ok(channel),
+        NoteEvent::MidiChannelPressure {
+            channel, pressure, ..
+        } => *channel <= 15 && unit(pressure),
+        NoteEvent::MidiPitchBend { channel, value, .. } => *channel <= 15 && unit(value),
+        NoteEvent::MidiCC {
+            channel, cc, value, ..
+        } => *channel <= 15 && *cc <= 127 && unit(value),
+        NoteEvent::MidiProgramChange {
+            channel, program, ..
+        } => *channel <= 15 && *program <= 127,
+        _ => true,
+    };
+    ok.then_some(ev)
+}
+
 /// Zeroes subnormal (and non-finite) samples so the output is clean.
 fn clean_audio(buffer: &mut Buffer) {
     for channel in buffer.as_slice().iter_mut() {
@@ -454,6 +513,9 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        if pitch > 127 {
+            return;
+        }
         // A re-strike ends the sustained note here (the recorder and the engine both close it).
         self.live.sustained[pitch as usize] = false;
         let first = !self.live.recorder.has_notes();
@@ -485,6 +547,9 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        if pitch > 127 {
+            return;
+        }
         if self.live.pedal_down && self.live.recorder.is_held(pitch) {
             self.live.sustained[pitch as usize] = true;
             return;
@@ -500,8 +565,11 @@ impl Staria {
 
     /// Routes one input event: keyswitches act, captured notes are recorded, the rest passes
     /// through (note-offs of passed notes always pass, so nothing hangs when pass-through is
-    /// switched off mid-note).
+    /// switched off mid-note). Malformed events are dropped or clamped first ([`sanitize`]).
     fn handle_input(&mut self, ev: Event, grid: &Timeline, bypassed: bool) {
+        let Some(ev) = sanitize(ev) else {
+            return;
+        };
         let thru = bypassed || self.params.thru.value();
         let ks_on = !bypassed && self.params.keyswitches.value();
         let ks_base = self.params.keyswitch_base.value().clamp(0, 127) as u8;
@@ -883,6 +951,91 @@ mod tests {
         assert!(plugins.iter().all(|p| p.engine.is_none()));
         assert_eq!(plugins[0].params.status(), StatusRecord::default());
         assert_eq!(plugins[0].params.model_path(), None);
+    }
+
+    fn playing_grid() -> Timeline {
+        Timeline::from_host(
+            true,
+            Some(120.0),
+            (Some(4), Some(4)),
+            Some(4.0),
+            Some(2.0),
+            Some(4.0),
+            512,
+            48_000.0,
+        )
+    }
+
+    /// Raw MIDI with data bytes above 127 (nice-plug passes them on as they come) is dropped or
+    /// clamped on the whole input path: recording (with the pedal down), keyswitches and
+    /// pass-through; nothing panics and nothing out of range reaches the output.
+    #[test]
+    fn malformed_midi_data_bytes_are_ignored() {
+        let mut plugin = Staria::default();
+        let grid = playing_grid();
+        plugin.live.recorder.arm(SectionLabel::A);
+        let raw: &[[u8; 3]] = &[
+            [0x90, 200, 100], // note on, key 200
+            [0x90, 128, 255], // note on, key 128, velocity 255
+            [0xB0, 64, 127],  // pedal down (valid)
+            [0x80, 200, 0],   // note off, key 200
+            [0x90, 0, 0],     // note off (velocity 0), key 0 (valid)
+            [0x90, 255, 0],   // note off (velocity 0), key 255
+            [0xA0, 200, 200], // poly pressure, key 200
+            [0xB0, 200, 10],  // CC 200
+            [0xB0, 64, 200],  // pedal with value 200
+            [0xB0, 64, 0],    // pedal up (valid)
+            [0xE0, 255, 255], // pitch bend, both bytes out of range
+            [0xC0, 200, 0],   // program 200
+            [0xD0, 255, 0],   // channel pressure 255
+            [0x90, 60, 200],  // valid key, velocity 200
+            [0x80, 60, 0],    // its note-off
+        ];
+        for bytes in raw {
+            let ev = Event::from_midi(0, bytes).expect("a channel message");
+            plugin.handle_input(ev, &grid, false);
+        }
+        let out = plugin.live.out.as_slice();
+        for ev in out {
+            match *ev {
+                NoteEvent::NoteOn { key, velocity, .. }
+                | NoteEvent::NoteOff { key, velocity, .. } => {
+                    assert!(key.number().is_some_and(|k| k <= 127), "{ev:?}");
+                    assert!((0.0..=1.0).contains(&velocity), "{ev:?}");
+                }
+                NoteEvent::PolyPressure { .. } => panic!("malformed poly pressure passed"),
+                NoteEvent::MidiCC { cc, value, .. } => {
+                    assert!(cc <= 127 && (0.0..=1.0).contains(&value), "{ev:?}")
+                }
+                NoteEvent::MidiPitchBend { value, .. }
+                | NoteEvent::MidiChannelPressure {
+                    pressure: value, ..
+                } => assert!((0.0..=1.0).contains(&value), "{ev:?}"),
+                NoteEvent::MidiProgramChange { .. } => panic!("program 200 passed"),
+                _ => {}
+            }
+        }
+        // The valid note (60) passed through, on and off; nothing is left sounding.
+        let sixty = out
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    NoteEvent::NoteOn {
+                        key: Key::Number(60),
+                        ..
+                    } | NoteEvent::NoteOff {
+                        key: Key::Number(60),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(sixty, 2);
+        assert_eq!(plugin.live.thru.count(), 0);
+        // The capture kept only the valid note.
+        assert!(!plugin.live.recorder.is_held(60));
+        assert!(plugin.live.recorder.has_notes());
     }
 
     #[test]
