@@ -13,7 +13,7 @@ use crate::timing::{BlockTiming, TransportChange, TransportFrame, TransportTrack
 use ringbuf::traits::{Consumer, Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// Events held on the audio side waiting for their block. The engine keeps at most its lookahead
 /// (seconds) of events queued, far below this.
@@ -127,7 +127,18 @@ impl AudioSide {
     ///
     /// A `Generate` that is queued cuts every older request from its `start_beat` on; a `Cancel`
     /// silences that request (and anything older) at the current position.
+    ///
+    /// A `Cancel` is never lost: its cut is recorded here first and the engine learns of it
+    /// through a sticky atomic ([`Shared::cancel_upto`]) as well as the ring, so it returns
+    /// `true` even when the ring is full (and is then not counted as dropped).
     pub fn send(&mut self, cmd: Command) -> bool {
+        if let Command::Cancel { request_id } = cmd {
+            self.add_cut(request_id, self.now_beat);
+            self.shared.cancel_upto.fetch_max(request_id, Release);
+            // Best effort: keeps the cancel in order with the commands around it.
+            let _ = self.commands.try_push(cmd);
+            return true;
+        }
         if self.commands.try_push(cmd).is_err() {
             self.shared.status.dropped_commands.fetch_add(1, Relaxed);
             return false;
@@ -145,7 +156,6 @@ impl AudioSide {
                     self.add_cut(request_id - 1, start_beat);
                 }
             }
-            Command::Cancel { request_id } => self.add_cut(request_id, self.now_beat),
             _ => {}
         }
         true

@@ -127,6 +127,8 @@ struct Worker {
     /// setting the warm prompt was built with.
     warm_form: Form,
     warm_style: u8,
+    /// The newest request id a cancel has named (through the ring or `Shared::cancel_upto`).
+    cancelled_upto: RequestId,
 }
 
 fn secs_to_beats(secs: f64, bpm: f64) -> f64 {
@@ -170,6 +172,7 @@ impl Worker {
             last_capture: Instant::now(),
             warm_form: Form::new(),
             warm_style: 0,
+            cancelled_upto: 0,
         }
     }
 
@@ -291,6 +294,13 @@ impl Worker {
         while let Some(cmd) = self.link.pop_command() {
             self.command(cmd);
         }
+        // A cancel whose command did not fit into the ring still arrives.
+        let cancelled = self.link.cancelled_upto();
+        if cancelled > self.cancelled_upto {
+            self.command(Command::Cancel {
+                request_id: cancelled,
+            });
+        }
         let t = self.link.shared.transport.read();
         if t.epoch != self.epoch {
             // The audio side flushed everything and silenced what sounded: replay the current
@@ -346,6 +356,11 @@ impl Worker {
                 start_beat,
                 seed,
             } => {
+                if request_id <= self.cancelled_upto {
+                    // Cancelled before it got here (through `Shared::cancel_upto`).
+                    self.push_done(request_id, Outcome::Cancelled);
+                    return;
+                }
                 let req = Pending {
                     id: request_id,
                     target,
@@ -365,6 +380,7 @@ impl Worker {
                 false
             }
             Command::Cancel { request_id } => {
+                self.cancelled_upto = self.cancelled_upto.max(request_id);
                 if let Some(p) = self.pending.take_if(|p| p.id <= request_id) {
                     self.push_done(p.id, Outcome::Cancelled);
                 }
@@ -667,6 +683,82 @@ mod tests {
         let mut s = Scheduler::new(1, 0, start_beat, 2, 4.0, 120.0, params);
         s.add(pitch, 90, 0.0, 400.0);
         s
+    }
+
+    fn worker(rings: RingSizes) -> (AudioSide, Worker) {
+        let (audio, engine_link) = link(rings, Arc::new(Shared::default()));
+        let (_tx, rx) = channel();
+        let w = Worker::new(
+            engine_link,
+            rx,
+            EngineConfig::default(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        (audio, w)
+    }
+
+    fn outcomes(audio: &mut AudioSide) -> Vec<(RequestId, Outcome)> {
+        let mut got = Vec::new();
+        let block = crate::timing::BlockTiming {
+            start_beat: 0.0,
+            end_beat: 0.0,
+            samples: 0,
+        };
+        audio.pop_due(&block, |_, ev| {
+            if let Event::RequestDone {
+                request_id,
+                outcome,
+            } = ev
+            {
+                got.push((request_id, outcome));
+            }
+        });
+        got
+    }
+
+    /// A cancel that found the command ring full still cancels: the request queued before it and
+    /// one that arrives in the ring only after the engine saw the cancel.
+    #[test]
+    fn a_cancel_that_missed_a_full_ring_still_cancels() {
+        let (mut audio, mut w) = worker(RingSizes {
+            commands: 1,
+            events: 16,
+        });
+        assert!(audio.send(Command::Generate {
+            request_id: 5,
+            target: GenTarget::Continue,
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::new(),
+            start_beat: 0.0,
+            seed: 1,
+        }));
+        assert!(audio.send(Command::Cancel { request_id: 5 }));
+        w.poll();
+        assert!(w.pending.is_none(), "request 5 was cancelled");
+        assert_eq!(outcomes(&mut audio), [(5, Outcome::Cancelled)]);
+
+        // The engine reads the flag before the (older) generate command reaches it.
+        let (mut audio, mut w) = worker(RingSizes {
+            commands: 4,
+            events: 16,
+        });
+        w.link.shared.cancel_upto.store(7, Relaxed);
+        w.poll();
+        assert!(audio.send(Command::Generate {
+            request_id: 7,
+            target: GenTarget::Continue,
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::new(),
+            start_beat: 0.0,
+            seed: 1,
+        }));
+        w.poll();
+        assert!(w.pending.is_none());
+        assert_eq!(outcomes(&mut audio), [(7, Outcome::Cancelled)]);
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! thread.
 
 use crate::audio::AudioSide;
-use crate::messages::{Command, Event};
+use crate::messages::{Command, Event, RequestId};
 use crate::status::{EngineParams, EngineStatus};
 use crate::timing::SharedTransport;
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// State both sides see: counters and text, generation settings, transport position.
 #[derive(Debug, Default)]
@@ -16,6 +17,10 @@ pub struct Shared {
     pub status: EngineStatus,
     pub params: EngineParams,
     pub transport: SharedTransport,
+    /// The newest request a `Cancel` asked to stop (0 = none). Raised by the audio side before it
+    /// even tries the command ring, so a cancel (the plugin's *Stop playback*) reaches the engine
+    /// even when the ring is full.
+    pub cancel_upto: AtomicU32,
 }
 
 /// Ring sizes. Both are allocated once, when the link is made.
@@ -51,6 +56,12 @@ impl EngineLink {
     /// `false` when the event ring is full; the engine decides whether to wait or give up.
     pub fn push_event(&mut self, ev: Event) -> bool {
         self.events.try_push(ev).is_ok()
+    }
+
+    /// The newest request id any `Cancel` named so far (0 = none), whether or not the command
+    /// itself fitted into the ring. The engine treats a rise as a `Cancel` for that id.
+    pub fn cancelled_upto(&self) -> RequestId {
+        self.shared.cancel_upto.load(Ordering::Acquire)
     }
 
     pub fn events_vacant(&self) -> usize {

@@ -396,6 +396,63 @@ fn cancel_and_failure_silence_now() {
     assert_paired(&h.notes());
 }
 
+/// *Stop playback* must work even when the command ring is full: the cut is recorded on the
+/// audio side and the engine still learns of the cancel.
+#[test]
+fn cancel_with_a_full_command_ring_still_silences_and_reaches_the_engine() {
+    let mut h = Host::new(RingSizes {
+        commands: 4,
+        events: 64,
+    });
+    assert!(h.audio.send(generate(3, 0.0)));
+    h.note(3, true, 60, 0.25);
+    h.note(3, false, 60, 5.0);
+    h.note(3, true, 62, 2.0);
+    h.note(3, false, 62, 2.5);
+    h.run_until(1.0);
+    assert!(h.audio.is_sounding(0, 60));
+    // A capture burst fills the ring.
+    let clear = Command::ClearSection {
+        section: SectionLabel::A,
+    };
+    while h.audio.send(clear) {}
+    let dropped = h
+        .audio
+        .status()
+        .dropped_commands
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(h.audio.send(Command::Cancel { request_id: 3 }));
+    // Not counted as dropped: it is not lost.
+    assert_eq!(
+        h.audio
+            .status()
+            .dropped_commands
+            .load(std::sync::atomic::Ordering::Relaxed),
+        dropped
+    );
+    h.block();
+    assert_eq!(h.audio.sounding_count(), 0, "silenced now");
+    h.run_until(6.0);
+    let notes = h.notes();
+    assert_eq!(
+        notes.iter().filter(|(_, e)| e.on).count(),
+        1,
+        "62 never plays"
+    );
+    assert_paired(&notes);
+    // The engine sees the cancel although the ring had no room for it.
+    assert_eq!(h.engine.cancelled_upto(), 3);
+    let mut queued = Vec::new();
+    while let Some(c) = h.engine.pop_command() {
+        queued.push(c);
+    }
+    assert!(!queued.is_empty());
+    assert!(
+        !queued.contains(&Command::Cancel { request_id: 3 }),
+        "the ring was full"
+    );
+}
+
 #[test]
 fn late_note_ons_are_dropped_and_counted() {
     let mut h = Host::new(RingSizes::default());
