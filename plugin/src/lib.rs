@@ -1038,6 +1038,39 @@ mod tests {
         assert!(plugin.live.recorder.has_notes());
     }
 
+    fn note_on(key: u8) -> Event {
+        NoteEvent::NoteOn {
+            timing: 0,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(0),
+            key: Key::Number(key),
+            velocity: 0.8,
+        }
+    }
+
+    /// An 88-key keyboard's lowest keys (A0, A#0, B0: play next, stop and clear with the old C0
+    /// keyswitch octave) sound by default; the keyswitch octave lies below them.
+    #[test]
+    fn lowest_piano_keys_are_not_keyswitches_by_default() {
+        let mut plugin = Staria::default();
+        let grid = playing_grid();
+        for key in 21..=108 {
+            plugin.live.out.clear();
+            plugin.handle_input(note_on(key), &grid, false);
+            assert_eq!(
+                plugin.live.out.len(),
+                1,
+                "piano key {key} did not pass through"
+            );
+            assert!(!plugin.live.consumed.is_on(0, key));
+        }
+        // C-1 (0) is the default "record A" keyswitch: consumed.
+        plugin.live.out.clear();
+        plugin.handle_input(note_on(0), &grid, false);
+        assert!(plugin.live.out.is_empty());
+        assert_eq!(plugin.live.recorder.section(), Some(SectionLabel::A));
+    }
+
     #[test]
     fn random_seeds_differ() {
         let mut live = Live::default();

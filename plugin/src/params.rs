@@ -107,6 +107,11 @@ pub struct StariaParams {
     pub keyswitch_base: IntParam,
 }
 
+/// The keyswitch octave's default start: MIDI 0 (C-1), so the octave (C-1..B-1) lies below an
+/// 88-key piano's lowest key, A0 (21), and is only reached on purpose (an octave shift, a wider
+/// keyboard), as common keyswitch libraries do. Until this default was C0 (12), which put play
+/// next, stop and clear on A0, A#0 and B0, the lowest keys of an 88-key keyboard.
+pub const DEFAULT_KEYSWITCH_BASE: i32 = 0;
 fn note_name(n: i32) -> String {
     const NAMES: [&str; 12] = [
         "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
@@ -182,7 +187,7 @@ impl Default for StariaParams {
             keyswitches: BoolParam::new("Keyswitches", true),
             keyswitch_base: IntParam::new(
                 "Keyswitch octave start",
-                12,
+                DEFAULT_KEYSWITCH_BASE,
                 IntRange::Linear { min: 0, max: 116 },
             )
             .with_value_to_string(note),
@@ -215,6 +220,19 @@ impl StariaParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lowest key of an 88-key keyboard.
+    const A0: i32 = 21;
+
+    #[test]
+    fn default_keyswitches_lie_below_an_88_key_piano() {
+        let p = StariaParams::default();
+        let base = p.keyswitch_base.value();
+        assert_eq!(base, 0);
+        // The whole octave ends before A0, so no piano key is a keyswitch by default.
+        assert!(base + 11 < A0, "keyswitches {base}..{} reach A0", base + 11);
+        assert!(p.keyswitches.value());
+    }
 
     #[test]
     fn note_names_use_middle_c_as_c4() {
