@@ -112,6 +112,10 @@ pub struct StariaParams {
 /// keyboard), as common keyswitch libraries do. Until this default was C0 (12), which put play
 /// next, stop and clear on A0, A#0 and B0, the lowest keys of an 88-key keyboard.
 pub const DEFAULT_KEYSWITCH_BASE: i32 = 0;
+/// The MIDI channel (1..16) generated notes go out on by default: not channel 1, where played and
+/// passed-through notes usually are.
+pub const DEFAULT_OUTPUT_CHANNEL: i32 = 2;
+
 fn note_name(n: i32) -> String {
     const NAMES: [&str; 12] = [
         "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
@@ -179,8 +183,8 @@ impl Default for StariaParams {
             pitch_high: IntParam::new("Highest pitch", 108, IntRange::Linear { min: 0, max: 127 })
                 .with_value_to_string(note.clone()),
             channel: IntParam::new(
-                "Output MIDI channel",
-                1,
+                "Generated notes MIDI channel",
+                DEFAULT_OUTPUT_CHANNEL,
                 IntRange::Linear { min: 1, max: 16 },
             ),
             thru: BoolParam::new("Pass input through", true),
@@ -232,6 +236,14 @@ mod tests {
         // The whole octave ends before A0, so no piano key is a keyswitch by default.
         assert!(base + 11 < A0, "keyswitches {base}..{} reach A0", base + 11);
         assert!(p.keyswitches.value());
+    }
+
+    #[test]
+    fn generated_notes_default_to_their_own_channel() {
+        let p = StariaParams::default();
+        // Channel 1 is where played (and passed-through) notes usually are.
+        assert_eq!(p.channel.value(), 2);
+        assert_eq!(p.channel.name(), "Generated notes MIDI channel");
     }
 
     #[test]

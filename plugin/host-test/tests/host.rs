@@ -419,7 +419,7 @@ fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
             // Section B (the default), two bars, seed 7, on MIDI channel 3 (plain values count from
             // the parameter's minimum). A fixed seed makes every request below the same music.
             let setup = [
-                set(&inst, "Output MIDI channel", 2.0),
+                set(&inst, "Generated notes MIDI channel", 2.0),
                 set(&inst, "Bars to generate", 1.0),
                 set(&inst, "Seed (0 = random)", 7.0),
             ];
@@ -532,7 +532,7 @@ fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
             let setup = [
                 set(&inst, "Play section", 0.0),
                 set(&inst, "Play immediately", 1.0),
-                set(&inst, "Output MIDI channel", 2.0),
+                set(&inst, "Generated notes MIDI channel", 2.0),
             ];
             s.block(&[], &setup);
             s.set_realtime(true);
@@ -596,7 +596,7 @@ fn restored_snippets_reach_the_engine() {
         let play_b_from_beat_12 =
             |inst: &mut Instance, s: &mut Session, keyswitch: bool| -> Vec<(u16, u64)> {
                 let setup = [
-                    set(inst, "Output MIDI channel", 2.0),
+                    set(inst, "Generated notes MIDI channel", 2.0),
                     set(inst, "Bars to generate", 0.0),
                     set(inst, "Seed (0 = random)", 7.0),
                 ];
