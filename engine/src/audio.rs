@@ -125,7 +125,8 @@ impl AudioSide {
     /// Queues a command for the engine. A full ring drops it, counts it in
     /// `status().dropped_commands` and returns `false` (the caller may retry next block).
     ///
-    /// A `Generate` that is queued cuts every older request from its `start_beat` on; a `Cancel`
+    /// A `Generate` that is queued cuts every older request from its `start_beat` on (a start
+    /// behind the playhead, a loop's start, from the transport's wrap to it); a `Cancel`
     /// silences that request (and anything older) at the current position.
     ///
     /// A `Cancel` is never lost: its cut is recorded here first and the engine learns of it
@@ -152,7 +153,11 @@ impl AudioSide {
                 if request_id >= self.next_request {
                     self.next_request = request_id.wrapping_add(1).max(1);
                 }
-                if request_id > self.floor {
+                // A start behind the playhead is a loop's start, asked for in the loop's last
+                // bar: older requests play on until the transport wraps there (the wrap
+                // relocates, which ends them), not from that earlier beat, which is now.
+                let behind = start_beat < self.now_beat - self.tracker.tolerance_beats;
+                if request_id > self.floor && !behind {
                     self.add_cut(request_id - 1, start_beat);
                 }
             }

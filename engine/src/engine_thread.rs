@@ -481,10 +481,16 @@ impl Worker {
             self.push_done(req.id, Outcome::Failed);
             return;
         }
-        // The request it replaces plays on up to the new start.
+        // The request it replaces plays on up to the new start. A start behind the playhead is
+        // a loop's start (asked for in its last bar): the old request plays on to the wrap,
+        // whose relocation ends it (tails are dropped on a new epoch).
         if let Some(mut old) = self.current.take() {
             let was_complete = old.is_complete();
-            old.truncate(req.start_beat);
+            if req.start_beat < shared.transport.read().playhead {
+                old.finish();
+            } else {
+                old.truncate(req.start_beat);
+            }
             if !was_complete {
                 self.push_done(old.request_id, Outcome::Replaced);
             }

@@ -314,6 +314,7 @@ impl Staria {
             samples,
             self.sample_rate,
         )
+        .with_loop(transport.loop_range_beats())
     }
 
     fn send(&mut self, cmd: Command) -> bool {
@@ -393,8 +394,9 @@ impl Staria {
         self.send(Command::ClearSection { section });
     }
 
-    /// Asks the engine for `target`, starting on the next bar line after `beat` (or at `beat`
-    /// with "play immediately", or while the transport is stopped).
+    /// Asks the engine for `target`, starting on the next bar line the transport will play after
+    /// `beat` (in a loop's last bar: the loop's first bar), or at `beat` with "play immediately"
+    /// or while the transport is stopped.
     fn generate(&mut self, target: GenTarget, beat: f64, grid: &Timeline) {
         if self.engine.is_none() {
             return;
@@ -403,7 +405,7 @@ impl Staria {
         let start_beat = if p.immediate.value() || !grid.playing {
             beat
         } else {
-            grid.bar_ceil(beat)
+            grid.next_played_bar(beat)
         };
         let seed = match p.seed.value() {
             0 => self.live.next_seed(),
