@@ -33,6 +33,16 @@ const JUMP_TOLERANCE_BEATS: f64 = 1.0 / 64.0;
 const REPLAY_BUDGET: usize = 64;
 
 /// Last seen values of the edge-triggered parameters.
+///
+/// The Record A..D parameters are not written back when a keyswitch or a transport stop starts
+/// or ends a recording, so the host can show a stale value: nice-plug 0.4.2 gives `process()` no
+/// way to change the plugin's own parameters (`ProcessContext` has no `set_parameter`; it is a
+/// TODO in nice-plug-core's `context/process.rs`), and the only way that exists,
+/// `GuiContext::set_parameter` (which queues an output parameter event and calls the host's
+/// `request_flush`), is handed only to an editor while the host has it open (`editor` feature),
+/// and Staria has no editor. So the parameters act on their *changes* only: a stale "on" is
+/// harmless (off, then on again arms), and a restored project's values are not edges (see
+/// `activate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Edges {
     arm: [bool; 4],
