@@ -138,12 +138,14 @@ impl AudioSide {
             self.shared.cancel_upto.fetch_max(request_id, Release);
             // Best effort: keeps the cancel in order with the commands around it.
             let _ = self.commands.try_push(cmd);
+            self.shared.wake_engine();
             return true;
         }
         if self.commands.try_push(cmd).is_err() {
             self.shared.status.dropped_commands.fetch_add(1, Relaxed);
             return false;
         }
+        self.shared.wake_engine();
         match cmd {
             Command::Generate {
                 request_id,
@@ -212,6 +214,8 @@ impl AudioSide {
             .publish(frame.pos_beats, frame.tempo_bpm, frame.playing);
         if change.relocates() {
             self.relocate(&mut emit);
+            // The engine re-times (or starts pushing) from the new position.
+            self.shared.wake_engine();
         }
         self.now_beat = frame.pos_beats;
         change

@@ -38,8 +38,12 @@ pub struct EngineConfig {
     pub generate_ahead_secs: f64,
     /// Per-section bound on captured notes.
     pub max_snippet_notes: usize,
-    /// How long the thread sleeps when there is nothing to do (command latency).
+    /// How long the thread sleeps between polls while it has work in flight (a request being
+    /// generated or played, a model to swap in).
     pub poll_interval: Duration,
+    /// With nothing in flight the thread parks until a command, a transport change, a control
+    /// message or this timeout (then it checks the settings for a prompt to warm).
+    pub idle_timeout: Duration,
     /// A checkpoint folder to load at start (in the background, like `load_model`).
     pub model_dir: Option<PathBuf>,
 }
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             generate_ahead_secs: 4.0,
             max_snippet_notes: 1024,
             poll_interval: Duration::from_millis(1),
+            idle_timeout: Duration::from_millis(100),
             model_dir: None,
         }
     }
@@ -131,6 +136,9 @@ struct Worker {
     cancelled_upto: RequestId,
 }
 
+/// Capturing must have been quiet this long before the idle engine warms the prompt.
+const WARM_QUIET: Duration = Duration::from_millis(150);
+
 fn secs_to_beats(secs: f64, bpm: f64) -> f64 {
     secs * bpm / 60.0
 }
@@ -178,6 +186,7 @@ impl Worker {
 
     fn run(mut self) {
         let shared = self.link.shared.clone();
+        shared.register_engine_thread();
         // A bug in the loop itself must not take the host down: the thread ends, the audio side
         // keeps running silently, and status says why.
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -190,7 +199,7 @@ impl Worker {
                 }
                 self.pump();
                 self.warm_prompt();
-                std::thread::park_timeout(self.cfg.poll_interval);
+                self.wait();
             }
         }));
         match result {
@@ -212,12 +221,49 @@ impl Worker {
         shared.status.set_state(EngineState::Stopped);
     }
 
+    /// Sleeps until there may be something to do: a short poll while a request plays (events
+    /// to push as the playhead moves) or a model waits to be swapped in; otherwise parked until
+    /// a command, a transport change, a control message, the end of the capture quiet time (a
+    /// prompt to warm) or the idle timeout.
+    fn wait(&mut self) {
+        let t = self.link.shared.transport.read();
+        let playing_out = t.playing
+            && (!self.tails.is_empty() || self.current.as_ref().is_some_and(|c| !c.is_drained()));
+        if self.shutdown || self.pending.is_some() {
+            return;
+        }
+        if playing_out || self.incoming.is_some() {
+            std::thread::park_timeout(self.cfg.poll_interval);
+            return;
+        }
+        let mut timeout = self.cfg.idle_timeout;
+        if self.prompt_stale
+            && self
+                .generator
+                .as_ref()
+                .is_some_and(|g| g.backend() == Backend::Fast)
+        {
+            timeout = timeout.min(WARM_QUIET.saturating_sub(self.last_capture.elapsed()));
+        }
+        self.park_idle(timeout);
+    }
+
+    /// Parks unless a command, a cancel or a transport change is already waiting.
+    fn park_idle(&self, timeout: Duration) {
+        let link = &self.link;
+        link.shared.park_idle(timeout, || {
+            link.has_commands()
+                || link.shared.transport.read().epoch != self.epoch
+                || link.cancelled_upto() > self.cancelled_upto
+        });
+    }
+
     /// While idle, prefills the prompt the next request will most likely start with (the
     /// captured snippets, the newest request's form, the style setting): the fast backend then
     /// reuses it, and that request's first note needs no prompt prefill. Waits until capturing
     /// has been quiet for a moment, so a musician playing does not cost a prefill per note.
     fn warm_prompt(&mut self) {
-        const QUIET: Duration = Duration::from_millis(150);
+        const QUIET: Duration = WARM_QUIET;
         let params = self.link.shared.params.values();
         if params.style != self.warm_style {
             self.warm_style = params.style;
@@ -603,7 +649,12 @@ impl Worker {
             {
                 return Flow::Continue;
             }
-            std::thread::park_timeout(self.cfg.poll_interval);
+            if t.playing {
+                std::thread::park_timeout(self.cfg.poll_interval);
+            } else {
+                // Far enough ahead of a playhead that is not moving: wait for the transport.
+                self.park_idle(self.cfg.idle_timeout);
+            }
         }
     }
 }
