@@ -127,6 +127,44 @@ fn note_name(n: i32) -> String {
     )
 }
 
+/// Reads a MIDI note number from a note parameter's text: its own display ("C#-1 (1)"), a plain
+/// note name ("C#4", "Db4", "c4", middle C = C4 = 60) or a number ("61"). `None` for anything
+/// else or a note outside 0..=127.
+fn parse_note(text: &str) -> Option<i32> {
+    let text = text.trim();
+    // "C#-1 (1)": the number in brackets is exact.
+    if let Some(open) = text.rfind('(')
+        && let Some(inner) = text[open + 1..].strip_suffix(')')
+    {
+        return parse_note(inner);
+    }
+    if let Ok(n) = text.parse::<i32>() {
+        return (0..=127).contains(&n).then_some(n);
+    }
+    let mut chars = text.chars();
+    let pitch_class = match chars.next()?.to_ascii_uppercase() {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let (shift, octave) = if let Some(o) = rest.strip_prefix('#') {
+        (1, o)
+    } else if let Some(o) = rest.strip_prefix('b') {
+        (-1, o)
+    } else {
+        (0, rest)
+    };
+    let octave: i32 = octave.trim().parse().ok()?;
+    let n = octave.checked_add(1)?.checked_mul(12)? + pitch_class + shift;
+    (0..=127).contains(&n).then_some(n)
+}
+
 fn trigger(name: &str) -> BoolParam {
     BoolParam::new(name, false)
 }
@@ -134,6 +172,7 @@ fn trigger(name: &str) -> BoolParam {
 impl Default for StariaParams {
     fn default() -> Self {
         let note = Arc::new(note_name);
+        let parse = Arc::new(parse_note);
         Self {
             snippets: SnippetStore::default(),
             model_path: RwLock::new(String::new()),
@@ -179,9 +218,13 @@ impl Default for StariaParams {
             key_root: EnumParam::new("Key root", RootChoice::C),
             scale: EnumParam::new("Scale lock", ScaleChoice::Chromatic),
             pitch_low: IntParam::new("Lowest pitch", 21, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(note.clone()),
+                .with_value_to_string(note.clone())
+                .with_string_to_value(parse.clone()),
             pitch_high: IntParam::new("Highest pitch", 108, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(note.clone()),
+                .with_value_to_string(note.clone())
+                .with_string_to_value(parse.clone()),
+            // Generated notes default to channel 2, apart from what is played (usually on
+            // channel 1) and passed through: on one channel they would cut each other off.
             channel: IntParam::new(
                 "Generated notes MIDI channel",
                 DEFAULT_OUTPUT_CHANNEL,
@@ -194,7 +237,8 @@ impl Default for StariaParams {
                 DEFAULT_KEYSWITCH_BASE,
                 IntRange::Linear { min: 0, max: 116 },
             )
-            .with_value_to_string(note),
+            .with_value_to_string(note)
+            .with_string_to_value(parse),
         }
     }
 }
@@ -244,6 +288,58 @@ mod tests {
         // Channel 1 is where played (and passed-through) notes usually are.
         assert_eq!(p.channel.value(), 2);
         assert_eq!(p.channel.name(), "Generated notes MIDI channel");
+    }
+
+    #[test]
+    fn note_text_parses_back() {
+        for n in 0..=127 {
+            assert_eq!(parse_note(&note_name(n)), Some(n), "{}", note_name(n));
+        }
+        assert_eq!(parse_note("C#4"), Some(61));
+        assert_eq!(parse_note("Db4"), Some(61));
+        assert_eq!(parse_note(" c4 "), Some(60));
+        assert_eq!(parse_note("A0"), Some(21));
+        assert_eq!(parse_note("C-1"), Some(0));
+        assert_eq!(parse_note("G9"), Some(127));
+        assert_eq!(parse_note("61"), Some(61));
+        for bad in [
+            "", "H4", "C", "G#9", "Cb-1", "128", "-1", "C#x", "(", "C4 (x)",
+        ] {
+            assert_eq!(parse_note(bad), None, "{bad:?}");
+        }
+    }
+
+    /// What clap-validator's `param-conversions` checks, over every parameter: the text a value
+    /// is shown as (with its unit, as the CLAP wrapper shows it) parses back to the same value.
+    #[test]
+    fn every_parameter_text_parses_back_to_its_value() {
+        let params = StariaParams::default();
+        let map = params.param_map();
+        assert!(map.len() >= 30);
+        for (id, ptr, _) in &map {
+            // SAFETY: the pointers point into `params`, alive for the whole test.
+            let (steps, name) = unsafe { (ptr.step_count(), ptr.name().to_string()) };
+            let samples: Vec<f32> = match steps {
+                Some(n) => (0..=n).map(|i| i as f32 / n as f32).collect(),
+                None => (0..=200).map(|i| i as f32 / 200.0).collect(),
+            };
+            for v in samples {
+                // SAFETY: as above.
+                let (text, back, text_back) = unsafe {
+                    let text = ptr.normalized_value_to_string(v, true);
+                    let back = ptr.string_to_normalized_value(&text);
+                    let text_back = back.map(|b| ptr.normalized_value_to_string(b, true));
+                    (text, back, text_back)
+                };
+                let back = back.unwrap_or_else(|| panic!("{id} ({name}): {text:?} does not parse"));
+                assert_eq!(text_back.as_deref(), Some(text.as_str()), "{id} ({name})");
+                if steps.is_some() {
+                    // SAFETY: as above.
+                    let same = unsafe { ptr.preview_plain(v) == ptr.preview_plain(back) };
+                    assert!(same, "{id} ({name}): {v} -> {text:?} -> {back}");
+                }
+            }
+        }
     }
 
     #[test]
