@@ -934,7 +934,8 @@ impl Plugin for Staria {
 }
 
 impl ClapPlugin for Staria {
-    const CLAP_ID: &'static str = "invalid.staria.plugin";
+    /// Hosts save projects under this ID: it must never change (a test pins it).
+    const CLAP_ID: &'static str = "org.staria.midi-generator";
     const CLAP_DESCRIPTION: Option<&'static str> = Some(
         "Captures section snippets and plays generated structured music in time with the host",
     );
@@ -944,6 +945,8 @@ impl ClapPlugin for Staria {
 }
 
 impl Vst3Plugin for Staria {
+    /// Hosts save projects under this class ID (not derived from the CLAP ID): it must never
+    /// change (a test pins it).
     const VST3_CLASS_ID: [u8; 16] = *b"StariaMidiGenr01";
     const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
         &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
@@ -1081,6 +1084,13 @@ mod tests {
         plugin.handle_input(note_on(0), &grid, false);
         assert!(plugin.live.out.is_empty());
         assert_eq!(plugin.live.recorder.section(), Some(SectionLabel::A));
+    }
+
+    /// Hosts find saved instances by these IDs: changing either silently orphans every project.
+    #[test]
+    fn plugin_ids_are_stable() {
+        assert_eq!(Staria::CLAP_ID, "org.staria.midi-generator");
+        assert_eq!(&Staria::VST3_CLASS_ID, b"StariaMidiGenr01");
     }
 
     #[test]
