@@ -146,24 +146,22 @@ impl AudioSide {
             return false;
         }
         self.shared.wake_engine();
-        match cmd {
-            Command::Generate {
-                request_id,
-                start_beat,
-                ..
-            } => {
-                if request_id >= self.next_request {
-                    self.next_request = request_id.wrapping_add(1).max(1);
-                }
-                // A start behind the playhead is a loop's start, asked for in the loop's last
-                // bar: older requests play on until the transport wraps there (the wrap
-                // relocates, which ends them), not from that earlier beat, which is now.
-                let behind = start_beat < self.now_beat - self.tracker.tolerance_beats;
-                if request_id > self.floor && !behind {
-                    self.add_cut(request_id - 1, start_beat);
-                }
+        if let Command::Generate {
+            request_id,
+            start_beat,
+            ..
+        } = cmd
+        {
+            if request_id >= self.next_request {
+                self.next_request = request_id.wrapping_add(1).max(1);
             }
-            _ => {}
+            // A start behind the playhead is a loop's start, asked for in the loop's last bar:
+            // older requests play on until the transport wraps there (the wrap relocates, which
+            // ends them), not from that earlier beat, which is now.
+            let behind = start_beat < self.now_beat - self.tracker.tolerance_beats;
+            if request_id > self.floor && !behind {
+                self.add_cut(request_id - 1, start_beat);
+            }
         }
         true
     }
