@@ -13,7 +13,7 @@ use crate::timing::{BlockTiming, TransportChange, TransportFrame, TransportTrack
 use ringbuf::traits::{Consumer, Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// Events held on the audio side waiting for their block. The engine keeps at most its lookahead
 /// (seconds) of events queued, far below this.
@@ -125,28 +125,43 @@ impl AudioSide {
     /// Queues a command for the engine. A full ring drops it, counts it in
     /// `status().dropped_commands` and returns `false` (the caller may retry next block).
     ///
-    /// A `Generate` that is queued cuts every older request from its `start_beat` on; a `Cancel`
+    /// A `Generate` that is queued cuts every older request from its `start_beat` on (a start
+    /// behind the playhead, a loop's start, from the transport's wrap to it); a `Cancel`
     /// silences that request (and anything older) at the current position.
+    ///
+    /// A `Cancel` is never lost: its cut is recorded here first and the engine learns of it
+    /// through a sticky atomic ([`Shared::cancel_upto`]) as well as the ring, so it returns
+    /// `true` even when the ring is full (and is then not counted as dropped).
     pub fn send(&mut self, cmd: Command) -> bool {
+        if let Command::Cancel { request_id } = cmd {
+            self.add_cut(request_id, self.now_beat);
+            self.shared.cancel_upto.fetch_max(request_id, Release);
+            // Best effort: keeps the cancel in order with the commands around it.
+            let _ = self.commands.try_push(cmd);
+            self.shared.wake_engine();
+            return true;
+        }
         if self.commands.try_push(cmd).is_err() {
             self.shared.status.dropped_commands.fetch_add(1, Relaxed);
             return false;
         }
-        match cmd {
-            Command::Generate {
-                request_id,
-                start_beat,
-                ..
-            } => {
-                if request_id >= self.next_request {
-                    self.next_request = request_id.wrapping_add(1).max(1);
-                }
-                if request_id > self.floor {
-                    self.add_cut(request_id - 1, start_beat);
-                }
+        self.shared.wake_engine();
+        if let Command::Generate {
+            request_id,
+            start_beat,
+            ..
+        } = cmd
+        {
+            if request_id >= self.next_request {
+                self.next_request = request_id.wrapping_add(1).max(1);
             }
-            Command::Cancel { request_id } => self.add_cut(request_id, self.now_beat),
-            _ => {}
+            // A start behind the playhead is a loop's start, asked for in the loop's last bar:
+            // older requests play on until the transport wraps there (the wrap relocates, which
+            // ends them), not from that earlier beat, which is now.
+            let behind = start_beat < self.now_beat - self.tracker.tolerance_beats;
+            if request_id > self.floor && !behind {
+                self.add_cut(request_id - 1, start_beat);
+            }
         }
         true
     }
@@ -197,6 +212,8 @@ impl AudioSide {
             .publish(frame.pos_beats, frame.tempo_bpm, frame.playing);
         if change.relocates() {
             self.relocate(&mut emit);
+            // The engine re-times (or starts pushing) from the new position.
+            self.shared.wake_engine();
         }
         self.now_beat = frame.pos_beats;
         change

@@ -38,8 +38,12 @@ pub struct EngineConfig {
     pub generate_ahead_secs: f64,
     /// Per-section bound on captured notes.
     pub max_snippet_notes: usize,
-    /// How long the thread sleeps when there is nothing to do (command latency).
+    /// How long the thread sleeps between polls while it has work in flight (a request being
+    /// generated or played, a model to swap in).
     pub poll_interval: Duration,
+    /// With nothing in flight the thread parks until a command, a transport change, a control
+    /// message or this timeout (then it checks the settings for a prompt to warm).
+    pub idle_timeout: Duration,
     /// A checkpoint folder to load at start (in the background, like `load_model`).
     pub model_dir: Option<PathBuf>,
 }
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             generate_ahead_secs: 4.0,
             max_snippet_notes: 1024,
             poll_interval: Duration::from_millis(1),
+            idle_timeout: Duration::from_millis(100),
             model_dir: None,
         }
     }
@@ -127,7 +132,12 @@ struct Worker {
     /// setting the warm prompt was built with.
     warm_form: Form,
     warm_style: u8,
+    /// The newest request id a cancel has named (through the ring or `Shared::cancel_upto`).
+    cancelled_upto: RequestId,
 }
+
+/// Capturing must have been quiet this long before the idle engine warms the prompt.
+const WARM_QUIET: Duration = Duration::from_millis(150);
 
 fn secs_to_beats(secs: f64, bpm: f64) -> f64 {
     secs * bpm / 60.0
@@ -170,11 +180,13 @@ impl Worker {
             last_capture: Instant::now(),
             warm_form: Form::new(),
             warm_style: 0,
+            cancelled_upto: 0,
         }
     }
 
     fn run(mut self) {
         let shared = self.link.shared.clone();
+        shared.register_engine_thread();
         // A bug in the loop itself must not take the host down: the thread ends, the audio side
         // keeps running silently, and status says why.
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -187,7 +199,7 @@ impl Worker {
                 }
                 self.pump();
                 self.warm_prompt();
-                std::thread::park_timeout(self.cfg.poll_interval);
+                self.wait();
             }
         }));
         match result {
@@ -209,12 +221,49 @@ impl Worker {
         shared.status.set_state(EngineState::Stopped);
     }
 
+    /// Sleeps until there may be something to do: a short poll while a request plays (events
+    /// to push as the playhead moves) or a model waits to be swapped in; otherwise parked until
+    /// a command, a transport change, a control message, the end of the capture quiet time (a
+    /// prompt to warm) or the idle timeout.
+    fn wait(&mut self) {
+        let t = self.link.shared.transport.read();
+        let playing_out = t.playing
+            && (!self.tails.is_empty() || self.current.as_ref().is_some_and(|c| !c.is_drained()));
+        if self.shutdown || self.pending.is_some() {
+            return;
+        }
+        if playing_out || self.incoming.is_some() {
+            std::thread::park_timeout(self.cfg.poll_interval);
+            return;
+        }
+        let mut timeout = self.cfg.idle_timeout;
+        if self.prompt_stale
+            && self
+                .generator
+                .as_ref()
+                .is_some_and(|g| g.backend() == Backend::Fast)
+        {
+            timeout = timeout.min(WARM_QUIET.saturating_sub(self.last_capture.elapsed()));
+        }
+        self.park_idle(timeout);
+    }
+
+    /// Parks unless a command, a cancel or a transport change is already waiting.
+    fn park_idle(&self, timeout: Duration) {
+        let link = &self.link;
+        link.shared.park_idle(timeout, || {
+            link.has_commands()
+                || link.shared.transport.read().epoch != self.epoch
+                || link.cancelled_upto() > self.cancelled_upto
+        });
+    }
+
     /// While idle, prefills the prompt the next request will most likely start with (the
     /// captured snippets, the newest request's form, the style setting): the fast backend then
     /// reuses it, and that request's first note needs no prompt prefill. Waits until capturing
     /// has been quiet for a moment, so a musician playing does not cost a prefill per note.
     fn warm_prompt(&mut self) {
-        const QUIET: Duration = Duration::from_millis(150);
+        const QUIET: Duration = WARM_QUIET;
         let params = self.link.shared.params.values();
         if params.style != self.warm_style {
             self.warm_style = params.style;
@@ -291,6 +340,13 @@ impl Worker {
         while let Some(cmd) = self.link.pop_command() {
             self.command(cmd);
         }
+        // A cancel whose command did not fit into the ring still arrives.
+        let cancelled = self.link.cancelled_upto();
+        if cancelled > self.cancelled_upto {
+            self.command(Command::Cancel {
+                request_id: cancelled,
+            });
+        }
         let t = self.link.shared.transport.read();
         if t.epoch != self.epoch {
             // The audio side flushed everything and silenced what sounded: replay the current
@@ -346,6 +402,11 @@ impl Worker {
                 start_beat,
                 seed,
             } => {
+                if request_id <= self.cancelled_upto {
+                    // Cancelled before it got here (through `Shared::cancel_upto`).
+                    self.push_done(request_id, Outcome::Cancelled);
+                    return;
+                }
                 let req = Pending {
                     id: request_id,
                     target,
@@ -365,6 +426,7 @@ impl Worker {
                 false
             }
             Command::Cancel { request_id } => {
+                self.cancelled_upto = self.cancelled_upto.max(request_id);
                 if let Some(p) = self.pending.take_if(|p| p.id <= request_id) {
                     self.push_done(p.id, Outcome::Cancelled);
                 }
@@ -465,10 +527,16 @@ impl Worker {
             self.push_done(req.id, Outcome::Failed);
             return;
         }
-        // The request it replaces plays on up to the new start.
+        // The request it replaces plays on up to the new start. A start behind the playhead is
+        // a loop's start (asked for in its last bar): the old request plays on to the wrap,
+        // whose relocation ends it (tails are dropped on a new epoch).
         if let Some(mut old) = self.current.take() {
             let was_complete = old.is_complete();
-            old.truncate(req.start_beat);
+            if req.start_beat < shared.transport.read().playhead {
+                old.finish();
+            } else {
+                old.truncate(req.start_beat);
+            }
             if !was_complete {
                 self.push_done(old.request_id, Outcome::Replaced);
             }
@@ -581,7 +649,12 @@ impl Worker {
             {
                 return Flow::Continue;
             }
-            std::thread::park_timeout(self.cfg.poll_interval);
+            if t.playing {
+                std::thread::park_timeout(self.cfg.poll_interval);
+            } else {
+                // Far enough ahead of a playhead that is not moving: wait for the transport.
+                self.park_idle(self.cfg.idle_timeout);
+            }
         }
     }
 }
@@ -667,6 +740,82 @@ mod tests {
         let mut s = Scheduler::new(1, 0, start_beat, 2, 4.0, 120.0, params);
         s.add(pitch, 90, 0.0, 400.0);
         s
+    }
+
+    fn worker(rings: RingSizes) -> (AudioSide, Worker) {
+        let (audio, engine_link) = link(rings, Arc::new(Shared::default()));
+        let (_tx, rx) = channel();
+        let w = Worker::new(
+            engine_link,
+            rx,
+            EngineConfig::default(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        (audio, w)
+    }
+
+    fn outcomes(audio: &mut AudioSide) -> Vec<(RequestId, Outcome)> {
+        let mut got = Vec::new();
+        let block = crate::timing::BlockTiming {
+            start_beat: 0.0,
+            end_beat: 0.0,
+            samples: 0,
+        };
+        audio.pop_due(&block, |_, ev| {
+            if let Event::RequestDone {
+                request_id,
+                outcome,
+            } = ev
+            {
+                got.push((request_id, outcome));
+            }
+        });
+        got
+    }
+
+    /// A cancel that found the command ring full still cancels: the request queued before it and
+    /// one that arrives in the ring only after the engine saw the cancel.
+    #[test]
+    fn a_cancel_that_missed_a_full_ring_still_cancels() {
+        let (mut audio, mut w) = worker(RingSizes {
+            commands: 1,
+            events: 16,
+        });
+        assert!(audio.send(Command::Generate {
+            request_id: 5,
+            target: GenTarget::Continue,
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::new(),
+            start_beat: 0.0,
+            seed: 1,
+        }));
+        assert!(audio.send(Command::Cancel { request_id: 5 }));
+        w.poll();
+        assert!(w.pending.is_none(), "request 5 was cancelled");
+        assert_eq!(outcomes(&mut audio), [(5, Outcome::Cancelled)]);
+
+        // The engine reads the flag before the (older) generate command reaches it.
+        let (mut audio, mut w) = worker(RingSizes {
+            commands: 4,
+            events: 16,
+        });
+        w.link.shared.cancel_upto.store(7, Relaxed);
+        w.poll();
+        assert!(audio.send(Command::Generate {
+            request_id: 7,
+            target: GenTarget::Continue,
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::new(),
+            start_beat: 0.0,
+            seed: 1,
+        }));
+        w.poll();
+        assert!(w.pending.is_none());
+        assert_eq!(outcomes(&mut audio), [(7, Outcome::Cancelled)]);
     }
 
     #[test]

@@ -295,6 +295,47 @@ fn loop_jump_flushes_and_new_epoch_plays() {
     assert_paired(&notes);
 }
 
+/// A request for a loop's start, sent in the loop's last bar (its start is behind the playhead):
+/// what plays now plays on until the transport wraps, and the new request plays from the loop
+/// start after the wrap.
+#[test]
+fn a_request_for_the_loop_start_takes_over_at_the_wrap() {
+    let mut h = Host::new(RingSizes::default());
+    // Looping beats 0..8; request 1 plays in the loop's last bar (beats 4..8).
+    h.note(1, true, 60, 4.5);
+    h.note(1, false, 60, 5.5);
+    h.note(1, true, 62, 6.0);
+    h.note(1, false, 62, 7.5);
+    h.run_until(5.0);
+    assert!(h.audio.is_sounding(0, 60));
+    // Triggered at beat 5: the next bar line (8) is never played; the loop start (0) is.
+    assert!(h.audio.send(generate(2, 0.0)));
+    h.run_until(8.0 - 512.0 / 24_000.0);
+    let before: Vec<u8> = h
+        .notes()
+        .iter()
+        .filter(|(_, e)| e.on)
+        .map(|(_, e)| e.pitch)
+        .collect();
+    assert_eq!(before, [60, 62], "request 1 plays on to the loop end");
+    // The wrap.
+    h.pos = 0.0;
+    assert_eq!(h.block(), TransportChange::Jumped);
+    let wrap_sample = h.sample_clock - BLOCK as f64;
+    // The engine re-times request 2 under the new epoch: its first note, on the loop start's
+    // downbeat, arrives in time for the next block.
+    h.note(2, true, 67, 0.25);
+    h.note(2, false, 67, 1.0);
+    h.run_until(2.0);
+    let notes = h.notes();
+    let on67 = notes
+        .iter()
+        .find(|(_, e)| e.pitch == 67 && e.on)
+        .expect("67 plays");
+    assert!((on67.0 - (wrap_sample + 0.25 * 24_000.0)).abs() <= 1.0);
+    assert_paired(&notes);
+}
+
 #[test]
 fn retrigger_and_stale_note_offs() {
     let mut h = Host::new(RingSizes::default());
@@ -394,6 +435,63 @@ fn cancel_and_failure_silence_now() {
     )));
     h.run_until(10.0);
     assert_paired(&h.notes());
+}
+
+/// *Stop playback* must work even when the command ring is full: the cut is recorded on the
+/// audio side and the engine still learns of the cancel.
+#[test]
+fn cancel_with_a_full_command_ring_still_silences_and_reaches_the_engine() {
+    let mut h = Host::new(RingSizes {
+        commands: 4,
+        events: 64,
+    });
+    assert!(h.audio.send(generate(3, 0.0)));
+    h.note(3, true, 60, 0.25);
+    h.note(3, false, 60, 5.0);
+    h.note(3, true, 62, 2.0);
+    h.note(3, false, 62, 2.5);
+    h.run_until(1.0);
+    assert!(h.audio.is_sounding(0, 60));
+    // A capture burst fills the ring.
+    let clear = Command::ClearSection {
+        section: SectionLabel::A,
+    };
+    while h.audio.send(clear) {}
+    let dropped = h
+        .audio
+        .status()
+        .dropped_commands
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(h.audio.send(Command::Cancel { request_id: 3 }));
+    // Not counted as dropped: it is not lost.
+    assert_eq!(
+        h.audio
+            .status()
+            .dropped_commands
+            .load(std::sync::atomic::Ordering::Relaxed),
+        dropped
+    );
+    h.block();
+    assert_eq!(h.audio.sounding_count(), 0, "silenced now");
+    h.run_until(6.0);
+    let notes = h.notes();
+    assert_eq!(
+        notes.iter().filter(|(_, e)| e.on).count(),
+        1,
+        "62 never plays"
+    );
+    assert_paired(&notes);
+    // The engine sees the cancel although the ring had no room for it.
+    assert_eq!(h.engine.cancelled_upto(), 3);
+    let mut queued = Vec::new();
+    while let Some(c) = h.engine.pop_command() {
+        queued.push(c);
+    }
+    assert!(!queued.is_empty());
+    assert!(
+        !queued.contains(&Command::Cancel { request_id: 3 }),
+        "the ring was full"
+    );
 }
 
 #[test]

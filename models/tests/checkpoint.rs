@@ -177,6 +177,61 @@ fn mismatched_shapes_name_the_tensor() {
     assert!(msg.contains("missing") && msg.contains("layers."), "{msg}");
 }
 
+/// A config asking for sizes its weights do not have is refused by the fast decoder (what
+/// `staria generate` builds) before it allocates for them: a billion layers used to abort the
+/// process with an allocation failure.
+#[test]
+fn fast_decoder_refuses_config_sizes_the_weights_lack() {
+    use staria_models::fast::{FastDecoder, WeightFormat};
+    let tok = tokenizer();
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let dir = tempfile::tempdir().unwrap();
+        create_untrained(dir.path(), "t", kind, "tiny", &tok, DType::F32, 7).unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let original: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let fast_error = |edit: &dyn Fn(&mut serde_json::Value)| -> String {
+            let mut json = original.clone();
+            // Decoder keys sit at the top level of a decoder's config, under "decoder" for Staria.
+            let decoder = if kind == ModelKind::Decoder {
+                &mut json
+            } else {
+                &mut json["decoder"]
+            };
+            edit(decoder);
+            std::fs::write(&path, json.to_string()).unwrap();
+            let (config, _) = checkpoint::load_config(dir.path()).unwrap();
+            let tensors = load_tensors(dir.path(), &Device::Cpu).unwrap();
+            match FastDecoder::from_checkpoint_tensors(&config.model, WeightFormat::F16, &tensors) {
+                Ok(_) => panic!("{kind:?}: the edited config should be refused"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let msg = fast_error(&|d| d["n_layers"] = 1_000_000_000u64.into());
+        assert!(
+            msg.contains("n_layers = 1000000000")
+                && msg.contains("config.json")
+                && msg.contains("attn_norm.weight"),
+            "{kind:?}: {msg}"
+        );
+        let msg = fast_error(&|d| d["max_seq_len"] = (1u64 << 40).into());
+        assert!(msg.contains("max_seq_len"), "{kind:?}: {msg}");
+        let msg = fast_error(&|d| {
+            let m = d["ff_mult"].as_u64().unwrap();
+            d["ff_mult"] = (m * 1000).into()
+        });
+        assert!(
+            msg.contains("ff_mult") && msg.contains("ff.w1.weight") && msg.contains("shape"),
+            "{kind:?}: {msg}"
+        );
+        // The untouched config still builds.
+        std::fs::write(&path, original.to_string()).unwrap();
+        let (config, _) = checkpoint::load_config(dir.path()).unwrap();
+        let tensors = load_tensors(dir.path(), &Device::Cpu).unwrap();
+        FastDecoder::from_checkpoint_tensors(&config.model, WeightFormat::F16, &tensors).unwrap();
+    }
+}
+
 #[test]
 fn a_different_vocabulary_is_refused() {
     let tok = tokenizer();

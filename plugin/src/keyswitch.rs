@@ -1,6 +1,6 @@
-//! Keyswitches: one octave of MIDI notes, starting at a configurable base note (default 12 = C0
-//! with middle C = C4 = 60), that control the plugin instead of sounding. White keys record
-//! sections, black keys play them.
+//! Keyswitches: one octave of MIDI notes, starting at a configurable base note (default 0 = C-1
+//! with middle C = C4 = 60, so the octave lies below an 88-key piano's lowest key A0 = 21), that
+//! control the plugin instead of sounding. White keys record sections, black keys play them.
 //!
 //! | key | action |
 //! |---|---|

@@ -33,6 +33,16 @@ const JUMP_TOLERANCE_BEATS: f64 = 1.0 / 64.0;
 const REPLAY_BUDGET: usize = 64;
 
 /// Last seen values of the edge-triggered parameters.
+///
+/// The Record A..D parameters are not written back when a keyswitch or a transport stop starts
+/// or ends a recording, so the host can show a stale value: nice-plug 0.4.2 gives `process()` no
+/// way to change the plugin's own parameters (`ProcessContext` has no `set_parameter`; it is a
+/// TODO in nice-plug-core's `context/process.rs`), and the only way that exists,
+/// `GuiContext::set_parameter` (which queues an output parameter event and calls the host's
+/// `request_flush`), is handed only to an editor while the host has it open (`editor` feature),
+/// and Staria has no editor. So the parameters act on their *changes* only: a stale "on" is
+/// harmless (off, then on again arms), and a restored project's values are not edges (see
+/// `activate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Edges {
     arm: [bool; 4],
@@ -227,6 +237,65 @@ fn generated(out: &mut EventQueue, offset: u32, ev: EngineEvent) {
     }
 }
 
+/// Makes a host's input event safe to use, or drops it. nice-plug copies raw MIDI data bytes as
+/// they come (`NoteEvent::from_midi`), so a malformed message can carry a key, CC or program
+/// number above 127 and a velocity or value above 1.0: an event naming a key, channel, controller
+/// or program out of range is dropped (it would index past the note tables and means nothing to
+/// the instrument downstream), and normalized values are clamped to 0..=1 (non-finite ones drop
+/// the event).
+fn sanitize(mut ev: Event) -> Option<Event> {
+    fn key_ok(k: &Key) -> bool {
+        k.number().is_none_or(|n| n <= 127)
+    }
+    fn channel_ok(c: &Channel) -> bool {
+        c.number().is_none_or(|n| n <= 15)
+    }
+    fn unit(x: &mut f32) -> bool {
+        *x = x.clamp(0.0, 1.0);
+        x.is_finite()
+    }
+    let ok = match &mut ev {
+        NoteEvent::NoteOn {
+            channel,
+            key,
+            velocity,
+            ..
+        }
+        | NoteEvent::NoteOff {
+            channel,
+            key,
+            velocity,
+            ..
+        } => key_ok(key) && channel_ok(channel) && unit(velocity),
+        NoteEvent::PolyPressure {
+            channel,
+            key,
+            pressure,
+            ..
+        } => key_ok(key) && channel_ok(channel) && unit(pressure),
+        NoteEvent::Choke { channel, key, .. }
+        | NoteEvent::VoiceTerminated { channel, key, .. }
+        | NoteEvent::PolyVolume { channel, key, .. }
+        | NoteEvent::PolyPan { channel, key, .. }
+        | NoteEvent::PolyTuning { channel, key, .. }
+        | NoteEvent::PolyVibrato { channel, key, .. }
+        | NoteEvent::PolyExpression { channel, key, .. }
+        | NoteEvent::PolyBrightness { channel, key, .. } => key_ok(key) && channel_ok(channel),
+        NoteEvent::MidiChannelPressure {
+            channel, pressure, ..
+        } => *channel <= 15 && unit(pressure),
+        NoteEvent::MidiPitchBend { channel, value, .. } => *channel <= 15 && unit(value),
+        NoteEvent::MidiCC {
+            channel, cc, value, ..
+        } => *channel <= 15 && *cc <= 127 && unit(value),
+        NoteEvent::MidiProgramChange {
+            channel, program, ..
+        } => *channel <= 15 && *program <= 127,
+        _ => true,
+    };
+    ok.then_some(ev)
+}
+
 /// Zeroes subnormal (and non-finite) samples so the output is clean.
 fn clean_audio(buffer: &mut Buffer) {
     for channel in buffer.as_slice().iter_mut() {
@@ -255,6 +324,7 @@ impl Staria {
             samples,
             self.sample_rate,
         )
+        .with_loop(transport.loop_range_beats())
     }
 
     fn send(&mut self, cmd: Command) -> bool {
@@ -334,8 +404,9 @@ impl Staria {
         self.send(Command::ClearSection { section });
     }
 
-    /// Asks the engine for `target`, starting on the next bar line after `beat` (or at `beat`
-    /// with "play immediately", or while the transport is stopped).
+    /// Asks the engine for `target`, starting on the next bar line the transport will play after
+    /// `beat` (in a loop's last bar: the loop's first bar), or at `beat` with "play immediately"
+    /// or while the transport is stopped.
     fn generate(&mut self, target: GenTarget, beat: f64, grid: &Timeline) {
         if self.engine.is_none() {
             return;
@@ -344,7 +415,7 @@ impl Staria {
         let start_beat = if p.immediate.value() || !grid.playing {
             beat
         } else {
-            grid.bar_ceil(beat)
+            grid.next_played_bar(beat)
         };
         let seed = match p.seed.value() {
             0 => self.live.next_seed(),
@@ -454,6 +525,9 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        if pitch > 127 {
+            return;
+        }
         // A re-strike ends the sustained note here (the recorder and the engine both close it).
         self.live.sustained[pitch as usize] = false;
         let first = !self.live.recorder.has_notes();
@@ -485,6 +559,9 @@ impl Staria {
         let Some(section) = self.live.recorder.section() else {
             return;
         };
+        if pitch > 127 {
+            return;
+        }
         if self.live.pedal_down && self.live.recorder.is_held(pitch) {
             self.live.sustained[pitch as usize] = true;
             return;
@@ -500,8 +577,11 @@ impl Staria {
 
     /// Routes one input event: keyswitches act, captured notes are recorded, the rest passes
     /// through (note-offs of passed notes always pass, so nothing hangs when pass-through is
-    /// switched off mid-note).
+    /// switched off mid-note). Malformed events are dropped or clamped first ([`sanitize`]).
     fn handle_input(&mut self, ev: Event, grid: &Timeline, bypassed: bool) {
+        let Some(ev) = sanitize(ev) else {
+            return;
+        };
         let thru = bypassed || self.params.thru.value();
         let ks_on = !bypassed && self.params.keyswitches.value();
         let ks_base = self.params.keyswitch_base.value().clamp(0, 127) as u8;
@@ -854,7 +934,8 @@ impl Plugin for Staria {
 }
 
 impl ClapPlugin for Staria {
-    const CLAP_ID: &'static str = "invalid.staria.plugin";
+    /// Hosts save projects under this ID: it must never change (a test pins it).
+    const CLAP_ID: &'static str = "org.staria.midi-generator";
     const CLAP_DESCRIPTION: Option<&'static str> = Some(
         "Captures section snippets and plays generated structured music in time with the host",
     );
@@ -864,6 +945,8 @@ impl ClapPlugin for Staria {
 }
 
 impl Vst3Plugin for Staria {
+    /// Hosts save projects under this class ID (not derived from the CLAP ID): it must never
+    /// change (a test pins it).
     const VST3_CLASS_ID: [u8; 16] = *b"StariaMidiGenr01";
     const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
         &[Vst3SubCategory::Instrument, Vst3SubCategory::Generator];
@@ -883,6 +966,131 @@ mod tests {
         assert!(plugins.iter().all(|p| p.engine.is_none()));
         assert_eq!(plugins[0].params.status(), StatusRecord::default());
         assert_eq!(plugins[0].params.model_path(), None);
+    }
+
+    fn playing_grid() -> Timeline {
+        Timeline::from_host(
+            true,
+            Some(120.0),
+            (Some(4), Some(4)),
+            Some(4.0),
+            Some(2.0),
+            Some(4.0),
+            512,
+            48_000.0,
+        )
+    }
+
+    /// Raw MIDI with data bytes above 127 (nice-plug passes them on as they come) is dropped or
+    /// clamped on the whole input path: recording (with the pedal down), keyswitches and
+    /// pass-through; nothing panics and nothing out of range reaches the output.
+    #[test]
+    fn malformed_midi_data_bytes_are_ignored() {
+        let mut plugin = Staria::default();
+        let grid = playing_grid();
+        plugin.live.recorder.arm(SectionLabel::A);
+        let raw: &[[u8; 3]] = &[
+            [0x90, 200, 100], // note on, key 200
+            [0x90, 128, 255], // note on, key 128, velocity 255
+            [0xB0, 64, 127],  // pedal down (valid)
+            [0x80, 200, 0],   // note off, key 200
+            [0x90, 0, 0],     // note off (velocity 0), key 0 (valid)
+            [0x90, 255, 0],   // note off (velocity 0), key 255
+            [0xA0, 200, 200], // poly pressure, key 200
+            [0xB0, 200, 10],  // CC 200
+            [0xB0, 64, 200],  // pedal with value 200
+            [0xB0, 64, 0],    // pedal up (valid)
+            [0xE0, 255, 255], // pitch bend, both bytes out of range
+            [0xC0, 200, 0],   // program 200
+            [0xD0, 255, 0],   // channel pressure 255
+            [0x90, 60, 200],  // valid key, velocity 200
+            [0x80, 60, 0],    // its note-off
+        ];
+        for bytes in raw {
+            let ev = Event::from_midi(0, bytes).expect("a channel message");
+            plugin.handle_input(ev, &grid, false);
+        }
+        let out = plugin.live.out.as_slice();
+        for ev in out {
+            match *ev {
+                NoteEvent::NoteOn { key, velocity, .. }
+                | NoteEvent::NoteOff { key, velocity, .. } => {
+                    assert!(key.number().is_some_and(|k| k <= 127), "{ev:?}");
+                    assert!((0.0..=1.0).contains(&velocity), "{ev:?}");
+                }
+                NoteEvent::PolyPressure { .. } => panic!("malformed poly pressure passed"),
+                NoteEvent::MidiCC { cc, value, .. } => {
+                    assert!(cc <= 127 && (0.0..=1.0).contains(&value), "{ev:?}")
+                }
+                NoteEvent::MidiPitchBend { value, .. }
+                | NoteEvent::MidiChannelPressure {
+                    pressure: value, ..
+                } => assert!((0.0..=1.0).contains(&value), "{ev:?}"),
+                NoteEvent::MidiProgramChange { .. } => panic!("program 200 passed"),
+                _ => {}
+            }
+        }
+        // The valid note (60) passed through, on and off; nothing is left sounding.
+        let sixty = out
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    NoteEvent::NoteOn {
+                        key: Key::Number(60),
+                        ..
+                    } | NoteEvent::NoteOff {
+                        key: Key::Number(60),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(sixty, 2);
+        assert_eq!(plugin.live.thru.count(), 0);
+        // The capture kept only the valid note.
+        assert!(!plugin.live.recorder.is_held(60));
+        assert!(plugin.live.recorder.has_notes());
+    }
+
+    fn note_on(key: u8) -> Event {
+        NoteEvent::NoteOn {
+            timing: 0,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(0),
+            key: Key::Number(key),
+            velocity: 0.8,
+        }
+    }
+
+    /// An 88-key keyboard's lowest keys (A0, A#0, B0: play next, stop and clear with the old C0
+    /// keyswitch octave) sound by default; the keyswitch octave lies below them.
+    #[test]
+    fn lowest_piano_keys_are_not_keyswitches_by_default() {
+        let mut plugin = Staria::default();
+        let grid = playing_grid();
+        for key in 21..=108 {
+            plugin.live.out.clear();
+            plugin.handle_input(note_on(key), &grid, false);
+            assert_eq!(
+                plugin.live.out.len(),
+                1,
+                "piano key {key} did not pass through"
+            );
+            assert!(!plugin.live.consumed.is_on(0, key));
+        }
+        // C-1 (0) is the default "record A" keyswitch: consumed.
+        plugin.live.out.clear();
+        plugin.handle_input(note_on(0), &grid, false);
+        assert!(plugin.live.out.is_empty());
+        assert_eq!(plugin.live.recorder.section(), Some(SectionLabel::A));
+    }
+
+    /// Hosts find saved instances by these IDs: changing either silently orphans every project.
+    #[test]
+    fn plugin_ids_are_stable() {
+        assert_eq!(Staria::CLAP_ID, "org.staria.midi-generator");
+        assert_eq!(&Staria::VST3_CLASS_ID, b"StariaMidiGenr01");
     }
 
     #[test]

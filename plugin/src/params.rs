@@ -107,6 +107,15 @@ pub struct StariaParams {
     pub keyswitch_base: IntParam,
 }
 
+/// The keyswitch octave's default start: MIDI 0 (C-1), so the octave (C-1..B-1) lies below an
+/// 88-key piano's lowest key, A0 (21), and is only reached on purpose (an octave shift, a wider
+/// keyboard), as common keyswitch libraries do. Until this default was C0 (12), which put play
+/// next, stop and clear on A0, A#0 and B0, the lowest keys of an 88-key keyboard.
+pub const DEFAULT_KEYSWITCH_BASE: i32 = 0;
+/// The MIDI channel (1..16) generated notes go out on by default: not channel 1, where played and
+/// passed-through notes usually are.
+pub const DEFAULT_OUTPUT_CHANNEL: i32 = 2;
+
 fn note_name(n: i32) -> String {
     const NAMES: [&str; 12] = [
         "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
@@ -118,6 +127,44 @@ fn note_name(n: i32) -> String {
     )
 }
 
+/// Reads a MIDI note number from a note parameter's text: its own display ("C#-1 (1)"), a plain
+/// note name ("C#4", "Db4", "c4", middle C = C4 = 60) or a number ("61"). `None` for anything
+/// else or a note outside 0..=127.
+fn parse_note(text: &str) -> Option<i32> {
+    let text = text.trim();
+    // "C#-1 (1)": the number in brackets is exact.
+    if let Some(open) = text.rfind('(')
+        && let Some(inner) = text[open + 1..].strip_suffix(')')
+    {
+        return parse_note(inner);
+    }
+    if let Ok(n) = text.parse::<i32>() {
+        return (0..=127).contains(&n).then_some(n);
+    }
+    let mut chars = text.chars();
+    let pitch_class = match chars.next()?.to_ascii_uppercase() {
+        'C' => 0,
+        'D' => 2,
+        'E' => 4,
+        'F' => 5,
+        'G' => 7,
+        'A' => 9,
+        'B' => 11,
+        _ => return None,
+    };
+    let rest = chars.as_str();
+    let (shift, octave) = if let Some(o) = rest.strip_prefix('#') {
+        (1, o)
+    } else if let Some(o) = rest.strip_prefix('b') {
+        (-1, o)
+    } else {
+        (0, rest)
+    };
+    let octave: i32 = octave.trim().parse().ok()?;
+    let n = octave.checked_add(1)?.checked_mul(12)? + pitch_class + shift;
+    (0..=127).contains(&n).then_some(n)
+}
+
 fn trigger(name: &str) -> BoolParam {
     BoolParam::new(name, false)
 }
@@ -125,6 +172,7 @@ fn trigger(name: &str) -> BoolParam {
 impl Default for StariaParams {
     fn default() -> Self {
         let note = Arc::new(note_name);
+        let parse = Arc::new(parse_note);
         Self {
             snippets: SnippetStore::default(),
             model_path: RwLock::new(String::new()),
@@ -170,22 +218,27 @@ impl Default for StariaParams {
             key_root: EnumParam::new("Key root", RootChoice::C),
             scale: EnumParam::new("Scale lock", ScaleChoice::Chromatic),
             pitch_low: IntParam::new("Lowest pitch", 21, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(note.clone()),
+                .with_value_to_string(note.clone())
+                .with_string_to_value(parse.clone()),
             pitch_high: IntParam::new("Highest pitch", 108, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(note.clone()),
+                .with_value_to_string(note.clone())
+                .with_string_to_value(parse.clone()),
+            // Generated notes default to channel 2, apart from what is played (usually on
+            // channel 1) and passed through: on one channel they would cut each other off.
             channel: IntParam::new(
-                "Output MIDI channel",
-                1,
+                "Generated notes MIDI channel",
+                DEFAULT_OUTPUT_CHANNEL,
                 IntRange::Linear { min: 1, max: 16 },
             ),
             thru: BoolParam::new("Pass input through", true),
             keyswitches: BoolParam::new("Keyswitches", true),
             keyswitch_base: IntParam::new(
                 "Keyswitch octave start",
-                12,
+                DEFAULT_KEYSWITCH_BASE,
                 IntRange::Linear { min: 0, max: 116 },
             )
-            .with_value_to_string(note),
+            .with_value_to_string(note)
+            .with_string_to_value(parse),
         }
     }
 }
@@ -215,6 +268,79 @@ impl StariaParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lowest key of an 88-key keyboard.
+    const A0: i32 = 21;
+
+    #[test]
+    fn default_keyswitches_lie_below_an_88_key_piano() {
+        let p = StariaParams::default();
+        let base = p.keyswitch_base.value();
+        assert_eq!(base, 0);
+        // The whole octave ends before A0, so no piano key is a keyswitch by default.
+        assert!(base + 11 < A0, "keyswitches {base}..{} reach A0", base + 11);
+        assert!(p.keyswitches.value());
+    }
+
+    #[test]
+    fn generated_notes_default_to_their_own_channel() {
+        let p = StariaParams::default();
+        // Channel 1 is where played (and passed-through) notes usually are.
+        assert_eq!(p.channel.value(), 2);
+        assert_eq!(p.channel.name(), "Generated notes MIDI channel");
+    }
+
+    #[test]
+    fn note_text_parses_back() {
+        for n in 0..=127 {
+            assert_eq!(parse_note(&note_name(n)), Some(n), "{}", note_name(n));
+        }
+        assert_eq!(parse_note("C#4"), Some(61));
+        assert_eq!(parse_note("Db4"), Some(61));
+        assert_eq!(parse_note(" c4 "), Some(60));
+        assert_eq!(parse_note("A0"), Some(21));
+        assert_eq!(parse_note("C-1"), Some(0));
+        assert_eq!(parse_note("G9"), Some(127));
+        assert_eq!(parse_note("61"), Some(61));
+        for bad in [
+            "", "H4", "C", "G#9", "Cb-1", "128", "-1", "C#x", "(", "C4 (x)",
+        ] {
+            assert_eq!(parse_note(bad), None, "{bad:?}");
+        }
+    }
+
+    /// What clap-validator's `param-conversions` checks, over every parameter: the text a value
+    /// is shown as (with its unit, as the CLAP wrapper shows it) parses back to the same value.
+    #[test]
+    fn every_parameter_text_parses_back_to_its_value() {
+        let params = StariaParams::default();
+        let map = params.param_map();
+        assert!(map.len() >= 30);
+        for (id, ptr, _) in &map {
+            // SAFETY: the pointers point into `params`, alive for the whole test.
+            let (steps, name) = unsafe { (ptr.step_count(), ptr.name().to_string()) };
+            let samples: Vec<f32> = match steps {
+                Some(n) => (0..=n).map(|i| i as f32 / n as f32).collect(),
+                None => (0..=200).map(|i| i as f32 / 200.0).collect(),
+            };
+            for v in samples {
+                // SAFETY: as above.
+                let (text, back, text_back) = unsafe {
+                    let text = ptr.normalized_value_to_string(v, true);
+                    let back = ptr.string_to_normalized_value(&text);
+                    let text_back = back.map(|b| ptr.normalized_value_to_string(b, true));
+                    (text, back, text_back)
+                };
+                let back = back.unwrap_or_else(|| panic!("{id} ({name}): {text:?} does not parse"));
+                assert_eq!(text_back.as_deref(), Some(text.as_str()), "{id} ({name})");
+                if steps.is_some() {
+                    // SAFETY: as above.
+                    let same = unsafe { ptr.preview_plain(v) == ptr.preview_plain(back) };
+                    assert!(same, "{id} ({name}): {v} -> {text:?} -> {back}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn note_names_use_middle_c_as_c4() {

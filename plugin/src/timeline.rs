@@ -35,6 +35,8 @@ pub struct Timeline {
     pub bar_anchor: f64,
     pub samples: u32,
     pub sample_rate: f64,
+    /// The host's active loop `[start, end)` in beats, if it reports one.
+    pub loop_range: Option<(f64, f64)>,
 }
 
 impl Timeline {
@@ -76,6 +78,29 @@ impl Timeline {
             } else {
                 48_000.0
             },
+            loop_range: None,
+        }
+    }
+
+    /// The host's active loop (`Transport::loop_range_beats`); an empty or non-finite range is
+    /// ignored.
+    pub fn with_loop(mut self, range: Option<(f64, f64)>) -> Self {
+        self.loop_range = range.filter(|(a, b)| a.is_finite() && b.is_finite() && a < b);
+        self
+    }
+
+    /// The next bar line the transport will actually play at or after `beat`: [`Self::bar_ceil`],
+    /// except inside an active loop whose end comes first, where the transport wraps before
+    /// reaching that bar line: then the first bar line of the loop (its start when the loop is
+    /// shorter than a bar).
+    pub fn next_played_bar(&self, beat: f64) -> f64 {
+        let next = self.bar_ceil(beat);
+        match self.loop_range {
+            Some((start, end)) if beat >= start - EPS && beat < end && next >= end - EPS => {
+                let first = self.bar_ceil(start);
+                if first < end - EPS { first } else { start }
+            }
+            _ => next,
         }
     }
 
@@ -181,6 +206,43 @@ mod tests {
         };
         assert_eq!(stopped.beat_at(256), 2.0);
         assert_eq!(stopped.len_beats(), 0.0);
+    }
+
+    /// A trigger in a loop's last bar starts on the loop's first bar (where the transport goes
+    /// next), not on the loop end it never reaches.
+    #[test]
+    fn next_played_bar_wraps_in_a_loop() {
+        // Loop bars 3..7 (beats 8..24) in 4/4.
+        let t = tl(8.0, 4, 4, None).with_loop(Some((8.0, 24.0)));
+        assert_eq!(t.next_played_bar(9.0), 12.0);
+        assert_eq!(t.next_played_bar(19.5), 20.0);
+        assert_eq!(t.next_played_bar(20.0), 20.0);
+        // The last bar (20..24): the next bar line is the loop end, never played.
+        assert_eq!(t.next_played_bar(20.5), 8.0);
+        assert_eq!(t.next_played_bar(23.99), 8.0);
+        // Outside the loop (before it, or played past its end with the loop on): no change.
+        assert_eq!(t.next_played_bar(5.0), 8.0);
+        assert_eq!(t.next_played_bar(25.0), 28.0);
+        // No loop: the plain next bar line.
+        let plain = tl(8.0, 4, 4, None);
+        assert_eq!(plain.next_played_bar(20.5), 24.0);
+        // A loop starting mid-bar wraps to its first bar line; one shorter than a bar to its
+        // start.
+        let mid = tl(8.0, 4, 4, None).with_loop(Some((10.0, 18.0)));
+        assert_eq!(mid.next_played_bar(17.0), 12.0);
+        let short = tl(8.0, 4, 4, None).with_loop(Some((9.0, 11.0)));
+        assert_eq!(short.next_played_bar(10.0), 9.0);
+        // Nonsense ranges are ignored.
+        assert_eq!(
+            tl(8.0, 4, 4, None).with_loop(Some((24.0, 8.0))).loop_range,
+            None
+        );
+        assert_eq!(
+            tl(8.0, 4, 4, None)
+                .with_loop(Some((f64::NAN, 8.0)))
+                .loop_range,
+            None
+        );
     }
 
     #[test]

@@ -416,6 +416,102 @@ pub struct FastDecoder {
     s: State,
 }
 
+/// The most run-time state (KV cache and RoPE tables, f32) a config may ask for: sizes the
+/// weights do not imply (`max_seq_len`, `max_latents`) are bounded here instead.
+const MAX_STATE_BYTES: u128 = 16 << 30;
+
+/// Walks every tensor `cfg` implies, in load order, and checks it exists with the shape the
+/// config gives it; then bounds the run-time state the config asks for. Allocates nothing sized
+/// by the config, so a config asking for a billion layers fails on the first layer the weights
+/// lack instead of allocating for it. Errors name the setting and the tensor.
+fn check_tensors<F>(cfg: &FastConfig, get: &mut F) -> Result<()>
+where
+    F: FnMut(&str) -> Result<Tensor>,
+{
+    let (d, v) = (cfg.dim, cfg.vocab_size);
+    let ff = cfg.ff_mult.checked_mul(d).ok_or_else(|| {
+        Error::Config(format!(
+            "fast decoder: the model config's ff_mult {} times dim {d} overflows",
+            cfg.ff_mult
+        ))
+    })?;
+    let mut expect = |name: &str, dims: Option<&[usize]>, settings: &str| -> Result<Vec<usize>> {
+        let t = get(name).map_err(|e| {
+            Error::Config(format!(
+                "fast decoder: the model config (config.json: {settings}) needs tensor {name}, \
+                 which the weights do not have ({e})"
+            ))
+        })?;
+        if let Some(dims) = dims
+            && t.dims() != dims
+        {
+            return Err(Error::Config(format!(
+                "fast decoder: tensor {name} has shape {:?}, but the model config \
+                 (config.json: {settings}) implies {dims:?}",
+                t.dims()
+            )));
+        }
+        Ok(t.dims().to_vec())
+    };
+    let dims = format!("vocab_size = {v}, dim = {d}");
+    expect(names::TOK_EMB, Some(&[v, d]), &dims)?;
+    for i in 0..cfg.n_layers {
+        let n = |s: &str| names::layer(i, s);
+        let layer = format!(
+            "n_layers = {}, dim = {d}, ff_mult = {}",
+            cfg.n_layers, cfg.ff_mult
+        );
+        expect(&n("attn_norm.weight"), Some(&[d]), &layer)?;
+        expect(&n("attn.qkv.weight"), Some(&[3 * d, d]), &layer)?;
+        expect(&n("attn.out.weight"), Some(&[d, d]), &layer)?;
+        expect(&n("ff_norm.weight"), Some(&[d]), &layer)?;
+        expect(&n("ff.w1.weight"), Some(&[ff, d]), &layer)?;
+        expect(&n("ff.w3.weight"), Some(&[ff, d]), &layer)?;
+        expect(&n("ff.w2.weight"), Some(&[d, ff]), &layer)?;
+    }
+    let ld = cfg.latent_dim();
+    for j in 0..cfg.n_cross_sites() {
+        let n = |s: &str| names::cross(j, s);
+        let site = format!(
+            "n_layers = {}, cross_every = {}, dim = {d}, latent_dim = {ld}",
+            cfg.n_layers, cfg.cross_every
+        );
+        expect(&n("norm.weight"), Some(&[d]), &site)?;
+        expect(&n("q.weight"), Some(&[d, d]), &site)?;
+        expect(&n("kv.weight"), Some(&[2 * d, ld]), &site)?;
+        expect(&n("out.weight"), Some(&[d, d]), &site)?;
+        expect(&n("attn_gate"), None, &site)?;
+        expect(&n("ff_norm.weight"), Some(&[d]), &site)?;
+        // The adapter's hidden size is the weights' own (checked against w3 and w2 on load).
+        expect(&n("ff.w1.weight"), None, &site)?;
+        expect(&n("ff.w3.weight"), None, &site)?;
+        expect(&n("ff.w2.weight"), None, &site)?;
+        expect(&n("ff_gate"), None, &site)?;
+    }
+    expect(names::NORM, Some(&[d]), &format!("dim = {d}"))?;
+    expect(names::LM_HEAD, Some(&[v, d]), &dims)?;
+    // What the weights do not imply: the KV cache (keys and values of every layer and position,
+    // worst case f32), the cross-attention caches and the RoPE tables.
+    let (layers, seq) = (cfg.n_layers as u128, cfg.max_seq_len as u128);
+    let state_bytes = 4
+        * (2 * layers * d as u128 * seq
+            + 2 * cfg.n_cross_sites() as u128 * d as u128 * cfg.max_latents as u128
+            + seq * d as u128);
+    if state_bytes > MAX_STATE_BYTES {
+        return Err(Error::Config(format!(
+            "fast decoder: the model config (config.json: max_seq_len = {}, max_latents = {}, \
+             n_layers = {}, dim = {d}) asks for {} MiB of run-time state, more than the {} MiB \
+             allowed",
+            cfg.max_seq_len,
+            cfg.max_latents,
+            cfg.n_layers,
+            state_bytes >> 20,
+            MAX_STATE_BYTES >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Reads one tensor as f32 values, checking its shape and that it is finite.
 fn fetch<F>(get: &mut F, name: &str, dims: &[usize]) -> Result<Vec<f32>>
 where
@@ -515,6 +611,9 @@ impl FastDecoder {
         F: FnMut(&str) -> Result<Tensor>,
     {
         cfg.validate()?;
+        // Sizes come from a file: every tensor they imply must be there, shaped as they say,
+        // before anything sized by them is allocated.
+        check_tensors(cfg, &mut get)?;
         let hd = cfg.head_dim()?;
         let (d, v, ff) = (cfg.dim, cfg.vocab_size, cfg.ff_mult * cfg.dim);
         let g = &mut get;

@@ -83,23 +83,26 @@ fn passes_audio_and_midi_through_cleanly() {
             vec![(false, 64)]
         );
 
-        // Keyswitch notes (C0 = 12 .. B0 = 23) never reach the output.
+        // Keyswitch notes (C-1 = 0 .. B-1 = 11) never reach the output; an 88-key piano's
+        // lowest keys (A0 = 21 .. B0 = 23) are ordinary notes.
         let thru_on = set(&inst, "Pass input through", 1.0);
         let got = s.block(
             &[
-                on(0, 12),
-                off(100, 12),
-                on(200, 23),
-                off(201, 23),
-                on(300, 24),
+                on(0, 0),
+                off(100, 0),
+                on(200, 11),
+                off(201, 11),
+                on(300, 21),
+                on(301, 22),
+                on(302, 23),
             ],
             &[thru_on],
         );
         assert_eq!(
             got.iter().map(|n| (n.on, n.key)).collect::<Vec<_>>(),
-            vec![(true, 24)]
+            vec![(true, 21), (true, 22), (true, 23)]
         );
-        s.block(&[off(0, 24)], &[]);
+        s.block(&[off(0, 21), off(0, 22), off(0, 23)], &[]);
         assert_balanced(&s.notes);
         inst.stop(s);
     });
@@ -208,17 +211,17 @@ fn keyswitches_record_sections_and_are_consumed() {
         let mut inst = Instance::load(&bundled_clap());
         let mut s = inst.start();
         s.playing = true;
-        // D0 (14) toggles recording B.
-        s.block(&[on(0, 14), off(50, 14)], &[]);
+        // D-1 (2) toggles recording B.
+        s.block(&[on(0, 2), off(50, 2)], &[]);
         let o = s.advance_to_beat(4.0);
         s.block(&[on(o, 72)], &[]);
         let o = s.advance_to_beat(6.0);
         s.block(&[off(o, 72)], &[]);
         s.run_until_beat(7.9);
-        s.block(&[on(0, 14), off(10, 14)], &[]);
-        // A moved keyswitch octave: C1 (24) is now "record A", the old C0 plays through.
+        s.block(&[on(0, 2), off(10, 2)], &[]);
+        // A moved keyswitch octave: C1 (24) is now "record A", the old C-1 plays through.
         let base = set(&inst, "Keyswitch octave start", 24.0);
-        s.block(&[on(0, 12), off(5, 12), on(10, 24), off(20, 24)], &[base]);
+        s.block(&[on(0, 0), off(5, 0), on(10, 24), off(20, 24)], &[base]);
         let o = s.advance_to_beat(9.0);
         s.block(&[on(o, 48), off(o + 100, 48)], &[]);
         s.run_until_beat(12.0);
@@ -232,8 +235,8 @@ fn keyswitches_record_sections_and_are_consumed() {
             vec![
                 (true, 72),
                 (false, 72),
-                (true, 12),
-                (false, 12),
+                (true, 0),
+                (false, 0),
                 (true, 48),
                 (false, 48)
             ]
@@ -416,7 +419,7 @@ fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
             // Section B (the default), two bars, seed 7, on MIDI channel 3 (plain values count from
             // the parameter's minimum). A fixed seed makes every request below the same music.
             let setup = [
-                set(&inst, "Output MIDI channel", 2.0),
+                set(&inst, "Generated notes MIDI channel", 2.0),
                 set(&inst, "Bars to generate", 1.0),
                 set(&inst, "Seed (0 = random)", 7.0),
             ];
@@ -529,7 +532,7 @@ fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
             let setup = [
                 set(&inst, "Play section", 0.0),
                 set(&inst, "Play immediately", 1.0),
-                set(&inst, "Output MIDI channel", 2.0),
+                set(&inst, "Generated notes MIDI channel", 2.0),
             ];
             s.block(&[], &setup);
             s.set_realtime(true);
@@ -593,7 +596,7 @@ fn restored_snippets_reach_the_engine() {
         let play_b_from_beat_12 =
             |inst: &mut Instance, s: &mut Session, keyswitch: bool| -> Vec<(u16, u64)> {
                 let setup = [
-                    set(inst, "Output MIDI channel", 2.0),
+                    set(inst, "Generated notes MIDI channel", 2.0),
                     set(inst, "Bars to generate", 0.0),
                     set(inst, "Seed (0 = random)", 7.0),
                 ];
