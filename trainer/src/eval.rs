@@ -11,7 +11,7 @@
 //!   the model gets snippets A and B (and the piece's style, the form token AABA) and plays the
 //!   form AABA, each section as long as the reference's first occurrence of its letter (clamped
 //!   to 1 s..`max_section_ms`), sampled at `temperature` / `min_p` from one `StdRng(seed)`,
-//!   section tags forced on time (`sampler::generate_with`, the `generate` rules). It runs on
+//!   section tags forced on time (`generate::generate` over `sampler::LogitSource`). It runs on
 //!   the fast CPU decoder (f16 weights by default, as the engine) or the candle model
 //!   (`--backend candle`, and always on a GPU device).
 //!
@@ -73,10 +73,11 @@ use staria_models::{Note, SectionLabel, Song};
 use crate::batch::{Augment, Layout, collate, masked_nll, prepare_piece, truncate_snippet};
 use crate::error::{Result, TrainError};
 use crate::generate::Sampling;
+use crate::generate::generate;
 use crate::models;
 use crate::music::{self, BarContent};
 use crate::prepare::{self, LoadedPiece};
-use crate::sampler::{CandleLogits, FastLogits, LogitSource, generate_with};
+use crate::sampler::{CandleLogits, FastLogits, LogitSource};
 
 /// What generation runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,7 +554,7 @@ pub fn evaluate_model(
             snippets: snippets.clone(),
         };
         let prompt = tok.build_prompt(&spec)?;
-        let g = generate_with(gen_model, tok, &prompt, &plan, &sampling, &mut rng)?;
+        let g = generate(gen_model, tok, &prompt, &plan, &sampling, &mut rng)?;
         gens += 1;
         errors += g.grammar_errors;
         gen_tokens += g.tokens.len();

@@ -1,5 +1,6 @@
-//! Minimal sampling for evaluation and dreaming: temperature and min-p over `AnyModel` logits,
-//! with the section plan forced (the trainer may not depend on the engine crate, so this is the
+//! Minimal sampling for evaluation and dreaming: temperature and min-p over the logits of any
+//! [`LogitSource`] (the candle model or the fast CPU decoder, see `sampler`), with the section
+//! plan forced (the trainer may not depend on the engine crate, so this is the
 //! engine's approach in its simplest form).
 //!
 //! The model may emit notes, onsets, durations, `<T>`, `<D>` and `<E>`; prompt-only tokens
@@ -22,11 +23,11 @@
 use candle_core::Tensor;
 use rand::Rng;
 use staria_models::SectionLabel;
-use staria_models::model::AnyModel;
 use staria_models::prompt::Prompt;
 use staria_models::tokenizer::{Expect, OnsetVote, StreamDecoder, TokenKind, Tokenizer};
 
 use crate::error::Result;
+use crate::sampler::LogitSource;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Sampling {
@@ -133,8 +134,8 @@ pub fn grammar_error(tok: &Tokenizer, dec: &StreamDecoder, id: u32) -> bool {
 /// Generates a piece following `plan`: (section, length in ms) in order. The first tag is fed
 /// right after the prompt; each next one once the music's time passes the previous section's end.
 /// Stops after the last section's length, at `<E>`, at `max_tokens`, or at the model's context.
-pub fn generate(
-    model: &mut AnyModel,
+pub fn generate<M: LogitSource + ?Sized>(
+    model: &mut M,
     tok: &Tokenizer,
     prompt: &Prompt,
     plan: &[(SectionLabel, f64)],
@@ -147,7 +148,7 @@ pub fn generate(
     let mut votes = 0;
     let mut ended = false;
     let limit = model.max_seq_len().saturating_sub(2);
-    let mut logits = model.begin(prompt)?;
+    let mut logits: Vec<f32> = model.begin(prompt)?.to_vec();
     let mut next_section = 0;
     let mut section_end = 0.0f64;
     while out.len() < s.max_tokens && model.position() < limit {
@@ -163,7 +164,7 @@ pub fn generate(
             next_section += 1;
             dec.push(tok, id);
             out.push(id);
-            logits = model.step(id)?;
+            refill(&mut logits, model.step(id)?);
             continue;
         }
         if next_section == plan.len()
@@ -172,11 +173,11 @@ pub fn generate(
         {
             break;
         }
-        let v = logits_vec(&logits)?;
-        if top_choice(tok, &v).is_some_and(|id| grammar_error(tok, &dec, id)) {
+        let v = &logits;
+        if top_choice(tok, v).is_some_and(|id| grammar_error(tok, &dec, id)) {
             errors += 1;
         }
-        let id = sample_from(tok, &v, s, rng, |id| dec.fits(tok, id));
+        let id = sample_from(tok, v, s, rng, |id| dec.fits(tok, id));
         if dec.expects() == Expect::Onset && dec.onset_vote(tok, id) == OnsetVote::NextWindow {
             // A vote for `<T>`: take the note token back, feed `<T>` and the note again, and
             // sample its onset in the new window (the next turn of the loop).
@@ -188,7 +189,7 @@ pub fn generate(
             for t in [tok.time_shift_id(), note] {
                 dec.push(tok, t);
                 out.push(t);
-                logits = model.step(t)?;
+                refill(&mut logits, model.step(t)?);
             }
             continue;
         }
@@ -198,7 +199,7 @@ pub fn generate(
             ended = true;
             break;
         }
-        logits = model.step(id)?;
+        refill(&mut logits, model.step(id)?);
     }
     Ok(Generated {
         tokens: out,
@@ -207,6 +208,13 @@ pub fn generate(
         sections_started: next_section,
         ended,
     })
+}
+
+/// Copies the model's logits into the buffer the sampler reads (the model's own buffer is
+/// borrowed until the next call).
+fn refill(buf: &mut Vec<f32>, logits: &[f32]) {
+    buf.clear();
+    buf.extend_from_slice(logits);
 }
 
 #[cfg(test)]
@@ -239,7 +247,7 @@ mod tests {
             max_tokens: 300,
         };
         let g = generate(
-            &mut model,
+            &mut crate::sampler::CandleLogits::new(&mut model),
             &tok,
             &prompt,
             &plan,

@@ -29,6 +29,7 @@ use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
 use crate::recognizer::{self, Recognizer, RecognizerConfig, sections_from_labels, strip_tags};
+use crate::sampler::CandleLogits;
 use crate::shards::{PieceMeta, SYNTHETIC, SectionOrigin, Shards, TRAIN, VALIDATION};
 use crate::synth::FORMS;
 use crate::train::{LmModel, RunOptions, StageSummary, open_run, step_rng};
@@ -190,7 +191,14 @@ fn dream(
         min_p: ws.dream_min_p,
         max_tokens: ws.dream_tokens,
     };
-    let g = generate(&mut lm.model, tok, &prompt, &plan, &sampling, rng)?;
+    let g = generate(
+        &mut CandleLogits::new(&mut lm.model),
+        tok,
+        &prompt,
+        &plan,
+        &sampling,
+        rng,
+    )?;
     let started: String = form.chars().take(g.sections_started).collect();
     Ok(Some((g.tokens, started)))
 }
