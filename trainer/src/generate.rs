@@ -224,7 +224,7 @@ mod tests {
     use candle_nn::{VarBuilder, VarMap};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
-    use staria_models::model::{ModelConfig, ModelKind};
+    use staria_models::model::{AnyModel, ModelConfig, ModelKind};
     use staria_models::tokenizer::{PromptSpec, TokenizerConfig};
 
     /// A random tiny model spreads its onset mass over the whole window: onsets before the last
