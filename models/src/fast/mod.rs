@@ -436,11 +436,18 @@ where
         ))
     })?;
     let mut expect = |name: &str, dims: Option<&[usize]>, settings: &str| -> Result<Vec<usize>> {
-        let t = get(name).map_err(|e| {
-            Error::Config(format!(
+        // A weights file keeps its own error (it names the file); the setting is added.
+        let t = get(name).map_err(|e| match e {
+            Error::Checkpoint { file, msg } => Error::Checkpoint {
+                file,
+                msg: format!(
+                    "{msg}, which the model config (config.json: {settings}) needs for the fast decoder"
+                ),
+            },
+            e => Error::Config(format!(
                 "fast decoder: the model config (config.json: {settings}) needs tensor {name}, \
                  which the weights do not have ({e})"
-            ))
+            )),
         })?;
         if let Some(dims) = dims
             && t.dims() != dims
