@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-pub const PLUGIN_ID: &CStr = c"invalid.staria.plugin";
+pub const PLUGIN_ID: &CStr = c"org.staria.midi-generator"; // `tests::plugin_ids_are_stable` pins it in the plugin
 pub const SAMPLE_RATE: f64 = 48_000.0;
 pub const BLOCK: usize = 512;
 
