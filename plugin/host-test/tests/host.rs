@@ -604,8 +604,8 @@ fn restored_snippets_reach_the_engine() {
                 s.set_realtime(true);
                 s.run_until_beat(10.0);
                 if keyswitch {
-                    // D#0: play B.
-                    s.block(&[on(0, 15), off(10, 15)], &[]);
+                    // D#-1 (the default keyswitch octave starts at MIDI 0): play B.
+                    s.block(&[on(0, 3), off(10, 3)], &[]);
                 } else {
                     s.block(&[], &[set(inst, "Play section", 1.0)]);
                 }
