@@ -38,6 +38,22 @@ impl Default for AdamWParams {
     }
 }
 
+/// The factor that scales gradients of global norm `norm` down to at most `clip_norm` (1 when
+/// `clip_norm <= 0` or the norm is within it); a non-finite norm is divergence at `step`. Both
+/// optimizers (candle tensors and flat buffers) clip through it, so their updates agree.
+fn clip_scale(norm: f64, clip_norm: f64, step: u64) -> Result<f64> {
+    if !norm.is_finite() {
+        return Err(TrainError::Diverged(format!(
+            "gradient norm is {norm} at optimizer step {step}"
+        )));
+    }
+    Ok(if clip_norm > 0.0 && norm > clip_norm {
+        clip_norm / (norm + 1e-6)
+    } else {
+        1.0
+    })
+}
+
 struct Slot {
     name: String,
     var: Var,
@@ -138,17 +154,7 @@ impl AdamW {
     /// (no clipping when `clip_norm <= 0`). Returns the norm before clipping.
     pub fn step(&mut self, grads: &GradStore, clip_norm: f64) -> Result<f64> {
         let norm = self.grad_norm(grads)?;
-        if !norm.is_finite() {
-            return Err(TrainError::Diverged(format!(
-                "gradient norm is {norm} at optimizer step {}",
-                self.step + 1
-            )));
-        }
-        let scale = if clip_norm > 0.0 && norm > clip_norm {
-            clip_norm / (norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = clip_scale(norm, clip_norm, self.step + 1)?;
         self.step += 1;
         let p = self.params;
         let t = self.step as i32;
@@ -333,17 +339,7 @@ impl FlatAdamW {
             .map(|(_, g)| g.iter().map(|&x| x * x).sum::<f32>() as f64)
             .sum::<f64>()
             .sqrt();
-        if !norm.is_finite() {
-            return Err(TrainError::Diverged(format!(
-                "gradient norm is {norm} at optimizer step {}",
-                self.step + 1
-            )));
-        }
-        let scale = if clip_norm > 0.0 && norm > clip_norm {
-            clip_norm / (norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = clip_scale(norm, clip_norm, self.step + 1)?;
         self.step += 1;
         let t = self.step as i32;
         let bias1 = 1.0 - p.beta1.powi(t);
