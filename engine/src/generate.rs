@@ -480,6 +480,8 @@ impl Generator {
                 ));
             }
         };
+        let mut fast = fast;
+        fast.set_tokenizer(&tok);
         let logits = vec![0.0; tok.vocab_size()];
         let cached = Vec::with_capacity(fast.max_seq_len());
         Ok(Generator {
@@ -499,7 +501,7 @@ impl Generator {
 
     /// Pairs a candle model with its tokenizer (the candle backend); they must agree on the
     /// vocabulary size.
-    pub fn new(model: AnyModel, tok: Tokenizer) -> Result<Generator> {
+    pub fn new(mut model: AnyModel, tok: Tokenizer) -> Result<Generator> {
         if model.vocab_size() != tok.vocab_size() {
             return Err(request(format!(
                 "model has a vocabulary of {} tokens but the tokenizer has {}; they are not from the same checkpoint",
@@ -507,6 +509,7 @@ impl Generator {
                 tok.vocab_size()
             )));
         }
+        model.set_tokenizer(&tok);
         let logits = vec![0.0; tok.vocab_size()];
         Ok(Generator {
             net: Net::Candle(Box::new(model)),

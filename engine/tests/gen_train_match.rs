@@ -24,9 +24,12 @@ use staria_engine::generate::{
 use staria_models::checkpoint;
 use staria_models::fast::WeightFormat;
 use staria_models::midi::read_midi_file;
+use staria_models::model::ModelConfig;
 use staria_models::model::ModelKind;
-use staria_models::tokenizer::{PromptSpec, TokenKind, Tokenizer};
-use staria_models::{Note, Prompt, SectionLabel, Song};
+use staria_models::params::SeededVars;
+use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
+use staria_models::window::{WindowBins, latest_onsets};
+use staria_models::{CheckpointConfig, DecoderConfig, Note, Prompt, SectionLabel, Song};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -131,8 +134,14 @@ fn train_logprobs(dir: &Path, prompt: &Prompt, body: &[u32]) -> Vec<f64> {
     let mut seq = prompt.inline.clone();
     seq.extend_from_slice(body);
     let n = seq.len();
+    // The window-position bins as the trainer's batches compute them (`Example`'s onsets).
+    let win = WindowBins::of(ck.config.model.decoder()).map(|bins| {
+        let onsets = latest_onsets(&ck.tokenizer, &mut StreamDecoder::new(), &seq);
+        let v: Vec<u32> = onsets.into_iter().map(|ms| bins.bin(ms)).collect();
+        Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap()
+    });
     let ids = Tensor::from_vec(seq, (1, n), &Device::Cpu).unwrap();
-    let logits = ck.model.forward_train(&ids, None).unwrap();
+    let logits = ck.model.forward_train(&ids, win.as_ref(), None).unwrap();
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32).unwrap(), D::Minus1)
         .unwrap()
         .squeeze(0)
@@ -205,10 +214,26 @@ fn engine_prompt_has_the_training_layout() {
     assert_eq!(body[0], tok.section_id(SectionLabel::A));
 }
 
+/// A tiny decoder with the window-position input and a non-zero window table (a fresh one is
+/// zero, which would hide a misplaced bin).
+fn window_checkpoint(dir: &Path, tok: &Tokenizer) {
+    let mut dc = DecoderConfig::tiny(tok.vocab_size());
+    dc.window_bins = 8;
+    dc.window_bin_ms = 700;
+    let model = ModelConfig::Decoder(dc.clone());
+    let vars = SeededVars::new(7);
+    staria_models::AnyModel::new(&model, vars.builder(&Device::Cpu)).unwrap();
+    let table: Vec<f32> = (0..8 * dc.dim).map(|i| (i as f32 * 0.37).sin()).collect();
+    let table = Tensor::from_vec(table, (8, dc.dim), &Device::Cpu).unwrap();
+    vars.load(&[("win_emb.weight".to_string(), table)].into())
+        .unwrap();
+    let config = CheckpointConfig::new("window-tiny", "tiny", model, tok);
+    checkpoint::save(dir, &config, tok, &vars.map, DType::F32).unwrap();
+}
+
 #[test]
 fn engine_logprobs_equal_teacher_forced_training_logprobs() {
     let tok = gen_support::tokenizer();
-    let song = mortons_reel();
     let dir = tempfile::tempdir().unwrap();
     checkpoint::create_untrained(
         dir.path(),
@@ -220,21 +245,34 @@ fn engine_logprobs_equal_teacher_forced_training_logprobs() {
         7,
     )
     .unwrap();
-    let mut candle = load(dir.path(), BackendChoice::Candle, WeightFormat::F32);
+    check_engine_against_training(dir.path(), &tok);
+}
+
+#[test]
+fn engine_and_training_agree_on_the_window_position_input() {
+    let tok = gen_support::tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    window_checkpoint(dir.path(), &tok);
+    check_engine_against_training(dir.path(), &tok);
+}
+
+fn check_engine_against_training(dir: &Path, tok: &Tokenizer) {
+    let song = mortons_reel();
+    let mut candle = load(dir, BackendChoice::Candle, WeightFormat::F32);
     let prompt = candle
         .prompt_for(
             &cli_snippets(&song),
             &request(&form_of(&song), Some("reel")),
         )
         .unwrap();
-    let mut body = body_of(&tok, &song);
+    let mut body = body_of(tok, &song);
     body.truncate(candle.max_seq_len() - prompt.inline.len() - 1);
     assert!(
         body.len() > 100,
         "a real stretch of the piece: {}",
         body.len()
     );
-    let want = train_logprobs(dir.path(), &prompt, &body);
+    let want = train_logprobs(dir, &prompt, &body);
 
     let (abs, _) = max_diff(&engine_logprobs(&mut candle, &prompt, &body), &want);
     eprintln!(
@@ -243,12 +281,15 @@ fn engine_logprobs_equal_teacher_forced_training_logprobs() {
     );
     assert!(abs < 1e-4, "candle backend: {abs}");
 
-    let mut fast = load(dir.path(), BackendChoice::Fast, WeightFormat::F32);
+    let mut fast = load(dir, BackendChoice::Fast, WeightFormat::F32);
     let (_, rel) = max_diff(&engine_logprobs(&mut fast, &prompt, &body), &want);
     eprintln!("fast f32: max relative log-prob difference {rel:e}");
     assert!(rel < 1e-4, "fast f32 backend: {rel}");
+    // Again on the same generator: its prompt cache is reused, the window clock with it.
+    let (_, rel) = max_diff(&engine_logprobs(&mut fast, &prompt, &body), &want);
+    assert!(rel < 1e-4, "fast f32 backend, reused prompt: {rel}");
 
-    let mut fast16 = load(dir.path(), BackendChoice::Fast, WeightFormat::F16);
+    let mut fast16 = load(dir, BackendChoice::Fast, WeightFormat::F16);
     let (_, rel) = max_diff(&engine_logprobs(&mut fast16, &prompt, &body), &want);
     eprintln!("fast f16: max relative log-prob difference {rel:e}");
     assert!(rel < 2e-2, "fast f16 backend: {rel}");

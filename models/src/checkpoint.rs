@@ -256,8 +256,9 @@ pub fn load_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tenso
 pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
     let (config, tokenizer) = load_config(dir)?;
     let tensors = load_tensors(dir, device)?;
-    let model = build_model(&config.model, &tensors, device)
+    let mut model = build_model(&config.model, &tensors, device)
         .map_err(|e| Error::checkpoint(dir.join(WEIGHTS_FILE), e.to_string()))?;
+    model.set_tokenizer(&tokenizer);
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         config,

@@ -15,6 +15,7 @@
 //! layers.{i}.ff.w2.weight         [dim, ff_mult * dim]   down
 //! norm.weight                     [dim]
 //! lm_head.weight                  [vocab, dim]
+//! win_emb.weight                  [window_bins, dim]   only with window_bins > 0
 //! ```
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -32,6 +33,10 @@ fn default_norm_eps() -> f64 {
     1e-5
 }
 
+pub(crate) fn default_window_bin_ms() -> u32 {
+    100
+}
+
 /// Decoder hyper-parameters. Key names are read by an external PyTorch peer benchmark from
 /// `config.json`; keep them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +52,13 @@ pub struct DecoderConfig {
     pub rope_theta: f64,
     #[serde(default = "default_norm_eps")]
     pub norm_eps: f64,
+    /// Buckets of the window-position input (`crate::window`): each token's embedding gets the
+    /// bucket of the window's latest onset added. 0 = no such input (checkpoints before it).
+    #[serde(default)]
+    pub window_bins: usize,
+    /// Width of one window-position bucket in ms (the last bucket is open-ended).
+    #[serde(default = "default_window_bin_ms")]
+    pub window_bin_ms: u32,
 }
 
 impl DecoderConfig {
@@ -82,6 +94,8 @@ impl DecoderConfig {
             max_seq_len,
             rope_theta: default_rope_theta(),
             norm_eps: default_norm_eps(),
+            window_bins: 0,
+            window_bin_ms: default_window_bin_ms(),
         }
     }
 
@@ -104,6 +118,11 @@ impl DecoderConfig {
                 "decoder: rope_theta {} must be a positive number",
                 self.rope_theta
             )));
+        }
+        if self.window_bins > 0 && self.window_bin_ms == 0 {
+            return Err(Error::Config(
+                "decoder: window_bin_ms must be at least 1 when window_bins is set".into(),
+            ));
         }
         Ok(())
     }
@@ -146,6 +165,9 @@ pub(crate) fn validate_common(
 #[derive(Debug, Clone)]
 pub struct Decoder {
     tok_emb: Embedding,
+    /// Window-position embedding `[window_bins, dim]` (`crate::window`), zero at creation so a
+    /// model fine-tuned from one without it starts out computing the same thing.
+    win_emb: Option<Embedding>,
     layers: Vec<Block>,
     norm: Norm,
     lm_head: Linear,
@@ -169,6 +191,13 @@ impl Decoder {
                 stdev: 0.02,
             },
         )?;
+        let win_emb = (cfg.window_bins > 0)
+            .then(|| {
+                vb.pp("win_emb")
+                    .get_with_hints((cfg.window_bins, cfg.dim), "weight", Init::Const(0.0))
+                    .map(|w| Embedding::new(w, cfg.dim))
+            })
+            .transpose()?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 Block::new(
@@ -183,6 +212,7 @@ impl Decoder {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             tok_emb: Embedding::new(emb, cfg.dim),
+            win_emb,
             layers,
             norm: Norm::new(cfg.dim, cfg.norm_eps, vb.pp("norm"))?,
             lm_head: layers::linear(cfg.dim, cfg.vocab_size, vb.pp("lm_head"))?,
@@ -210,15 +240,26 @@ impl Decoder {
         self.tok_emb.embeddings().dtype()
     }
 
+    /// Whether the model reads the window position (`crate::window`).
+    pub fn reads_window(&self) -> bool {
+        self.win_emb.is_some()
+    }
+
     /// Training forward: `ids` `[B, T]` u32 → logits `[B, T, vocab]` in the model dtype.
-    /// Differentiable through the `VarMap` variables.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        self.forward_with(ids, |_, x| Ok(x))
+    /// `win` `[B, T]` u32 holds the window-position bins (`window::window_bins`), required when
+    /// the model reads them and ignored otherwise. Differentiable through the `VarMap` variables.
+    pub fn forward(&self, ids: &Tensor, win: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with(ids, win, |_, x| Ok(x))
     }
 
     /// The full forward with `hook(i, x)` run on the residual stream after block `i`; Staria
     /// inserts its cross-attention there.
-    pub(crate) fn forward_with<F>(&self, ids: &Tensor, mut hook: F) -> Result<Tensor>
+    pub(crate) fn forward_with<F>(
+        &self,
+        ids: &Tensor,
+        win: Option<&Tensor>,
+        mut hook: F,
+    ) -> Result<Tensor>
     where
         F: FnMut(usize, Tensor) -> Result<Tensor>,
     {
@@ -237,6 +278,24 @@ impl Decoder {
         layers::check_id_tensor("decoder input", ids, self.cfg.vocab_size)?;
         let mask = layers::causal_mask(t, 0, self.dtype(), self.device())?;
         let mut x = self.tok_emb.forward(ids)?;
+        if let Some(win_emb) = &self.win_emb {
+            let win = win.ok_or_else(|| {
+                Error::Config(format!(
+                    "decoder: this model reads the window position (window_bins {}); the \
+                     forward needs the bins of every token",
+                    self.cfg.window_bins
+                ))
+            })?;
+            if win.dims() != ids.dims() {
+                return Err(Error::Config(format!(
+                    "decoder: window bins have shape {:?}, the ids {:?}",
+                    win.dims(),
+                    ids.dims()
+                )));
+            }
+            layers::check_id_tensor("decoder window bins", win, self.cfg.window_bins)?;
+            x = (x + win_emb.forward(win)?)?;
+        }
         for (i, block) in self.layers.iter().enumerate() {
             x = block.forward(&x, &self.rope, Some(&mask))?;
             x = hook(i, x)?;
@@ -258,14 +317,21 @@ impl Decoder {
 
     /// Incremental decoding (inference only, batch 1): appends `ids` at positions
     /// `cache.len()..` and returns the logits of the last one, `[vocab]` f32 on the model device.
-    /// Several ids at once is a prefill. On error the cache keeps its previous length.
-    pub fn forward_cached(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        self.forward_cached_with(ids, cache, |_, x| Ok(x))
+    /// Several ids at once is a prefill. `win` gives their window-position bins (required when
+    /// the model reads them; `AnyModel` keeps the clock). On error the cache keeps its length.
+    pub fn forward_cached(
+        &self,
+        ids: &[u32],
+        win: Option<&[u32]>,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.forward_cached_with(ids, win, cache, |_, x| Ok(x))
     }
 
     pub(crate) fn forward_cached_with<F>(
         &self,
         ids: &[u32],
+        win: Option<&[u32]>,
         cache: &mut KvCache,
         mut hook: F,
     ) -> Result<Tensor>
@@ -298,6 +364,16 @@ impl Decoder {
             emb.index_select(&Tensor::new(ids, self.device())?, 0)?
         }
         .reshape((1, t, self.cfg.dim))?;
+        if let Some(win_emb) = &self.win_emb {
+            let win = win
+                .filter(|w| w.len() == t)
+                .ok_or_else(|| crate::window::missing_clock("decoder", self.cfg.window_bins))?;
+            layers::check_ids("decoder window bins", win, self.cfg.window_bins)?;
+            let rows = win_emb
+                .embeddings()
+                .index_select(&Tensor::new(win, self.device())?, 0)?;
+            x = (x + rows.reshape((1, t, self.cfg.dim))?)?;
+        }
         for (i, block) in self.layers.iter().enumerate() {
             x = block.forward_cached(&x, &self.rope, cache.layer(i), pos)?;
             x = hook(i, x)?;

@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod song;
 pub mod staria;
 pub mod tokenizer;
+pub mod window;
 
 pub use checkpoint::{Checkpoint, CheckpointConfig, Provenance};
 pub use decoder::{Decoder, DecoderConfig};

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 use crate::layers::KvCache;
 use crate::prompt::Prompt;
 use crate::staria::{Latents, SnippetBatch, Staria, StariaConfig};
+use crate::tokenizer::Tokenizer;
+use crate::window::{self, WindowClock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +108,9 @@ pub struct AnyModel {
     net: Net,
     cache: KvCache,
     config: ModelConfig,
+    /// The window position of the cached tokens, for a model that reads it (`crate::window`);
+    /// set by [`set_tokenizer`](Self::set_tokenizer).
+    clock: Option<WindowClock>,
 }
 
 impl std::fmt::Debug for AnyModel {
@@ -138,7 +143,14 @@ impl AnyModel {
             net,
             cache,
             config: config.clone(),
+            clock: None,
         })
+    }
+
+    /// Gives the model its tokenizer, which a model with a window-position input needs to
+    /// decode (`crate::window`); a no-op for one without. Checkpoint loading calls it.
+    pub fn set_tokenizer(&mut self, tokenizer: &Tokenizer) {
+        self.clock = WindowClock::new(tokenizer, self.config.decoder());
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -202,10 +214,20 @@ impl AnyModel {
 
     /// Several tokens in (live modes), the last one's logits out. On error nothing is appended.
     pub fn extend(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let win = match &mut self.clock {
+            Some(clock) => Some(clock.feed(self.cache.len(), tokens)?),
+            None if self.config.decoder().window_bins > 0 => {
+                return Err(window::missing_clock(
+                    "model",
+                    self.config.decoder().window_bins,
+                ));
+            }
+            None => None,
+        };
         let logits = match &self.net {
-            Net::Decoder(m) => m.forward_cached(tokens, &mut self.cache)?,
+            Net::Decoder(m) => m.forward_cached(tokens, win, &mut self.cache)?,
             Net::Staria { model, latents } => {
-                model.forward_cached(tokens, &mut self.cache, latents)?
+                model.forward_cached(tokens, win, &mut self.cache, latents)?
             }
         };
         Ok(logits.to_device(&Device::Cpu)?)
@@ -218,17 +240,23 @@ impl AnyModel {
     }
 
     /// Training forward (no cache): `ids` `[B, T]` u32 in the kind's layout → logits
-    /// `[B, T, vocab]`. `snippets` is for Staria (`None` = no cross-attention); a decoder-only
-    /// model refuses them.
-    pub fn forward_train(&self, ids: &Tensor, snippets: Option<&SnippetBatch>) -> Result<Tensor> {
+    /// `[B, T, vocab]`. `win` holds the window-position bins `[B, T]` (`window::window_bins`),
+    /// required when the model reads them. `snippets` is for Staria (`None` = no
+    /// cross-attention); a decoder-only model refuses them.
+    pub fn forward_train(
+        &self,
+        ids: &Tensor,
+        win: Option<&Tensor>,
+        snippets: Option<&SnippetBatch>,
+    ) -> Result<Tensor> {
         match (&self.net, snippets) {
-            (Net::Decoder(m), None) => m.forward(ids),
+            (Net::Decoder(m), None) => m.forward(ids, win),
             (Net::Decoder(_), Some(_)) => Err(Error::Config(
                 "decoder model: forward_train got snippets; the decoder-only baseline reads \
                  them inline"
                     .into(),
             )),
-            (Net::Staria { model, .. }, sb) => model.forward(ids, sb),
+            (Net::Staria { model, .. }, sb) => model.forward(ids, win, sb),
         }
     }
 

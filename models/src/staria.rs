@@ -390,10 +390,16 @@ impl Staria {
 
     /// Training forward: `dec_ids` `[B, T]` u32 (decoder layout) and the batch's snippets →
     /// logits `[B, T, vocab]`. `None` (or a prompt whose slots are all absent) skips the
-    /// cross-attention, as at inference. Differentiable through the `VarMap` variables.
-    pub fn forward(&self, dec_ids: &Tensor, snippets: Option<&SnippetBatch>) -> Result<Tensor> {
+    /// cross-attention, as at inference. `win` as in [`Decoder::forward`]. Differentiable
+    /// through the `VarMap` variables.
+    pub fn forward(
+        &self,
+        dec_ids: &Tensor,
+        win: Option<&Tensor>,
+        snippets: Option<&SnippetBatch>,
+    ) -> Result<Tensor> {
         let Some(sb) = snippets else {
-            return self.decoder.forward(dec_ids);
+            return self.decoder.forward(dec_ids, win);
         };
         let (b, _) = dec_ids.dims2().map_err(|_| {
             Error::Config(format!(
@@ -448,7 +454,7 @@ impl Staria {
             })
             .collect::<Result<Vec<_>>>()?;
         self.decoder
-            .forward_with(dec_ids, |i, x| match self.cfg.site_after(i) {
+            .forward_with(dec_ids, win, |i, x| match self.cfg.site_after(i) {
                 Some(j) => self.xattn[j].forward(&x, &kvs[j], &key_mask, &any),
                 None => Ok(x),
             })
@@ -460,10 +466,12 @@ impl Staria {
     }
 
     /// Incremental decoding (inference only, batch 1) against one prompt's `latents` (from
-    /// [`Staria::encode_snippets`]); returns the last position's logits `[vocab]` f32.
+    /// [`Staria::encode_snippets`]); returns the last position's logits `[vocab]` f32. `win` as
+    /// in [`Decoder::forward_cached`].
     pub fn forward_cached(
         &self,
         ids: &[u32],
+        win: Option<&[u32]>,
         cache: &mut KvCache,
         latents: &Latents,
     ) -> Result<Tensor> {
@@ -475,10 +483,10 @@ impl Staria {
             )));
         }
         if latents.is_empty() {
-            return self.decoder.forward_cached(ids, cache);
+            return self.decoder.forward_cached(ids, win, cache);
         }
         self.decoder
-            .forward_cached_with(ids, cache, |i, x| match self.cfg.site_after(i) {
+            .forward_cached_with(ids, win, cache, |i, x| match self.cfg.site_after(i) {
                 Some(j) => {
                     let (k, v) = &latents.kv[j];
                     self.xattn[j].forward_cached(&x, k, v)

@@ -15,7 +15,8 @@ use rand::Rng;
 use staria_models::SectionLabel;
 use staria_models::prompt::Prompt;
 use staria_models::staria::SnippetBatch;
-use staria_models::tokenizer::{PromptSpec, TokenKind, Tokenizer};
+use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
+use staria_models::window::{WindowBins, latest_onsets};
 
 use crate::config::DataSection;
 use crate::error::{Result, TrainError};
@@ -136,6 +137,10 @@ pub struct Example {
     pub snippets: Vec<(SectionLabel, Vec<u32>)>,
     /// Body tokens covered (the targets).
     pub targets: usize,
+    /// The window's latest onset (ms) after each token of `inline` / `decoder`: the
+    /// window-position input (`staria_models::window`) of models that read it.
+    pub inline_onsets: Vec<u32>,
+    pub decoder_onsets: Vec<u32>,
 }
 
 /// Body positions a window may start at: `<T>`, a section tag, `<D>`, `<E>`, or a note/drum.
@@ -190,7 +195,22 @@ impl Prepared {
         decoder.extend_from_slice(&header);
         let decoder_given = decoder.len();
         decoder.extend_from_slice(window);
+        // The body's clock runs from its start, so a window cut part-way through a time window
+        // reads where it really is, as generation (which has the whole piece) does.
+        let mut clock = StreamDecoder::new();
+        for &id in &self.body[..start] {
+            clock.push(tok, id);
+        }
+        let mut body_onsets = latest_onsets(tok, &mut clock, &header);
+        body_onsets.extend(latest_onsets(tok, &mut clock, window));
+        let with_prompt = |prompt: &[u32]| {
+            let mut v = latest_onsets(tok, &mut StreamDecoder::new(), prompt);
+            v.extend_from_slice(&body_onsets);
+            v
+        };
         let ex = Example {
+            inline_onsets: with_prompt(&self.prompt.inline),
+            decoder_onsets: with_prompt(&self.prompt.decoder),
             inline,
             decoder,
             inline_given,
@@ -267,6 +287,8 @@ pub enum Layout {
 /// A padded batch: inputs, next-token targets and the target mask.
 pub struct Batch {
     pub ids: Tensor,
+    /// Window-position bins of the inputs `[B, T]`, for a model that reads them.
+    pub win: Option<Tensor>,
     pub targets: Tensor,
     pub mask: Tensor,
     pub snippets: Option<SnippetBatch>,
@@ -274,10 +296,13 @@ pub struct Batch {
     pub tokens: usize,
 }
 
+/// `window`: the model's window-position buckets (`WindowBins::of`), `None` for a model
+/// without that input.
 pub fn collate(
     examples: &[Example],
     layout: Layout,
     pad: u32,
+    window: Option<WindowBins>,
     snippet_len: usize,
     device: &Device,
 ) -> Result<Batch> {
@@ -291,6 +316,13 @@ pub fn collate(
             Layout::Staria => (e.decoder.as_slice(), e.decoder_given),
         })
         .collect();
+    let onsets: Vec<&[u32]> = examples
+        .iter()
+        .map(|e| match layout {
+            Layout::Inline => e.inline_onsets.as_slice(),
+            Layout::Staria => e.decoder_onsets.as_slice(),
+        })
+        .collect();
     let t = seqs
         .iter()
         .map(|(s, _)| s.len().saturating_sub(1))
@@ -301,10 +333,23 @@ pub fn collate(
     let mut ids = vec![pad; b * t];
     let mut targets = vec![pad; b * t];
     let mut mask = vec![0f32; b * t];
+    let mut bins = vec![0u32; if window.is_some() { b * t } else { 0 }];
     let mut tokens = 0;
     for (row, (s, given)) in seqs.iter().enumerate() {
         let n = s.len().saturating_sub(1);
         tokens += n;
+        if let Some(w) = window {
+            if onsets[row].len() != s.len() {
+                return Err(TrainError::Data(format!(
+                    "example {row}: {} window onsets for {} tokens",
+                    onsets[row].len(),
+                    s.len()
+                )));
+            }
+            for i in 0..n {
+                bins[row * t + i] = w.bin(onsets[row][i]);
+            }
+        }
         for i in 0..n {
             ids[row * t + i] = s[i];
             targets[row * t + i] = s[i + 1];
@@ -320,6 +365,10 @@ pub fn collate(
     };
     Ok(Batch {
         ids: Tensor::from_vec(ids, (b, t), device)?,
+        win: match window {
+            Some(_) => Some(Tensor::from_vec(bins, (b, t), device)?),
+            None => None,
+        },
         targets: Tensor::from_vec(targets, (b, t), device)?,
         mask: Tensor::from_vec(mask, (b, t), device)?,
         snippets,

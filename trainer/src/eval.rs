@@ -68,6 +68,7 @@ use staria_models::fast::{FastDecoder, WeightFormat};
 use staria_models::midi::{read_midi, write_midi};
 use staria_models::model::AnyModel;
 use staria_models::tokenizer::{PromptSpec, Tokenizer};
+use staria_models::window::WindowBins;
 use staria_models::{Note, SectionLabel, Song};
 
 use crate::batch::{Augment, Layout, collate, masked_nll, prepare_piece, truncate_snippet};
@@ -257,11 +258,10 @@ pub fn evaluate(model_dir: &Path, data: &EvalData, opts: &EvalOptions) -> Result
     let fast = match opts.backend {
         GenBackend::Fast(format) if opts.device.is_cpu() => {
             let tensors = checkpoint::load_tensors(model_dir, &Device::Cpu)?;
-            Some(FastDecoder::from_checkpoint_tensors(
-                &ck.config.model,
-                format,
-                &tensors,
-            )?)
+            let mut fast =
+                FastDecoder::from_checkpoint_tensors(&ck.config.model, format, &tensors)?;
+            fast.set_tokenizer(&ck.tokenizer);
+            Some(fast)
         }
         _ => None,
     };
@@ -470,8 +470,10 @@ pub fn evaluate_model(
             snippet_tokens,
         )?;
         for chunk in prepared.all_examples(tok, seq_len)?.chunks(8) {
-            let batch = collate(chunk, layout, tok.pad_id(), snippet_len, device)?;
-            let logits = model.forward_train(&batch.ids, batch.snippets.as_ref())?;
+            let window = WindowBins::of(model.config().decoder());
+            let batch = collate(chunk, layout, tok.pad_id(), window, snippet_len, device)?;
+            let logits =
+                model.forward_train(&batch.ids, batch.win.as_ref(), batch.snippets.as_ref())?;
             let (_, s, c) = masked_nll(&logits, &batch.targets, &batch.mask)?;
             nats += s;
             count += c;

@@ -23,6 +23,7 @@ use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
 use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, VALIDATION};
 use staria_models::params::SeededVars;
+use staria_models::window::WindowBins;
 
 /// Settings every stage command shares.
 #[derive(Debug, Clone)]
@@ -224,10 +225,11 @@ impl LmModel {
         examples: &[Example],
         device: &Device,
     ) -> Result<(candle_core::Tensor, f64, f64, usize)> {
-        let batch = collate(examples, self.layout, 0, self.snippet_len, device)?;
-        let logits = self
-            .model
-            .forward_train(&batch.ids, batch.snippets.as_ref())?;
+        let window = WindowBins::of(self.config.decoder());
+        let batch = collate(examples, self.layout, 0, window, self.snippet_len, device)?;
+        let logits =
+            self.model
+                .forward_train(&batch.ids, batch.win.as_ref(), batch.snippets.as_ref())?;
         let (mean, sum, count) = masked_nll(&logits, &batch.targets, &batch.mask)?;
         Ok((mean, sum, count, batch.tokens))
     }
@@ -473,8 +475,8 @@ pub fn train_decoder(
 }
 
 /// `train-decoder`, starting from the weights of the decoder-only checkpoint `init` when given
-/// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required; the
-/// optimizer and schedule start fresh.
+/// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required (the
+/// run may add the window-position input, `window_bins`); the optimizer and schedule start fresh.
 pub fn train_decoder_from(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -489,7 +491,14 @@ pub fn train_decoder_from(
     if let (Some(dir), None) = (init, &saved) {
         let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
         models::check_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer.hash())?;
-        if icfg.kind() != ModelKind::Decoder || icfg.model != cfg {
+        // A checkpoint without the window-position input may start a run that adds it: the
+        // new table starts at zero, so the model starts out computing what the checkpoint did.
+        let mut without_window = cfg.clone();
+        if let ModelConfig::Decoder(d) = &mut without_window {
+            d.window_bins = 0;
+        }
+        if icfg.kind() != ModelKind::Decoder || (icfg.model != cfg && icfg.model != without_window)
+        {
             return Err(TrainError::file(
                 dir,
                 format!(

@@ -191,6 +191,8 @@ fn dream(
         min_p: ws.dream_min_p,
         max_tokens: ws.dream_tokens,
     };
+    // The network may have been rebuilt since the last dream; its window clock with it.
+    lm.model.set_tokenizer(tok);
     let g = generate(
         &mut CandleLogits::new(&mut lm.model),
         tok,

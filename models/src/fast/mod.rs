@@ -52,6 +52,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::window::{self, WindowBins, WindowClock};
 pub use kernels::Isa;
 use kernels::padded;
 
@@ -134,6 +135,11 @@ pub struct FastConfig {
     /// Size of one latent vector; `None` = `dim`.
     #[serde(default)]
     pub latent_dim: Option<usize>,
+    /// Window-position input (`crate::window`), as `DecoderConfig::window_bins`; 0 = none.
+    #[serde(default)]
+    pub window_bins: usize,
+    #[serde(default = "crate::decoder::default_window_bin_ms")]
+    pub window_bin_ms: u32,
 }
 
 impl FastConfig {
@@ -158,6 +164,8 @@ impl FastConfig {
             cross_every: 0,
             max_latents: default_max_latents(),
             latent_dim: None,
+            window_bins: 0,
+            window_bin_ms: crate::decoder::default_window_bin_ms(),
         }
     }
 
@@ -224,6 +232,11 @@ impl FastConfig {
                 self.norm_eps
             )));
         }
+        if self.window_bins > 0 && self.window_bin_ms == 0 {
+            return Err(Error::Config(
+                "fast decoder: window_bin_ms must be at least 1 when window_bins is set".into(),
+            ));
+        }
         if self.cross_every > 0 && (self.max_latents == 0 || self.latent_dim() == 0) {
             return Err(Error::Config(
                 "fast decoder: cross-attention needs max_latents and latent_dim of at least 1"
@@ -247,6 +260,8 @@ impl From<&crate::decoder::DecoderConfig> for FastConfig {
         );
         f.rope_theta = d.rope_theta;
         f.norm_eps = d.norm_eps;
+        f.window_bins = d.window_bins;
+        f.window_bin_ms = d.window_bin_ms;
         f
     }
 }
@@ -279,6 +294,8 @@ impl FastConfig {
 /// Tensor names read by [`FastDecoder::from_tensors`] (candle `Linear` layout `[out, in]`).
 pub mod names {
     pub const TOK_EMB: &str = "tok_emb.weight";
+    /// `[window_bins, dim]`, only with `window_bins > 0`.
+    pub const WIN_EMB: &str = "win_emb.weight";
     pub const NORM: &str = "norm.weight";
     pub const LM_HEAD: &str = "lm_head.weight";
 
@@ -330,6 +347,8 @@ struct CrossSite {
 /// Immutable model state.
 struct Weights {
     tok_emb: Vec<f32>,
+    /// Window-position embedding `[window_bins, dim]`; empty without that input.
+    win_emb: Vec<f32>,
     layers: Vec<Layer>,
     cross: Vec<CrossSite>,
     norm: Vec<f32>,
@@ -414,6 +433,9 @@ pub struct FastDecoder {
     head_dim: usize,
     w: Weights,
     s: State,
+    /// The window position of the cached tokens, for a model that reads it; set by
+    /// [`set_tokenizer`](Self::set_tokenizer).
+    clock: Option<WindowClock>,
 }
 
 /// The most run-time state (KV cache and RoPE tables, f32) a config may ask for: sizes the
@@ -497,6 +519,14 @@ where
     }
     expect(names::NORM, Some(&[d]), &format!("dim = {d}"))?;
     expect(names::LM_HEAD, Some(&[v, d]), &dims)?;
+    if cfg.window_bins > 0 {
+        let wb = cfg.window_bins;
+        expect(
+            names::WIN_EMB,
+            Some(&[wb, d]),
+            &format!("window_bins = {wb}, dim = {d}"),
+        )?;
+    }
     // What the weights do not imply: the KV cache (keys and values of every layer and position,
     // worst case f32), the cross-attention caches and the RoPE tables.
     let (layers, seq) = (cfg.n_layers as u128, cfg.max_seq_len as u128);
@@ -626,6 +656,10 @@ impl FastDecoder {
         let g = &mut get;
 
         let tok_emb = fetch(g, names::TOK_EMB, &[v, d])?;
+        let win_emb = match cfg.window_bins {
+            0 => Vec::new(),
+            wb => fetch(g, names::WIN_EMB, &[wb, d])?,
+        };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
             let n = |s: &str| names::layer(i, s);
@@ -717,6 +751,7 @@ impl FastDecoder {
             head_dim: hd,
             w: Weights {
                 tok_emb,
+                win_emb,
                 layers,
                 cross,
                 norm,
@@ -725,6 +760,7 @@ impl FastDecoder {
                 rope_sin,
             },
             s,
+            clock: None,
         })
     }
 
@@ -868,6 +904,16 @@ impl FastDecoder {
         Ok(())
     }
 
+    /// Gives the decoder its tokenizer, which a model with a window-position input needs
+    /// (`crate::window`); a no-op for one without. Allocates the clock (once).
+    pub fn set_tokenizer(&mut self, tokenizer: &crate::tokenizer::Tokenizer) {
+        let bins = (self.cfg.window_bins > 0).then_some(WindowBins {
+            count: self.cfg.window_bins,
+            bin_ms: self.cfg.window_bin_ms,
+        });
+        self.clock = WindowClock::with_bins(tokenizer, bins, self.cfg.max_seq_len);
+    }
+
     /// Appends one token and returns the next-token logits `[vocab_size]`. Never allocates
     /// (except to build an error). On error nothing changes.
     pub fn step(&mut self, token: u32) -> Result<&[f32]> {
@@ -885,7 +931,17 @@ impl FastDecoder {
             ));
         }
         self.check_tokens(tokens)?;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
+        let bins: &[u32] = match &mut self.clock {
+            Some(clock) => clock.feed(self.s.pos, tokens)?,
+            None if self.cfg.window_bins > 0 => {
+                return Err(window::missing_clock("fast decoder", self.cfg.window_bins));
+            }
+            None => &[],
+        };
+        for (k, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+            let chunk_bins = bins
+                .get(k * PREFILL_CHUNK..k * PREFILL_CHUNK + chunk.len())
+                .unwrap_or(&[]);
             forward_chunk(
                 &self.w,
                 &mut self.s,
@@ -893,6 +949,7 @@ impl FastDecoder {
                 self.head_dim,
                 self.isa,
                 chunk,
+                chunk_bins,
             );
         }
         let last = (tokens.len() - 1) % PREFILL_CHUNK;
@@ -993,7 +1050,8 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 /// `s.pos ..` and advances it; leaves the final residual streams in `s.x` (row `i` for token
 /// `i`). Every token gets bit-for-bit what it would get alone: the mat-muls reproduce the
 /// mat-vec per token and the attention of a query only reads positions up to its own. The caller
-/// has checked the ids and the room.
+/// has checked the ids and the room. `bins` holds the tokens' window-position bins (one per
+/// token) for a model with that input, and is empty otherwise.
 fn forward_chunk(
     w: &Weights,
     s: &mut State,
@@ -1001,14 +1059,23 @@ fn forward_chunk(
     hd: usize,
     isa: Isa,
     tokens: &[u32],
+    bins: &[u32],
 ) {
     let n = tokens.len();
     debug_assert!((1..=PREFILL_CHUNK).contains(&n));
+    debug_assert!(bins.len() == if w.win_emb.is_empty() { 0 } else { n });
     let (d, pd) = (cfg.dim, padded(cfg.dim));
     let eps = cfg.norm_eps as f32;
     for (x, &t) in s.x.chunks_exact_mut(d).zip(tokens) {
         let t = t as usize;
         x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+    }
+    // Same order of additions as the candle model: token row, then window row.
+    for (x, &b) in s.x.chunks_exact_mut(d).zip(bins) {
+        let b = b as usize;
+        for (xv, wv) in x.iter_mut().zip(&w.win_emb[b * d..(b + 1) * d]) {
+            *xv += wv;
+        }
     }
 
     for (li, layer) in w.layers.iter().enumerate() {

@@ -286,6 +286,7 @@ pub(crate) fn backward(
         final_normed,
         logits,
         ids,
+        win,
         d_normed,
         d_attn_out,
         d_qkv,
@@ -325,6 +326,7 @@ pub(crate) fn backward(
     {
         block_backward(s, w, g, a, resid, &mut scratch, rope);
     }
+    // Both embeddings are added into the first residual: each gets its gradient by row.
     grads.tok_emb.fill(0.0);
     for (r, &id) in ids[..rows].iter().enumerate() {
         let id = id as usize;
@@ -333,6 +335,18 @@ pub(crate) fn backward(
             .zip(&resid[r * d..(r + 1) * d])
         {
             *ge += dr;
+        }
+    }
+    grads.win_emb.fill(0.0);
+    if !grads.win_emb.is_empty() {
+        for (r, &bin) in win[..rows].iter().enumerate() {
+            let bin = bin as usize;
+            for (ge, dr) in grads.win_emb[bin * d..(bin + 1) * d]
+                .iter_mut()
+                .zip(&resid[r * d..(r + 1) * d])
+            {
+                *ge += dr;
+            }
         }
     }
 }

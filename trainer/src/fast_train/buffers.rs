@@ -60,6 +60,8 @@ pub(crate) struct Buffers {
     pub logits: Vec<f32>,
     /// `[rows]` token ids, next-token targets and the 0/1 loss mask.
     pub ids: Vec<u32>,
+    /// `[rows]` window-position bins of the ids (unused without that input).
+    pub win: Vec<u32>,
     pub targets: Vec<u32>,
     pub mask: Vec<f32>,
     /// `[rows]` per-row loss (nats; 0 where masked out), summed in row order.
@@ -126,6 +128,7 @@ impl Buffers {
             final_normed: z(rows * d),
             logits: z(rows * w.vocab),
             ids: vec![0; rows],
+            win: vec![0; rows],
             targets: vec![0; rows],
             mask: z(rows),
             row_loss: vec![0.0; rows],

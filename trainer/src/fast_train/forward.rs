@@ -257,6 +257,17 @@ pub(crate) fn forward(s: &Shape, p: &Params, buf: &mut Buffers, rope: &RopeTable
         let id = *id as usize;
         buf.resid[r * d..(r + 1) * d].copy_from_slice(&p.tok_emb[id * d..(id + 1) * d]);
     }
+    if !p.win_emb.is_empty() {
+        for (r, bin) in buf.win[..rows].iter().enumerate() {
+            let bin = *bin as usize;
+            for (x, w) in buf.resid[r * d..(r + 1) * d]
+                .iter_mut()
+                .zip(&p.win_emb[bin * d..(bin + 1) * d])
+            {
+                *x += w;
+            }
+        }
+    }
     for (w, a) in p.layers.iter().zip(buf.layers.iter_mut()) {
         block(s, w, a, &mut buf.resid, rope);
     }

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use staria_models::DecoderConfig;
 use staria_models::params::SeededVars;
+use staria_models::window::WindowBins;
 
 use crate::batch::{Example, Layout, collate};
 use crate::error::{Result, TrainError};
@@ -144,10 +145,12 @@ impl FastTrainer {
         }
     }
 
-    /// Loads a `[batch, seq]` batch (row-major ids, targets, 0/1 mask) into the buffers.
+    /// Loads a `[batch, seq]` batch (row-major ids, window-position bins, targets, 0/1 mask)
+    /// into the buffers. `win` is empty for a model without the window input.
     fn load_batch(
         &mut self,
         ids: &[u32],
+        win: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
@@ -174,9 +177,22 @@ impl FastTrainer {
                 "token id {bad} is outside the model vocabulary of {vocab}"
             )));
         }
+        let bins = self.cfg.window_bins;
+        if win.len() != if bins > 0 { rows } else { 0 } {
+            return Err(TrainError::config(format!(
+                "fast path: {} window bins for {rows} ids (window_bins {bins})",
+                win.len()
+            )));
+        }
+        if let Some(&bad) = win.iter().find(|&&b| b as usize >= bins) {
+            return Err(TrainError::config(format!(
+                "window bin {bad} is outside the model's window_bins {bins}"
+            )));
+        }
         self.reserve(batch, seq);
         let b = &mut self.buffers;
         b.ids[..rows].copy_from_slice(ids);
+        b.win[..win.len()].copy_from_slice(win);
         b.targets[..rows].copy_from_slice(targets);
         b.mask[..rows].copy_from_slice(mask);
         Ok(self.shape(batch, seq))
@@ -186,12 +202,13 @@ impl FastTrainer {
     pub fn loss(
         &mut self,
         ids: &[u32],
+        win: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
         seq: usize,
     ) -> Result<(f64, f64)> {
-        let s = self.load_batch(ids, targets, mask, batch, seq)?;
+        let s = self.load_batch(ids, win, targets, mask, batch, seq)?;
         forward::forward(&s, &self.params, &mut self.buffers, &self.rope);
         Ok(forward::loss(&s, &mut self.buffers, false))
     }
@@ -201,12 +218,13 @@ impl FastTrainer {
     pub fn loss_and_grads(
         &mut self,
         ids: &[u32],
+        win: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
         seq: usize,
     ) -> Result<(f64, f64)> {
-        let s = self.load_batch(ids, targets, mask, batch, seq)?;
+        let s = self.load_batch(ids, win, targets, mask, batch, seq)?;
         forward::forward(&s, &self.params, &mut self.buffers, &self.rope);
         let out = forward::loss(&s, &mut self.buffers, true);
         backward::backward(
@@ -237,8 +255,10 @@ impl FastTrainer {
         p: &AdamWParams,
         clip_norm: f64,
     ) -> Result<(f64, usize, f64)> {
-        let (ids, targets, mask, batch, seq, tokens) = flat_batch(examples)?;
-        let (sum, count) = self.loss_and_grads(&ids, &targets, &mask, batch, seq)?;
+        let b = flat_batch(examples, &self.cfg)?;
+        let (sum, count) =
+            self.loss_and_grads(&b.ids, &b.win, &b.targets, &b.mask, b.batch, b.seq)?;
+        let tokens = b.tokens;
         let loss = sum / count.max(1.0);
         if !loss.is_finite() {
             return Err(TrainError::Diverged(format!(
@@ -252,8 +272,8 @@ impl FastTrainer {
 
     /// (summed loss, count) of `examples`, forward only.
     pub fn examples_loss(&mut self, examples: &[Example]) -> Result<(f64, f64)> {
-        let (ids, targets, mask, batch, seq, _) = flat_batch(examples)?;
-        self.loss(&ids, &targets, &mask, batch, seq)
+        let b = flat_batch(examples, &self.cfg)?;
+        self.loss(&b.ids, &b.win, &b.targets, &b.mask, b.batch, b.seq)
     }
 
     /// Writes the weights into `vars` and the optimizer state into `opt` (before a checkpoint).
@@ -264,18 +284,39 @@ impl FastTrainer {
 }
 
 /// A batch collated exactly as the candle path does (`batch::collate`, inline layout, pad 0),
-/// flattened: (ids, targets, mask, batch, seq, input tokens).
-type FlatBatch = (Vec<u32>, Vec<u32>, Vec<f32>, usize, usize, usize);
+/// flattened row-major.
+struct FlatBatch {
+    ids: Vec<u32>,
+    /// Empty for a model without the window input.
+    win: Vec<u32>,
+    targets: Vec<u32>,
+    mask: Vec<f32>,
+    batch: usize,
+    seq: usize,
+    /// Input tokens (not padding).
+    tokens: usize,
+}
 
-fn flat_batch(examples: &[Example]) -> Result<FlatBatch> {
-    let b = collate(examples, Layout::Inline, 0, 0, &Device::Cpu)?;
+fn flat_batch(examples: &[Example], cfg: &DecoderConfig) -> Result<FlatBatch> {
+    let b = collate(
+        examples,
+        Layout::Inline,
+        0,
+        WindowBins::of(cfg),
+        0,
+        &Device::Cpu,
+    )?;
     let (batch, seq) = b.ids.dims2()?;
-    Ok((
-        b.ids.flatten_all()?.to_vec1::<u32>()?,
-        b.targets.flatten_all()?.to_vec1::<u32>()?,
-        b.mask.flatten_all()?.to_vec1::<f32>()?,
+    Ok(FlatBatch {
+        ids: b.ids.flatten_all()?.to_vec1::<u32>()?,
+        win: match &b.win {
+            Some(w) => w.flatten_all()?.to_vec1::<u32>()?,
+            None => Vec::new(),
+        },
+        targets: b.targets.flatten_all()?.to_vec1::<u32>()?,
+        mask: b.mask.flatten_all()?.to_vec1::<f32>()?,
         batch,
         seq,
-        b.tokens,
-    ))
+        tokens: b.tokens,
+    })
 }

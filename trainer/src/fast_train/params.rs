@@ -38,6 +38,8 @@ pub struct Params {
     pub norm: Vec<f32>,
     /// `[vocab, dim]` untied output head.
     pub lm_head: Vec<f32>,
+    /// `[window_bins, dim]` window-position embedding; empty for a model without that input.
+    pub win_emb: Vec<f32>,
 }
 
 /// (VarMap name, shape) of every decoder parameter, in [`Params::named`] order.
@@ -56,6 +58,9 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     }
     out.push(("norm.weight".to_string(), vec![d]));
     out.push(("lm_head.weight".to_string(), vec![v, d]));
+    if cfg.window_bins > 0 {
+        out.push(("win_emb.weight".to_string(), vec![cfg.window_bins, d]));
+    }
     out
 }
 
@@ -78,6 +83,7 @@ impl Params {
                 .collect(),
             norm: vec![0.0; d],
             lm_head: vec![0.0; v * d],
+            win_emb: vec![0.0; cfg.window_bins * d],
         }
     }
 
@@ -96,6 +102,9 @@ impl Params {
         }
         out.push(("norm.weight".into(), &self.norm));
         out.push(("lm_head.weight".into(), &self.lm_head));
+        if !self.win_emb.is_empty() {
+            out.push(("win_emb.weight".into(), &self.win_emb));
+        }
         out
     }
 
@@ -114,6 +123,9 @@ impl Params {
         }
         out.push(("norm.weight".into(), &mut self.norm));
         out.push(("lm_head.weight".into(), &mut self.lm_head));
+        if !self.win_emb.is_empty() {
+            out.push(("win_emb.weight".into(), &mut self.win_emb));
+        }
         out
     }
 

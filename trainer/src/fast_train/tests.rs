@@ -16,6 +16,13 @@ fn tiny_config() -> DecoderConfig {
     cfg
 }
 
+/// The same with the window-position input (5 buckets).
+fn tiny_window_config() -> DecoderConfig {
+    let mut cfg = tiny_config();
+    cfg.window_bins = 5;
+    cfg
+}
+
 /// A seeded decoder whose norm gains are not all 1 (so their use is checked too).
 fn seeded_vars(cfg: &DecoderConfig) -> SeededVars {
     let vars = SeededVars::new(11);
@@ -31,8 +38,25 @@ fn seeded_vars(cfg: &DecoderConfig) -> SeededVars {
             .collect();
         gains.insert(n, Tensor::from_vec(g, cfg.dim, &Device::Cpu).unwrap());
     }
+    // A window table that is not zero (as it is at creation), so its use is checked too.
+    if cfg.window_bins > 0 {
+        let n = cfg.window_bins * cfg.dim;
+        let w: Vec<f32> = (0..n).map(|j| 0.05 * (j as f32 * 1.3).sin()).collect();
+        let t = Tensor::from_vec(w, (cfg.window_bins, cfg.dim), &Device::Cpu).unwrap();
+        gains.insert("win_emb.weight".into(), t);
+    }
     vars.load(&gains).unwrap();
     vars
+}
+
+/// Window bins for a `[b, t]` batch: empty without the input, else rising within runs.
+fn window(cfg: &DecoderConfig, b: usize, t: usize) -> Vec<u32> {
+    if cfg.window_bins == 0 {
+        return Vec::new();
+    }
+    (0..b * t)
+        .map(|i| ((i % t) / 4 % cfg.window_bins) as u32)
+        .collect()
 }
 
 /// Pseudo-random ids, targets and a mask with zeros (a given prefix per row, a few holes).
@@ -70,14 +94,18 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     if scale == 0.0 { diff } else { diff / scale }
 }
 
-fn check_against_candle(b: usize, t: usize) {
-    let cfg = tiny_config();
+fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
     let dev = Device::Cpu;
     let vars = seeded_vars(&cfg);
     let model = Decoder::new(&cfg, vars.builder(&dev)).unwrap();
     let (ids, targets, mask) = batch(&cfg, b, t);
+    let win = window(&cfg, b, t);
+    let win_t = (!win.is_empty()).then(|| Tensor::from_slice(&win, (b, t), &dev).unwrap());
     let logits = model
-        .forward(&Tensor::from_slice(&ids, (b, t), &dev).unwrap())
+        .forward(
+            &Tensor::from_slice(&ids, (b, t), &dev).unwrap(),
+            win_t.as_ref(),
+        )
         .unwrap();
     let (mean, sum, count) = masked_nll(
         &logits,
@@ -94,7 +122,9 @@ fn check_against_candle(b: usize, t: usize) {
     };
     let mut opt = AdamW::new(vars.named(), hyper).unwrap();
     let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
-    let (fsum, fcount) = fast.loss_and_grads(&ids, &targets, &mask, b, t).unwrap();
+    let (fsum, fcount) = fast
+        .loss_and_grads(&ids, &win, &targets, &mask, b, t)
+        .unwrap();
     assert_eq!(fcount, count);
     let (want, got) = (sum / count, fsum / fcount);
     assert!(
@@ -128,7 +158,7 @@ fn check_against_candle(b: usize, t: usize) {
     }
     let mut end_to_end = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
     end_to_end
-        .loss_and_grads(&ids, &targets, &mask, b, t)
+        .loss_and_grads(&ids, &win, &targets, &mask, b, t)
         .unwrap();
     opt.step(&grads, 0.5).unwrap();
     fast.apply_grads(&hyper, 0.5).unwrap();
@@ -181,13 +211,32 @@ fn check_against_candle(b: usize, t: usize) {
 
 #[test]
 fn fast_loss_gradients_and_adamw_step_match_candle() {
-    check_against_candle(2, 24);
+    check_against_candle(tiny_config(), 2, 24);
 }
 
 #[test]
 fn fast_matches_candle_across_attention_blocks() {
     // 150 positions: three query blocks, the last one partial.
-    check_against_candle(2, 150);
+    check_against_candle(tiny_config(), 2, 150);
+}
+
+#[test]
+fn fast_matches_candle_with_the_window_input() {
+    check_against_candle(tiny_window_config(), 2, 40);
+}
+
+#[test]
+fn fast_refuses_window_bins_that_do_not_fit() {
+    let cfg = tiny_window_config();
+    let vars = seeded_vars(&cfg);
+    Decoder::new(&cfg, vars.builder(&Device::Cpu)).unwrap();
+    let opt = AdamW::new(vars.named(), AdamWParams::default()).unwrap();
+    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let (ids, targets, mask) = batch(&cfg, 1, 8);
+    let err = fast.loss(&ids, &[], &targets, &mask, 1, 8).unwrap_err();
+    assert!(err.to_string().contains("window bins"), "{err}");
+    let err = fast.loss(&ids, &[9; 8], &targets, &mask, 1, 8).unwrap_err();
+    assert!(err.to_string().contains("window_bins 5"), "{err}");
 }
 
 #[test]
@@ -209,7 +258,9 @@ fn fast_steps_reduce_loss_on_a_repeated_sequence() {
     let mask = vec![1.0; b * t];
     let mut losses = Vec::new();
     for _ in 0..20 {
-        let (sum, count) = fast.loss_and_grads(&ids, &targets, &mask, b, t).unwrap();
+        let (sum, count) = fast
+            .loss_and_grads(&ids, &[], &targets, &mask, b, t)
+            .unwrap();
         losses.push(sum / count);
         fast.apply_grads(&hyper, 1.0).unwrap();
     }
