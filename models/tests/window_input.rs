@@ -179,18 +179,18 @@ fn training_forward_cached_candle_and_fast_decoders_agree() {
     let c = model.extend(&seq[..10]).unwrap();
     let f = fast.prefill(&seq[..10]).unwrap().to_vec();
     check(9, &c, &f);
-    for i in 10..n {
-        let c = model.step(seq[i]).unwrap();
-        let f = fast.step(seq[i]).unwrap().to_vec();
+    for (i, &id) in seq.iter().enumerate().skip(10) {
+        let c = model.step(id).unwrap();
+        let f = fast.step(id).unwrap().to_vec();
         check(i, &c, &f);
     }
     // Rewind both to a point inside the second window and replay: the same logits.
     let back = 30;
     model.truncate(back);
     fast.truncate(back);
-    for i in back..n {
-        let c = model.step(seq[i]).unwrap();
-        let f = fast.step(seq[i]).unwrap().to_vec();
+    for (i, &id) in seq.iter().enumerate().skip(back) {
+        let c = model.step(id).unwrap();
+        let f = fast.step(id).unwrap().to_vec();
         check(i, &c, &f);
     }
 }

@@ -264,6 +264,8 @@ impl Prepared {
                     let drop = end - e;
                     ex.inline.truncate(ex.inline.len() - drop);
                     ex.decoder.truncate(ex.decoder.len() - drop);
+                    ex.inline_onsets.truncate(ex.inline.len());
+                    ex.decoder_onsets.truncate(ex.decoder.len());
                     ex.targets -= drop;
                     end = e;
                 }

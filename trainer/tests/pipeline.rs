@@ -386,3 +386,54 @@ fn runs_resume_across_the_candle_and_fast_backends() {
         );
     }
 }
+
+#[test]
+fn a_run_adds_the_window_input_to_a_decoder_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let exp = common::tiny_config();
+    let dec = tmp.path().join("decoder");
+    train::train_decoder(&exp, &shards, &run_opts(&dec)).unwrap();
+
+    let mut with_window = exp.clone();
+    with_window
+        .model
+        .overrides
+        .insert("window_bins".into(), toml::Value::Integer(8));
+    let tuned = tmp.path().join("tuned");
+    let opts = RunOptions {
+        max_steps: Some(3),
+        backend: Backend::Fast,
+        ..run_opts(&tuned)
+    };
+    train::train_decoder_from(&with_window, &shards, &opts, Some(&dec)).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["window_bins"], 8);
+    let tensors = staria_models::checkpoint::load_tensors(&tuned, &Device::Cpu).unwrap();
+    let table = tensors["win_emb.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(table.iter().any(|&x| x != 0.0), "the table trained");
+
+    // The checkpoint evaluates (training forward with bins, generation on the fast decoder
+    // with its clock) like any other.
+    let data = EvalData::load(&tmp.path().join("corpus"), &eval_opts()).unwrap();
+    let r = eval::evaluate(&tuned, &data, &eval_opts()).unwrap();
+    assert!(r.nll_bits_per_token.is_finite() && r.nll_bits_per_token > 0.0);
+    assert_eq!(r.generations, 2);
+    assert!((0.0..=1.0).contains(&r.valid_rate));
+
+    // The other way round is refused: a window model is not this experiment's size.
+    let err = train::train_decoder_from(
+        &exp,
+        &shards,
+        &run_opts(&tmp.path().join("back")),
+        Some(&tuned),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("is not a decoder-only"), "{err}");
+}

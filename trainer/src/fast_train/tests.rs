@@ -176,10 +176,23 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
+        // Adam's first step is g / (|g| + eps): an entry whose gradient is within rounding of
+        // zero moves by about +-lr whichever sign rounding gave it, so those are left out of the
+        // comparison from the path's own gradients.
+        let g = grads
+            .get(named[&name].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let g_max = g.iter().fold(0f32, |m, x| m.max(x.abs()));
         let max_diff = |a: &[f32]| {
             a.iter()
                 .zip(&want)
-                .map(|(x, y)| (x - y).abs())
+                .zip(&g)
+                .filter(|(_, g)| g.abs() > 1e-3 * g_max)
+                .map(|((x, y), _)| (x - y).abs())
                 .fold(0f32, f32::max)
         };
         // A few ulps: the global norm (so the clip factor) is summed in another order.
@@ -192,8 +205,7 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
             same_grads <= 1e-6,
             "{name}: weights after one step from the same gradients differ by {same_grads} (relative)"
         );
-        // From its own gradients: Adam's first step is g / (|g| + eps), which magnifies
-        // rounding on near-zero gradient entries, so allow a few percent of one step.
+        // From its own gradients (entries not near zero): a few percent of one step.
         let own = max_diff(w_own);
         assert!(
             own < 0.1 * hyper.lr as f32,
