@@ -175,10 +175,11 @@ pub struct EngineParams {
 
 impl Default for EngineParams {
     fn default() -> Self {
+        let sampling = crate::sampling::SamplingParams::default();
         Self {
-            temperature: AtomicF32::new(1.0),
-            top_p: AtomicF32::new(0.95),
-            min_p: AtomicF32::new(0.0),
+            temperature: AtomicF32::new(sampling.temperature),
+            top_p: AtomicF32::new(sampling.top_p),
+            min_p: AtomicF32::new(sampling.min_p),
             pitch_low: AtomicU8::new(0),
             pitch_high: AtomicU8::new(127),
             key_mask: AtomicU16::new(0xFFF),

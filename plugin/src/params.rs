@@ -171,6 +171,7 @@ fn trigger(name: &str) -> BoolParam {
 
 impl Default for StariaParams {
     fn default() -> Self {
+        let sampling = staria_engine::sampling::SamplingParams::default();
         let note = Arc::new(note_name);
         let parse = Arc::new(parse_note);
         Self {
@@ -197,16 +198,25 @@ impl Default for StariaParams {
             immediate: BoolParam::new("Play immediately", false),
             form: EnumParam::new("Form", FormChoice::Aaba),
             style: EnumParam::new("Style", StyleChoice::None),
+            // The engine's defaults (chosen on validation, see `SamplingParams`).
             temperature: FloatParam::new(
                 "Temperature",
-                1.0,
+                sampling.temperature,
                 FloatRange::Linear { min: 0.0, max: 2.0 },
             )
             .with_step_size(0.01),
-            top_p: FloatParam::new("Top-p", 0.95, FloatRange::Linear { min: 0.0, max: 1.0 })
-                .with_step_size(0.01),
-            min_p: FloatParam::new("Min-p", 0.0, FloatRange::Linear { min: 0.0, max: 1.0 })
-                .with_step_size(0.01),
+            top_p: FloatParam::new(
+                "Top-p",
+                sampling.top_p,
+                FloatRange::Linear { min: 0.0, max: 1.0 },
+            )
+            .with_step_size(0.01),
+            min_p: FloatParam::new(
+                "Min-p",
+                sampling.min_p,
+                FloatRange::Linear { min: 0.0, max: 1.0 },
+            )
+            .with_step_size(0.01),
             seed: IntParam::new(
                 "Seed (0 = random)",
                 0,
