@@ -365,9 +365,14 @@ impl Decoder {
         }
         .reshape((1, t, self.cfg.dim))?;
         if let Some(win_emb) = &self.win_emb {
-            let win = win
-                .filter(|w| w.len() == t)
-                .ok_or_else(|| crate::window::missing_clock("decoder", self.cfg.window_bins))?;
+            let win =
+                win.ok_or_else(|| crate::window::missing_clock("decoder", self.cfg.window_bins))?;
+            if win.len() != t {
+                return Err(Error::Config(format!(
+                    "decoder: {} window bins for {t} tokens",
+                    win.len()
+                )));
+            }
             layers::check_ids("decoder window bins", win, self.cfg.window_bins)?;
             let rows = win_emb
                 .embeddings()
