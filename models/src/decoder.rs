@@ -246,7 +246,7 @@ impl Decoder {
     }
 
     /// Training forward: `ids` `[B, T]` u32 → logits `[B, T, vocab]` in the model dtype.
-    /// `win` `[B, T]` u32 holds the window-position bins (`window::window_bins`), required when
+    /// `win` `[B, T]` u32 holds the window-position bins (`window::latest_onsets` bucketed by `WindowBins::bin`), required when
     /// the model reads them and ignored otherwise. Differentiable through the `VarMap` variables.
     pub fn forward(&self, ids: &Tensor, win: Option<&Tensor>) -> Result<Tensor> {
         self.forward_with(ids, win, |_, x| Ok(x))

@@ -240,7 +240,7 @@ impl AnyModel {
     }
 
     /// Training forward (no cache): `ids` `[B, T]` u32 in the kind's layout → logits
-    /// `[B, T, vocab]`. `win` holds the window-position bins `[B, T]` (`window::window_bins`),
+    /// `[B, T, vocab]`. `win` holds the window-position bins `[B, T]` (`window::latest_onsets` bucketed by `WindowBins::bin`),
     /// required when the model reads them. `snippets` is for Staria (`None` = no
     /// cross-attention); a decoder-only model refuses them.
     pub fn forward_train(

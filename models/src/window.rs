@@ -28,10 +28,12 @@ pub struct WindowBins {
 impl WindowBins {
     /// The model's buckets; `None` when it has no window input.
     pub fn of(cfg: &DecoderConfig) -> Option<Self> {
-        (cfg.window_bins > 0).then_some(WindowBins {
-            count: cfg.window_bins,
-            bin_ms: cfg.window_bin_ms,
-        })
+        Self::new(cfg.window_bins, cfg.window_bin_ms)
+    }
+
+    /// `count` buckets of `bin_ms`; `None` when `count` is 0 (no window input).
+    pub fn new(count: usize, bin_ms: u32) -> Option<Self> {
+        (count > 0).then_some(WindowBins { count, bin_ms })
     }
 
     /// The bucket of a latest onset `onset_ms` (ms into its window).

@@ -907,10 +907,7 @@ impl FastDecoder {
     /// Gives the decoder its tokenizer, which a model with a window-position input needs
     /// (`crate::window`); a no-op for one without. Allocates the clock (once).
     pub fn set_tokenizer(&mut self, tokenizer: &crate::tokenizer::Tokenizer) {
-        let bins = (self.cfg.window_bins > 0).then_some(WindowBins {
-            count: self.cfg.window_bins,
-            bin_ms: self.cfg.window_bin_ms,
-        });
+        let bins = WindowBins::new(self.cfg.window_bins, self.cfg.window_bin_ms);
         self.clock = WindowClock::with_bins(tokenizer, bins, self.cfg.max_seq_len);
     }
 
