@@ -94,7 +94,9 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
     if scale == 0.0 { diff } else { diff / scale }
 }
 
-fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
+/// `skip_near_zero`: leave entries whose gradient is within rounding of zero out of the check of
+/// the step from each path's own gradients (see there).
+fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize, skip_near_zero: bool) {
     let dev = Device::Cpu;
     let vars = seeded_vars(&cfg);
     let model = Decoder::new(&cfg, vars.builder(&dev)).unwrap();
@@ -177,8 +179,8 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
             .to_vec1::<f32>()
             .unwrap();
         // Adam's first step is g / (|g| + eps): an entry whose gradient is within rounding of
-        // zero moves by about +-lr whichever sign rounding gave it, so those are left out of the
-        // comparison from the path's own gradients.
+        // zero moves by about +-lr whichever sign rounding gave it. The window case has such an
+        // entry (1.1e-4 apart on layers.0.attn.qkv.weight), so it leaves them out.
         let g = grads
             .get(named[&name].as_tensor())
             .unwrap()
@@ -191,7 +193,7 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
             a.iter()
                 .zip(&want)
                 .zip(&g)
-                .filter(|(_, g)| g.abs() > 1e-3 * g_max)
+                .filter(|(_, g)| !skip_near_zero || g.abs() > 1e-3 * g_max)
                 .map(|((x, y), _)| (x - y).abs())
                 .fold(0f32, f32::max)
         };
@@ -205,7 +207,7 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
             same_grads <= 1e-6,
             "{name}: weights after one step from the same gradients differ by {same_grads} (relative)"
         );
-        // From its own gradients (entries not near zero): a few percent of one step.
+        // From its own gradients: a few percent of one step.
         let own = max_diff(w_own);
         assert!(
             own < 0.1 * hyper.lr as f32,
@@ -223,18 +225,18 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize) {
 
 #[test]
 fn fast_loss_gradients_and_adamw_step_match_candle() {
-    check_against_candle(tiny_config(), 2, 24);
+    check_against_candle(tiny_config(), 2, 24, false);
 }
 
 #[test]
 fn fast_matches_candle_across_attention_blocks() {
     // 150 positions: three query blocks, the last one partial.
-    check_against_candle(tiny_config(), 2, 150);
+    check_against_candle(tiny_config(), 2, 150, false);
 }
 
 #[test]
 fn fast_matches_candle_with_the_window_input() {
-    check_against_candle(tiny_window_config(), 2, 40);
+    check_against_candle(tiny_window_config(), 2, 40, true);
 }
 
 #[test]
