@@ -19,6 +19,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 use serde::{Deserialize, Serialize};
 use staria_models::checkpoint::CheckpointConfig;
 use staria_models::fast::{FastDecoder, WeightFormat};
+use staria_models::grid::BeatGrid;
 use staria_models::model::{AnyModel, ModelKind};
 use staria_models::tokenizer::{
     Expect, PromptSpec, StreamEvent, TokenKind, Tokenizer, normalize_form,
@@ -665,6 +666,16 @@ impl Generator {
         Ok(&self.logits)
     }
 
+    /// The tempo grid of the pieces generated from now on (`None`: tempo unknown), for a model
+    /// with a beat-grid head (`staria_models::grid`; a no-op for others). It changes only the
+    /// logits, not the KV cache, so the prompt reuse of `begin` stays exact.
+    pub fn set_grid(&mut self, grid: Option<BeatGrid>) {
+        match &mut self.net {
+            Net::Candle(m) => m.set_grid(grid),
+            Net::Fast { fast, .. } => fast.set_grid(grid),
+        }
+    }
+
     /// Forgets the KV cache (and Staria latents), so the next `begin` prefills its whole prompt.
     pub fn reset(&mut self) -> Result<()> {
         if let Net::Fast {
@@ -773,6 +784,10 @@ impl Generator {
             ConstrainedDecoder::new(&self.tok, &req.constraints).map_err(GenError::Request)?;
         let mut sampler = Sampler::new(self.tok.vocab_size(), req.sampling);
         let prompt = self.prompt_for(snippets, req)?;
+        // A beat where the piece starts: the forced section's start (a bar line), or the
+        // context's start (moved below when a long context is cut by whole windows).
+        let beat_grid = BeatGrid::from_bpm(req.bpm)?;
+        self.set_grid(Some(beat_grid));
         self.begin(&prompt)?;
         let mut prompt_tokens = self.position();
 
@@ -788,7 +803,9 @@ impl Generator {
                 0.0
             }
             Target::Continue => {
-                let (ids, end_ms) = self.context_tokens(&snippets.context, prompt_tokens)?;
+                let (ids, end_ms, cut_ms) =
+                    self.context_tokens(&snippets.context, prompt_tokens)?;
+                self.set_grid(Some(BeatGrid::new(beat_grid.beat_ms, -cut_ms)?));
                 if !ids.is_empty() {
                     self.extend(&ids)?;
                     for &id in &ids {
@@ -849,6 +866,8 @@ impl Generator {
             ConstrainedDecoder::new(&self.tok, &req.constraints).map_err(GenError::Request)?;
         let mut sampler = Sampler::new(self.tok.vocab_size(), req.sampling);
         let prompt = self.prompt_for(snippets, req)?;
+        // The piece starts on a bar line: a beat at 0.
+        self.set_grid(Some(BeatGrid::from_bpm(req.bpm)?));
         self.begin(&prompt)?;
         let prompt_tokens = self.position();
         let prefill_ms = ms_since(t0);
@@ -944,15 +963,16 @@ impl Generator {
 
     /// Piece tokens of the material to continue. A long context is cut from the front by whole
     /// windows until it fits the model's context with room to generate; the piece then starts at
-    /// the cut. Returns the tokens and the material's end (ms, on that shortened clock).
-    fn context_tokens(&self, context: &[Note], prompt_len: usize) -> Result<(Vec<u32>, f64)> {
+    /// the cut. Returns the tokens, the material's end (ms, on that shortened clock) and the cut
+    /// (ms of the original clock where the shortened one starts).
+    fn context_tokens(&self, context: &[Note], prompt_len: usize) -> Result<(Vec<u32>, f64, f64)> {
         let end_ms = context
             .iter()
             .map(|n| n.end_ms)
             .filter(|e| e.is_finite())
             .fold(0.0, f64::max);
         if context.is_empty() {
-            return Ok((Vec::new(), 0.0));
+            return Ok((Vec::new(), 0.0, 0.0));
         }
         // Keep at least a quarter of the context for new tokens.
         let max_len = self.max_seq_len();
@@ -962,7 +982,7 @@ impl Generator {
         loop {
             let ids = self.tok.snippet_tokens(context, cut, usize::MAX);
             if ids.len() <= budget {
-                return Ok((ids, end_ms - cut));
+                return Ok((ids, end_ms - cut, cut));
             }
             cut += window_ms;
         }

@@ -141,7 +141,10 @@ fn train_logprobs(dir: &Path, prompt: &Prompt, body: &[u32]) -> Vec<f64> {
         Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap()
     });
     let ids = Tensor::from_vec(seq, (1, n), &Device::Cpu).unwrap();
-    let logits = ck.model.forward_train(&ids, win.as_ref(), None).unwrap();
+    let logits = ck
+        .model
+        .forward_train(&ids, win.as_ref(), None, None)
+        .unwrap();
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32).unwrap(), D::Minus1)
         .unwrap()
         .squeeze(0)

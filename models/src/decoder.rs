@@ -16,13 +16,15 @@
 //! norm.weight                     [dim]
 //! lm_head.weight                  [vocab, dim]
 //! win_emb.weight                  [window_bins, dim]   only with window_bins > 0
+//! grid_head.weight                [grid_bins, dim]     only with grid_bins > 0
 //! ```
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::grid::{GridInput, GridRow};
 use crate::layers::{self, Block, KvCache, Norm, Rope};
 
 fn default_rope_theta() -> f64 {
@@ -59,6 +61,10 @@ pub struct DecoderConfig {
     /// Width of one window-position bucket in ms (the last bucket is open-ended).
     #[serde(default = "default_window_bin_ms")]
     pub window_bin_ms: u32,
+    /// Phase buckets per beat of the beat-grid head (`crate::grid`): each onset logit gets the
+    /// final hidden state's score for its candidate's phase added. 0 = no such head.
+    #[serde(default)]
+    pub grid_bins: usize,
 }
 
 impl DecoderConfig {
@@ -96,6 +102,7 @@ impl DecoderConfig {
             norm_eps: default_norm_eps(),
             window_bins: 0,
             window_bin_ms: default_window_bin_ms(),
+            grid_bins: 0,
         }
     }
 
@@ -168,6 +175,8 @@ pub struct Decoder {
     /// Window-position embedding `[window_bins, dim]` (`crate::window`), zero at creation so a
     /// model fine-tuned from one without it starts out computing the same thing.
     win_emb: Option<Embedding>,
+    /// Beat-grid head `[grid_bins, dim]` (`crate::grid`), zero at creation for the same reason.
+    grid_head: Option<Linear>,
     layers: Vec<Block>,
     norm: Norm,
     lm_head: Linear,
@@ -198,6 +207,13 @@ impl Decoder {
                     .map(|w| Embedding::new(w, cfg.dim))
             })
             .transpose()?;
+        let grid_head = (cfg.grid_bins > 0)
+            .then(|| {
+                vb.pp("grid_head")
+                    .get_with_hints((cfg.grid_bins, cfg.dim), "weight", Init::Const(0.0))
+                    .map(|w| Linear::new(w, None))
+            })
+            .transpose()?;
         let layers = (0..cfg.n_layers)
             .map(|i| {
                 Block::new(
@@ -213,6 +229,7 @@ impl Decoder {
         Ok(Self {
             tok_emb: Embedding::new(emb, cfg.dim),
             win_emb,
+            grid_head,
             layers,
             norm: Norm::new(cfg.dim, cfg.norm_eps, vb.pp("norm"))?,
             lm_head: layers::linear(cfg.dim, cfg.vocab_size, vb.pp("lm_head"))?,
@@ -245,11 +262,23 @@ impl Decoder {
         self.win_emb.is_some()
     }
 
+    /// Whether the model has a beat-grid head (`crate::grid`).
+    pub fn has_grid_head(&self) -> bool {
+        self.grid_head.is_some()
+    }
+
     /// Training forward: `ids` `[B, T]` u32 → logits `[B, T, vocab]` in the model dtype.
-    /// `win` `[B, T]` u32 holds the window-position bins (`window::latest_onsets` bucketed by `WindowBins::bin`), required when
-    /// the model reads them and ignored otherwise. Differentiable through the `VarMap` variables.
-    pub fn forward(&self, ids: &Tensor, win: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_with(ids, win, |_, x| Ok(x))
+    /// `win` `[B, T]` u32 holds the window-position bins (`window::latest_onsets` bucketed by
+    /// `WindowBins::bin`), required when the model reads them and ignored otherwise. `grid`
+    /// gives the beat-grid rows (`crate::grid`) for a model with that head; `None` (tempo
+    /// unknown) adds nothing. Differentiable through the `VarMap` variables.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        win: Option<&Tensor>,
+        grid: Option<&GridInput>,
+    ) -> Result<Tensor> {
+        self.forward_with(ids, win, grid, |_, x| Ok(x))
     }
 
     /// The full forward with `hook(i, x)` run on the residual stream after block `i`; Staria
@@ -258,6 +287,7 @@ impl Decoder {
         &self,
         ids: &Tensor,
         win: Option<&Tensor>,
+        grid: Option<&GridInput>,
         mut hook: F,
     ) -> Result<Tensor>
     where
@@ -300,7 +330,56 @@ impl Decoder {
             x = block.forward(&x, &self.rope, Some(&mask))?;
             x = hook(i, x)?;
         }
-        Ok(self.lm_head.forward(&self.norm.forward(&x)?)?)
+        let h = self.norm.forward(&x)?;
+        let logits = self.lm_head.forward(&h)?;
+        match (&self.grid_head, grid) {
+            (Some(head), Some(grid)) => self.add_grid_scores(head, &h, logits, grid),
+            _ => Ok(logits),
+        }
+    }
+
+    /// `logits[.., first_onset + k] += (h · grid_head[rows[.., k]])`, a "no grid" entry
+    /// (`grid_bins`) adding zero: the scores get a zero column that those entries gather.
+    fn add_grid_scores(
+        &self,
+        head: &Linear,
+        h: &Tensor,
+        logits: Tensor,
+        grid: &GridInput,
+    ) -> Result<Tensor> {
+        let (b, t, vocab) = logits.dims3()?;
+        let onsets = grid.rows.dim(D::Minus1)?;
+        if grid.rows.dims() != [b, t, onsets] || grid.first_onset + onsets > vocab {
+            return Err(Error::Config(format!(
+                "decoder: grid rows have shape {:?} from onset id {}; expected [{b}, {t}, \
+                 onsets] within the vocabulary of {vocab}",
+                grid.rows.dims(),
+                grid.first_onset
+            )));
+        }
+        layers::check_id_tensor("decoder grid rows", &grid.rows, self.cfg.grid_bins + 1)?;
+        // [B, T, grid_bins + 1]: the last column is the "no grid" score, 0.
+        let scores = Tensor::cat(
+            &[
+                head.forward(h)?,
+                Tensor::zeros((b, t, 1), h.dtype(), h.device())?,
+            ],
+            D::Minus1,
+        )?;
+        // [B, T, onsets]
+        let onset_scores = scores
+            .contiguous()?
+            .gather(&grid.rows.contiguous()?, D::Minus1)?;
+        let start = grid.first_onset;
+        let mut parts = Vec::with_capacity(3);
+        if start > 0 {
+            parts.push(logits.narrow(D::Minus1, 0, start)?);
+        }
+        parts.push((logits.narrow(D::Minus1, start, onsets)? + onset_scores)?);
+        if start + onsets < vocab {
+            parts.push(logits.narrow(D::Minus1, start + onsets, vocab - start - onsets)?);
+        }
+        Ok(Tensor::cat(&parts, D::Minus1)?)
     }
 
     /// An empty KV cache sized for this model (all layers up to `max_seq_len`, allocated now).
@@ -318,20 +397,23 @@ impl Decoder {
     /// Incremental decoding (inference only, batch 1): appends `ids` at positions
     /// `cache.len()..` and returns the logits of the last one, `[vocab]` f32 on the model device.
     /// Several ids at once is a prefill. `win` gives their window-position bins (required when
-    /// the model reads them; `AnyModel` keeps the clock). On error the cache keeps its length.
+    /// the model reads them; `AnyModel` keeps the clock); `grid` the beat-grid row of the last
+    /// position (`None`: no grid). On error the cache keeps its length.
     pub fn forward_cached(
         &self,
         ids: &[u32],
         win: Option<&[u32]>,
+        grid: Option<GridRow>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        self.forward_cached_with(ids, win, cache, |_, x| Ok(x))
+        self.forward_cached_with(ids, win, grid, cache, |_, x| Ok(x))
     }
 
     pub(crate) fn forward_cached_with<F>(
         &self,
         ids: &[u32],
         win: Option<&[u32]>,
+        grid: Option<GridRow>,
         cache: &mut KvCache,
         mut hook: F,
     ) -> Result<Tensor>
@@ -383,9 +465,36 @@ impl Decoder {
             x = block.forward_cached(&x, &self.rope, cache.layer(i), pos)?;
             x = hook(i, x)?;
         }
-        cache.advance(t);
         let last = x.narrow(1, t - 1, 1)?;
-        let logits = self.lm_head.forward(&self.norm.fused(&last)?)?;
-        Ok(logits.flatten_all()?.to_dtype(DType::F32)?)
+        let h = self.norm.fused(&last)?;
+        let logits = self
+            .lm_head
+            .forward(&h)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?;
+        let logits = match (&self.grid_head, grid) {
+            (Some(head), Some(row)) => {
+                let start = row.first_onset as usize;
+                if start + row.bins.len() > self.cfg.vocab_size {
+                    return Err(Error::Config(format!(
+                        "decoder: a grid row of {} onsets from id {start} overruns the \
+                         vocabulary of {}",
+                        row.bins.len(),
+                        self.cfg.vocab_size
+                    )));
+                }
+                let scores = head
+                    .forward(&h)?
+                    .flatten_all()?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?;
+                let mut host = logits.to_vec1::<f32>()?;
+                crate::grid::add_to_logits(&mut host, row.first_onset, row.bins, &scores);
+                Tensor::new(host, logits.device())?
+            }
+            _ => logits,
+        };
+        cache.advance(t);
+        Ok(logits)
     }
 }

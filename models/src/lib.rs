@@ -7,6 +7,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod error;
 pub mod fast;
+pub mod grid;
 mod layers;
 pub mod midi;
 pub mod model;

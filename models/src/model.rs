@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
+use crate::grid::{self, BeatGrid, GridInput, GridRow, GridRows};
 use crate::layers::KvCache;
 use crate::prompt::Prompt;
 use crate::staria::{Latents, SnippetBatch, Staria, StariaConfig};
@@ -111,6 +112,12 @@ pub struct AnyModel {
     /// The window position of the cached tokens, for a model that reads it (`crate::window`);
     /// set by [`set_tokenizer`](Self::set_tokenizer).
     clock: Option<WindowClock>,
+    /// The beat-grid head's geometry (`crate::grid`), with its tokenizer; `None` without one.
+    grid_rows: Option<GridRows>,
+    /// The tempo grid of the piece being decoded; `None` = unknown (the head adds nothing).
+    grid: Option<BeatGrid>,
+    /// `[onsets]` grid row of the last position.
+    grid_row: Vec<u32>,
 }
 
 impl std::fmt::Debug for AnyModel {
@@ -144,13 +151,30 @@ impl AnyModel {
             cache,
             config: config.clone(),
             clock: None,
+            grid_rows: None,
+            grid: None,
+            grid_row: Vec::new(),
         })
     }
 
     /// Gives the model its tokenizer, which a model with a window-position input needs to
-    /// decode (`crate::window`); a no-op for one without. Checkpoint loading calls it.
+    /// decode (`crate::window`) and a beat-grid head to place onsets (`crate::grid`); a no-op
+    /// for one with neither. Checkpoint loading calls it.
     pub fn set_tokenizer(&mut self, tokenizer: &Tokenizer) {
         self.clock = WindowClock::new(tokenizer, self.config.decoder());
+        self.grid_rows = GridRows::of(self.config.decoder(), tokenizer);
+        self.grid_row = vec![0; self.grid_rows.map_or(0, |g| g.onsets)];
+    }
+
+    /// The tempo grid of the pieces decoded from now on (`None`: tempo unknown); only a model
+    /// with a beat-grid head reads it. Takes effect at the next `begin`/`step`/`extend`.
+    pub fn set_grid(&mut self, grid: Option<BeatGrid>) {
+        self.grid = grid;
+    }
+
+    /// Whether the model has a beat-grid head (`crate::grid`).
+    pub fn has_grid_head(&self) -> bool {
+        self.config.decoder().grid_bins > 0
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -214,20 +238,39 @@ impl AnyModel {
 
     /// Several tokens in (live modes), the last one's logits out. On error nothing is appended.
     pub fn extend(&mut self, tokens: &[u32]) -> Result<Tensor> {
-        let win = match &mut self.clock {
-            Some(clock) => Some(clock.feed(self.cache.len(), tokens)?),
+        match &mut self.clock {
+            Some(clock) => {
+                clock.feed(self.cache.len(), tokens)?;
+            }
             None if self.config.decoder().window_bins > 0 => {
                 return Err(window::missing_clock(
                     "model",
                     self.config.decoder().window_bins,
                 ));
             }
-            None => None,
+            None => {}
+        }
+        let win = (self.config.decoder().window_bins > 0)
+            .then(|| self.clock.as_ref().map(|c| c.fed_bins(tokens.len())))
+            .flatten();
+        let grid_row = match (&self.clock, self.grid_rows) {
+            (Some(clock), Some(rows)) if self.grid.is_some() => {
+                rows.fill(
+                    self.grid,
+                    grid::window_of(clock.state()),
+                    &mut self.grid_row,
+                );
+                Some(GridRow {
+                    first_onset: rows.first_onset,
+                    bins: &self.grid_row,
+                })
+            }
+            _ => None,
         };
         let logits = match &self.net {
-            Net::Decoder(m) => m.forward_cached(tokens, win, &mut self.cache)?,
+            Net::Decoder(m) => m.forward_cached(tokens, win, grid_row, &mut self.cache)?,
             Net::Staria { model, latents } => {
-                model.forward_cached(tokens, win, &mut self.cache, latents)?
+                model.forward_cached(tokens, win, grid_row, &mut self.cache, latents)?
             }
         };
         Ok(logits.to_device(&Device::Cpu)?)
@@ -241,22 +284,24 @@ impl AnyModel {
 
     /// Training forward (no cache): `ids` `[B, T]` u32 in the kind's layout → logits
     /// `[B, T, vocab]`. `win` holds the window-position bins `[B, T]` (`window::latest_onsets` bucketed by `WindowBins::bin`),
-    /// required when the model reads them. `snippets` is for Staria (`None` = no
-    /// cross-attention); a decoder-only model refuses them.
+    /// required when the model reads them; `grid` the beat-grid rows (`crate::grid`; `None`:
+    /// tempo unknown). `snippets` is for Staria (`None` = no cross-attention); a decoder-only
+    /// model refuses them.
     pub fn forward_train(
         &self,
         ids: &Tensor,
         win: Option<&Tensor>,
+        grid: Option<&GridInput>,
         snippets: Option<&SnippetBatch>,
     ) -> Result<Tensor> {
         match (&self.net, snippets) {
-            (Net::Decoder(m), None) => m.forward(ids, win),
+            (Net::Decoder(m), None) => m.forward(ids, win, grid),
             (Net::Decoder(_), Some(_)) => Err(Error::Config(
                 "decoder model: forward_train got snippets; the decoder-only baseline reads \
                  them inline"
                     .into(),
             )),
-            (Net::Staria { model, .. }, sb) => model.forward(ids, win, sb),
+            (Net::Staria { model, .. }, sb) => model.forward(ids, win, grid, sb),
         }
     }
 

@@ -206,6 +206,21 @@ impl BarGrid {
 
 impl Song {
     /// Milliseconds from the start of the piece at `tick`, through the whole tempo map.
+    /// The quarter note in ms when the whole song keeps one tempo (120 bpm without a tempo
+    /// map); `None` when the tempo changes.
+    pub fn constant_quarter_ms(&self) -> Option<f64> {
+        let us = self
+            .tempo_map
+            .first()
+            .map_or(DEFAULT_US_PER_QUARTER, |t| t.us_per_quarter);
+        // A map starting after tick 0 plays 120 bpm before its first entry.
+        let from_zero = self.tempo_map.first().is_none_or(|t| t.tick == 0);
+        (us > 0
+            && (from_zero || us == DEFAULT_US_PER_QUARTER)
+            && self.tempo_map.iter().all(|t| t.us_per_quarter == us))
+        .then(|| us as f64 / 1000.0)
+    }
+
     pub fn tick_to_ms(&self, tick: u64) -> f64 {
         TempoIndex::new(&self.tempo_map, self.ticks_per_quarter).tick_to_ms(tick)
     }

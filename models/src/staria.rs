@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::decoder::{Decoder, DecoderConfig};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{Error, Result};
+use crate::grid::{GridInput, GridRow};
 use crate::layers::{self, KvCache, Norm, SwiGlu};
 use crate::song::SectionLabel;
 
@@ -390,16 +391,17 @@ impl Staria {
 
     /// Training forward: `dec_ids` `[B, T]` u32 (decoder layout) and the batch's snippets →
     /// logits `[B, T, vocab]`. `None` (or a prompt whose slots are all absent) skips the
-    /// cross-attention, as at inference. `win` as in [`Decoder::forward`]. Differentiable
-    /// through the `VarMap` variables.
+    /// cross-attention, as at inference. `win` and `grid` as in [`Decoder::forward`].
+    /// Differentiable through the `VarMap` variables.
     pub fn forward(
         &self,
         dec_ids: &Tensor,
         win: Option<&Tensor>,
+        grid: Option<&GridInput>,
         snippets: Option<&SnippetBatch>,
     ) -> Result<Tensor> {
         let Some(sb) = snippets else {
-            return self.decoder.forward(dec_ids, win);
+            return self.decoder.forward(dec_ids, win, grid);
         };
         let (b, _) = dec_ids.dims2().map_err(|_| {
             Error::Config(format!(
@@ -454,7 +456,7 @@ impl Staria {
             })
             .collect::<Result<Vec<_>>>()?;
         self.decoder
-            .forward_with(dec_ids, win, |i, x| match self.cfg.site_after(i) {
+            .forward_with(dec_ids, win, grid, |i, x| match self.cfg.site_after(i) {
                 Some(j) => self.xattn[j].forward(&x, &kvs[j], &key_mask, &any),
                 None => Ok(x),
             })
@@ -466,12 +468,13 @@ impl Staria {
     }
 
     /// Incremental decoding (inference only, batch 1) against one prompt's `latents` (from
-    /// [`Staria::encode_snippets`]); returns the last position's logits `[vocab]` f32. `win` as
-    /// in [`Decoder::forward_cached`].
+    /// [`Staria::encode_snippets`]); returns the last position's logits `[vocab]` f32. `win`
+    /// and `grid` as in [`Decoder::forward_cached`].
     pub fn forward_cached(
         &self,
         ids: &[u32],
         win: Option<&[u32]>,
+        grid: Option<GridRow>,
         cache: &mut KvCache,
         latents: &Latents,
     ) -> Result<Tensor> {
@@ -483,10 +486,10 @@ impl Staria {
             )));
         }
         if latents.is_empty() {
-            return self.decoder.forward_cached(ids, win, cache);
+            return self.decoder.forward_cached(ids, win, grid, cache);
         }
         self.decoder
-            .forward_cached_with(ids, win, cache, |i, x| match self.cfg.site_after(i) {
+            .forward_cached_with(ids, win, grid, cache, |i, x| match self.cfg.site_after(i) {
                 Some(j) => {
                     let (k, v) = &latents.kv[j];
                     self.xattn[j].forward_cached(&x, k, v)

@@ -55,12 +55,14 @@ pub fn latest_onsets(tok: &Tokenizer, dec: &mut StreamDecoder, ids: &[u32]) -> V
 }
 
 /// The window position of a cached decoder's tokens, kept in step with its KV cache: the grammar
-/// state before each cached token, so feeding at an earlier position rewinds it. Allocates once
-/// (in [`new`](Self::new)); [`feed`](Self::feed) never allocates.
+/// state before each cached token, so feeding at an earlier position rewinds it. It serves the
+/// window-position input and the beat-grid head (`crate::grid`, which reads the state after the
+/// last token). Allocates once (in [`new`](Self::new)); [`feed`](Self::feed) never allocates.
 #[derive(Debug, Clone)]
 pub struct WindowClock {
     tokenizer: Tokenizer,
-    window: WindowBins,
+    /// `None` for a model with a grid head but no window input (bins stay 0).
+    window: Option<WindowBins>,
     /// Grammar state before token `i`, for `i` in `0..=cached`: `[max_seq_len + 1]` capacity.
     states: Vec<StreamDecoder>,
     /// Bins of the tokens of the last `feed`: `[max_seq_len]`.
@@ -68,18 +70,27 @@ pub struct WindowClock {
 }
 
 impl WindowClock {
-    /// A clock for a decoder with `cfg`; `None` when the model has no window input.
+    /// A clock for a decoder with `cfg`; `None` when the model has neither a window input nor
+    /// a grid head.
     pub fn new(tokenizer: &Tokenizer, cfg: &DecoderConfig) -> Option<Self> {
-        Self::with_bins(tokenizer, WindowBins::of(cfg), cfg.max_seq_len)
+        Self::with_bins(
+            tokenizer,
+            WindowBins::of(cfg),
+            cfg.grid_bins > 0,
+            cfg.max_seq_len,
+        )
     }
 
     /// The same from the buckets themselves (the fast decoder's config carries them too).
     pub fn with_bins(
         tokenizer: &Tokenizer,
         window: Option<WindowBins>,
+        grid_head: bool,
         max_seq_len: usize,
     ) -> Option<Self> {
-        let window = window?;
+        if window.is_none() && !grid_head {
+            return None;
+        }
         let mut states = Vec::with_capacity(max_seq_len + 1);
         states.push(StreamDecoder::new());
         Some(WindowClock {
@@ -106,11 +117,22 @@ impl WindowClock {
         let mut dec = self.states[pos];
         for (bin, &id) in self.bins.iter_mut().zip(ids) {
             dec.push(&self.tokenizer, id);
-            *bin = self.window.bin(dec.min_onset_ms());
+            *bin = self.window.map_or(0, |w| w.bin(dec.min_onset_ms()));
             // Within the capacity reserved in `new` (checked above): no reallocation.
             self.states.push(dec);
         }
         Ok(&self.bins[..ids.len()])
+    }
+
+    /// The bins of the last [`feed`](Self::feed) again (`n` of them: as many as it fed).
+    pub fn fed_bins(&self, n: usize) -> &[u32] {
+        &self.bins[..n.min(self.bins.len())]
+    }
+
+    /// The grammar state after the last token fed (before any token: a fresh one).
+    pub fn state(&self) -> &StreamDecoder {
+        // `states` always holds the state before token 0.
+        &self.states[self.states.len() - 1]
     }
 }
 

@@ -24,7 +24,7 @@ fn full_logits(model: &Decoder, seq: &[u32]) -> Tensor {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    model.forward(&t, None).unwrap().squeeze(0).unwrap()
+    model.forward(&t, None, None).unwrap().squeeze(0).unwrap()
 }
 
 #[test]
@@ -35,7 +35,9 @@ fn decoder_cached_steps_match_full_forward() {
     let full = full_logits(&model, &seq);
     let mut cache = model.new_cache().unwrap();
     for (i, &tok) in seq.iter().enumerate() {
-        let step = model.forward_cached(&[tok], None, &mut cache).unwrap();
+        let step = model
+            .forward_cached(&[tok], None, None, &mut cache)
+            .unwrap();
         assert_eq!(step.dims(), &[VOCAB]);
         assert_eq!(step.dtype(), DType::F32);
         let diff = max_abs_diff(&step, &full.get(i).unwrap());
@@ -55,7 +57,7 @@ fn decoder_prefill_then_steps_and_chunks_match_full_forward() {
     let mut pos = 0;
     for chunk in [7, 1, 1, 1, 1, 1, 1, 1, 1, 5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1] {
         let logits = model
-            .forward_cached(&seq[pos..pos + chunk], None, &mut cache)
+            .forward_cached(&seq[pos..pos + chunk], None, None, &mut cache)
             .unwrap();
         pos += chunk;
         let diff = max_abs_diff(&logits, &full.get(pos - 1).unwrap());
@@ -71,11 +73,13 @@ fn decoder_truncate_then_continue_matches_full_forward() {
     let (_vm, model) = varmap_model(&cfg);
     let first = ids(12, 3, VOCAB);
     let mut cache = model.new_cache().unwrap();
-    model.forward_cached(&first, None, &mut cache).unwrap();
+    model
+        .forward_cached(&first, None, None, &mut cache)
+        .unwrap();
     cache.truncate(6);
     assert_eq!(cache.len(), 6);
     let tail = ids(5, 4, VOCAB);
-    let logits = model.forward_cached(&tail, None, &mut cache).unwrap();
+    let logits = model.forward_cached(&tail, None, None, &mut cache).unwrap();
     let mut seq = first[..6].to_vec();
     seq.extend_from_slice(&tail);
     let full = full_logits(&model, &seq);
@@ -93,8 +97,8 @@ fn decoder_fused_inference_path_matches_differentiable_path() {
     let (vm, trained) = varmap_model(&cfg);
     let loaded = Decoder::new(&cfg, frozen(&vm)).unwrap();
     let batch = Tensor::from_vec(ids(2 * 17, 5, VOCAB), (2, 17), &Device::Cpu).unwrap();
-    let a = trained.forward(&batch, None).unwrap();
-    let b = loaded.forward(&batch, None).unwrap();
+    let a = trained.forward(&batch, None, None).unwrap();
+    let b = loaded.forward(&batch, None, None).unwrap();
     assert_eq!(a.dims(), &[2, 17, VOCAB]);
     let diff = max_abs_diff(&a, &b);
     assert!(diff <= 1e-4, "max abs diff {diff}");
@@ -122,7 +126,7 @@ fn decoder_forward_is_causal_and_batch_rows_independent() {
     // Batched rows equal their single-row results.
     let both: Vec<u32> = a.iter().chain(b.iter()).copied().collect();
     let batch = Tensor::from_vec(both, (2, 16), &Device::Cpu).unwrap();
-    let lab = model.forward(&batch, None).unwrap();
+    let lab = model.forward(&batch, None, None).unwrap();
     assert!(max_abs_diff(&lab.get(0).unwrap(), &la) <= 1e-5);
     assert!(max_abs_diff(&lab.get(1).unwrap(), &lb) <= 1e-5);
 }
@@ -133,7 +137,7 @@ fn decoder_backward_reaches_every_weight() {
     let (vm, model) = varmap_model(&cfg);
     let seq = ids(2 * 12, 7, VOCAB);
     let input = Tensor::from_vec(seq.clone(), (2, 12), &Device::Cpu).unwrap();
-    let logits = model.forward(&input, None).unwrap();
+    let logits = model.forward(&input, None, None).unwrap();
     let targets = Tensor::from_vec(ids(2 * 12, 8, VOCAB), 24, &Device::Cpu).unwrap();
     let loss =
         candle_nn::loss::cross_entropy(&logits.reshape((24, VOCAB)).unwrap(), &targets).unwrap();
@@ -256,40 +260,47 @@ fn decoder_rejects_bad_inputs_without_touching_the_cache() {
     let dev = Device::Cpu;
     // Full forward.
     let oov = Tensor::new(&[[1u32, VOCAB as u32]], &dev).unwrap();
-    assert!(matches!(model.forward(&oov, None), Err(Error::Tokenizer(m)) if m.contains("50")));
+    assert!(
+        matches!(model.forward(&oov, None, None), Err(Error::Tokenizer(m)) if m.contains("50"))
+    );
     let long = Tensor::zeros((1, 9), DType::U32, &dev).unwrap();
     assert!(
-        matches!(model.forward(&long, None), Err(Error::Config(m)) if m.contains("max_seq_len"))
+        matches!(model.forward(&long, None, None), Err(Error::Config(m)) if m.contains("max_seq_len"))
     );
     let floats = Tensor::zeros((1, 3), DType::F32, &dev).unwrap();
     assert!(matches!(
-        model.forward(&floats, None),
+        model.forward(&floats, None, None),
         Err(Error::Config(_))
     ));
     let flat = Tensor::zeros(3, DType::U32, &dev).unwrap();
-    assert!(matches!(model.forward(&flat, None), Err(Error::Config(_))));
+    assert!(matches!(
+        model.forward(&flat, None, None),
+        Err(Error::Config(_))
+    ));
     // Cached.
     let mut cache = model.new_cache().unwrap();
     model
-        .forward_cached(&[1, 2, 3, 4, 5, 6], None, &mut cache)
+        .forward_cached(&[1, 2, 3, 4, 5, 6], None, None, &mut cache)
         .unwrap();
-    let r = model.forward_cached(&[7, VOCAB as u32 + 3], None, &mut cache);
+    let r = model.forward_cached(&[7, VOCAB as u32 + 3], None, None, &mut cache);
     assert!(matches!(r, Err(Error::Tokenizer(m)) if m.contains("index 1")));
     assert!(matches!(
-        model.forward_cached(&[], None, &mut cache),
+        model.forward_cached(&[], None, None, &mut cache),
         Err(Error::Config(_))
     ));
-    let r = model.forward_cached(&[1, 2, 3], None, &mut cache);
+    let r = model.forward_cached(&[1, 2, 3], None, None, &mut cache);
     assert!(matches!(r, Err(Error::Config(m)) if m.contains("max_seq_len 8")));
     assert_eq!(cache.len(), 6);
-    model.forward_cached(&[1, 2], None, &mut cache).unwrap();
-    assert!(model.forward_cached(&[1], None, &mut cache).is_err());
+    model
+        .forward_cached(&[1, 2], None, None, &mut cache)
+        .unwrap();
+    assert!(model.forward_cached(&[1], None, None, &mut cache).is_err());
     assert_eq!(cache.len(), 8);
     // A cache made for another model is refused.
     let (_vm2, other) = varmap_model(&DecoderConfig::tiny(VOCAB));
     let mut foreign = other.new_cache().unwrap();
     assert!(matches!(
-        model.forward_cached(&[1], None, &mut foreign),
+        model.forward_cached(&[1], None, None, &mut foreign),
         Err(Error::Config(_))
     ));
 }
@@ -366,7 +377,7 @@ fn decoder_logits_are_a_distribution_over_the_vocab() {
     let sums = probs.sum(1).unwrap().to_vec1::<f32>().unwrap();
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-4));
     let mut cache = model.new_cache().unwrap();
-    let last = model.forward_cached(&seq, None, &mut cache).unwrap();
+    let last = model.forward_cached(&seq, None, None, &mut cache).unwrap();
     let diff = max_abs_diff(&last, &full.get(cfg.max_seq_len - 1).unwrap());
     assert!(diff <= 1e-4, "max abs diff {diff}");
 }

@@ -54,7 +54,7 @@ fn any_model_decoder_begin_step_extend_truncate() {
     let mut seq = p.inline.clone();
     seq.extend(&cont);
     let full = model
-        .forward_train(&row(&seq), None, None)
+        .forward_train(&row(&seq), None, None, None)
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -80,7 +80,9 @@ fn any_model_decoder_begin_step_extend_truncate() {
     let l = model.extend(&alt).unwrap();
     let mut alt_seq = seq[..n + 2].to_vec();
     alt_seq.extend(alt);
-    let alt_full = model.forward_train(&row(&alt_seq), None, None).unwrap();
+    let alt_full = model
+        .forward_train(&row(&alt_seq), None, None, None)
+        .unwrap();
     assert!(max_abs_diff(&l, &alt_full.get(0).unwrap().get(n + 3).unwrap()) <= 1e-4);
 
     // begin starts over.
@@ -121,7 +123,7 @@ fn any_model_staria_begin_reads_decoder_layout_and_snippets() {
         present: Tensor::new(&[[1u8, 1]], &dev).unwrap(),
     };
     let full = model
-        .forward_train(&row(&seq), None, Some(&sb))
+        .forward_train(&row(&seq), None, None, Some(&sb))
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -147,7 +149,9 @@ fn any_model_staria_begin_reads_decoder_layout_and_snippets() {
         ..p.clone()
     };
     let l = model.begin(&bare).unwrap();
-    let expect = model.forward_train(&row(&p.decoder), None, None).unwrap();
+    let expect = model
+        .forward_train(&row(&p.decoder), None, None, None)
+        .unwrap();
     assert!(max_abs_diff(&l, &expect.get(0).unwrap().get(n - 1).unwrap()) <= 1e-4);
 }
 
@@ -189,7 +193,7 @@ fn any_model_errors_leave_the_position_alone() {
         present: Tensor::ones((1, 1), DType::U8, &dev).unwrap(),
     };
     assert!(matches!(
-        model.forward_train(&row(&[1, 2]), None, Some(&sb)),
+        model.forward_train(&row(&[1, 2]), None, None, Some(&sb)),
         Err(Error::Config(_))
     ));
 

@@ -97,9 +97,9 @@ fn staria_with_zero_gates_equals_its_decoder_checkpoint() {
         svm.set_one(name, var.as_tensor()).unwrap();
     }
     let seq = ids(20, 1, VOCAB);
-    let expect = dec.forward(&row(&seq), None).unwrap();
+    let expect = dec.forward(&row(&seq), None, None).unwrap();
     let sb = snippet_batch(&[snippets(5)], 3);
-    let got = staria.forward(&row(&seq), None, Some(&sb)).unwrap();
+    let got = staria.forward(&row(&seq), None, None, Some(&sb)).unwrap();
     let diff = max_abs_diff(&got, &expect);
     assert!(diff <= 1e-6, "training forward: max abs diff {diff}");
     // Cached, with snippets encoded.
@@ -107,7 +107,7 @@ fn staria_with_zero_gates_equals_its_decoder_checkpoint() {
     assert!(!latents.is_empty());
     let mut cache = staria.new_cache().unwrap();
     let last = staria
-        .forward_cached(&seq, None, &mut cache, &latents)
+        .forward_cached(&seq, None, None, &mut cache, &latents)
         .unwrap();
     let diff = max_abs_diff(&last, &expect.get(0).unwrap().get(19).unwrap());
     assert!(diff <= 1e-4, "cached: max abs diff {diff}");
@@ -122,13 +122,13 @@ fn staria_cached_decoding_matches_full_forward_with_open_gates() {
     let seq = ids(26, 12, VOCAB);
     let sb = snippet_batch(std::slice::from_ref(&snips), 3);
     let full = model
-        .forward(&row(&seq), None, Some(&sb))
+        .forward(&row(&seq), None, None, Some(&sb))
         .unwrap()
         .squeeze(0)
         .unwrap();
     // The cross-attention really moves the logits.
     let bare = model
-        .forward(&row(&seq), None, None)
+        .forward(&row(&seq), None, None, None)
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -150,7 +150,7 @@ fn staria_cached_decoding_matches_full_forward_with_open_gates() {
     let mut cache = model.new_cache().unwrap();
     for (i, &tok) in seq.iter().enumerate() {
         let step = model
-            .forward_cached(&[tok], None, &mut cache, &latents)
+            .forward_cached(&[tok], None, None, &mut cache, &latents)
             .unwrap();
         let diff = max_abs_diff(&step, &full.get(i).unwrap());
         assert!(diff <= 1e-4, "position {i}: max abs diff {diff}");
@@ -159,12 +159,12 @@ fn staria_cached_decoding_matches_full_forward_with_open_gates() {
     let mut cache = model.new_cache().unwrap();
     let k = 9;
     let first = model
-        .forward_cached(&seq[..k], None, &mut cache, &latents)
+        .forward_cached(&seq[..k], None, None, &mut cache, &latents)
         .unwrap();
     assert!(max_abs_diff(&first, &full.get(k - 1).unwrap()) <= 1e-4);
     for (i, &tok) in seq.iter().enumerate().skip(k) {
         let step = model
-            .forward_cached(&[tok], None, &mut cache, &latents)
+            .forward_cached(&[tok], None, None, &mut cache, &latents)
             .unwrap();
         let diff = max_abs_diff(&step, &full.get(i).unwrap());
         assert!(
@@ -188,7 +188,7 @@ fn staria_cross_every_two_places_sites_after_odd_layers() {
     let seq = ids(10, 22, VOCAB);
     let sb = snippet_batch(std::slice::from_ref(&snips), 3);
     let full = model
-        .forward(&row(&seq), None, Some(&sb))
+        .forward(&row(&seq), None, None, Some(&sb))
         .unwrap()
         .squeeze(0)
         .unwrap();
@@ -196,7 +196,7 @@ fn staria_cross_every_two_places_sites_after_odd_layers() {
     let mut cache = model.new_cache().unwrap();
     for (i, &tok) in seq.iter().enumerate() {
         let step = model
-            .forward_cached(&[tok], None, &mut cache, &latents)
+            .forward_cached(&[tok], None, None, &mut cache, &latents)
             .unwrap();
         let diff = max_abs_diff(&step, &full.get(i).unwrap());
         assert!(diff <= 1e-4, "position {i}: max abs diff {diff}");
@@ -215,20 +215,20 @@ fn staria_batches_with_absent_slots_equal_single_prompts() {
     let all: Vec<u32> = seqs.iter().flatten().copied().collect();
     let dec = Tensor::from_vec(all, (3, 12), &Device::Cpu).unwrap();
     let sb = snippet_batch(&[p0.clone(), p1.clone(), p2.clone()], 3);
-    let batched = model.forward(&dec, None, Some(&sb)).unwrap();
+    let batched = model.forward(&dec, None, None, Some(&sb)).unwrap();
     for (b, p) in [p0, p1, p2].iter().enumerate() {
         // Each prompt alone, through the inference path (its own slot count, no padding slots).
         let latents = model.encode_snippets(p).unwrap();
         assert_eq!(latents.is_empty(), p.is_empty());
         let mut cache = model.new_cache().unwrap();
         let last = model
-            .forward_cached(&seqs[b], None, &mut cache, &latents)
+            .forward_cached(&seqs[b], None, None, &mut cache, &latents)
             .unwrap();
         let diff = max_abs_diff(&last, &batched.get(b).unwrap().get(11).unwrap());
         assert!(diff <= 1e-4, "prompt {b}: max abs diff {diff}");
     }
     // A prompt without snippets is exactly the trunk.
-    let trunk = model.decoder().forward(&row(&seqs[2]), None).unwrap();
+    let trunk = model.decoder().forward(&row(&seqs[2]), None, None).unwrap();
     assert!(max_abs_diff(&batched.get(2).unwrap(), &trunk.get(0).unwrap()) <= 1e-6);
 }
 
@@ -246,7 +246,7 @@ fn staria_section_labels_and_snippets_matter() {
         let latents = model.encode_snippets(s).unwrap();
         let mut cache = model.new_cache().unwrap();
         model
-            .forward_cached(&seq, None, &mut cache, &latents)
+            .forward_cached(&seq, None, None, &mut cache, &latents)
             .unwrap()
     };
     let as_a = run(&vec![(SectionLabel::A, snip.clone())]);
@@ -275,7 +275,7 @@ fn staria_section_labels_and_snippets_matter() {
     let mut cache = model.new_cache().unwrap();
     let trunk = model
         .decoder()
-        .forward_cached(&seq, None, &mut cache)
+        .forward_cached(&seq, None, None, &mut cache)
         .unwrap();
     assert!(max_abs_diff(&none, &trunk) <= 1e-6);
 }
@@ -290,7 +290,7 @@ fn staria_gates_receive_gradients_at_zero() {
         &[snippets(52), vec![(SectionLabel::B, ids(3, 53, VOCAB))]],
         3,
     );
-    let logits = model.forward(&dec, None, Some(&sb)).unwrap();
+    let logits = model.forward(&dec, None, None, Some(&sb)).unwrap();
     let targets = Tensor::from_vec(ids(20, 54, VOCAB), 20, &Device::Cpu).unwrap();
     let loss =
         candle_nn::loss::cross_entropy(&logits.reshape((20, VOCAB)).unwrap(), &targets).unwrap();
@@ -332,7 +332,7 @@ fn staria_open_gates_send_gradients_into_the_encoder() {
     open_gates(&mut vm, &cfg);
     let dec = row(&ids(10, 61, VOCAB));
     let sb = snippet_batch(&[snippets(62)], 3);
-    let logits = model.forward(&dec, None, Some(&sb)).unwrap();
+    let logits = model.forward(&dec, None, None, Some(&sb)).unwrap();
     let targets = Tensor::from_vec(ids(10, 63, VOCAB), 10, &Device::Cpu).unwrap();
     let loss =
         candle_nn::loss::cross_entropy(&logits.reshape((10, VOCAB)).unwrap(), &targets).unwrap();
@@ -439,13 +439,13 @@ fn staria_rejects_bad_snippets_batches_and_configs() {
     let dec = Tensor::zeros((2, 5), DType::U32, &Device::Cpu).unwrap();
     let sb = snippet_batch(&[snippets(1)], 3); // one prompt's slots for a batch of two
     assert!(matches!(
-        model.forward(&dec, None, Some(&sb)),
+        model.forward(&dec, None, None, Some(&sb)),
         Err(Error::Config(_))
     ));
     let mut sb = snippet_batch(&[snippets(1), vec![]], 3);
     sb.sections = Tensor::new(&[[0u32, 1, 7], [0, 0, 0]], &Device::Cpu).unwrap();
     assert!(
-        matches!(model.forward(&dec, None, Some(&sb)), Err(Error::Config(m)) if m.contains("n_sections"))
+        matches!(model.forward(&dec, None, None, Some(&sb)), Err(Error::Config(m)) if m.contains("n_sections"))
     );
 
     let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);

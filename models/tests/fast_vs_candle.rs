@@ -131,7 +131,7 @@ fn matches_candle_decoder_cached_logits() {
 
         let prompt = tokens(100, cfg.vocab_size, 1);
         let want = model
-            .forward_cached(&prompt, None, &mut cache)
+            .forward_cached(&prompt, None, None, &mut cache)
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
@@ -149,7 +149,7 @@ fn matches_candle_decoder_cached_logits() {
 
         for (i, &t) in tokens(50, cfg.vocab_size, 2).iter().enumerate() {
             let want = model
-                .forward_cached(&[t], None, &mut cache)
+                .forward_cached(&[t], None, None, &mut cache)
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
@@ -223,7 +223,7 @@ fn matches_candle_staria_cached_logits() {
     let mut cache = model.new_cache().unwrap();
     let prompt = tokens(30, cfg.decoder.vocab_size, 5);
     let want = model
-        .forward_cached(&prompt, None, &mut cache, &latents)
+        .forward_cached(&prompt, None, None, &mut cache, &latents)
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
@@ -235,7 +235,7 @@ fn matches_candle_staria_cached_logits() {
     );
     for (i, &t) in tokens(20, cfg.decoder.vocab_size, 6).iter().enumerate() {
         let want = model
-            .forward_cached(&[t], None, &mut cache, &latents)
+            .forward_cached(&[t], None, None, &mut cache, &latents)
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
@@ -249,7 +249,7 @@ fn matches_candle_staria_cached_logits() {
     fast.reset();
     fast.set_latents(&[], 0).unwrap();
     let want = model
-        .forward_cached(&prompt, None, &mut cache, &empty)
+        .forward_cached(&prompt, None, None, &mut cache, &empty)
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();

@@ -143,20 +143,22 @@ fn training_forward_cached_candle_and_fast_decoders_agree() {
     let n = seq.len();
     let row = |v: &[u32]| Tensor::from_slice(v, (1, n), &Device::Cpu).unwrap();
     let full = model
-        .forward_train(&row(&seq), Some(&row(&win)), None)
+        .forward_train(&row(&seq), Some(&row(&win)), None, None)
         .unwrap()
         .squeeze(0)
         .unwrap();
     // The input matters: all-zero bins give other logits.
     let blind = model
-        .forward_train(&row(&seq), Some(&row(&vec![0; n])), None)
+        .forward_train(&row(&seq), Some(&row(&vec![0; n])), None, None)
         .unwrap()
         .squeeze(0)
         .unwrap();
     let last = |x: &Tensor| x.get(n - 1).unwrap().to_vec1::<f32>().unwrap();
     assert!(max_abs_diff(&last(&full), &last(&blind)) > 1e-3);
     // Without the bins the training forward refuses.
-    let err = model.forward_train(&row(&seq), None, None).unwrap_err();
+    let err = model
+        .forward_train(&row(&seq), None, None, None)
+        .unwrap_err();
     assert!(err.to_string().contains("window_bins 8"), "{err}");
 
     // Cached decoding needs the tokenizer; then every step matches the full forward.

@@ -13,6 +13,7 @@
 use candle_core::{D, DType, Device, Tensor};
 use rand::Rng;
 use staria_models::SectionLabel;
+use staria_models::grid::{BeatGrid, GridInput, GridRows, grid_windows};
 use staria_models::prompt::Prompt;
 use staria_models::staria::SnippetBatch;
 use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
@@ -87,16 +88,22 @@ pub fn truncate_snippet(tok: &Tokenizer, ids: &[u32], max: usize) -> Vec<u32> {
 pub struct Prepared {
     pub prompt: Prompt,
     pub body: Vec<u32>,
+    /// The body's beat grid after augmentation (`staria_models::grid`); `None`: tempo unknown.
+    pub grid: Option<BeatGrid>,
 }
 
 /// Augments a piece and its snippets, truncates the snippets to `snippet_max` tokens and builds
-/// the prompt. `form` gets a form token when the tokenizer has one.
+/// the prompt. `form` gets a form token when the tokenizer has one. `quarter_ms`: the piece's
+/// constant quarter note (`PieceMeta::quarter_ms`), scaled with the tempo augmentation into the
+/// body's beat grid.
+#[allow(clippy::too_many_arguments)]
 pub fn prepare_piece(
     tok: &Tokenizer,
     piece: &[u32],
     snippets: &[(SectionLabel, Vec<u32>)],
     style: Option<&str>,
     form: &str,
+    quarter_ms: Option<f64>,
     aug: Augment,
     snippet_max: usize,
 ) -> Result<Prepared> {
@@ -123,6 +130,9 @@ pub fn prepare_piece(
     Ok(Prepared {
         prompt,
         body: piece[start..].to_vec(),
+        grid: quarter_ms
+            .and_then(|q| BeatGrid::new(q, 0.0).ok())
+            .map(|g| g.scaled(aug.tempo)),
     })
 }
 
@@ -141,6 +151,11 @@ pub struct Example {
     /// window-position input (`staria_models::window`) of models that read it.
     pub inline_onsets: Vec<u32>,
     pub decoder_onsets: Vec<u32>,
+    /// The grid window after each token of `inline` / `decoder` (`grid::grid_windows`) and the
+    /// body's beat grid: the beat-grid head's input (`staria_models::grid`).
+    pub inline_grid_windows: Vec<u32>,
+    pub decoder_grid_windows: Vec<u32>,
+    pub grid: Option<BeatGrid>,
 }
 
 /// Body positions a window may start at: `<T>`, a section tag, `<D>`, `<E>`, or a note/drum.
@@ -201,16 +216,27 @@ impl Prepared {
         for &id in &self.body[..start] {
             clock.push(tok, id);
         }
+        let mut grid_clock = clock;
         let mut body_onsets = latest_onsets(tok, &mut clock, &header);
         body_onsets.extend(latest_onsets(tok, &mut clock, window));
+        let mut body_windows = grid_windows(tok, &mut grid_clock, &header);
+        body_windows.extend(grid_windows(tok, &mut grid_clock, window));
         let with_prompt = |prompt: &[u32]| {
             let mut v = latest_onsets(tok, &mut StreamDecoder::new(), prompt);
             v.extend_from_slice(&body_onsets);
             v
         };
+        let windows_with_prompt = |prompt: &[u32]| {
+            let mut v = grid_windows(tok, &mut StreamDecoder::new(), prompt);
+            v.extend_from_slice(&body_windows);
+            v
+        };
         let ex = Example {
             inline_onsets: with_prompt(&self.prompt.inline),
             decoder_onsets: with_prompt(&self.prompt.decoder),
+            inline_grid_windows: windows_with_prompt(&self.prompt.inline),
+            decoder_grid_windows: windows_with_prompt(&self.prompt.decoder),
+            grid: self.grid,
             inline,
             decoder,
             inline_given,
@@ -266,6 +292,8 @@ impl Prepared {
                     ex.decoder.truncate(ex.decoder.len() - drop);
                     ex.inline_onsets.truncate(ex.inline.len());
                     ex.decoder_onsets.truncate(ex.decoder.len());
+                    ex.inline_grid_windows.truncate(ex.inline.len());
+                    ex.decoder_grid_windows.truncate(ex.decoder.len());
                     ex.targets -= drop;
                     end = e;
                 }
@@ -291,6 +319,8 @@ pub struct Batch {
     pub ids: Tensor,
     /// Window-position bins of the inputs `[B, T]`, for a model that reads them.
     pub win: Option<Tensor>,
+    /// Beat-grid rows of the inputs `[B, T, onsets]`, for a model with a grid head.
+    pub grid: Option<GridInput>,
     pub targets: Tensor,
     pub mask: Tensor,
     pub snippets: Option<SnippetBatch>,
@@ -299,12 +329,13 @@ pub struct Batch {
 }
 
 /// `window`: the model's window-position buckets (`WindowBins::of`), `None` for a model
-/// without that input.
+/// without that input; `grid` its beat-grid rows (`GridRows::of`), `None` without a grid head.
 pub fn collate(
     examples: &[Example],
     layout: Layout,
     pad: u32,
     window: Option<WindowBins>,
+    grid: Option<GridRows>,
     snippet_len: usize,
     device: &Device,
 ) -> Result<Batch> {
@@ -336,10 +367,32 @@ pub fn collate(
     let mut targets = vec![pad; b * t];
     let mut mask = vec![0f32; b * t];
     let mut bins = vec![0u32; if window.is_some() { b * t } else { 0 }];
+    // Padding positions get "no grid" rows.
+    let mut grid_rows = match grid {
+        Some(g) => vec![g.bins as u32; b * t * g.onsets],
+        None => Vec::new(),
+    };
     let mut tokens = 0;
     for (row, (s, given)) in seqs.iter().enumerate() {
         let n = s.len().saturating_sub(1);
         tokens += n;
+        if let Some(g) = grid {
+            let windows = match layout {
+                Layout::Inline => &examples[row].inline_grid_windows,
+                Layout::Staria => &examples[row].decoder_grid_windows,
+            };
+            if windows.len() != s.len() {
+                return Err(TrainError::Data(format!(
+                    "example {row}: {} grid windows for {} tokens",
+                    windows.len(),
+                    s.len()
+                )));
+            }
+            let out = &mut grid_rows[row * t * g.onsets..(row * t + n) * g.onsets];
+            for (dst, &w) in out.chunks_exact_mut(g.onsets).zip(windows) {
+                g.fill(examples[row].grid, w, dst);
+            }
+        }
         if let Some(w) = window {
             if onsets[row].len() != s.len() {
                 return Err(TrainError::Data(format!(
@@ -369,6 +422,13 @@ pub fn collate(
         ids: Tensor::from_vec(ids, (b, t), device)?,
         win: match window {
             Some(_) => Some(Tensor::from_vec(bins, (b, t), device)?),
+            None => None,
+        },
+        grid: match grid {
+            Some(g) => Some(GridInput {
+                rows: Tensor::from_vec(grid_rows, (b, t, g.onsets), device)?,
+                first_onset: g.first_onset as usize,
+            }),
             None => None,
         },
         targets: Tensor::from_vec(targets, (b, t), device)?,

@@ -65,6 +65,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 use staria_models::checkpoint;
 use staria_models::fast::{FastDecoder, WeightFormat};
+use staria_models::grid::{BeatGrid, GridRows};
 use staria_models::midi::{read_midi, write_midi};
 use staria_models::model::AnyModel;
 use staria_models::tokenizer::{PromptSpec, Tokenizer};
@@ -466,14 +467,28 @@ pub fn evaluate_model(
             &snippets,
             p.style.as_deref(),
             &form,
+            p.song.constant_quarter_ms(),
             Augment::NONE,
             snippet_tokens,
         )?;
         for chunk in prepared.all_examples(tok, seq_len)?.chunks(8) {
             let window = WindowBins::of(model.config().decoder());
-            let batch = collate(chunk, layout, tok.pad_id(), window, snippet_len, device)?;
-            let logits =
-                model.forward_train(&batch.ids, batch.win.as_ref(), batch.snippets.as_ref())?;
+            let grid = GridRows::of(model.config().decoder(), tok);
+            let batch = collate(
+                chunk,
+                layout,
+                tok.pad_id(),
+                window,
+                grid,
+                snippet_len,
+                device,
+            )?;
+            let logits = model.forward_train(
+                &batch.ids,
+                batch.win.as_ref(),
+                batch.grid.as_ref(),
+                batch.snippets.as_ref(),
+            )?;
             let (_, s, c) = masked_nll(&logits, &batch.targets, &batch.mask)?;
             nats += s;
             count += c;
@@ -556,6 +571,12 @@ pub fn evaluate_model(
             snippets: snippets.clone(),
         };
         let prompt = tok.build_prompt(&spec)?;
+        // The reference's tempo, a beat where the generated piece starts (as in training).
+        gen_model.set_grid(
+            p.song
+                .constant_quarter_ms()
+                .and_then(|q| BeatGrid::new(q, 0.0).ok()),
+        );
         let g = generate(gen_model, tok, &prompt, &plan, &sampling, &mut rng)?;
         gens += 1;
         errors += g.grammar_errors;

@@ -242,6 +242,7 @@ pub fn add_song(
         origin,
         duration_ms,
         notes: song.notes.len(),
+        quarter_ms: song.constant_quarter_ms(),
         sections,
     };
     writer.add(split, piece, &tokens, &snippets);

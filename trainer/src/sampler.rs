@@ -4,6 +4,7 @@
 
 use candle_core::Tensor;
 use staria_models::fast::{FastDecoder, WeightFormat};
+use staria_models::grid::BeatGrid;
 use staria_models::model::{AnyModel, ModelKind};
 use staria_models::prompt::Prompt;
 
@@ -21,6 +22,9 @@ pub trait LogitSource {
     /// Drops the cache past its first `len` tokens (the onset vote takes a note token back).
     fn truncate(&mut self, len: usize);
     fn max_seq_len(&self) -> usize;
+    /// The tempo grid of the pieces generated from now on, for a model with a beat-grid head
+    /// (`staria_models::grid`); `None`: tempo unknown.
+    fn set_grid(&mut self, grid: Option<BeatGrid>);
 }
 
 fn copy_logits(t: &Tensor, out: &mut Vec<f32>) -> Result<()> {
@@ -65,6 +69,9 @@ impl LogitSource for CandleLogits<'_> {
     }
     fn max_seq_len(&self) -> usize {
         self.model.max_seq_len()
+    }
+    fn set_grid(&mut self, grid: Option<BeatGrid>) {
+        self.model.set_grid(grid);
     }
 }
 
@@ -128,5 +135,8 @@ impl LogitSource for FastLogits<'_> {
     }
     fn max_seq_len(&self) -> usize {
         self.fast.max_seq_len()
+    }
+    fn set_grid(&mut self, grid: Option<BeatGrid>) {
+        self.fast.set_grid(grid);
     }
 }

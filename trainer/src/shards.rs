@@ -74,6 +74,11 @@ pub struct PieceMeta {
     pub origin: SectionOrigin,
     pub duration_ms: f64,
     pub notes: usize,
+    /// The quarter note in ms when the piece keeps one tempo (the beat grid of
+    /// `staria_models::grid`, a beat at time 0); `None` with tempo changes or from shards
+    /// written before it.
+    #[serde(default)]
+    pub quarter_ms: Option<f64>,
     pub sections: Vec<SectionMeta>,
     pub piece: Span,
     pub snippets: Vec<SnippetMeta>,
@@ -124,6 +129,7 @@ pub struct NewPiece {
     pub origin: SectionOrigin,
     pub duration_ms: f64,
     pub notes: usize,
+    pub quarter_ms: Option<f64>,
     pub sections: Vec<SectionMeta>,
 }
 
@@ -175,6 +181,7 @@ impl ShardWriter {
             form,
             origin: piece.origin,
             duration_ms: piece.duration_ms,
+            quarter_ms: piece.quarter_ms,
             notes: piece.notes,
             sections: piece.sections,
             piece: piece_span,

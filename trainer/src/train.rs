@@ -12,6 +12,7 @@ use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use staria_models::Tokenizer;
 use staria_models::model::{AnyModel, ModelConfig, ModelKind};
 
 use crate::batch::{Augment, Example, Layout, collate, masked_nll, prepare_piece};
@@ -22,6 +23,7 @@ use crate::models::{self, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::{AdamW, AdamWParams, Schedule};
 use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, VALIDATION};
+use staria_models::grid::GridRows;
 use staria_models::params::SeededVars;
 use staria_models::window::WindowBins;
 
@@ -119,6 +121,7 @@ pub fn training_example(
         &shards.snippets(split, piece),
         piece.style.as_deref(),
         &piece.form,
+        piece.quarter_ms,
         aug,
         exp.data.snippet_tokens,
     )?;
@@ -148,6 +151,7 @@ pub fn validation_examples(
             &shards.snippets(split, p),
             p.style.as_deref(),
             &p.form,
+            p.quarter_ms,
             Augment::NONE,
             exp.data.snippet_tokens,
         )?;
@@ -164,14 +168,23 @@ pub struct LmModel {
     pub vars: SeededVars,
     pub layout: Layout,
     pub snippet_len: usize,
+    /// The beat-grid head's rows (`staria_models::grid`); `None` without a grid head.
+    pub grid: Option<GridRows>,
     /// Set for a decoder-only model on the fast CPU path: it then owns the current weights and
     /// optimizer state, and [`LmModel::sync`] copies them back to `vars` and the `AdamW`.
     pub fast: Option<FastTrainer>,
 }
 
 impl LmModel {
-    pub fn build(config: ModelConfig, vars: SeededVars, device: &Device) -> Result<Self> {
-        let model = AnyModel::new(&config, vars.builder(device))?;
+    pub fn build(
+        config: ModelConfig,
+        vars: SeededVars,
+        tok: &Tokenizer,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut model = AnyModel::new(&config, vars.builder(device))?;
+        model.set_tokenizer(tok);
+        let grid = GridRows::of(config.decoder(), tok);
         let (layout, snippet_len) = match &config {
             ModelConfig::Decoder(_) => (Layout::Inline, 0),
             ModelConfig::Staria(s) => (Layout::Staria, s.encoder.max_seq_len),
@@ -182,6 +195,7 @@ impl LmModel {
             vars,
             layout,
             snippet_len,
+            grid,
             fast: None,
         })
     }
@@ -194,7 +208,7 @@ impl LmModel {
                 "the fast training path covers decoder-only models only",
             ));
         };
-        let mut fast = FastTrainer::from_vars(cfg, &self.vars, opt)?;
+        let mut fast = FastTrainer::from_vars(cfg, &self.vars, opt, self.grid)?;
         fast.reserve(batch, seq);
         self.fast = Some(fast);
         Ok(())
@@ -226,10 +240,21 @@ impl LmModel {
         device: &Device,
     ) -> Result<(candle_core::Tensor, f64, f64, usize)> {
         let window = WindowBins::of(self.config.decoder());
-        let batch = collate(examples, self.layout, 0, window, self.snippet_len, device)?;
-        let logits =
-            self.model
-                .forward_train(&batch.ids, batch.win.as_ref(), batch.snippets.as_ref())?;
+        let batch = collate(
+            examples,
+            self.layout,
+            0,
+            window,
+            self.grid,
+            self.snippet_len,
+            device,
+        )?;
+        let logits = self.model.forward_train(
+            &batch.ids,
+            batch.win.as_ref(),
+            batch.grid.as_ref(),
+            batch.snippets.as_ref(),
+        )?;
         let (mean, sum, count) = masked_nll(&logits, &batch.targets, &batch.mask)?;
         Ok((mean, sum, count, batch.tokens))
     }
@@ -476,7 +501,8 @@ pub fn train_decoder(
 
 /// `train-decoder`, starting from the weights of the decoder-only checkpoint `init` when given
 /// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required (the
-/// run may add the window-position input, `window_bins`); the optimizer and schedule start fresh.
+/// run may add the window-position input, `window_bins`, and the beat-grid head, `grid_bins`);
+/// the optimizer and schedule start fresh.
 pub fn train_decoder_from(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -491,14 +517,21 @@ pub fn train_decoder_from(
     if let (Some(dir), None) = (init, &saved) {
         let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
         models::check_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer.hash())?;
-        // A checkpoint without the window-position input may start a run that adds it: the
-        // new table starts at zero, so the model starts out computing what the checkpoint did.
-        let mut without_window = cfg.clone();
-        if let ModelConfig::Decoder(d) = &mut without_window {
-            d.window_bins = 0;
-        }
-        if icfg.kind() != ModelKind::Decoder || (icfg.model != cfg && icfg.model != without_window)
+        // A checkpoint without the window-position input or the beat-grid head may start a
+        // run that adds them: the new tables start at zero, so the model starts out computing
+        // what the checkpoint did.
+        let mut as_checkpoint = cfg.clone();
+        if let (ModelConfig::Decoder(d), ModelConfig::Decoder(i)) =
+            (&mut as_checkpoint, &icfg.model)
         {
+            if i.window_bins == 0 {
+                d.window_bins = 0;
+            }
+            if i.grid_bins == 0 {
+                d.grid_bins = 0;
+            }
+        }
+        if icfg.kind() != ModelKind::Decoder || icfg.model != as_checkpoint {
             return Err(TrainError::file(
                 dir,
                 format!(
@@ -510,7 +543,7 @@ pub fn train_decoder_from(
         }
         vars.load(&tensors)?;
     }
-    let mut lm = LmModel::build(cfg, vars, &opts.device)?;
+    let mut lm = LmModel::build(cfg, vars, &shards.tokenizer, &opts.device)?;
     let mut opt = AdamW::new(lm.vars.named(), adamw(&h))?;
     let state = match saved {
         Some(s) => {
@@ -624,7 +657,7 @@ pub fn train_staria(
             .collect();
         vars.load(&enc)?;
     }
-    let mut lm = LmModel::build(cfg.clone(), vars, &opts.device)?;
+    let mut lm = LmModel::build(cfg.clone(), vars, tok, &opts.device)?;
     let n_layers = scfg.decoder.n_layers;
     let trainable =
         |lm: &LmModel, step: u64| lm.vars.select(|n| staria_trainable(exp, n_layers, step, n));

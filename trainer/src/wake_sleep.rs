@@ -118,6 +118,8 @@ fn wake_example(
         &snippets,
         piece.style.as_deref(),
         &form,
+        // A decoded piece's tempo is the tokenizer's, not the music's: no grid.
+        None,
         Augment::sample(&exp.data, rng),
         exp.data.snippet_tokens,
     )?;
@@ -285,7 +287,7 @@ pub fn wake_sleep(
     }
     let vars = SeededVars::new(exp.seed);
     vars.load(&tensors)?;
-    let mut lm = LmModel::build(ccfg.model.clone(), vars, device)?;
+    let mut lm = LmModel::build(ccfg.model.clone(), vars, tok, device)?;
     let mut opt_g = AdamW::new(
         lm.vars.named(),
         AdamWParams {

@@ -437,3 +437,102 @@ fn a_run_adds_the_window_input_to_a_decoder_without_it() {
     .to_string();
     assert!(err.contains("is not a decoder-only"), "{err}");
 }
+
+#[test]
+fn a_run_adds_the_beat_grid_head_and_the_data_sits_on_its_grid() {
+    use staria_models::grid::GridRows;
+    use staria_models::tokenizer::TokenKind;
+    use staria_trainer::batch::{Augment, Layout, collate, prepare_piece};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let tok = &shards.tokenizer;
+    // The fixtures keep 120 bpm: every piece records its quarter note.
+    for split in [TRAIN, VALIDATION, SYNTHETIC] {
+        for p in shards.pieces(split) {
+            assert_eq!(p.quarter_ms, Some(500.0), "{}", p.id);
+        }
+    }
+    // Training rows put every onset the data plays on an eighth (the fixtures play eighths),
+    // through windows, cut points and a tempo augmentation whose beat (535 ms) does not divide
+    // the 5 s window.
+    let rows = GridRows::new(48, tok).unwrap();
+    let aug = Augment {
+        tempo: 1.07,
+        ..Augment::NONE
+    };
+    let (mut onsets, mut checked_later_windows) = (0, 0);
+    for p in shards.pieces(TRAIN).iter().take(6) {
+        let prepared = prepare_piece(
+            tok,
+            shards.piece_tokens(TRAIN, p),
+            &shards.snippets(TRAIN, p),
+            p.style.as_deref(),
+            &p.form,
+            p.quarter_ms,
+            aug,
+            64,
+        )
+        .unwrap();
+        for ex in prepared.all_examples(tok, 320).unwrap() {
+            let b = collate(
+                std::slice::from_ref(&ex),
+                Layout::Inline,
+                0,
+                None,
+                Some(rows),
+                0,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let grid = b.grid.unwrap().rows.flatten_all().unwrap();
+            let grid = grid.to_vec1::<u32>().unwrap();
+            for (i, &target) in ex.inline[1..].iter().enumerate() {
+                if i + 1 < ex.inline_given {
+                    continue;
+                }
+                if let TokenKind::Onset { .. } = tok.kind(target) {
+                    let row = &grid[i * rows.onsets..(i + 1) * rows.onsets];
+                    let bin = row[(target - rows.first_onset) as usize];
+                    assert!(bin == 0 || bin == 24, "{}: onset on bin {bin}", p.id);
+                    onsets += 1;
+                    checked_later_windows += usize::from(ex.inline_grid_windows[i] > 0);
+                }
+            }
+        }
+    }
+    assert!(
+        onsets > 50 && checked_later_windows > 10,
+        "{onsets} {checked_later_windows}"
+    );
+
+    // A decoder without the head gets one added by a run from it (the head starts at zero).
+    let exp = common::tiny_config();
+    let dec = tmp.path().join("decoder");
+    train::train_decoder(&exp, &shards, &run_opts(&dec)).unwrap();
+    let mut with_grid = exp.clone();
+    with_grid
+        .model
+        .overrides
+        .insert("grid_bins".into(), toml::Value::Integer(48));
+    let tuned = tmp.path().join("tuned");
+    let opts = RunOptions {
+        max_steps: Some(3),
+        backend: Backend::Fast,
+        ..run_opts(&tuned)
+    };
+    train::train_decoder_from(&with_grid, &shards, &opts, Some(&dec)).unwrap();
+    let tensors = staria_models::checkpoint::load_tensors(&tuned, &Device::Cpu).unwrap();
+    let head = tensors["grid_head.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(head.len(), 48 * 32);
+    assert!(head.iter().any(|&x| x != 0.0), "the head trained");
+    // It evaluates (generation sets the reference's tempo grid) like any other checkpoint.
+    let data = EvalData::load(&tmp.path().join("corpus"), &eval_opts()).unwrap();
+    let r = eval::evaluate(&tuned, &data, &eval_opts()).unwrap();
+    assert!(r.nll_bits_per_token.is_finite() && r.nll_bits_per_token > 0.0);
+    assert_eq!(r.generations, 2);
+}

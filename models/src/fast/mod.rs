@@ -52,6 +52,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::grid::{self, BeatGrid, GridRows};
 use crate::window::{self, WindowBins, WindowClock};
 pub use kernels::Isa;
 use kernels::padded;
@@ -140,6 +141,9 @@ pub struct FastConfig {
     pub window_bins: usize,
     #[serde(default = "crate::decoder::default_window_bin_ms")]
     pub window_bin_ms: u32,
+    /// Beat-grid head (`crate::grid`), as `DecoderConfig::grid_bins`; 0 = none.
+    #[serde(default)]
+    pub grid_bins: usize,
 }
 
 impl FastConfig {
@@ -166,6 +170,7 @@ impl FastConfig {
             latent_dim: None,
             window_bins: 0,
             window_bin_ms: crate::decoder::default_window_bin_ms(),
+            grid_bins: 0,
         }
     }
 
@@ -262,6 +267,7 @@ impl From<&crate::decoder::DecoderConfig> for FastConfig {
         f.norm_eps = d.norm_eps;
         f.window_bins = d.window_bins;
         f.window_bin_ms = d.window_bin_ms;
+        f.grid_bins = d.grid_bins;
         f
     }
 }
@@ -296,6 +302,8 @@ pub mod names {
     pub const TOK_EMB: &str = "tok_emb.weight";
     /// `[window_bins, dim]`, only with `window_bins > 0`.
     pub const WIN_EMB: &str = "win_emb.weight";
+    /// `[grid_bins, dim]`, only with `grid_bins > 0`.
+    pub const GRID_HEAD: &str = "grid_head.weight";
     pub const NORM: &str = "norm.weight";
     pub const LM_HEAD: &str = "lm_head.weight";
 
@@ -353,6 +361,8 @@ struct Weights {
     cross: Vec<CrossSite>,
     norm: Vec<f32>,
     lm_head: Matrix,
+    /// Beat-grid head `[grid_bins, dim]` (f32: it is small); empty without one.
+    grid_head: Vec<f32>,
     /// `[max_seq_len][head_dim / 2]`, as the candle model builds them (f32 angle, f32 cos/sin).
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -422,6 +432,8 @@ struct State {
     /// K and V of one latent for `set_latents` `[2 * dim]`.
     kv_proj: Aligned<f32>,
     logits: Aligned<f32>,
+    /// Beat-grid scores of the last position `[grid_bins]`.
+    grid_scores: Vec<f32>,
     qs: QScratch,
 }
 
@@ -434,8 +446,14 @@ pub struct FastDecoder {
     w: Weights,
     s: State,
     /// The window position of the cached tokens, for a model that reads it; set by
-    /// [`set_tokenizer`](Self::set_tokenizer).
+    /// [`set_tokenizer`](Self::set_tokenizer); a model with a grid head keeps one too.
     clock: Option<WindowClock>,
+    /// The grid head's geometry from the tokenizer; `None` without a head or a tokenizer.
+    grid_rows: Option<GridRows>,
+    /// The tempo grid of the piece being decoded (`set_grid`); `None`: unknown.
+    grid: Option<BeatGrid>,
+    /// `[onsets]` grid row of the last position (allocated in `set_tokenizer`).
+    grid_row: Vec<u32>,
 }
 
 /// The most run-time state (KV cache and RoPE tables, f32) a config may ask for: sizes the
@@ -525,6 +543,14 @@ where
             names::WIN_EMB,
             Some(&[wb, d]),
             &format!("window_bins = {wb}, dim = {d}"),
+        )?;
+    }
+    if cfg.grid_bins > 0 {
+        let gb = cfg.grid_bins;
+        expect(
+            names::GRID_HEAD,
+            Some(&[gb, d]),
+            &format!("grid_bins = {gb}, dim = {d}"),
         )?;
     }
     // What the weights do not imply: the KV cache (keys and values of every layer and position,
@@ -694,6 +720,10 @@ impl FastDecoder {
         }
         let norm = fetch(g, names::NORM, &[d])?;
         let lm_head = fetch_matrix(g, names::LM_HEAD, v, d, format)?;
+        let grid_head = match cfg.grid_bins {
+            0 => Vec::new(),
+            gb => fetch(g, names::GRID_HEAD, &[gb, d])?,
+        };
 
         // RoPE tables exactly as the candle model builds them: f32 inverse frequencies from f64,
         // f32 angle = position * inv_freq, f32 cos / sin.
@@ -742,6 +772,7 @@ impl FastDecoder {
             latent: Aligned::zeroed(padded(ld)),
             kv_proj: Aligned::zeroed(2 * d),
             logits: Aligned::zeroed(v),
+            grid_scores: vec![0.0; cfg.grid_bins],
             qs: QScratch::new(d.max(max_hidden).max(ld), c),
         };
         Ok(FastDecoder {
@@ -756,11 +787,15 @@ impl FastDecoder {
                 cross,
                 norm,
                 lm_head,
+                grid_head,
                 rope_cos,
                 rope_sin,
             },
             s,
             clock: None,
+            grid_rows: None,
+            grid: None,
+            grid_row: Vec::new(),
         })
     }
 
@@ -905,10 +940,24 @@ impl FastDecoder {
     }
 
     /// Gives the decoder its tokenizer, which a model with a window-position input needs
-    /// (`crate::window`); a no-op for one without. Allocates the clock (once).
+    /// (`crate::window`) and a beat-grid head to place onsets (`crate::grid`); a no-op for one
+    /// with neither. Allocates the clock and the grid row (once).
     pub fn set_tokenizer(&mut self, tokenizer: &crate::tokenizer::Tokenizer) {
         let bins = WindowBins::new(self.cfg.window_bins, self.cfg.window_bin_ms);
-        self.clock = WindowClock::with_bins(tokenizer, bins, self.cfg.max_seq_len);
+        self.clock = WindowClock::with_bins(
+            tokenizer,
+            bins,
+            self.cfg.grid_bins > 0,
+            self.cfg.max_seq_len,
+        );
+        self.grid_rows = GridRows::new(self.cfg.grid_bins, tokenizer);
+        self.grid_row = vec![0; self.grid_rows.map_or(0, |g| g.onsets)];
+    }
+
+    /// The tempo grid of the pieces decoded from now on (`None`: tempo unknown); only a model
+    /// with a beat-grid head reads it. Takes effect at the next `step`/`prefill`.
+    pub fn set_grid(&mut self, grid: Option<BeatGrid>) {
+        self.grid = grid;
     }
 
     /// Appends one token and returns the next-token logits `[vocab_size]`. Never allocates
@@ -928,12 +977,18 @@ impl FastDecoder {
             ));
         }
         self.check_tokens(tokens)?;
-        let bins: &[u32] = match &mut self.clock {
-            Some(clock) => clock.feed(self.s.pos, tokens)?,
+        match &mut self.clock {
+            Some(clock) => {
+                clock.feed(self.s.pos, tokens)?;
+            }
             None if self.cfg.window_bins > 0 => {
                 return Err(window::missing_clock("fast decoder", self.cfg.window_bins));
             }
-            None => &[],
+            None => {}
+        }
+        let bins: &[u32] = match &self.clock {
+            Some(clock) if self.cfg.window_bins > 0 => clock.fed_bins(tokens.len()),
+            _ => &[],
         };
         for (k, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let chunk_bins = bins
@@ -951,6 +1006,20 @@ impl FastDecoder {
         }
         let last = (tokens.len() - 1) % PREFILL_CHUNK;
         compute_logits(&self.w, &mut self.s, &self.cfg, self.isa, last);
+        if let (Some(clock), Some(rows), Some(_)) = (&self.clock, self.grid_rows, self.grid) {
+            rows.fill(
+                self.grid,
+                grid::window_of(clock.state()),
+                &mut self.grid_row,
+            );
+            add_grid_scores(
+                &self.w,
+                &mut self.s,
+                self.cfg.dim,
+                rows.first_onset,
+                &self.grid_row,
+            );
+        }
         Ok(&self.s.logits)
     }
 
@@ -1306,6 +1375,16 @@ fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa:
     gated_add(&mut s.x, &s.tmp, &site.attn_gate, n);
     norm_rows(isa, s, &site.ff_norm, eps, d, n);
     swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, d, n);
+}
+
+/// The beat-grid head on the last normed state (`compute_logits` left it in `xn`): onset logits
+/// get `xn · grid_head[row[k]]` (`crate::grid`).
+fn add_grid_scores(w: &Weights, s: &mut State, dim: usize, first_onset: u32, row: &[u32]) {
+    let xn = &s.xn[..dim];
+    for (score, head_row) in s.grid_scores.iter_mut().zip(w.grid_head.chunks_exact(dim)) {
+        *score = head_row.iter().zip(xn).map(|(a, b)| a * b).sum();
+    }
+    grid::add_to_logits(&mut s.logits, first_onset, row, &s.grid_scores);
 }
 
 /// Final norm and LM head on residual stream `row` of the last chunk.

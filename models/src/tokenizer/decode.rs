@@ -279,6 +279,12 @@ impl StreamDecoder {
         self.window
     }
 
+    /// Whether the tokens read so far end inside a prompt (after `<PROMPT_START>`, before
+    /// `<PROMPT_END>` or `<S>`).
+    pub fn in_prompt(&self) -> bool {
+        self.in_prompt
+    }
+
     /// The time of the latest event: window start plus the latest onset in it.
     #[inline]
     pub fn now_ms(&self, tok: &Tokenizer) -> f64 {

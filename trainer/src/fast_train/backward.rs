@@ -287,6 +287,8 @@ pub(crate) fn backward(
         logits,
         ids,
         win,
+        grid,
+        grid_scores,
         d_normed,
         d_attn_out,
         d_qkv,
@@ -298,6 +300,35 @@ pub(crate) fn backward(
     } = buf;
     weight_grad(&mut grads.lm_head, logits, final_normed, rows, d, v);
     input_grad(d_normed, logits, &p.lm_head, rows, d, v, false);
+    match s.grid {
+        Some(g) => {
+            // d score[r, b] = sum of d logits of the onsets whose phase bin is b.
+            grid_scores[..rows * g.bins]
+                .par_chunks_mut(g.bins)
+                .zip(grid[..rows * g.onsets].par_chunks(g.onsets))
+                .zip(logits[..rows * v].par_chunks(v))
+                .with_min_len(ROW_TASK)
+                .for_each(|((d_scores, row), d_logits)| {
+                    d_scores.fill(0.0);
+                    let d_onsets = &d_logits[g.first_onset..g.first_onset + g.onsets];
+                    for (&bin, &dl) in row.iter().zip(d_onsets) {
+                        if let Some(ds) = d_scores.get_mut(bin as usize) {
+                            *ds += dl;
+                        }
+                    }
+                });
+            weight_grad(
+                &mut grads.grid_head,
+                grid_scores,
+                final_normed,
+                rows,
+                d,
+                g.bins,
+            );
+            input_grad(d_normed, grid_scores, &p.grid_head, rows, d, g.bins, true);
+        }
+        None => grads.grid_head.fill(0.0),
+    }
     layer_norm_backward(
         &final_input[..n],
         &final_mean[..rows],

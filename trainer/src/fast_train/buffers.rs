@@ -62,6 +62,10 @@ pub(crate) struct Buffers {
     pub ids: Vec<u32>,
     /// `[rows]` window-position bins of the ids (unused without that input).
     pub win: Vec<u32>,
+    /// `[rows, grid_onsets]` beat-grid rows (`staria_models::grid`; unused without them).
+    pub grid: Vec<u32>,
+    /// `[rows, grid_bins]` beat-grid head scores; in the backward, their gradient.
+    pub grid_scores: Vec<f32>,
     pub targets: Vec<u32>,
     pub mask: Vec<f32>,
     /// `[rows]` per-row loss (nats; 0 where masked out), summed in row order.
@@ -87,12 +91,19 @@ pub(crate) struct Widths {
     pub ff_hidden: usize,
     pub vocab: usize,
     pub n_layers: usize,
+    /// Beat-grid head buckets and onset tokens per row (0 without a grid head).
+    pub grid_bins: usize,
+    pub grid_onsets: usize,
 }
 
 impl Buffers {
     /// Makes room for `batch x seq` (no-op when it already fits).
     pub(crate) fn ensure(&mut self, w: Widths, batch: usize, seq: usize) {
-        if batch <= self.cap_batch && seq <= self.cap_seq && self.layers.len() == w.n_layers {
+        if batch <= self.cap_batch
+            && seq <= self.cap_seq
+            && self.layers.len() == w.n_layers
+            && self.grid.len() == self.cap_batch * self.cap_seq * w.grid_onsets
+        {
             return;
         }
         let (b, t) = (batch.max(self.cap_batch), seq.max(self.cap_seq));
@@ -129,6 +140,8 @@ impl Buffers {
             logits: z(rows * w.vocab),
             ids: vec![0; rows],
             win: vec![0; rows],
+            grid: vec![0; rows * w.grid_onsets],
+            grid_scores: z(rows * w.grid_bins),
             targets: vec![0; rows],
             mask: z(rows),
             row_loss: vec![0.0; rows],

@@ -12,6 +12,7 @@
 //! `seq x seq` work at seq 640).
 
 use rayon::prelude::*;
+use staria_models::grid;
 
 use super::Shape;
 use super::buffers::{Buffers, LayerActs};
@@ -288,6 +289,25 @@ pub(crate) fn forward(s: &Shape, p: &Params, buf: &mut Buffers, rope: &RopeTable
         d,
         s.vocab,
     );
+    if let Some(g) = s.grid {
+        // Beat-grid head: [rows, grid_bins] scores, each onset logit gets its phase's score.
+        linear(
+            &mut buf.grid_scores,
+            &buf.final_normed,
+            &p.grid_head,
+            rows,
+            d,
+            g.bins,
+        );
+        buf.logits[..rows * s.vocab]
+            .par_chunks_mut(s.vocab)
+            .zip(buf.grid[..rows * g.onsets].par_chunks(g.onsets))
+            .zip(buf.grid_scores[..rows * g.bins].par_chunks(g.bins))
+            .with_min_len(ROW_TASK)
+            .for_each(|((logits, row), scores)| {
+                grid::add_to_logits(logits, g.first_onset as u32, row, scores);
+            });
+    }
 }
 
 /// Masked mean next-token loss from `buf.logits`; returns (summed loss, mask count). With

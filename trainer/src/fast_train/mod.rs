@@ -28,6 +28,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use staria_models::DecoderConfig;
+use staria_models::grid::GridRows;
 use staria_models::params::SeededVars;
 use staria_models::window::WindowBins;
 
@@ -49,6 +50,16 @@ pub(crate) struct Shape {
     pub ff_hidden: usize,
     pub vocab: usize,
     pub eps: f32,
+    /// The beat-grid head's rows in this batch: bins, first onset id and onsets per row; `None`
+    /// without a head or without grid rows (`staria_models::grid`).
+    pub grid: Option<GridShape>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GridShape {
+    pub bins: usize,
+    pub first_onset: usize,
+    pub onsets: usize,
 }
 
 impl Shape {
@@ -68,16 +79,27 @@ pub struct FastTrainer {
     optim: FlatAdamW,
     buffers: Buffers,
     rope: RopeTables,
+    /// The grid head's rows (from the tokenizer); `None` without a grid head.
+    grid_rows: Option<GridRows>,
 }
 
 impl FastTrainer {
     /// Takes the weights from `tensors` (e.g. `SeededVars::tensors`) and the optimizer state from
-    /// `opt`, which must hold exactly the decoder's parameters.
+    /// `opt`, which must hold exactly the decoder's parameters. `grid_rows` (`GridRows::of`) is
+    /// required for a model with a beat-grid head.
     pub fn new(
         cfg: &DecoderConfig,
         tensors: &HashMap<String, Tensor>,
         opt: &AdamW,
+        grid_rows: Option<GridRows>,
     ) -> Result<Self> {
+        if (cfg.grid_bins > 0) != grid_rows.is_some_and(|g| g.bins == cfg.grid_bins) {
+            return Err(TrainError::config(format!(
+                "fast path: the model has grid_bins {} but the trainer got {:?} grid rows",
+                cfg.grid_bins,
+                grid_rows.map(|g| g.bins)
+            )));
+        }
         cfg.validate()?;
         let head_dim = cfg.head_dim()?;
         let params = Params::from_tensors(cfg, tensors)?;
@@ -98,12 +120,18 @@ impl FastTrainer {
             optim,
             buffers: Buffers::default(),
             rope: RopeTables::new(head_dim, cfg.max_seq_len, cfg.rope_theta),
+            grid_rows,
         })
     }
 
     /// Builds from a [`SeededVars`] holding the decoder's variables.
-    pub fn from_vars(cfg: &DecoderConfig, vars: &SeededVars, opt: &AdamW) -> Result<Self> {
-        Self::new(cfg, &vars.tensors(|_| true), opt)
+    pub fn from_vars(
+        cfg: &DecoderConfig,
+        vars: &SeededVars,
+        opt: &AdamW,
+        grid_rows: Option<GridRows>,
+    ) -> Result<Self> {
+        Self::new(cfg, &vars.tensors(|_| true), opt, grid_rows)
     }
 
     pub fn config(&self) -> &DecoderConfig {
@@ -122,6 +150,8 @@ impl FastTrainer {
             ff_hidden: self.cfg.ff_mult * self.cfg.dim,
             vocab: self.cfg.vocab_size,
             n_layers: self.cfg.n_layers,
+            grid_bins: self.cfg.grid_bins,
+            grid_onsets: self.grid_rows.map_or(0, |g| g.onsets),
         }
     }
 
@@ -132,7 +162,7 @@ impl FastTrainer {
         self.buffers.ensure(w, batch, seq);
     }
 
-    fn shape(&self, batch: usize, seq: usize) -> Shape {
+    fn shape(&self, batch: usize, seq: usize, with_grid: bool) -> Shape {
         Shape {
             batch,
             seq,
@@ -142,15 +172,23 @@ impl FastTrainer {
             ff_hidden: self.cfg.ff_mult * self.cfg.dim,
             vocab: self.cfg.vocab_size,
             eps: self.cfg.norm_eps as f32,
+            grid: self.grid_rows.filter(|_| with_grid).map(|g| GridShape {
+                bins: g.bins,
+                first_onset: g.first_onset as usize,
+                onsets: g.onsets,
+            }),
         }
     }
 
-    /// Loads a `[batch, seq]` batch (row-major ids, window-position bins, targets, 0/1 mask)
-    /// into the buffers. `win` is empty for a model without the window input.
+    /// Loads a `[batch, seq]` batch (row-major ids, window-position bins, beat-grid rows,
+    /// targets, 0/1 mask) into the buffers. `win` is empty for a model without the window
+    /// input; `grid` (`[batch, seq, onsets]`) empty without a grid head or without grid rows.
+    #[allow(clippy::too_many_arguments)]
     fn load_batch(
         &mut self,
         ids: &[u32],
         win: &[u32],
+        grid: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
@@ -189,42 +227,61 @@ impl FastTrainer {
                 "window bin {bad} is outside the model's window_bins {bins}"
             )));
         }
+        let onsets = self.grid_rows.map_or(0, |g| g.onsets);
+        if !grid.is_empty() && grid.len() != rows * onsets {
+            return Err(TrainError::config(format!(
+                "fast path: {} beat-grid entries for {rows} ids of {onsets} onsets (grid_bins {})",
+                grid.len(),
+                self.cfg.grid_bins
+            )));
+        }
+        if let Some(&bad) = grid.iter().find(|&&b| b as usize > self.cfg.grid_bins) {
+            return Err(TrainError::config(format!(
+                "beat-grid bin {bad} is outside the model's grid_bins {} (+1 for no grid)",
+                self.cfg.grid_bins
+            )));
+        }
         self.reserve(batch, seq);
         let b = &mut self.buffers;
         b.ids[..rows].copy_from_slice(ids);
         b.win[..win.len()].copy_from_slice(win);
+        b.grid[..grid.len()].copy_from_slice(grid);
         b.targets[..rows].copy_from_slice(targets);
         b.mask[..rows].copy_from_slice(mask);
-        Ok(self.shape(batch, seq))
+        Ok(self.shape(batch, seq, !grid.is_empty()))
     }
 
     /// Forward only: (summed masked loss in nats, mask count).
+    #[allow(clippy::too_many_arguments)]
     pub fn loss(
         &mut self,
         ids: &[u32],
         win: &[u32],
+        grid: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
         seq: usize,
     ) -> Result<(f64, f64)> {
-        let s = self.load_batch(ids, win, targets, mask, batch, seq)?;
+        let s = self.load_batch(ids, win, grid, targets, mask, batch, seq)?;
         forward::forward(&s, &self.params, &mut self.buffers, &self.rope);
         Ok(forward::loss(&s, &mut self.buffers, false))
     }
 
     /// Forward and backward: (summed masked loss, mask count); [`FastTrainer::grads`] then holds
     /// the gradient of the mean loss (sum / max(count, 1)).
+    #[allow(clippy::too_many_arguments)]
     pub fn loss_and_grads(
         &mut self,
         ids: &[u32],
         win: &[u32],
+        grid: &[u32],
         targets: &[u32],
         mask: &[f32],
         batch: usize,
         seq: usize,
     ) -> Result<(f64, f64)> {
-        let s = self.load_batch(ids, win, targets, mask, batch, seq)?;
+        let s = self.load_batch(ids, win, grid, targets, mask, batch, seq)?;
         forward::forward(&s, &self.params, &mut self.buffers, &self.rope);
         let out = forward::loss(&s, &mut self.buffers, true);
         backward::backward(
@@ -255,9 +312,9 @@ impl FastTrainer {
         p: &AdamWParams,
         clip_norm: f64,
     ) -> Result<(f64, usize, f64)> {
-        let b = flat_batch(examples, &self.cfg)?;
+        let b = flat_batch(examples, &self.cfg, self.grid_rows)?;
         let (sum, count) =
-            self.loss_and_grads(&b.ids, &b.win, &b.targets, &b.mask, b.batch, b.seq)?;
+            self.loss_and_grads(&b.ids, &b.win, &b.grid, &b.targets, &b.mask, b.batch, b.seq)?;
         let tokens = b.tokens;
         let loss = sum / count.max(1.0);
         if !loss.is_finite() {
@@ -272,8 +329,8 @@ impl FastTrainer {
 
     /// (summed loss, count) of `examples`, forward only.
     pub fn examples_loss(&mut self, examples: &[Example]) -> Result<(f64, f64)> {
-        let b = flat_batch(examples, &self.cfg)?;
-        self.loss(&b.ids, &b.win, &b.targets, &b.mask, b.batch, b.seq)
+        let b = flat_batch(examples, &self.cfg, self.grid_rows)?;
+        self.loss(&b.ids, &b.win, &b.grid, &b.targets, &b.mask, b.batch, b.seq)
     }
 
     /// Writes the weights into `vars` and the optimizer state into `opt` (before a checkpoint).
@@ -289,6 +346,8 @@ struct FlatBatch {
     ids: Vec<u32>,
     /// Empty for a model without the window input.
     win: Vec<u32>,
+    /// `[batch, seq, onsets]`; empty for a model without a grid head.
+    grid: Vec<u32>,
     targets: Vec<u32>,
     mask: Vec<f32>,
     batch: usize,
@@ -297,12 +356,17 @@ struct FlatBatch {
     tokens: usize,
 }
 
-fn flat_batch(examples: &[Example], cfg: &DecoderConfig) -> Result<FlatBatch> {
+fn flat_batch(
+    examples: &[Example],
+    cfg: &DecoderConfig,
+    grid_rows: Option<GridRows>,
+) -> Result<FlatBatch> {
     let b = collate(
         examples,
         Layout::Inline,
         0,
         WindowBins::of(cfg),
+        grid_rows,
         0,
         &Device::Cpu,
     )?;
@@ -311,6 +375,10 @@ fn flat_batch(examples: &[Example], cfg: &DecoderConfig) -> Result<FlatBatch> {
         ids: b.ids.flatten_all()?.to_vec1::<u32>()?,
         win: match &b.win {
             Some(w) => w.flatten_all()?.to_vec1::<u32>()?,
+            None => Vec::new(),
+        },
+        grid: match &b.grid {
+            Some(g) => g.rows.flatten_all()?.to_vec1::<u32>()?,
             None => Vec::new(),
         },
         targets: b.targets.flatten_all()?.to_vec1::<u32>()?,

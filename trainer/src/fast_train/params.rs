@@ -40,6 +40,8 @@ pub struct Params {
     pub lm_head: Vec<f32>,
     /// `[window_bins, dim]` window-position embedding; empty for a model without that input.
     pub win_emb: Vec<f32>,
+    /// `[grid_bins, dim]` beat-grid head; empty for a model without one.
+    pub grid_head: Vec<f32>,
 }
 
 /// (VarMap name, shape) of every decoder parameter, in [`Params::named`] order.
@@ -60,6 +62,9 @@ pub fn param_shapes(cfg: &DecoderConfig) -> Vec<(String, Vec<usize>)> {
     out.push(("lm_head.weight".to_string(), vec![v, d]));
     if cfg.window_bins > 0 {
         out.push(("win_emb.weight".to_string(), vec![cfg.window_bins, d]));
+    }
+    if cfg.grid_bins > 0 {
+        out.push(("grid_head.weight".to_string(), vec![cfg.grid_bins, d]));
     }
     out
 }
@@ -84,6 +89,7 @@ impl Params {
             norm: vec![0.0; d],
             lm_head: vec![0.0; v * d],
             win_emb: vec![0.0; cfg.window_bins * d],
+            grid_head: vec![0.0; cfg.grid_bins * d],
         }
     }
 
@@ -105,6 +111,9 @@ impl Params {
         if !self.win_emb.is_empty() {
             out.push(("win_emb.weight".into(), &self.win_emb));
         }
+        if !self.grid_head.is_empty() {
+            out.push(("grid_head.weight".into(), &self.grid_head));
+        }
         out
     }
 
@@ -125,6 +134,9 @@ impl Params {
         out.push(("lm_head.weight".into(), &mut self.lm_head));
         if !self.win_emb.is_empty() {
             out.push(("win_emb.weight".into(), &mut self.win_emb));
+        }
+        if !self.grid_head.is_empty() {
+            out.push(("grid_head.weight".into(), &mut self.grid_head));
         }
         out
     }

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
+use staria_models::grid::{GridInput, GridRows};
 use staria_models::params::SeededVars;
 use staria_models::{Decoder, DecoderConfig};
 
@@ -21,6 +22,35 @@ fn tiny_window_config() -> DecoderConfig {
     let mut cfg = tiny_config();
     cfg.window_bins = 5;
     cfg
+}
+
+/// The same with a beat-grid head (6 buckets).
+fn tiny_grid_config() -> DecoderConfig {
+    let mut cfg = tiny_window_config();
+    cfg.grid_bins = 6;
+    cfg
+}
+
+/// Grid geometry for the tiny vocabulary: ids 10..30 play the onset tokens.
+fn tiny_grid_rows(cfg: &DecoderConfig) -> Option<GridRows> {
+    (cfg.grid_bins > 0).then_some(GridRows {
+        bins: cfg.grid_bins,
+        first_onset: 10,
+        onsets: 20,
+        step_ms: 10.0,
+        window_ms: 200.0,
+    })
+}
+
+/// Grid rows for a `[b, t]` batch: empty without a head, else every bucket and "no grid"
+/// (`grid_bins`) in a pseudo-random pattern.
+fn grid(cfg: &DecoderConfig, b: usize, t: usize) -> Vec<u32> {
+    let Some(g) = tiny_grid_rows(cfg) else {
+        return Vec::new();
+    };
+    (0..b * t * g.onsets)
+        .map(|i| ((i * 7 + i / 13) % (g.bins + 1)) as u32)
+        .collect()
 }
 
 /// A seeded decoder whose norm gains are not all 1 (so their use is checked too).
@@ -44,6 +74,13 @@ fn seeded_vars(cfg: &DecoderConfig) -> SeededVars {
         let w: Vec<f32> = (0..n).map(|j| 0.05 * (j as f32 * 1.3).sin()).collect();
         let t = Tensor::from_vec(w, (cfg.window_bins, cfg.dim), &Device::Cpu).unwrap();
         gains.insert("win_emb.weight".into(), t);
+    }
+    // Likewise the grid head.
+    if cfg.grid_bins > 0 {
+        let n = cfg.grid_bins * cfg.dim;
+        let w: Vec<f32> = (0..n).map(|j| 0.2 * (j as f32 * 0.9).cos()).collect();
+        let t = Tensor::from_vec(w, (cfg.grid_bins, cfg.dim), &Device::Cpu).unwrap();
+        gains.insert("grid_head.weight".into(), t);
     }
     vars.load(&gains).unwrap();
     vars
@@ -103,10 +140,17 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize, skip_near_zero: 
     let (ids, targets, mask) = batch(&cfg, b, t);
     let win = window(&cfg, b, t);
     let win_t = (!win.is_empty()).then(|| Tensor::from_slice(&win, (b, t), &dev).unwrap());
+    let grid_rows = tiny_grid_rows(&cfg);
+    let grid = grid(&cfg, b, t);
+    let grid_t = grid_rows.map(|g| GridInput {
+        rows: Tensor::from_slice(&grid, (b, t, g.onsets), &dev).unwrap(),
+        first_onset: g.first_onset as usize,
+    });
     let logits = model
         .forward(
             &Tensor::from_slice(&ids, (b, t), &dev).unwrap(),
             win_t.as_ref(),
+            grid_t.as_ref(),
         )
         .unwrap();
     let (mean, sum, count) = masked_nll(
@@ -123,9 +167,9 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize, skip_near_zero: 
         ..AdamWParams::default()
     };
     let mut opt = AdamW::new(vars.named(), hyper).unwrap();
-    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt, grid_rows).unwrap();
     let (fsum, fcount) = fast
-        .loss_and_grads(&ids, &win, &targets, &mask, b, t)
+        .loss_and_grads(&ids, &win, &grid, &targets, &mask, b, t)
         .unwrap();
     assert_eq!(fcount, count);
     let (want, got) = (sum / count, fsum / fcount);
@@ -158,9 +202,9 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize, skip_near_zero: 
         g.copy_from_slice(&want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         from_candle.push(name);
     }
-    let mut end_to_end = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let mut end_to_end = FastTrainer::from_vars(&cfg, &vars, &opt, grid_rows).unwrap();
     end_to_end
-        .loss_and_grads(&ids, &win, &targets, &mask, b, t)
+        .loss_and_grads(&ids, &win, &grid, &targets, &mask, b, t)
         .unwrap();
     opt.step(&grads, 0.5).unwrap();
     fast.apply_grads(&hyper, 0.5).unwrap();
@@ -219,7 +263,7 @@ fn check_against_candle(cfg: DecoderConfig, b: usize, t: usize, skip_near_zero: 
     fast.write_back(&vars, &mut opt).unwrap();
     assert_eq!(opt.step_count(), 1);
     assert_eq!(opt.to_flat().unwrap().slots.len(), flat.slots.len());
-    let back = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let back = FastTrainer::from_vars(&cfg, &vars, &opt, grid_rows).unwrap();
     assert_eq!(back.params, fast.params);
 }
 
@@ -240,16 +284,67 @@ fn fast_matches_candle_with_the_window_input() {
 }
 
 #[test]
+fn fast_matches_candle_with_the_beat_grid_head() {
+    check_against_candle(tiny_grid_config(), 2, 40, true);
+}
+
+#[test]
+fn fast_refuses_grid_rows_that_do_not_fit() {
+    let cfg = tiny_grid_config();
+    let vars = seeded_vars(&cfg);
+    Decoder::new(&cfg, vars.builder(&Device::Cpu)).unwrap();
+    let opt = AdamW::new(vars.named(), AdamWParams::default()).unwrap();
+    // A grid-head model needs its rows' geometry.
+    let err = FastTrainer::from_vars(&cfg, &vars, &opt, None)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("grid_bins 6"), "{err}");
+    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt, tiny_grid_rows(&cfg)).unwrap();
+    let (ids, targets, mask) = batch(&cfg, 1, 8);
+    let win = window(&cfg, 1, 8);
+    let err = fast
+        .loss(&ids, &win, &[0; 7], &targets, &mask, 1, 8)
+        .unwrap_err();
+    assert!(err.to_string().contains("beat-grid entries"), "{err}");
+    let err = fast
+        .loss(&ids, &win, &[7; 160], &targets, &mask, 1, 8)
+        .unwrap_err();
+    assert!(err.to_string().contains("grid_bins 6"), "{err}");
+    // No rows at all is a batch of unknown tempo: the head adds nothing, as in candle.
+    let (sum, _) = fast.loss(&ids, &win, &[], &targets, &mask, 1, 8).unwrap();
+    let model = Decoder::new(&cfg, vars.builder(&Device::Cpu)).unwrap();
+    let dev = Device::Cpu;
+    let logits = model
+        .forward(
+            &Tensor::from_slice(&ids, (1, 8), &dev).unwrap(),
+            Some(&Tensor::from_slice(&win, (1, 8), &dev).unwrap()),
+            None,
+        )
+        .unwrap();
+    let (_, want, _) = masked_nll(
+        &logits,
+        &Tensor::from_slice(&targets, (1, 8), &dev).unwrap(),
+        &Tensor::from_slice(&mask, (1, 8), &dev).unwrap(),
+    )
+    .unwrap();
+    assert!(((sum - want) / want).abs() < 1e-5, "{sum} vs {want}");
+}
+
+#[test]
 fn fast_refuses_window_bins_that_do_not_fit() {
     let cfg = tiny_window_config();
     let vars = seeded_vars(&cfg);
     Decoder::new(&cfg, vars.builder(&Device::Cpu)).unwrap();
     let opt = AdamW::new(vars.named(), AdamWParams::default()).unwrap();
-    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt, None).unwrap();
     let (ids, targets, mask) = batch(&cfg, 1, 8);
-    let err = fast.loss(&ids, &[], &targets, &mask, 1, 8).unwrap_err();
+    let err = fast
+        .loss(&ids, &[], &[], &targets, &mask, 1, 8)
+        .unwrap_err();
     assert!(err.to_string().contains("window bins"), "{err}");
-    let err = fast.loss(&ids, &[9; 8], &targets, &mask, 1, 8).unwrap_err();
+    let err = fast
+        .loss(&ids, &[9; 8], &[], &targets, &mask, 1, 8)
+        .unwrap_err();
     assert!(err.to_string().contains("window_bins 5"), "{err}");
 }
 
@@ -264,7 +359,7 @@ fn fast_steps_reduce_loss_on_a_repeated_sequence() {
         ..AdamWParams::default()
     };
     let opt = AdamW::new(vars.named(), hyper).unwrap();
-    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt).unwrap();
+    let mut fast = FastTrainer::from_vars(&cfg, &vars, &opt, None).unwrap();
     let (b, t) = (2, 32);
     let seq: Vec<u32> = (0..=t).map(|i| [3u32, 9, 4, 20][i % 4]).collect();
     let ids: Vec<u32> = (0..b).flat_map(|_| seq[..t].to_vec()).collect();
@@ -273,7 +368,7 @@ fn fast_steps_reduce_loss_on_a_repeated_sequence() {
     let mut losses = Vec::new();
     for _ in 0..20 {
         let (sum, count) = fast
-            .loss_and_grads(&ids, &[], &targets, &mask, b, t)
+            .loss_and_grads(&ids, &[], &[], &targets, &mask, b, t)
             .unwrap();
         losses.push(sum / count);
         fast.apply_grads(&hyper, 1.0).unwrap();
