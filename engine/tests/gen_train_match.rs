@@ -28,6 +28,7 @@ use staria_models::model::ModelConfig;
 use staria_models::model::ModelKind;
 use staria_models::params::SeededVars;
 use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
+use staria_models::grid::{BeatGrid, GridInput, GridRows, grid_windows};
 use staria_models::window::{WindowBins, latest_onsets};
 use staria_models::{CheckpointConfig, DecoderConfig, Note, Prompt, SectionLabel, Song};
 
@@ -128,7 +129,13 @@ fn engine_logprobs(g: &mut Generator, prompt: &Prompt, body: &[u32]) -> Vec<f64>
 
 /// Teacher-forced log-probabilities of the body tokens, as the training loss sees them
 /// (`trainer/src/batch.rs`, `masked_nll`: log-softmax of `forward_train` over the sequence).
-fn train_logprobs(dir: &Path, prompt: &Prompt, body: &[u32]) -> Vec<f64> {
+/// `grid`: the piece's beat grid, as the trainer's batches build it from the tempo map.
+fn train_logprobs(
+    dir: &Path,
+    prompt: &Prompt,
+    body: &[u32],
+    grid: Option<BeatGrid>,
+) -> Vec<f64> {
     let ck = checkpoint::load(dir, &Device::Cpu).unwrap();
     assert_eq!(ck.model.kind(), ModelKind::Decoder);
     let mut seq = prompt.inline.clone();
@@ -140,10 +147,18 @@ fn train_logprobs(dir: &Path, prompt: &Prompt, body: &[u32]) -> Vec<f64> {
         let v: Vec<u32> = onsets.into_iter().map(|ms| bins.bin(ms)).collect();
         Tensor::from_vec(v, (1, n), &Device::Cpu).unwrap()
     });
+    let grid = GridRows::of(ck.config.model.decoder(), &ck.tokenizer).map(|rows| {
+        let windows = grid_windows(&ck.tokenizer, &mut StreamDecoder::new(), &seq);
+        GridInput {
+            rows: Tensor::from_vec(rows.rows(grid, &windows), (1, n, rows.onsets), &Device::Cpu)
+                .unwrap(),
+            first_onset: rows.first_onset as usize,
+        }
+    });
     let ids = Tensor::from_vec(seq, (1, n), &Device::Cpu).unwrap();
     let logits = ck
         .model
-        .forward_train(&ids, win.as_ref(), None, None)
+        .forward_train(&ids, win.as_ref(), grid.as_ref(), None)
         .unwrap();
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32).unwrap(), D::Minus1)
         .unwrap()
@@ -218,18 +233,24 @@ fn engine_prompt_has_the_training_layout() {
 }
 
 /// A tiny decoder with the window-position input and a non-zero window table (a fresh one is
-/// zero, which would hide a misplaced bin).
-fn window_checkpoint(dir: &Path, tok: &Tokenizer) {
+/// zero, which would hide a misplaced bin); with `grid_bins > 0` a non-zero beat-grid head too.
+fn window_checkpoint(dir: &Path, tok: &Tokenizer, grid_bins: usize) {
     let mut dc = DecoderConfig::tiny(tok.vocab_size());
     dc.window_bins = 8;
     dc.window_bin_ms = 700;
+    dc.grid_bins = grid_bins;
     let model = ModelConfig::Decoder(dc.clone());
     let vars = SeededVars::new(7);
     staria_models::AnyModel::new(&model, vars.builder(&Device::Cpu)).unwrap();
-    let table: Vec<f32> = (0..8 * dc.dim).map(|i| (i as f32 * 0.37).sin()).collect();
-    let table = Tensor::from_vec(table, (8, dc.dim), &Device::Cpu).unwrap();
-    vars.load(&[("win_emb.weight".to_string(), table)].into())
-        .unwrap();
+    let table = |rows: usize, scale: f32| {
+        let v: Vec<f32> = (0..rows * dc.dim).map(|i| (i as f32 * scale).sin()).collect();
+        Tensor::from_vec(v, (rows, dc.dim), &Device::Cpu).unwrap()
+    };
+    let mut tables = vec![("win_emb.weight".to_string(), table(8, 0.37))];
+    if grid_bins > 0 {
+        tables.push(("grid_head.weight".to_string(), table(grid_bins, 0.53)));
+    }
+    vars.load(&tables.into_iter().collect()).unwrap();
     let config = CheckpointConfig::new("window-tiny", "tiny", model, tok);
     checkpoint::save(dir, &config, tok, &vars.map, DType::F32).unwrap();
 }
@@ -255,7 +276,15 @@ fn engine_logprobs_equal_teacher_forced_training_logprobs() {
 fn engine_and_training_agree_on_the_window_position_input() {
     let tok = gen_support::tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    window_checkpoint(dir.path(), &tok);
+    window_checkpoint(dir.path(), &tok, 0);
+    check_engine_against_training(dir.path(), &tok);
+}
+
+#[test]
+fn engine_and_training_agree_on_the_beat_grid_head() {
+    let tok = gen_support::tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    window_checkpoint(dir.path(), &tok, 48);
     check_engine_against_training(dir.path(), &tok);
 }
 
@@ -275,7 +304,13 @@ fn check_engine_against_training(dir: &Path, tok: &Tokenizer) {
         "a real stretch of the piece: {}",
         body.len()
     );
-    let want = train_logprobs(dir, &prompt, &body);
+    // The engine's grid comes from the request's tempo, the trainer's from the tempo map:
+    // the same grid for a prompt at the piece's own tempo.
+    let quarter_ms = song.constant_quarter_ms().unwrap();
+    let grid = BeatGrid::from_bpm(60_000.0 / quarter_ms).unwrap();
+    assert!((grid.beat_ms - quarter_ms).abs() < 1e-9);
+    let want = train_logprobs(dir, &prompt, &body, Some(grid));
+    candle.set_grid(Some(grid));
 
     let (abs, _) = max_diff(&engine_logprobs(&mut candle, &prompt, &body), &want);
     eprintln!(
@@ -285,6 +320,7 @@ fn check_engine_against_training(dir: &Path, tok: &Tokenizer) {
     assert!(abs < 1e-4, "candle backend: {abs}");
 
     let mut fast = load(dir, BackendChoice::Fast, WeightFormat::F32);
+    fast.set_grid(Some(grid));
     let (_, rel) = max_diff(&engine_logprobs(&mut fast, &prompt, &body), &want);
     eprintln!("fast f32: max relative log-prob difference {rel:e}");
     assert!(rel < 1e-4, "fast f32 backend: {rel}");
@@ -293,6 +329,7 @@ fn check_engine_against_training(dir: &Path, tok: &Tokenizer) {
     assert!(rel < 1e-4, "fast f32 backend, reused prompt: {rel}");
 
     let mut fast16 = load(dir, BackendChoice::Fast, WeightFormat::F16);
+    fast16.set_grid(Some(grid));
     let (_, rel) = max_diff(&engine_logprobs(&mut fast16, &prompt, &body), &want);
     eprintln!("fast f16: max relative log-prob difference {rel:e}");
     assert!(rel < 2e-2, "fast f16 backend: {rel}");
@@ -458,7 +495,11 @@ fn logprobs_on_shipped_model() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(640 - prompt.inline.len());
     body.truncate(max_body);
-    let want = train_logprobs(&dir, &prompt, &body);
+    let grid = song
+        .constant_quarter_ms()
+        .and_then(|q| BeatGrid::new(q, 0.0).ok());
+    let want = train_logprobs(&dir, &prompt, &body, grid);
+    candle.set_grid(grid);
     let nll = -want.iter().sum::<f64>() / want.len() as f64;
     eprintln!(
         "{}: prompt {} tokens, body {} tokens, teacher-forced NLL {nll:.3} nats/token",
@@ -478,6 +519,7 @@ fn logprobs_on_shipped_model() {
         } else {
             load(&dir, backend, weights)
         };
+        g.set_grid(grid);
         let (abs, rel) = max_diff(&engine_logprobs(&mut g, &prompt, &body), &want);
         eprintln!("{name}: max |engine - train| log-prob {abs:.3e} (relative {rel:.3e})");
     }
