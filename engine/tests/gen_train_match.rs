@@ -23,12 +23,12 @@ use staria_engine::generate::{
 };
 use staria_models::checkpoint;
 use staria_models::fast::WeightFormat;
+use staria_models::grid::{BeatGrid, GridInput, GridRows, grid_windows};
 use staria_models::midi::read_midi_file;
 use staria_models::model::ModelConfig;
 use staria_models::model::ModelKind;
 use staria_models::params::SeededVars;
 use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
-use staria_models::grid::{BeatGrid, GridInput, GridRows, grid_windows};
 use staria_models::window::{WindowBins, latest_onsets};
 use staria_models::{CheckpointConfig, DecoderConfig, Note, Prompt, SectionLabel, Song};
 
@@ -130,12 +130,7 @@ fn engine_logprobs(g: &mut Generator, prompt: &Prompt, body: &[u32]) -> Vec<f64>
 /// Teacher-forced log-probabilities of the body tokens, as the training loss sees them
 /// (`trainer/src/batch.rs`, `masked_nll`: log-softmax of `forward_train` over the sequence).
 /// `grid`: the piece's beat grid, as the trainer's batches build it from the tempo map.
-fn train_logprobs(
-    dir: &Path,
-    prompt: &Prompt,
-    body: &[u32],
-    grid: Option<BeatGrid>,
-) -> Vec<f64> {
+fn train_logprobs(dir: &Path, prompt: &Prompt, body: &[u32], grid: Option<BeatGrid>) -> Vec<f64> {
     let ck = checkpoint::load(dir, &Device::Cpu).unwrap();
     assert_eq!(ck.model.kind(), ModelKind::Decoder);
     let mut seq = prompt.inline.clone();
@@ -243,7 +238,9 @@ fn window_checkpoint(dir: &Path, tok: &Tokenizer, grid_bins: usize) {
     let vars = SeededVars::new(7);
     staria_models::AnyModel::new(&model, vars.builder(&Device::Cpu)).unwrap();
     let table = |rows: usize, scale: f32| {
-        let v: Vec<f32> = (0..rows * dc.dim).map(|i| (i as f32 * scale).sin()).collect();
+        let v: Vec<f32> = (0..rows * dc.dim)
+            .map(|i| (i as f32 * scale).sin())
+            .collect();
         Tensor::from_vec(v, (rows, dc.dim), &Device::Cpu).unwrap()
     };
     let mut tables = vec![("win_emb.weight".to_string(), table(8, 0.37))];
