@@ -412,13 +412,13 @@ impl Generator {
         let weights = dir.join(checkpoint::WEIGHTS_FILE);
         let at_weights =
             |e: staria_models::Error| staria_models::Error::checkpoint(&weights, e.to_string());
-        // Staria: the candle model checks every tensor (encoder included) and encodes snippets.
+        // The candle model checks every tensor against the config, both ways (cheap: it shares
+        // the tensors); for Staria it also encodes the snippets.
+        let candle =
+            checkpoint::build_model(&config.model, &tensors, &Device::Cpu).map_err(at_weights)?;
         let encoder = match config.kind() {
             ModelKind::Decoder => None,
-            ModelKind::Staria => Some(
-                checkpoint::build_model(&config.model, &tensors, &Device::Cpu)
-                    .map_err(at_weights)?,
-            ),
+            ModelKind::Staria => Some(candle),
         };
         let fast = FastDecoder::from_checkpoint_tensors(&config.model, opts.weights, &tensors)
             .map_err(at_weights)?;

@@ -5,8 +5,9 @@
 //! save never leaves a half-written checkpoint over a good one. Loading checks each file and
 //! names the file and the mismatch on any problem.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -267,22 +268,67 @@ pub fn load(dir: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
-/// Build a model from named tensors, checking every expected tensor is there with its shape.
+/// Build a model from named tensors, checking every expected tensor is there with its shape and
+/// that the config uses every tensor there is: a tensor left over means a config that does not
+/// describe these weights (e.g. one rewritten by an older build that dropped a setting it did
+/// not know, such as `grid_bins`), which would otherwise load and silently play worse.
+/// Cheap: the model shares the tensors' storage.
 pub fn build_model(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
     device: &Device,
 ) -> Result<AnyModel> {
+    let used = Arc::new(Mutex::new(HashSet::new()));
     let vb = VarBuilder::from_backend(
-        Box::new(CheckedTensors(tensors.clone())),
+        Box::new(CheckedTensors {
+            tensors: tensors.clone(),
+            used: Arc::clone(&used),
+        }),
         DType::F32,
         device.clone(),
     );
-    AnyModel::new(config, vb)
+    let model = AnyModel::new(config, vb)?;
+    let used = used.lock().unwrap_or_else(|e| e.into_inner());
+    let mut unused: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !used.contains(*name))
+        .collect();
+    if !unused.is_empty() {
+        unused.sort_unstable();
+        let shown = unused.len().min(4);
+        return Err(Error::Config(format!(
+            "the weights hold {} tensor(s) the model config does not use ({}{}): the config does \
+             not describe these weights (was config.json rewritten by an older build that dropped \
+             a setting such as grid_bins or window_bins?)",
+            unused.len(),
+            unused[..shown].join(", "),
+            if unused.len() > shown { ", ..." } else { "" }
+        )));
+    }
+    Ok(model)
 }
 
-/// A VarBuilder backend over a tensor map whose errors name the tensor and both shapes.
-struct CheckedTensors(HashMap<String, Tensor>);
+/// A VarBuilder backend over a tensor map whose errors name the tensor and both shapes, and
+/// which records the names the model asked for (`build_model`'s leftover check).
+struct CheckedTensors {
+    tensors: HashMap<String, Tensor>,
+    used: Arc<Mutex<HashSet<String>>>,
+}
+
+impl CheckedTensors {
+    fn take(&self, name: &str) -> candle_core::Result<&Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} is missing")))?;
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Ok(t)
+    }
+}
 
 impl candle_nn::var_builder::SimpleBackend for CheckedTensors {
     fn get(
@@ -293,10 +339,7 @@ impl candle_nn::var_builder::SimpleBackend for CheckedTensors {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let t = self
-            .0
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} is missing")))?;
+        let t = self.take(name)?;
         if t.shape() != &s {
             return Err(candle_core::Error::Msg(format!(
                 "tensor {name} has shape {:?}, the config expects {:?}",
@@ -307,14 +350,10 @@ impl candle_nn::var_builder::SimpleBackend for CheckedTensors {
         t.to_dtype(dtype)?.to_device(dev)
     }
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self
-            .0
-            .get(name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("tensor {name} is missing")))?;
-        t.to_dtype(dtype)?.to_device(dev)
+        self.take(name)?.to_dtype(dtype)?.to_device(dev)
     }
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.tensors.contains_key(name)
     }
 }
 
