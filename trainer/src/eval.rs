@@ -5,6 +5,10 @@
 //!   form, snippets of each section), in windows of `seq_len` as in training; the same targets
 //!   for both model kinds; on the first `max_pieces` pieces (0: all). `nll_bits_per_second`: the
 //!   same bits divided by the pieces' seconds.
+//! - `snippet_gain_bits`: on the NLL pieces with two or more snippets, their NLL (bits/token)
+//!   with the snippets' letters rotated (A's material under the B tag, B's under the next
+//!   letter's, the last letter's under A) minus it with their own: what the model reads from
+//!   which snippet belongs to which section, teacher-forced (0: it ignores the assignment).
 //! - Generation: the pieces whose snippets A and B (first occurrence of each letter, at most
 //!   the snippet budget) are non-empty are eligible; `pieces` of them (default 60), spread
 //!   evenly over the eligible ones in folder order (all when fewer), each give one generation:
@@ -41,6 +45,10 @@
 //!     (chance level: 40 ms / sixteenth, e.g. 32% at 120 bpm).
 //!   - `window_edge_piling`: share of generated notes whose onset (ms from `<S>`) falls in the
 //!     last 100 ms of its `window_ms` (5 s) token window (uniform onsets: 2%).
+//!   - `reference_form_adherence`: the same adherence test on the reference pieces' own
+//!     repeats (each A or B section after the first of its letter, against the snippets), per
+//!     letter over all pieces, then averaged over letters; `reference_repeats` counts them.
+//!     What real music scores here, to read the generations' figure against.
 //!   - `reference_*`: the same three rhythm measures on the reference pieces generated from:
 //!     density match of every A or B section against its snippet, grid agreement of every
 //!     section (grid from the tempo at its start, anchored at its first onset), piling of all
@@ -79,7 +87,7 @@ use crate::generate::generate;
 use crate::models;
 use crate::music::{self, BarContent};
 use crate::prepare::{self, LoadedPiece};
-use crate::sampler::{CandleLogits, FastLogits, LogitSource};
+use crate::sampler::{CandleLogits, FastLogits, Guided, LogitSource, rotated_snippets};
 
 /// What generation runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +127,8 @@ pub struct EvalOptions {
     pub max_section_ms: f64,
     pub device: Device,
     pub backend: GenBackend,
+    /// Form-guidance scale (`sampler::Guided`; 0: the model alone). Needs the fast backend.
+    pub guidance: f64,
 }
 
 impl Default for EvalOptions {
@@ -135,6 +145,7 @@ impl Default for EvalOptions {
             max_section_ms: 12_000.0,
             device: Device::Cpu,
             backend: GenBackend::Fast(WeightFormat::F16),
+            guidance: 0.0,
         }
     }
 }
@@ -152,6 +163,10 @@ pub struct EvalResult {
     pub kind: String,
     pub nll_bits_per_token: f64,
     pub nll_bits_per_second: f64,
+    /// Bits per token the pieces' own snippets save over the same snippets with their letters
+    /// rotated (A's material under the B tag...), teacher-forced, on the NLL pieces with two or
+    /// more snippets: how much the model reads which snippet belongs to which section.
+    pub snippet_gain_bits: f64,
     /// Balanced form adherence: per generation the mean over letters (A, B) of the share of that
     /// letter's sections that adhere, averaged over generations.
     pub form_adherence: f64,
@@ -172,6 +187,11 @@ pub struct EvalResult {
     pub onset_grid_agreement: f64,
     /// Share of generated notes starting in the last 100 ms of a token time window.
     pub window_edge_piling: f64,
+    /// Form adherence of the reference pieces' own repeats (A and B sections after the first of
+    /// each letter), per letter then averaged: what real music scores on the same measure.
+    pub reference_form_adherence: f64,
+    /// The repeat sections behind `reference_form_adherence`.
+    pub reference_repeats: usize,
     /// The same three rhythm measures on the reference pieces generated from.
     pub reference_density_match_rate: f64,
     pub reference_onset_grid_agreement: f64,
@@ -256,16 +276,25 @@ pub fn evaluate(model_dir: &Path, data: &EvalData, opts: &EvalOptions) -> Result
         .snippet_tokens
         .or(state.as_ref().map(|s| s.config.data.snippet_tokens))
         .unwrap_or(ck.tokenizer.config().snippet_tokens);
-    let fast = match opts.backend {
+    // The fast decoder, twice with form guidance (its second stream).
+    let mut fast = Vec::new();
+    match opts.backend {
         GenBackend::Fast(format) if opts.device.is_cpu() => {
             let tensors = checkpoint::load_tensors(model_dir, &Device::Cpu)?;
-            let mut fast =
-                FastDecoder::from_checkpoint_tensors(&ck.config.model, format, &tensors)?;
-            fast.set_tokenizer(&ck.tokenizer);
-            Some(fast)
+            for _ in 0..if opts.guidance > 0.0 { 2 } else { 1 } {
+                let mut f =
+                    FastDecoder::from_checkpoint_tensors(&ck.config.model, format, &tensors)?;
+                f.set_tokenizer(&ck.tokenizer);
+                fast.push(f);
+            }
         }
-        _ => None,
-    };
+        _ if opts.guidance > 0.0 => {
+            return Err(TrainError::config(
+                "--guidance runs on the fast backend (CPU device, --backend fast)",
+            ));
+        }
+        _ => {}
+    }
     let mut model = ck.model;
     evaluate_model(
         &mut model,
@@ -381,13 +410,7 @@ pub fn score_form(
             .filter(|&t| t >= sec.start_ms && t < sec.end_ms)
             .fold(f64::INFINITY, f64::min);
         let bars = music::bars_from_zero(&notes, sec.end_ms - first, bar_ms);
-        let own_sim = music::sequence_similarity(&bars, &own.bars);
-        let other_sim = snippets
-            .iter()
-            .filter(|s| s.label != label)
-            .map(|s| music::sequence_similarity(&bars, &s.bars))
-            .fold(0.0, f64::max);
-        if own_sim > other_sim {
+        if adheres(&bars, own, snippets) {
             slot.0 += 1;
         }
         if snippets
@@ -405,6 +428,50 @@ pub fn score_form(
         sc.on_grid.1 += total;
     }
     sc
+}
+
+/// Whether a section's `bars` are strictly more like its `own` snippet's than any other's.
+fn adheres(bars: &[BarContent], own: &SnippetRef, snippets: &[SnippetRef]) -> bool {
+    let own_sim = music::sequence_similarity(bars, &own.bars);
+    let other_sim = snippets
+        .iter()
+        .filter(|s| s.label != own.label)
+        .map(|s| music::sequence_similarity(bars, &s.bars))
+        .fold(0.0, f64::max);
+    own_sim > other_sim
+}
+
+/// Form adherence of a reference piece's own repeats: (adhering, all) of its A sections and of
+/// its B sections after the first of each letter (the first holds the snippet itself), measured
+/// as [`score_form`] measures a generation. What real music scores: the ceiling to read the
+/// generations' figure against.
+pub fn reference_form(
+    song: &Song,
+    snippets: &[SnippetRef],
+    bar_ms: f64,
+) -> ((usize, usize), (usize, usize)) {
+    let (mut a, mut b) = ((0, 0), (0, 0));
+    let mut seen = Vec::new();
+    for sec in &song.sections {
+        let Some(own) = snippets.iter().find(|s| s.label == sec.label) else {
+            continue;
+        };
+        if !seen.contains(&sec.label) {
+            seen.push(sec.label);
+            continue;
+        }
+        let notes = section_notes(&song.notes, sec.start_ms, sec.end_ms);
+        let len = notes.iter().map(|n| n.end_ms).fold(0.0, f64::max);
+        let bars = music::bars_from_zero(&notes, len, bar_ms);
+        let slot = if sec.label == SectionLabel::A {
+            &mut a
+        } else {
+            &mut b
+        };
+        slot.1 += 1;
+        slot.0 += usize::from(!notes.is_empty() && adheres(&bars, own, snippets));
+    }
+    (a, b)
 }
 
 /// The rhythm measures of a reference piece: (sections of letters in `snippets` within ±30% of
@@ -432,11 +499,12 @@ pub fn reference_rhythm(
 }
 
 /// Evaluates a model in memory (also what the tests compare against a reloaded checkpoint).
-/// `fast`, when given, is the same model's fast decoder and does the generating.
+/// `fast`, when not empty, is the same model's fast decoder and does the generating; a second
+/// one is form guidance's contrasting stream (`opts.guidance`).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_model(
     model: &mut AnyModel,
-    fast: Option<FastDecoder>,
+    fast: Vec<FastDecoder>,
     tok: &Tokenizer,
     name: &str,
     data: &EvalData,
@@ -452,67 +520,103 @@ pub fn evaluate_model(
     // NLL.
     let t_nll = Instant::now();
     let (mut nats, mut count, mut seconds) = (0.0, 0.0, 0.0);
+    // Pieces with two or more snippets, NLL with their own snippets and with the letters
+    // rotated (nats, tokens each): what the right snippet in the right place is worth.
+    let (mut own, mut rotated) = ((0.0, 0.0), (0.0, 0.0));
     let nll_pieces = if opts.max_pieces > 0 {
         opts.max_pieces.min(data.pieces.len())
     } else {
         data.pieces.len()
     };
+    let piece_nll =
+        |p: &LoadedPiece, snippets: &[(SectionLabel, Vec<u32>)]| -> Result<(f64, f64)> {
+            let tokens = tok.encode_piece(&p.song);
+            let form: String = p.song.sections.iter().map(|s| s.label.letter()).collect();
+            let prepared = prepare_piece(
+                tok,
+                &tokens,
+                snippets,
+                p.style.as_deref(),
+                &form,
+                p.song.constant_quarter_ms(),
+                Augment::NONE,
+                snippet_tokens,
+            )?;
+            let (mut nats, mut count) = (0.0, 0.0);
+            for chunk in prepared.all_examples(tok, seq_len)?.chunks(8) {
+                let window = WindowBins::of(model.config().decoder());
+                let grid = GridRows::of(model.config().decoder(), tok);
+                let batch = collate(
+                    chunk,
+                    layout,
+                    tok.pad_id(),
+                    window,
+                    grid,
+                    snippet_len,
+                    device,
+                )?;
+                let logits = model.forward_train(
+                    &batch.ids,
+                    batch.win.as_ref(),
+                    batch.grid.as_ref(),
+                    batch.snippets.as_ref(),
+                )?;
+                let (_, s, c) = masked_nll(&logits, &batch.targets, &batch.mask)?;
+                nats += s;
+                count += c;
+            }
+            Ok((nats, count))
+        };
     for p in &data.pieces[..nll_pieces] {
-        let tokens = tok.encode_piece(&p.song);
-        let form: String = p.song.sections.iter().map(|s| s.label.letter()).collect();
         let snippets = snippets_of(tok, &p.song, tok.config().snippet_tokens);
-        let prepared = prepare_piece(
-            tok,
-            &tokens,
-            &snippets,
-            p.style.as_deref(),
-            &form,
-            p.song.constant_quarter_ms(),
-            Augment::NONE,
-            snippet_tokens,
-        )?;
-        for chunk in prepared.all_examples(tok, seq_len)?.chunks(8) {
-            let window = WindowBins::of(model.config().decoder());
-            let grid = GridRows::of(model.config().decoder(), tok);
-            let batch = collate(
-                chunk,
-                layout,
-                tok.pad_id(),
-                window,
-                grid,
-                snippet_len,
-                device,
-            )?;
-            let logits = model.forward_train(
-                &batch.ids,
-                batch.win.as_ref(),
-                batch.grid.as_ref(),
-                batch.snippets.as_ref(),
-            )?;
-            let (_, s, c) = masked_nll(&logits, &batch.targets, &batch.mask)?;
-            nats += s;
-            count += c;
+        let (n, c) = piece_nll(p, &snippets)?;
+        nats += n;
+        count += c;
+        if snippets.len() >= 2 {
+            let (rn, rc) = piece_nll(p, &rotated_snippets(&snippets))?;
+            own = (own.0 + n, own.1 + c);
+            rotated = (rotated.0 + rn, rotated.1 + rc);
         }
         seconds += p.song.notes.iter().map(|n| n.end_ms).fold(0.0, f64::max) / 1000.0;
     }
+    let snippet_gain_bits = if own.1 > 0.0 && rotated.1 > 0.0 {
+        (rotated.0 / rotated.1 - own.0 / own.1) / std::f64::consts::LN_2
+    } else {
+        f64::NAN
+    };
     let bits = nats / std::f64::consts::LN_2;
     let nll_seconds = t_nll.elapsed().as_secs_f64();
 
     // Generation: pieces with snippets A and B, `pieces` of them spread evenly.
     let t_gen = Instant::now();
     let kind = model.kind().to_string();
-    let (mut fast_h, mut candle_h);
-    let (gen_model, backend): (&mut dyn LogitSource, String) = match fast {
-        Some(f) => {
-            fast_h = FastLogits::new(f, model);
-            let name = GenBackend::Fast(fast_h.format()).name();
-            (&mut fast_h, name)
-        }
-        None => {
-            candle_h = CandleLogits::new(model);
-            (&mut candle_h, GenBackend::Candle.name())
-        }
-    };
+    let (mut fast_h, mut candle_h, mut guide_h);
+    let mut guided: Option<Guided> = None;
+    let mut fast = fast.into_iter();
+    // `plain`: the model alone; `None` when `guided` wraps it.
+    let (mut plain, backend): (Option<&mut dyn LogitSource>, String) =
+        match (fast.next(), fast.next()) {
+            (Some(f), None) => {
+                fast_h = FastLogits::new(f, model);
+                let name = GenBackend::Fast(fast_h.format()).name();
+                (Some(&mut fast_h), name)
+            }
+            (Some(f), Some(g)) => {
+                fast_h = FastLogits::new(f, model);
+                guide_h = FastLogits::new(g, model);
+                let name = format!(
+                    "{} with form guidance {}",
+                    GenBackend::Fast(fast_h.format()).name(),
+                    opts.guidance
+                );
+                guided = Some(Guided::new(&mut fast_h, &mut guide_h, opts.guidance as f32));
+                (None, name)
+            }
+            (None, _) => {
+                candle_h = CandleLogits::new(model);
+                (Some(&mut candle_h), GenBackend::Candle.name())
+            }
+        };
     let sampling = Sampling {
         temperature: opts.temperature,
         min_p: opts.min_p,
@@ -552,6 +656,7 @@ pub fn evaluate_model(
     let mut balanced = Vec::new();
     let mut edge = (0usize, 0usize);
     let (mut ref_dens, mut ref_grid, mut ref_edge) = ((0, 0), (0, 0), (0, 0));
+    let mut ref_form = ((0, 0), (0, 0));
     let mut rng = StdRng::seed_from_u64(opts.seed);
     for &i in &chosen {
         let (p, snippets) = &eligible[i];
@@ -571,6 +676,19 @@ pub fn evaluate_model(
             snippets: snippets.clone(),
         };
         let prompt = tok.build_prompt(&spec)?;
+        let gen_model: &mut dyn LogitSource = if let Some(g) = guided.as_mut() {
+            g.set_guide_prompt(tok.build_prompt(&PromptSpec {
+                snippets: rotated_snippets(&spec.snippets),
+                ..spec.clone()
+            })?);
+            g
+        } else if let Some(m) = plain.as_deref_mut() {
+            m
+        } else {
+            return Err(TrainError::Data(
+                "evaluation: no model to generate with".into(),
+            ));
+        };
         // The reference's tempo, a beat where the generated piece starts (as in training).
         gen_model.set_grid(
             p.song
@@ -627,6 +745,11 @@ pub fn evaluate_model(
         let e = music::onsets_at_window_edge(song.notes.iter().map(|n| n.start_ms), window_ms);
         edge.0 += e.0;
         edge.1 += e.1;
+        let (ra, rb) = reference_form(&p.song, &refs, bar_ms);
+        for (acc, x) in [(&mut ref_form.0, ra), (&mut ref_form.1, rb)] {
+            acc.0 += x.0;
+            acc.1 += x.1;
+        }
         let (d, gr, ed) = reference_rhythm(&p.song, &refs, window_ms);
         for (acc, x) in [(&mut ref_dens, d), (&mut ref_grid, gr), (&mut ref_edge, ed)] {
             acc.0 += x.0;
@@ -644,6 +767,7 @@ pub fn evaluate_model(
         kind,
         nll_bits_per_token: bits / count.max(1.0),
         nll_bits_per_second: bits / f64::max(seconds, 1e-9),
+        snippet_gain_bits,
         form_adherence: if balanced.is_empty() {
             f64::NAN
         } else {
@@ -658,6 +782,19 @@ pub fn evaluate_model(
         density_match_rate: share((total.density_matches, planned)),
         onset_grid_agreement: share(total.on_grid),
         window_edge_piling: share(edge),
+        reference_form_adherence: {
+            let letters: Vec<f64> = [ref_form.0, ref_form.1]
+                .into_iter()
+                .filter(|x| x.1 > 0)
+                .map(share)
+                .collect();
+            if letters.is_empty() {
+                f64::NAN
+            } else {
+                letters.iter().sum::<f64>() / letters.len() as f64
+            }
+        },
+        reference_repeats: ref_form.0.1 + ref_form.1.1,
         reference_density_match_rate: share(ref_dens),
         reference_onset_grid_agreement: share(ref_grid),
         reference_window_edge_piling: share(ref_edge),
@@ -692,9 +829,10 @@ pub fn table(results: &[EvalResult]) -> String {
     fn f(x: f64) -> String {
         format!("{x:.4}")
     }
-    let rows: [Row; 15] = [
+    let rows: [Row; 16] = [
         ("nll bits/token", |r| f(r.nll_bits_per_token), None),
         ("nll bits/second", |r| f(r.nll_bits_per_second), None),
+        ("snippet gain bits/token", |r| f(r.snippet_gain_bits), None),
         (
             "form adherence [95%]",
             |r| {
@@ -703,7 +841,7 @@ pub fn table(results: &[EvalResult]) -> String {
                     r.form_adherence, r.form_adherence_lo, r.form_adherence_hi
                 )
             },
-            None,
+            Some(|r| r.reference_form_adherence),
         ),
         (
             "  A / B sections",
@@ -767,13 +905,14 @@ pub fn table(results: &[EvalResult]) -> String {
     }
     if let Some(r) = results.first() {
         s.push_str(&format!(
-            "{} pieces for NLL ({} target tokens), {} generations each (AABA from snippets A and B, {} backend; interval: percentile bootstrap over generations, {} resamples, seed {}); {} files skipped\n",
+            "{} pieces for NLL ({} target tokens), {} generations each (AABA from snippets A and B, {} backend; interval: percentile bootstrap over generations, {} resamples, seed {}; reference adherence: the pieces' own {} repeat sections); {} files skipped\n",
             r.pieces,
             r.target_tokens,
             r.generations,
             r.generation_backend,
             BOOTSTRAP_RESAMPLES,
             BOOTSTRAP_SEED,
+            r.reference_repeats,
             r.skipped_files
         ));
     }
@@ -928,6 +1067,27 @@ mod tests {
         assert_eq!(sc.density_matches, 3);
         // Eighths at 120 bpm are on the sixteenth grid too.
         assert_eq!(sc.on_grid.0, sc.on_grid.1);
+    }
+
+    #[test]
+    fn reference_form_counts_only_repeats_and_scores_them_like_generations() {
+        use SectionLabel::{A, B};
+        // A A B A: the first A and the B hold the snippets; the repeats are A, A (both true).
+        let song = piece(&[
+            (A, a_material),
+            (A, a_material),
+            (B, b_material),
+            (A, a_material),
+        ]);
+        assert_eq!(reference_form(&song, &snippets(), BAR_MS), ((2, 2), (0, 0)));
+        // A B B A with the second B playing A's material: that B repeat does not adhere.
+        let song = piece(&[
+            (A, a_material),
+            (B, b_material),
+            (B, a_material),
+            (A, a_material),
+        ]);
+        assert_eq!(reference_form(&song, &snippets(), BAR_MS), ((1, 1), (0, 1)));
     }
 
     #[test]

@@ -126,6 +126,10 @@ enum Cmd {
         /// Weight format of the fast backend: f32, f16 (the engine's default) or q8.
         #[arg(long, default_value = "f16")]
         weights: String,
+        /// Form guidance: sample from log p + G (log p - log p with the snippets' letters
+        /// swapped), a second decode of every token; 0: the model alone. Fast backend only.
+        #[arg(long, default_value_t = 0.0)]
+        guidance: f64,
     },
 }
 
@@ -284,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             device: dev,
             backend,
             weights,
+            guidance,
         } => {
             let backend = match backend.as_str() {
                 "candle" => eval::GenBackend::Candle,
@@ -310,6 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_section_ms: 12_000.0,
                 device: device(&dev)?,
                 backend,
+                guidance,
             };
             let data = EvalData::load(&data, &opts)?;
             let mut results = Vec::new();

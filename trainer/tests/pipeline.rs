@@ -207,7 +207,36 @@ fn every_stage_runs_end_to_end() {
         assert!((0.0..=1.0).contains(&r.pitch_class_distance));
         assert!(r.note_density_distance >= 0.0);
         assert!((0.0..=1.0).contains(&r.valid_rate));
+        // The fixture's pieces have A and B sections: the snippet gain is measured.
+        assert!(r.snippet_gain_bits.is_finite(), "{}", r.snippet_gain_bits);
+        assert!(r.reference_repeats > 0);
+        assert!((0.0..=1.0).contains(&r.reference_form_adherence));
     }
+    // Form guidance runs the fast decoder twice; the figures stay in range, and it refuses the
+    // candle backend by name.
+    let guided = EvalOptions {
+        guidance: 2.0,
+        ..eval_opts()
+    };
+    let r = eval::evaluate(&dec, &data, &guided).unwrap();
+    assert_eq!(r.generations, 2);
+    assert!(
+        r.generation_backend.contains("form guidance 2"),
+        "{}",
+        r.generation_backend
+    );
+    assert!((0.0..=1.0).contains(&r.form_adherence));
+    let err = eval::evaluate(
+        &dec,
+        &data,
+        &EvalOptions {
+            backend: eval::GenBackend::Candle,
+            ..guided
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--guidance"), "{err}");
 
     // Fine-tuning starts from the given decoder: its first loss is the trained one's, well
     // below a fresh start's. A Staria checkpoint is not a decoder to start from.
