@@ -34,6 +34,8 @@
 //!     `StdRng` seed 0, nearest-rank 2.5th/97.5th percentiles). `form_adherence_a`/`_b`: share of
 //!     all A (B) sections that adhere; `form_adherence_pooled`: share of all sections (the
 //!     former, unbalanced definition).
+//!   - `similarity_a` / `_b`: the mean, over that letter's sections with notes, of the two
+//!     similarities the adherence test compares (own snippet, most similar other snippet).
 //!   - `verbatim_copy_share`: share of planned sections that copy a prompt snippet (either)
 //!     verbatim: bar `i` of the section against bar `i` of the snippet, for every `i` both have,
 //!     and at least 75% of those bars with similarity >= 0.9. Copying is not adherence.
@@ -62,6 +64,8 @@
 //!   - `grammar_clean_rate`: share of generations without a single grammar error (a token out of
 //!     place for the note grammar, see `generate`), and `grammar_error_rate`: such tokens per
 //!     generated token. The decoder drops malformed notes, so these say how many were lost.
+//! - With `write_dir`, each generation and its reference piece are written as MIDI
+//!   (`<dir>/<model>/<nnn>.gen.mid`, `.ref.mid`), section markers included, to listen to and draw.
 //! - `nll_seconds`, `generation_seconds`: wall time of the two passes; `generation_backend`.
 
 use std::path::{Path, PathBuf};
@@ -129,6 +133,9 @@ pub struct EvalOptions {
     pub backend: GenBackend,
     /// Form-guidance scale (`sampler::Guided`; 0: the model alone). Needs the fast backend.
     pub guidance: f64,
+    /// Where to write each generation and its reference piece as MIDI, to listen to and draw
+    /// (`<dir>/<model>/<nnn>.gen.mid` and `.ref.mid`); `None`: nothing is written.
+    pub write_dir: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -146,6 +153,7 @@ impl Default for EvalOptions {
             device: Device::Cpu,
             backend: GenBackend::Fast(WeightFormat::F16),
             guidance: 0.0,
+            write_dir: None,
         }
     }
 }
@@ -179,6 +187,10 @@ pub struct EvalResult {
     /// The old, unbalanced figure: share of all planned sections that adhere (copying A
     /// everywhere scores 0.75 on AABA).
     pub form_adherence_pooled: f64,
+    /// Mean bar similarity of the A (B) sections with notes to their own snippet and to the
+    /// other one: what adherence thresholds, as levels (near 0 for both: material from neither).
+    pub similarity_a: (f64, f64),
+    pub similarity_b: (f64, f64),
     /// Share of planned sections that copy a prompt snippet verbatim.
     pub verbatim_copy_share: f64,
     /// Share of planned sections within ±30% of their snippet's notes per second.
@@ -314,6 +326,9 @@ pub struct FormScores {
     /// (adherent, planned) sections per letter A and B.
     pub a: (usize, usize),
     pub b: (usize, usize),
+    /// Per letter A and B: sums over the sections that have notes of their mean best-bar
+    /// similarity to their own snippet and to the other one, and how many such sections.
+    pub similarity: [(f64, f64, usize); 2],
     /// Planned sections that copy a snippet verbatim.
     pub copies: usize,
     /// Planned sections within ±30% of their snippet's notes per second.
@@ -410,9 +425,12 @@ pub fn score_form(
             .filter(|&t| t >= sec.start_ms && t < sec.end_ms)
             .fold(f64::INFINITY, f64::min);
         let bars = music::bars_from_zero(&notes, sec.end_ms - first, bar_ms);
-        if adheres(&bars, own, snippets) {
+        let (own_sim, other_sim) = similarities(&bars, own, snippets);
+        if own_sim > other_sim {
             slot.0 += 1;
         }
+        let sim = &mut sc.similarity[usize::from(label != SectionLabel::A)];
+        *sim = (sim.0 + own_sim, sim.1 + other_sim, sim.2 + 1);
         if snippets
             .iter()
             .any(|s| music::is_verbatim_copy(&bars, &s.bars))
@@ -430,14 +448,29 @@ pub fn score_form(
     sc
 }
 
-/// Whether a section's `bars` are strictly more like its `own` snippet's than any other's.
-fn adheres(bars: &[BarContent], own: &SnippetRef, snippets: &[SnippetRef]) -> bool {
+/// (own, other) means of a letter's similarity sums; NaN without sections.
+fn mean_similarity((own, other, n): (f64, f64, usize)) -> (f64, f64) {
+    if n == 0 {
+        (f64::NAN, f64::NAN)
+    } else {
+        (own / n as f64, other / n as f64)
+    }
+}
+
+/// A section's `bars` against its `own` snippet's and the most similar other snippet's.
+fn similarities(bars: &[BarContent], own: &SnippetRef, snippets: &[SnippetRef]) -> (f64, f64) {
     let own_sim = music::sequence_similarity(bars, &own.bars);
     let other_sim = snippets
         .iter()
         .filter(|s| s.label != own.label)
         .map(|s| music::sequence_similarity(bars, &s.bars))
         .fold(0.0, f64::max);
+    (own_sim, other_sim)
+}
+
+/// Whether a section's `bars` are strictly more like its `own` snippet's than any other's.
+fn adheres(bars: &[BarContent], own: &SnippetRef, snippets: &[SnippetRef]) -> bool {
+    let (own_sim, other_sim) = similarities(bars, own, snippets);
     own_sim > other_sim
 }
 
@@ -700,6 +733,13 @@ pub fn evaluate_model(
         errors += g.grammar_errors;
         gen_tokens += g.tokens.len();
         let song = tok.decode(&g.tokens);
+        if let Some(dir) = &opts.write_dir {
+            let dir = dir.join(short(name));
+            std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+            let n = gens - 1;
+            staria_models::midi::write_midi_file(&song, &dir.join(format!("{n:03}.gen.mid")))?;
+            staria_models::midi::write_midi_file(&p.song, &dir.join(format!("{n:03}.ref.mid")))?;
+        }
         let midi_ok = !song.notes.is_empty()
             && write_midi(&song)
                 .ok()
@@ -742,6 +782,9 @@ pub fn evaluate_model(
         total.density_matches += sc.density_matches;
         total.on_grid.0 += sc.on_grid.0;
         total.on_grid.1 += sc.on_grid.1;
+        for (acc, x) in total.similarity.iter_mut().zip(sc.similarity) {
+            *acc = (acc.0 + x.0, acc.1 + x.1, acc.2 + x.2);
+        }
         let e = music::onsets_at_window_edge(song.notes.iter().map(|n| n.start_ms), window_ms);
         edge.0 += e.0;
         edge.1 += e.1;
@@ -778,6 +821,8 @@ pub fn evaluate_model(
         form_adherence_a: share(total.a),
         form_adherence_b: share(total.b),
         form_adherence_pooled: share((total.a.0 + total.b.0, planned)),
+        similarity_a: mean_similarity(total.similarity[0]),
+        similarity_b: mean_similarity(total.similarity[1]),
         verbatim_copy_share: share((total.copies, planned)),
         density_match_rate: share((total.density_matches, planned)),
         onset_grid_agreement: share(total.on_grid),
@@ -829,7 +874,7 @@ pub fn table(results: &[EvalResult]) -> String {
     fn f(x: f64) -> String {
         format!("{x:.4}")
     }
-    let rows: [Row; 16] = [
+    let rows: [Row; 18] = [
         ("nll bits/token", |r| f(r.nll_bits_per_token), None),
         ("nll bits/second", |r| f(r.nll_bits_per_second), None),
         ("snippet gain bits/token", |r| f(r.snippet_gain_bits), None),
@@ -846,6 +891,16 @@ pub fn table(results: &[EvalResult]) -> String {
         (
             "  A / B sections",
             |r| format!("{:.3} / {:.3}", r.form_adherence_a, r.form_adherence_b),
+            None,
+        ),
+        (
+            "  A sim own / other",
+            |r| format!("{:.3} / {:.3}", r.similarity_a.0, r.similarity_a.1),
+            None,
+        ),
+        (
+            "  B sim own / other",
+            |r| format!("{:.3} / {:.3}", r.similarity_b.0, r.similarity_b.1),
             None,
         ),
         (
@@ -1028,6 +1083,11 @@ mod tests {
         let sc = score_form(&song, &AABA, &snippets(), BAR_MS);
         assert_eq!(sc.balanced(), 1.0);
         assert_eq!(sc.copies, 4);
+        // Copies: similarity 1 to their own snippet, less to the other, three A and one B.
+        let [(a_own, a_other, a_n), (b_own, b_other, b_n)] = sc.similarity;
+        assert_eq!((a_n, b_n), (3, 1));
+        assert_eq!((a_own / 3.0, b_own), (1.0, 1.0));
+        assert!(a_other / 3.0 < 1.0 && b_other < 1.0);
     }
 
     #[test]

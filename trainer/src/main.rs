@@ -130,6 +130,10 @@ enum Cmd {
         /// swapped), a second decode of every token; 0: the model alone. Fast backend only.
         #[arg(long, default_value_t = 0.0)]
         guidance: f64,
+        /// Write each generation and its reference piece as MIDI under DIR/<model>/ (NNN.gen.mid,
+        /// NNN.ref.mid; `staria render NNN.gen.mid --prompt NNN.ref.mid --png` draws them).
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
     },
 }
 
@@ -289,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             weights,
             guidance,
+            write,
         } => {
             let backend = match backend.as_str() {
                 "candle" => eval::GenBackend::Candle,
@@ -316,6 +321,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: device(&dev)?,
                 backend,
                 guidance,
+                write_dir: write,
             };
             let data = EvalData::load(&data, &opts)?;
             let mut results = Vec::new();

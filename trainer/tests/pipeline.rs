@@ -214,12 +214,25 @@ fn every_stage_runs_end_to_end() {
     }
     // Form guidance runs the fast decoder twice; the figures stay in range, and it refuses the
     // candle backend by name.
+    let written = tmp.path().join("generations");
     let guided = EvalOptions {
         guidance: 2.0,
+        write_dir: Some(written.clone()),
         ..eval_opts()
     };
     let r = eval::evaluate(&dec, &data, &guided).unwrap();
     assert_eq!(r.generations, 2);
+    // Each generation and its reference piece are written, and read back as MIDI.
+    for n in 0..2 {
+        for part in ["gen", "ref"] {
+            let path = written.join("decoder").join(format!("{n:03}.{part}.mid"));
+            let song = staria_models::midi::read_midi_file(&path).unwrap();
+            assert!(!song.sections.is_empty(), "{}", path.display());
+        }
+    }
+    for (own, other) in [r.similarity_a, r.similarity_b] {
+        assert!((0.0..=1.0).contains(&own) && (0.0..=1.0).contains(&other));
+    }
     assert!(
         r.generation_backend.contains("form guidance 2"),
         "{}",
@@ -231,6 +244,7 @@ fn every_stage_runs_end_to_end() {
         &data,
         &EvalOptions {
             backend: eval::GenBackend::Candle,
+            write_dir: None,
             ..guided
         },
     )
