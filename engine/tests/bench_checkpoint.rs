@@ -76,16 +76,7 @@ fn real_snippets() -> Snippets {
     let mut s = Snippets::default();
     for label in SectionLabel::ALL {
         if let Some(sec) = song.sections.iter().find(|x| x.label == label) {
-            let notes: Vec<Note> = song
-                .notes
-                .iter()
-                .filter(|n| n.start_ms >= sec.start_ms && n.start_ms < sec.end_ms)
-                .map(|n| Note {
-                    start_ms: n.start_ms - sec.start_ms,
-                    end_ms: n.end_ms - sec.start_ms,
-                    ..*n
-                })
-                .collect();
+            let notes: Vec<Note> = song.section_notes(sec);
             s.set(label, notes);
         }
     }

@@ -27,16 +27,7 @@ fn snippets() -> Snippets {
     let song = prompt_song();
     let mut s = Snippets::default();
     for sec in &song.sections {
-        let notes = song
-            .notes
-            .iter()
-            .filter(|n| n.start_ms >= sec.start_ms && n.start_ms < sec.end_ms)
-            .map(|n| staria_models::Note {
-                start_ms: n.start_ms - sec.start_ms,
-                end_ms: n.end_ms - sec.start_ms,
-                ..*n
-            })
-            .collect();
+        let notes = song.section_notes(sec);
         s.set(sec.label, notes);
     }
     s

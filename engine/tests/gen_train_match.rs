@@ -53,16 +53,7 @@ fn cli_snippets(song: &Song) -> Snippets {
         else {
             continue;
         };
-        let notes: Vec<Note> = song
-            .notes
-            .iter()
-            .filter(|n| n.start_ms >= sec.start_ms && n.start_ms < sec.end_ms)
-            .map(|n| Note {
-                start_ms: n.start_ms - sec.start_ms,
-                end_ms: n.end_ms - sec.start_ms,
-                ..*n
-            })
-            .collect();
+        let notes: Vec<Note> = song.section_notes(sec);
         s.set(label, notes);
     }
     s

@@ -205,7 +205,25 @@ impl BarGrid {
 }
 
 impl Song {
-    /// Milliseconds from the start of the piece at `tick`, through the whole tempo map.
+    /// Notes starting in `[start_ms, end_ms)`, re-timed from `start_ms` (what a snippet or a
+    /// captured section holds).
+    pub fn notes_in(&self, start_ms: f64, end_ms: f64) -> Vec<Note> {
+        self.notes
+            .iter()
+            .filter(|n| n.start_ms >= start_ms && n.start_ms < end_ms)
+            .map(|n| Note {
+                start_ms: n.start_ms - start_ms,
+                end_ms: n.end_ms - start_ms,
+                ..*n
+            })
+            .collect()
+    }
+
+    /// The notes starting inside `section`, re-timed from its start.
+    pub fn section_notes(&self, section: &Section) -> Vec<Note> {
+        self.notes_in(section.start_ms, section.end_ms)
+    }
+
     /// The quarter note in ms when the whole song keeps one tempo (120 bpm without a tempo
     /// map); `None` when the tempo changes.
     pub fn constant_quarter_ms(&self) -> Option<f64> {
@@ -221,6 +239,7 @@ impl Song {
         .then(|| us as f64 / 1000.0)
     }
 
+    /// Milliseconds from the start of the piece at `tick`, through the whole tempo map.
     pub fn tick_to_ms(&self, tick: u64) -> f64 {
         TempoIndex::new(&self.tempo_map, self.ticks_per_quarter).tick_to_ms(tick)
     }

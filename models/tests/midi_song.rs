@@ -198,3 +198,43 @@ fn from_ms_notes_builds_a_fixed_tempo_song() {
         vec![tempo(0, 666_667)]
     );
 }
+
+/// A section's notes are those starting inside its span (end excluded), re-timed from its start.
+#[test]
+fn section_notes_start_inside_and_count_from_the_start() {
+    let n = |pitch: u8, start_ms: f64, end_ms: f64| Note {
+        pitch,
+        velocity: 64,
+        channel: 0,
+        program: 0,
+        start_tick: 0,
+        end_tick: 0,
+        start_ms,
+        end_ms,
+    };
+    let section = Section {
+        label: SectionLabel::B,
+        marker_text: "B".into(),
+        start_tick: 0,
+        end_tick: 0,
+        start_ms: 1000.0,
+        end_ms: 2000.0,
+    };
+    let song = Song::from_ms_notes(
+        vec![
+            n(60, 900.0, 1100.0),
+            n(62, 1000.0, 1250.0),
+            n(64, 1975.0, 2300.0),
+            n(65, 2000.0, 2100.0),
+        ],
+        vec![section.clone()],
+        120.0,
+    );
+    let got: Vec<(u8, f64, f64)> = song
+        .section_notes(&section)
+        .iter()
+        .map(|n| (n.pitch, n.start_ms, n.end_ms))
+        .collect();
+    assert_eq!(got, vec![(62, 0.0, 250.0), (64, 975.0, 1300.0)]);
+    assert_eq!(song.notes_in(0.0, 1000.0).len(), 1);
+}

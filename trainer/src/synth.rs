@@ -228,10 +228,9 @@ mod tests {
                 let occ: Vec<&Section> = a.song.sections.iter().filter(|s| s.label == l).collect();
                 let content = |s: &Section| -> Vec<(u8, i64)> {
                     a.song
-                        .notes
+                        .section_notes(s)
                         .iter()
-                        .filter(|n| n.start_ms >= s.start_ms && n.start_ms < s.end_ms)
-                        .map(|n| (n.pitch, (n.start_ms - s.start_ms).round() as i64))
+                        .map(|n| (n.pitch, n.start_ms.round() as i64))
                         .collect()
                 };
                 for w in occ.windows(2) {

@@ -524,19 +524,6 @@ fn parse_range(s: &str, lo: u32, hi: u32) -> Result<(u32, u32), String> {
     Ok((a, b))
 }
 
-/// Notes starting in `[start_ms, end_ms)`, re-timed from `start_ms`.
-fn notes_in(song: &Song, start_ms: f64, end_ms: f64) -> Vec<Note> {
-    song.notes
-        .iter()
-        .filter(|n| n.start_ms >= start_ms && n.start_ms < end_ms)
-        .map(|n| Note {
-            start_ms: n.start_ms - start_ms,
-            end_ms: n.end_ms - start_ms,
-            ..*n
-        })
-        .collect()
-}
-
 /// Snippets from `--sections` bar ranges, else the file's markers (first occurrence of each
 /// letter), else the whole file as section A.
 fn snippets_of(song: &Song, sections: Option<&str>, path: &Path) -> Result<Snippets, Failure> {
@@ -563,7 +550,7 @@ fn snippets_of(song: &Song, sections: Option<&str>, path: &Path) -> Result<Snipp
                 .map_err(|e| bad(format!("--sections {part:?}: bars {e}")))?;
             let start = song.tick_to_ms(song.bar_start_tick(from - 1));
             let end = song.tick_to_ms(song.bar_start_tick(to));
-            let notes = notes_in(song, start, end);
+            let notes = song.notes_in(start, end);
             if notes.is_empty() {
                 return Err(bad(format!(
                     "--sections: section {label} (bars {from}-{to}) has no notes in {}",
@@ -587,7 +574,7 @@ fn snippets_of(song: &Song, sections: Option<&str>, path: &Path) -> Result<Snipp
             .filter(|s| s.label == label)
             .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
         if let Some(s) = first {
-            snippets.set(label, notes_in(song, s.start_ms, s.end_ms));
+            snippets.set(label, song.section_notes(s));
         }
     }
     if snippets.captured().next().is_none() {

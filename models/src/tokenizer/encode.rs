@@ -199,13 +199,7 @@ impl Tokenizer {
             .iter()
             .filter(|s| s.label == label && s.start_ms.is_finite())
             .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms))?;
-        let notes: Vec<Note> = song
-            .notes
-            .iter()
-            .filter(|n| n.start_ms >= s.start_ms && n.start_ms < s.end_ms)
-            .copied()
-            .collect();
-        Some(self.snippet_tokens(&notes, s.start_ms, max_tokens))
+        Some(self.snippet_tokens(&song.section_notes(s), 0.0, max_tokens))
     }
 
     /// Both prompt layouts: `[style] <PROMPT_START> [form] <A_SECTION> snippet A ... <PROMPT_END>
