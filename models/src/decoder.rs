@@ -27,14 +27,6 @@ use crate::error::{Error, Result};
 use crate::grid::{GridInput, GridRow};
 use crate::layers::{self, Block, KvCache, Norm, Rope};
 
-fn default_rope_theta() -> f64 {
-    500_000.0
-}
-
-fn default_norm_eps() -> f64 {
-    1e-5
-}
-
 pub(crate) fn default_window_bin_ms() -> u32 {
     100
 }
@@ -50,9 +42,9 @@ pub struct DecoderConfig {
     /// Feed-forward hidden size is `ff_mult * dim`.
     pub ff_mult: usize,
     pub max_seq_len: usize,
-    #[serde(default = "default_rope_theta")]
+    #[serde(default = "crate::layers::default_rope_theta")]
     pub rope_theta: f64,
-    #[serde(default = "default_norm_eps")]
+    #[serde(default = "crate::layers::default_norm_eps")]
     pub norm_eps: f64,
     /// Buckets of the window-position input (`crate::window`): each token's embedding gets the
     /// bucket of the window's latest onset added. 0 = no such input (checkpoints before it).
@@ -98,8 +90,8 @@ impl DecoderConfig {
             n_heads,
             ff_mult,
             max_seq_len,
-            rope_theta: default_rope_theta(),
-            norm_eps: default_norm_eps(),
+            rope_theta: crate::layers::default_rope_theta(),
+            norm_eps: crate::layers::default_norm_eps(),
             window_bins: 0,
             window_bin_ms: default_window_bin_ms(),
             grid_bins: 0,

@@ -31,14 +31,6 @@ fn default_n_latents() -> usize {
     8
 }
 
-fn default_rope_theta() -> f64 {
-    500_000.0
-}
-
-fn default_norm_eps() -> f64 {
-    1e-5
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
@@ -51,9 +43,9 @@ pub struct EncoderConfig {
     /// Vectors each snippet is compressed into.
     #[serde(default = "default_n_latents")]
     pub n_latents: usize,
-    #[serde(default = "default_norm_eps")]
+    #[serde(default = "crate::layers::default_norm_eps")]
     pub norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
+    #[serde(default = "crate::layers::default_rope_theta")]
     pub rope_theta: f64,
 }
 
@@ -90,8 +82,8 @@ impl EncoderConfig {
             ff_mult,
             max_seq_len,
             n_latents,
-            norm_eps: default_norm_eps(),
-            rope_theta: default_rope_theta(),
+            norm_eps: crate::layers::default_norm_eps(),
+            rope_theta: crate::layers::default_rope_theta(),
         }
     }
 

@@ -125,6 +125,16 @@ impl Norm {
     }
 }
 
+/// RoPE base frequency of every config that does not set `rope_theta` (Llama 3's).
+pub(crate) fn default_rope_theta() -> f64 {
+    500_000.0
+}
+
+/// RMSNorm epsilon of every config that does not set `norm_eps`.
+pub(crate) fn default_norm_eps() -> f64 {
+    1e-5
+}
+
 /// Precomputed rotate-half RoPE tables for positions `0..max_seq_len`.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope {

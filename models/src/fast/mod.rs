@@ -102,12 +102,6 @@ impl std::str::FromStr for WeightFormat {
     }
 }
 
-fn default_rope_theta() -> f64 {
-    500_000.0
-}
-fn default_norm_eps() -> f64 {
-    1e-5
-}
 fn default_max_latents() -> usize {
     64
 }
@@ -123,9 +117,9 @@ pub struct FastConfig {
     /// Feed-forward hidden size is `ff_mult * dim`.
     pub ff_mult: usize,
     pub max_seq_len: usize,
-    #[serde(default = "default_rope_theta")]
+    #[serde(default = "crate::layers::default_rope_theta")]
     pub rope_theta: f64,
-    #[serde(default = "default_norm_eps")]
+    #[serde(default = "crate::layers::default_norm_eps")]
     pub norm_eps: f64,
     /// A Staria cross-attention site after every `cross_every`-th block; 0 = plain decoder.
     #[serde(default)]
@@ -163,8 +157,8 @@ impl FastConfig {
             n_heads,
             ff_mult,
             max_seq_len,
-            rope_theta: default_rope_theta(),
-            norm_eps: default_norm_eps(),
+            rope_theta: crate::layers::default_rope_theta(),
+            norm_eps: crate::layers::default_norm_eps(),
             cross_every: 0,
             max_latents: default_max_latents(),
             latent_dim: None,
