@@ -135,6 +135,31 @@ pub(crate) fn default_norm_eps() -> f64 {
     1e-5
 }
 
+/// RoPE's inverse frequencies `[head_dim / 2]`: `theta^(-2i / head_dim)`, computed in f64 and
+/// rounded to f32. Every RoPE table in the workspace starts here (the candle model's, the fast
+/// decoder's and the fast trainer's, through [`rope_tables`]), so they stay bit-identical.
+pub(crate) fn rope_inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
+        .collect()
+}
+
+/// RoPE's `(cos, sin)` tables, each `[positions, head_dim / 2]` row-major: f32 angle =
+/// position * inverse frequency, f32 cos and sin (what the candle model computes as tensors).
+pub fn rope_tables(theta: f64, head_dim: usize, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let inv_freq = rope_inv_freq(theta, head_dim);
+    let mut cos = Vec::with_capacity(positions * inv_freq.len());
+    let mut sin = Vec::with_capacity(positions * inv_freq.len());
+    for pos in 0..positions {
+        for f in &inv_freq {
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
 /// Precomputed rotate-half RoPE tables for positions `0..max_seq_len`.
 #[derive(Debug, Clone)]
 pub(crate) struct Rope {
@@ -155,9 +180,7 @@ impl Rope {
         dev: &Device,
     ) -> Result<Self> {
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv_freq = rope_inv_freq(theta, head_dim);
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), dev)?;
         let t = Tensor::arange(0u32, max_seq_len as u32, dev)?
             .to_dtype(DType::F32)?

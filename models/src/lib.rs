@@ -22,7 +22,7 @@ pub use checkpoint::{Checkpoint, CheckpointConfig, Provenance};
 pub use decoder::{Decoder, DecoderConfig};
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{Error, Result};
-pub use layers::KvCache;
+pub use layers::{KvCache, rope_tables};
 pub use midi::{read_midi, read_midi_file, section_label_for_marker, write_midi, write_midi_file};
 pub use model::{AnyModel, ModelConfig, ModelKind};
 pub use params::SeededVars;

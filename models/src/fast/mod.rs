@@ -719,21 +719,8 @@ impl FastDecoder {
             gb => fetch(g, names::GRID_HEAD, &[gb, d])?,
         };
 
-        // RoPE tables exactly as the candle model builds them: f32 inverse frequencies from f64,
-        // f32 angle = position * inv_freq, f32 cos / sin.
-        let half = hd / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
-            .collect();
-        let mut rope_cos = Vec::with_capacity(cfg.max_seq_len * half);
-        let mut rope_sin = Vec::with_capacity(cfg.max_seq_len * half);
-        for p in 0..cfg.max_seq_len {
-            for f in &inv_freq {
-                let a = p as f32 * f;
-                rope_cos.push(a.cos());
-                rope_sin.push(a.sin());
-            }
-        }
+        // RoPE tables exactly as the candle model builds them.
+        let (rope_cos, rope_sin) = crate::layers::rope_tables(cfg.rope_theta, hd, cfg.max_seq_len);
 
         let max_hidden = std::iter::once(ff)
             .chain(cross.iter().map(|c| c.w2.cols()))

@@ -37,20 +37,12 @@ pub(crate) struct RopeTables {
 
 impl RopeTables {
     pub(crate) fn new(head_dim: usize, positions: usize, theta: f64) -> Self {
-        let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32)
-            .collect();
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for pos in 0..positions {
-            for f in &inv_freq {
-                let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
+        let (cos, sin) = staria_models::rope_tables(theta, head_dim, positions);
+        Self {
+            half: head_dim / 2,
+            cos,
+            sin,
         }
-        Self { half, cos, sin }
     }
 
     /// Rotates one head vector in place at `pos`; `inverse` applies the transpose (the
