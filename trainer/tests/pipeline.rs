@@ -315,9 +315,18 @@ fn shipped_configs_build_valid_models() {
     let vocab = Tokenizer::new(TokenizerConfig::default())
         .unwrap()
         .vocab_size();
-    for name in ["tiny", "small", "seed"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
-        let exp = staria_trainer::config::ExperimentConfig::load(&path).unwrap();
+    // Every config the repository ships, the run configs behind the shipped model included.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 3, "{paths:?}");
+    for path in paths {
+        let exp = staria_trainer::config::ExperimentConfig::load(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for kind in [
             staria_models::model::ModelKind::Decoder,
             staria_models::model::ModelKind::Staria,
