@@ -82,7 +82,7 @@ use staria_models::midi::{read_midi, write_midi};
 use staria_models::model::AnyModel;
 use staria_models::tokenizer::{PromptSpec, Tokenizer};
 use staria_models::window::WindowBins;
-use staria_models::{Note, SectionLabel, Song};
+use staria_models::{Note, Section, SectionLabel, Song};
 
 use crate::batch::{Augment, Layout, collate, masked_nll, prepare_piece, truncate_snippet};
 use crate::error::{Result, TrainError};
@@ -418,13 +418,7 @@ pub fn score_form(
         if notes.is_empty() {
             continue;
         }
-        let first = song
-            .notes
-            .iter()
-            .map(|n| n.start_ms)
-            .filter(|&t| t >= sec.start_ms && t < sec.end_ms)
-            .fold(f64::INFINITY, f64::min);
-        let bars = music::bars_from_zero(&notes, sec.end_ms - first, bar_ms);
+        let bars = section_bars(song, sec, &notes, bar_ms);
         let (own_sim, other_sim) = similarities(&bars, own, snippets);
         if own_sim > other_sim {
             slot.0 += 1;
@@ -455,6 +449,18 @@ fn mean_similarity((own, other, n): (f64, f64, usize)) -> (f64, f64) {
     } else {
         (own / n as f64, other / n as f64)
     }
+}
+
+/// The bars of a section's `notes` (from [`section_notes`]): `bar_ms` each from its first onset
+/// to the section's end.
+fn section_bars(song: &Song, sec: &Section, notes: &[Note], bar_ms: f64) -> Vec<BarContent> {
+    let first = song
+        .notes
+        .iter()
+        .map(|n| n.start_ms)
+        .filter(|&t| t >= sec.start_ms && t < sec.end_ms)
+        .fold(f64::INFINITY, f64::min);
+    music::bars_from_zero(notes, sec.end_ms - first, bar_ms)
 }
 
 /// A section's `bars` against its `own` snippet's and the most similar other snippet's.
@@ -493,16 +499,17 @@ pub fn reference_form(
             seen.push(sec.label);
             continue;
         }
-        let notes = section_notes(&song.notes, sec.start_ms, sec.end_ms);
-        let len = notes.iter().map(|n| n.end_ms).fold(0.0, f64::max);
-        let bars = music::bars_from_zero(&notes, len, bar_ms);
         let slot = if sec.label == SectionLabel::A {
             &mut a
         } else {
             &mut b
         };
         slot.1 += 1;
-        slot.0 += usize::from(!notes.is_empty() && adheres(&bars, own, snippets));
+        let notes = section_notes(&song.notes, sec.start_ms, sec.end_ms);
+        if !notes.is_empty() {
+            let bars = section_bars(song, sec, &notes, bar_ms);
+            slot.0 += usize::from(adheres(&bars, own, snippets));
+        }
     }
     (a, b)
 }

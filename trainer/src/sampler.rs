@@ -195,8 +195,8 @@ fn guide_into(cond_logp: &[f32], guide: &[f32], scale: f32, out: &mut Vec<f32>) 
 }
 
 /// The snippets with their letters rotated (A plays B's material, B the next letter's, the last
-/// letter A's; two letters swap): the contrasting prompt of [`Guided`]. Order and lengths stay,
-/// so both prompts have the same length.
+/// letter A's; two letters swap): the contrasting prompt of [`Guided`]. The letters' order and
+/// the total length stay, so both prompts are equally long.
 pub fn rotated_snippets(snippets: &[(SectionLabel, Vec<u32>)]) -> Vec<(SectionLabel, Vec<u32>)> {
     let k = snippets.len();
     (0..k)
@@ -241,14 +241,15 @@ impl LogitSource for Guided<'_> {
         self.cond.position()
     }
     fn truncate(&mut self, len: usize) {
-        // The two prompts may differ in length; both take back the same body tokens.
+        // Both take back the same body tokens (the prompts are equally long with rotated
+        // snippets; this stays right if they are not).
         let back = self.cond.position().saturating_sub(len);
         self.cond.truncate(len);
         let guide_len = self.guide.position().saturating_sub(back);
         self.guide.truncate(guide_len);
     }
     fn max_seq_len(&self) -> usize {
-        // Both streams must fit; the longer prompt decides.
+        // Both streams must fit.
         self.cond.max_seq_len().min(self.guide.max_seq_len())
     }
     fn set_grid(&mut self, grid: Option<BeatGrid>) {
