@@ -403,7 +403,7 @@ impl ConstrainedDecoder {
 
     /// Start of the current time window (ms from `<S>`).
     pub fn window_start_ms(&self) -> f64 {
-        self.dec.window() as f64 * self.window_ms as f64
+        self.dec.window_start_ms() as f64
     }
 
     /// Feeds one piece token (sampled, forced, or from the material being continued).
@@ -1010,7 +1010,7 @@ mod tests {
                 panic!("{ev:?}");
             };
             assert!((5000.0..5300.0).contains(&start_ms), "{start_ms}");
-            assert_eq!(cd.decoder().window(), 1);
+            assert_eq!(cd.decoder().window_start_ms(), 5000);
             // The same seed gives the same tokens.
             assert_eq!(run(seed, None).0, fed);
         }

@@ -793,13 +793,13 @@ impl Generator {
 
         let origin = match req.target {
             Target::Section(label) => {
-                let id = self.tok.section_id(label);
-                if !self.feed(&mut cd, id)? {
+                let before = self.position();
+                if !self.force_section(&mut cd, label, 0.0)? {
                     return Err(request(
                         "the prompt fills the model's context; nothing can be generated",
                     ));
                 }
-                prompt_tokens += 1;
+                prompt_tokens += self.position() - before;
                 0.0
             }
             Target::Continue => {
@@ -886,14 +886,7 @@ impl Generator {
             let before = raw.len();
             let mut stop = StopReason::MaxSeqLen;
             if !out_of_context {
-                // Walk to the window holding the section start, then force its tag there: the
-                // layout the model was trained on (tag right before the section's first note).
-                let mut ok = true;
-                while ok && cd.window_start_ms() + window_ms <= start {
-                    ok = self.feed(&mut cd, self.tok.time_shift_id())?;
-                }
-                ok = ok && self.feed(&mut cd, self.tok.section_id(label))?;
-                if ok {
+                if self.force_section(&mut cd, label, start)? {
                     cd.set_span(start, end);
                     // An equal share of what is left, after reserving the `<T>`s and tags that
                     // later sections are forced to start with.
@@ -986,6 +979,34 @@ impl Generator {
             }
             cut += window_ms;
         }
+    }
+
+    /// Starts section `label` at `start_ms` (not before the latest note) the way the model was
+    /// trained to read it: `<T>`s to the window holding the start, the section tag, and with
+    /// section windows the tag's onset (a new window starts there); without, the tag stands
+    /// right before the section's first note. `false` when the context filled up on the way.
+    fn force_section(
+        &mut self,
+        cd: &mut ConstrainedDecoder,
+        label: SectionLabel,
+        start_ms: f64,
+    ) -> Result<bool> {
+        let window_ms = self.tok.config().window_ms as f64;
+        let mut ok = true;
+        while ok && cd.window_start_ms() + window_ms <= start_ms {
+            ok = self.feed(cd, self.tok.time_shift_id())?;
+        }
+        ok = ok && self.feed(cd, self.tok.section_id(label))?;
+        if ok && self.tok.config().section_windows {
+            let in_window = (start_ms - cd.window_start_ms())
+                .max(cd.decoder().min_onset_ms() as f64);
+            let onset = self
+                .tok
+                .onset_id(in_window)
+                .unwrap_or(self.tok.onset_ids().end - 1);
+            ok = self.feed(cd, onset)?;
+        }
+        Ok(ok)
     }
 
     /// Feeds a forced or sampled token to the model and the decoder. `false` when the context is

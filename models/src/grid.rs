@@ -25,7 +25,7 @@ use crate::decoder::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::tokenizer::{StreamDecoder, Tokenizer};
 
-/// A window index meaning "no grid here" (inside a prompt).
+/// A window start meaning "no grid here" (inside a prompt).
 pub const NO_WINDOW: u32 = u32::MAX;
 
 /// A constant-tempo beat grid in piece time (ms from the piece's `<S>`): beats of `beat_ms`
@@ -75,8 +75,9 @@ pub fn phase_bin(grid: BeatGrid, bins: usize, ms: f64) -> u32 {
     ((phase * bins as f64).round() as usize % bins.max(1)) as u32
 }
 
-/// The grid window after each token of `ids` read by `dec` (continuing its state): the index of
-/// the time window the next onset falls in, or [`NO_WINDOW`] inside a prompt.
+/// The grid window after each token of `ids` read by `dec` (continuing its state): the piece
+/// time (ms) where the time window the next onset falls in starts, or [`NO_WINDOW`] inside a
+/// prompt.
 pub fn grid_windows(tok: &Tokenizer, dec: &mut StreamDecoder, ids: &[u32]) -> Vec<u32> {
     ids.iter()
         .map(|&id| {
@@ -92,19 +93,18 @@ pub fn window_of(dec: &StreamDecoder) -> u32 {
     if dec.in_prompt() {
         NO_WINDOW
     } else {
-        dec.window()
+        dec.window_start_ms()
     }
 }
 
 /// What a model's grid head needs from the tokenizer: `bins` phase buckets, the onset tokens
-/// (`onsets` of them from `first_onset`, one every `step_ms`) and the window length.
+/// (`onsets` of them from `first_onset`, one every `step_ms`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GridRows {
     pub bins: usize,
     pub first_onset: u32,
     pub onsets: usize,
     pub step_ms: f64,
-    pub window_ms: f64,
 }
 
 impl GridRows {
@@ -121,17 +121,17 @@ impl GridRows {
             first_onset: onsets.start,
             onsets: onsets.len(),
             step_ms: tok.config().time_step_ms as f64,
-            window_ms: tok.config().window_ms as f64,
         })
     }
 
-    /// Fills `out` (`[onsets]`) with the bins of the onsets of window `window` on `grid`, or
-    /// with `bins` ("no grid") when there is no grid or `window` is [`NO_WINDOW`].
-    pub fn fill(&self, grid: Option<BeatGrid>, window: u32, out: &mut [u32]) {
+    /// Fills `out` (`[onsets]`) with the bins of the onsets of the window starting at
+    /// `window_start_ms` on `grid`, or with `bins` ("no grid") when there is no grid or the
+    /// start is [`NO_WINDOW`].
+    pub fn fill(&self, grid: Option<BeatGrid>, window_start_ms: u32, out: &mut [u32]) {
         debug_assert_eq!(out.len(), self.onsets);
         match grid {
-            Some(grid) if window != NO_WINDOW => {
-                let start = window as f64 * self.window_ms;
+            Some(grid) if window_start_ms != NO_WINDOW => {
+                let start = window_start_ms as f64;
                 for (k, bin) in out.iter_mut().enumerate() {
                     *bin = phase_bin(grid, self.bins, start + k as f64 * self.step_ms);
                 }

@@ -50,7 +50,7 @@ fn phases_are_read_from_the_beat_with_early_onsets_in_the_last_bucket() {
 }
 
 #[test]
-fn grid_windows_count_the_piece_windows_and_skip_the_prompt() {
+fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
     let t = tok();
     let seq = ids(&t, SEQ);
     let w = grid_windows(&t, &mut StreamDecoder::new(), &seq);
@@ -67,23 +67,31 @@ fn grid_windows_count_the_piece_windows_and_skip_the_prompt() {
     assert_eq!(w[pos("<PROMPT_END>", 0)], 0);
     assert_eq!(w[pos("<S>", 0)], 0);
     assert_eq!(w[pos("piano:72:80", 0)], 0);
-    assert_eq!(w[pos("<T>", 0)], 1);
-    assert_eq!(w[pos("piano:71:80", 0)], 1);
-    assert_eq!(w[pos("<T>", 2)], 3);
-    assert_eq!(*w.last().unwrap(), 3);
+    assert_eq!(w[pos("<T>", 0)], 5000);
+    assert_eq!(w[pos("piano:71:80", 0)], 5000);
+    assert_eq!(w[pos("<T>", 2)], 15_000);
+    assert_eq!(*w.last().unwrap(), 15_000);
+    // With section windows a body tag's onset starts the next window.
+    let seq = ids(
+        &t,
+        "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:250 <T> <B_SECTION> onset:1200 \
+         piano:62:80 onset:100 dur:250",
+    );
+    let w = grid_windows(&t, &mut StreamDecoder::new(), &seq);
+    assert_eq!(w[6..], [5000, 5000, 6200, 6200, 6200, 6200]);
 
     // Rows: a piece window's onsets take their phase; prompt rows are "no grid".
     let rows = GridRows::new(24, &t).unwrap();
     assert_eq!(rows.onsets, 500);
     let grid = Some(BeatGrid::from_bpm(100.0).unwrap());
     let mut row = vec![0; rows.onsets];
-    rows.fill(grid, 1, &mut row);
+    rows.fill(grid, 5000, &mut row);
     // Window 1 starts at 5000 ms = 8 1/3 beats: onset 100 ms is at 5100 = 8.5 beats.
     assert_eq!(row[10], 12);
     assert_eq!(row[0], 8);
     rows.fill(grid, NO_WINDOW, &mut row);
     assert!(row.iter().all(|&b| b == 24));
-    rows.fill(None, 2, &mut row);
+    rows.fill(None, 10_000, &mut row);
     assert!(row.iter().all(|&b| b == 24), "no tempo, no grid");
     assert!(GridRows::new(0, &t).is_none());
 }

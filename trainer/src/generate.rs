@@ -6,6 +6,11 @@
 //! The model may emit notes, onsets, durations, `<T>`, `<D>` and `<E>`; prompt-only tokens
 //! (`<P>`, `<U>`, `<S>`, prompt markers, forms, styles) and section tags are masked, since tags
 //! come from the plan: `<X_SECTION>` is fed when the previous section has played its length.
+//! With section windows (`TokenizerConfig::section_windows`) a section starts on time, as the
+//! engine starts it: a note whose sampled onset reaches the section's end is taken back, the
+//! next tag is fed with the onset of that end (after `<T>`s to its window), and the note is fed
+//! again to sample its onset in the new section; a note reaching the last section's end ends
+//! the piece. Without, the tag is fed before the first note after the end.
 //!
 //! The note grammar is masked as the engine masks it (`StreamDecoder::fits`: an onset after a
 //! note, a duration after its onset, neither elsewhere), so every generated note decodes, and
@@ -132,8 +137,9 @@ pub fn grammar_error(tok: &Tokenizer, dec: &StreamDecoder, id: u32) -> bool {
 }
 
 /// Generates a piece following `plan`: (section, length in ms) in order. The first tag is fed
-/// right after the prompt; each next one once the music's time passes the previous section's end.
-/// Stops after the last section's length, at `<E>`, at `max_tokens`, or at the model's context.
+/// right after the prompt; each next one once the music's time reaches the previous section's
+/// end (see the module docs). Stops after the last section's length, at `<E>`, at
+/// `max_tokens`, or at the model's context.
 pub fn generate<M: LogitSource + ?Sized>(
     model: &mut M,
     tok: &Tokenizer,
@@ -142,72 +148,156 @@ pub fn generate<M: LogitSource + ?Sized>(
     s: &Sampling,
     rng: &mut impl Rng,
 ) -> Result<Generated> {
-    let mut out = Vec::new();
-    let mut dec = StreamDecoder::new();
     let mut errors = 0;
     let mut votes = 0;
     let mut ended = false;
     let limit = model.max_seq_len().saturating_sub(2);
-    let mut logits: Vec<f32> = model.begin(prompt)?.to_vec();
+    let section_windows = tok.config().section_windows;
     let mut next_section = 0;
     let mut section_end = 0.0f64;
-    while out.len() < s.max_tokens && model.position() < limit {
+    let mut body = Body {
+        tok,
+        dec: StreamDecoder::new(),
+        out: Vec::new(),
+        logits: model.begin(prompt)?.to_vec(),
+        limit,
+    };
+    while body.out.len() < s.max_tokens && model.position() < limit {
+        let expects = body.dec.expects();
         // Force the next tag at the start and when the current section's time is up (only
         // between notes, so a tag never splits one).
         if next_section < plan.len()
-            && dec.expects() == Expect::Any
-            && (next_section == 0 || dec.now_ms(tok) >= section_end)
+            && expects == Expect::Any
+            && (next_section == 0 || body.dec.now_ms() >= section_end)
         {
             let (label, len) = plan[next_section];
-            let id = tok.section_id(label);
-            section_end = dec.now_ms(tok) + len;
             next_section += 1;
-            dec.push(tok, id);
-            out.push(id);
-            refill(&mut logits, model.step(id)?);
+            if !section_windows {
+                section_end = body.dec.now_ms() + len;
+                body.feed(model, tok.section_id(label))?;
+                continue;
+            }
+            // On time: at the planned end, or now when the music has gone past it.
+            let start = section_end.max(body.dec.now_ms());
+            if !body.start_section(model, label, start)? {
+                break;
+            }
+            section_end = start + len;
             continue;
         }
-        if next_section == plan.len()
-            && dec.expects() == Expect::Any
-            && dec.now_ms(tok) >= section_end
+        if next_section == plan.len() && expects == Expect::Any && body.dec.now_ms() >= section_end
         {
             break;
         }
-        let v = &logits;
-        if top_choice(tok, v).is_some_and(|id| grammar_error(tok, &dec, id)) {
+        let dec = body.dec;
+        if top_choice(tok, &body.logits).is_some_and(|id| grammar_error(tok, &dec, id)) {
             errors += 1;
         }
-        let id = sample_from(tok, v, s, rng, |id| dec.fits(tok, id));
-        if dec.expects() == Expect::Onset && dec.onset_vote(tok, id) == OnsetVote::NextWindow {
+        let id = sample_from(tok, &body.logits, s, rng, |id| dec.fits(tok, id));
+        if expects == Expect::Onset && dec.onset_vote(tok, id) == OnsetVote::NextWindow {
             // A vote for `<T>`: take the note token back, feed `<T>` and the note again, and
             // sample its onset in the new window (the next turn of the loop).
-            let note = *out.last().expect("a note token is pending");
-            dec.retract_pending();
-            out.pop();
-            model.truncate(model.position() - 1);
+            let note = body.retract(model);
             votes += 1;
             for t in [tok.time_shift_id(), note] {
-                dec.push(tok, t);
-                out.push(t);
-                refill(&mut logits, model.step(t)?);
+                body.feed(model, t)?;
             }
             continue;
         }
-        dec.push(tok, id);
-        out.push(id);
+        if section_windows
+            && expects == Expect::Onset
+            && let TokenKind::Onset { ms } = tok.kind(id)
+            && dec.window_start_ms() as f64 + ms as f64 >= section_end
+        {
+            // The note would start at or after the section's end: take it back; the next
+            // section starts first, then the note is fed again; after the last section the
+            // piece ends.
+            let note = body.retract(model);
+            if next_section == plan.len() {
+                break;
+            }
+            let (label, len) = plan[next_section];
+            next_section += 1;
+            if !body.start_section(model, label, section_end)? || model.position() >= limit {
+                break;
+            }
+            body.feed(model, note)?;
+            section_end += len;
+            continue;
+        }
         if id == tok.end_id() {
+            body.dec.push(tok, id);
+            body.out.push(id);
             ended = true;
             break;
         }
-        refill(&mut logits, model.step(id)?);
+        body.feed(model, id)?;
     }
     Ok(Generated {
-        tokens: out,
+        tokens: body.out,
         grammar_errors: errors,
         time_shift_votes: votes,
         sections_started: next_section,
         ended,
     })
+}
+
+/// The body being generated: the grammar state, the tokens so far and the logits of the next.
+struct Body<'a> {
+    tok: &'a Tokenizer,
+    dec: StreamDecoder,
+    out: Vec<u32>,
+    /// Logits of the next token: `[vocab]`, refilled after every step.
+    logits: Vec<f32>,
+    /// Positions the model may fill (a margin below its context).
+    limit: usize,
+}
+
+impl Body<'_> {
+    /// Feeds a token to the grammar and the model.
+    fn feed<M: LogitSource + ?Sized>(&mut self, model: &mut M, id: u32) -> Result<()> {
+        self.dec.push(self.tok, id);
+        self.out.push(id);
+        refill(&mut self.logits, model.step(id)?);
+        Ok(())
+    }
+
+    /// Takes back the pending note or drum token (grammar, tokens and one cache position) and
+    /// returns it; the logits stay stale until the next `feed`.
+    fn retract<M: LogitSource + ?Sized>(&mut self, model: &mut M) -> u32 {
+        self.dec.retract_pending();
+        model.truncate(model.position() - 1);
+        self.out.pop().expect("a note token is pending")
+    }
+
+    /// Starts section `label` at `start_ms` (section windows): `<T>`s to its window, the tag
+    /// and the onset of the start. `false` when the context has no room for it.
+    fn start_section<M: LogitSource + ?Sized>(
+        &mut self,
+        model: &mut M,
+        label: SectionLabel,
+        start_ms: f64,
+    ) -> Result<bool> {
+        let window_ms = self.tok.config().window_ms as f64;
+        while self.dec.window_start_ms() as f64 + window_ms <= start_ms {
+            if model.position() >= self.limit {
+                return Ok(false);
+            }
+            self.feed(model, self.tok.time_shift_id())?;
+        }
+        if model.position() + 2 > self.limit {
+            return Ok(false);
+        }
+        let in_window = (start_ms - self.dec.window_start_ms() as f64)
+            .max(self.dec.min_onset_ms() as f64);
+        let onset = self
+            .tok
+            .onset_id(in_window)
+            .unwrap_or(self.tok.onset_ids().end - 1);
+        self.feed(model, self.tok.section_id(label))?;
+        self.feed(model, onset)?;
+        Ok(true)
+    }
 }
 
 /// Copies the model's logits into the buffer the sampler reads (the model's own buffer is

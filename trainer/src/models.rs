@@ -251,6 +251,30 @@ pub fn load_encoder(
     Ok((cfg, tensors))
 }
 
+/// Checks that a checkpoint to fine-tune from reads the shards' vocabulary: the same tokenizer,
+/// or one that differs only in its sequence layout (`section_windows`), so the run re-teaches a
+/// trained model the new layout with every weight in place (the vocabulary is the same).
+pub fn check_init_tokenizer(dir: &Path, hash: &str, shards: &Tokenizer) -> Result<()> {
+    if hash == shards.hash() {
+        return Ok(());
+    }
+    let path = dir.join(checkpoint::TOKENIZER_FILE);
+    let text = fsx::read_to_string(&path)?;
+    let init = Tokenizer::from_json(&text).map_err(|e| TrainError::file(&path, e.to_string()))?;
+    let mut relaid = init.config().clone();
+    relaid.section_windows = shards.config().section_windows;
+    if relaid != *shards.config() {
+        return check_tokenizer(dir, hash, &shards.hash());
+    }
+    eprintln!(
+        "{}: section_windows {} -> {}: fine-tuning into the shards' layout (same vocabulary)",
+        dir.display(),
+        init.config().section_windows,
+        shards.config().section_windows
+    );
+    Ok(())
+}
+
 /// Checks that a checkpoint's tokenizer is the shards' tokenizer.
 pub fn check_tokenizer(dir: &Path, hash: &str, shards_hash: &str) -> Result<()> {
     if hash != shards_hash {

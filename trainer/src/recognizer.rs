@@ -159,6 +159,27 @@ impl Recognizer {
 /// A piece body without its section tags, and the label in force at each remaining token
 /// (tokens before the first tag take the first tag's label).
 pub fn strip_tags(tok: &Tokenizer, tokens: &[u32]) -> (Vec<u32>, Vec<SectionLabel>) {
+    if let Some((ids, starts)) = tok.strip_section_tags(tokens) {
+        // Section windows: tags, their onsets and the time lines restarting there are gone.
+        let mut current = starts.first().map_or(SectionLabel::A, |s| s.1);
+        let mut next = starts.iter().peekable();
+        let mut kept = Vec::with_capacity(ids.len());
+        let mut labels = Vec::with_capacity(ids.len());
+        for (i, &t) in ids.iter().enumerate() {
+            while let Some(&&(at, l)) = next.peek() {
+                if at > i {
+                    break;
+                }
+                current = l;
+                next.next();
+            }
+            if !matches!(tok.kind(t), TokenKind::Start | TokenKind::Pad) {
+                kept.push(t);
+                labels.push(current);
+            }
+        }
+        return (kept, labels);
+    }
     let first = tokens.iter().find_map(|&t| match tok.kind(t) {
         TokenKind::Section(l) => Some(l),
         _ => None,

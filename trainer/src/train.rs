@@ -501,8 +501,9 @@ pub fn train_decoder(
 
 /// `train-decoder`, starting from the weights of the decoder-only checkpoint `init` when given
 /// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required (the
-/// run may add the window-position input, `window_bins`, and the beat-grid head, `grid_bins`);
-/// the optimizer and schedule start fresh.
+/// run may add the window-position input, `window_bins`, and the beat-grid head, `grid_bins`,
+/// and switch the tokenizer's layout to section windows); the optimizer and schedule start
+/// fresh.
 pub fn train_decoder_from(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -516,7 +517,7 @@ pub fn train_decoder_from(
     let vars = SeededVars::new(exp.seed);
     if let (Some(dir), None) = (init, &saved) {
         let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
-        models::check_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer.hash())?;
+        models::check_init_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer)?;
         // A checkpoint without the window-position input or the beat-grid head may start a
         // run that adds them: the new tables start at zero, so the model starts out computing
         // what the checkpoint did.

@@ -2,6 +2,7 @@
 //! not songs, so a cached tokenized corpus can be augmented per batch.
 
 use super::{TIME_SHIFT, TokenKind, Tokenizer};
+use crate::song::SectionLabel;
 use crate::error::{Error, Result};
 
 /// A note, or the start of one, waiting for its onset / duration.
@@ -15,6 +16,8 @@ enum Frag {
         onset_ms: u32,
     },
     Drum(u32),
+    /// A body section tag of a section-windows tokenizer, waiting for its onset.
+    Section(u32),
 }
 
 /// One time line (a prompt snippet or the piece) being rescaled.
@@ -22,33 +25,52 @@ struct Scaler<'a> {
     tok: &'a Tokenizer,
     factor: f64,
     out: Vec<u32>,
-    /// Input position: windows passed and latest onset in the window.
+    /// Input position: where the current section's time line starts (section windows; else 0),
+    /// windows passed since and latest onset in the window.
+    in_origin_ms: f64,
     in_window: u64,
     in_last_ms: u32,
+    /// Output position: the step where the current section's window 0 starts, windows since.
+    out_origin: u64,
     out_window: u64,
     /// Tokens without a time of their own (tags, `<D>`, `<E>`...), kept in order; they stick to
     /// the next note unless a `<T>` or a time-line reset comes first.
     held: Vec<(u32, f64)>,
+    /// Drop body section tags and their onsets, keeping one continuous output time line, and
+    /// note where each section starts in the output (`strip_section_tags`).
+    strip_sections: bool,
+    section_starts: Vec<(usize, SectionLabel)>,
 }
 
 impl Scaler<'_> {
+    /// Input time of onset `onset_ms` of the current input window.
+    fn in_ms(&self, onset_ms: u32) -> f64 {
+        self.in_origin_ms + self.in_window as f64 * self.tok.window_ms() as f64 + onset_ms as f64
+    }
+
     fn now_ms(&self) -> f64 {
-        self.in_window as f64 * self.tok.window_ms() as f64 + self.in_last_ms as f64
+        self.in_ms(self.in_last_ms)
     }
 
     /// Output step of an input time, never before the current output window.
     fn out_step(&self, in_ms: f64) -> u64 {
         let spw = self.tok.steps_per_window as u64;
         let step = self.tok.round_steps(in_ms * self.factor).unwrap_or(0);
-        step.max(self.out_window * spw)
+        step.max(self.out_origin + self.out_window * spw)
     }
 
     fn advance_to(&mut self, step: u64) {
-        let w = step / self.tok.steps_per_window as u64;
+        let w = (step - self.out_origin) / self.tok.steps_per_window as u64;
         while self.out_window < w {
             self.out.push(TIME_SHIFT);
             self.out_window += 1;
         }
+    }
+
+    /// The onset token of output `step` (at or after the current output window's start).
+    fn onset_id(&self, step: u64) -> u32 {
+        let spw = self.tok.steps_per_window as u64;
+        self.tok.onsets.start + ((step - self.out_origin) % spw) as u32
     }
 
     fn hold(&mut self, id: u32) {
@@ -70,7 +92,7 @@ impl Scaler<'_> {
     fn flush_frag(&mut self, frag: Frag) {
         match frag {
             Frag::None => {}
-            Frag::Note(id) | Frag::Drum(id) => self.hold(id),
+            Frag::Note(id) | Frag::Drum(id) | Frag::Section(id) => self.hold(id),
             Frag::NoteAt { note, onset, .. } => {
                 self.hold(note);
                 self.hold(onset);
@@ -81,24 +103,55 @@ impl Scaler<'_> {
     /// A complete note or drum at input onset `onset_ms` of the current window.
     fn timed(&mut self, id: u32, onset_ms: u32, dur_ms: Option<u32>) {
         self.in_last_ms = self.in_last_ms.max(onset_ms);
-        let in_ms = self.in_window as f64 * self.tok.window_ms() as f64 + onset_ms as f64;
-        let step = self.out_step(in_ms);
+        let step = self.out_step(self.in_ms(onset_ms));
         self.advance_to(step);
-        for &(h, _) in &self.held {
-            self.out.push(h);
-        }
-        self.held.clear();
+        self.push_held();
         self.out.push(id);
-        self.out
-            .push(self.tok.onsets.start + (step % self.tok.steps_per_window as u64) as u32);
+        self.out.push(self.onset_id(step));
         if let Some(d) = dur_ms {
             self.out.push(self.tok.dur_id(d as f64 * self.factor));
         }
     }
 
-    fn reset(&mut self) {
+    /// A body section tag with its onset (section windows): the section starts there, in the
+    /// input and the output, and both time lines count from its start.
+    fn section(&mut self, tag: u32, onset_ms: u32) {
+        let in_start = self.in_ms(onset_ms.max(self.in_last_ms));
+        if self.strip_sections {
+            self.push_held();
+            if let TokenKind::Section(label) = self.tok.kind(tag) {
+                self.section_starts.push((self.out.len(), label));
+            }
+            self.in_origin_ms = in_start;
+            self.in_window = 0;
+            self.in_last_ms = 0;
+            return;
+        }
+        let step = self.out_step(in_start);
+        self.advance_to(step);
+        self.push_held();
+        self.out.push(tag);
+        self.out.push(self.onset_id(step));
+        self.in_origin_ms = in_start;
         self.in_window = 0;
         self.in_last_ms = 0;
+        self.out_origin = step;
+        self.out_window = 0;
+    }
+
+    /// Writes the held tokens at the current output position.
+    fn push_held(&mut self) {
+        for &(h, _) in &self.held {
+            self.out.push(h);
+        }
+        self.held.clear();
+    }
+
+    fn reset(&mut self) {
+        self.in_origin_ms = 0.0;
+        self.in_window = 0;
+        self.in_last_ms = 0;
+        self.out_origin = 0;
         self.out_window = 0;
     }
 }
@@ -156,22 +209,44 @@ impl Tokenizer {
 
     /// Plays the sequence `factor` times slower (onsets and durations times `factor`, windows and
     /// `<T>`s recomputed); every other token is kept in order. Time restarts at `<S>` and, inside
-    /// the prompt, after each section tag (each snippet has its own time line). `<D>` keeps its
-    /// place among the notes. `factor` must be in 0.5..=2.0.
+    /// the prompt, after each section tag (each snippet has its own time line); with section
+    /// windows a body section tag's onset is scaled like a note's and the next window counts
+    /// from it. `<D>` keeps its place among the notes. `factor` must be in 0.5..=2.0.
     pub fn tempo_scale(&self, tokens: &[u32], factor: f64) -> Result<Vec<u32>> {
         if !(factor.is_finite() && (0.5..=2.0).contains(&factor)) {
             return Err(Error::Tokenizer(format!(
                 "tempo_scale factor {factor} is outside 0.5..=2.0"
             )));
         }
+        Ok(self.rescale(tokens, factor, false).out)
+    }
+
+    /// A section-windows piece body on one continuous time line without its section tags (and
+    /// their onsets), and where each section starts: (index into the returned tokens, label).
+    /// What a structure recognizer reads, since the tags and the time lines restarting at them
+    /// would give the sections away. `None` for a tokenizer without section windows (its body
+    /// tags carry no time: dropping them is all it takes).
+    pub fn strip_section_tags(&self, tokens: &[u32]) -> Option<(Vec<u32>, Vec<(usize, SectionLabel)>)> {
+        if !self.config.section_windows {
+            return None;
+        }
+        let s = self.rescale(tokens, 1.0, true);
+        Some((s.out, s.section_starts))
+    }
+
+    fn rescale(&self, tokens: &[u32], factor: f64, strip_sections: bool) -> Scaler<'_> {
         let mut s = Scaler {
             tok: self,
             factor,
             out: Vec::with_capacity(tokens.len() * 2),
+            in_origin_ms: 0.0,
             in_window: 0,
             in_last_ms: 0,
+            out_origin: 0,
             out_window: 0,
             held: Vec::new(),
+            strip_sections,
+            section_starts: Vec::new(),
         };
         let mut frag = Frag::None;
         let mut in_prompt = false;
@@ -194,6 +269,11 @@ impl Tokenizer {
                 (Frag::Drum(drum), TokenKind::Onset { ms }) => {
                     frag = Frag::None;
                     s.timed(drum, ms, None);
+                    continue;
+                }
+                (Frag::Section(tag), TokenKind::Onset { ms }) => {
+                    frag = Frag::None;
+                    s.section(tag, ms);
                     continue;
                 }
                 (f, _) => {
@@ -221,11 +301,12 @@ impl Tokenizer {
                     s.flush_held();
                     s.reset();
                 }
+                TokenKind::Section(_) if self.config.section_windows => frag = Frag::Section(id),
                 _ => s.hold(id),
             }
         }
         s.flush_frag(frag);
         s.flush_held();
-        Ok(s.out)
+        s
     }
 }

@@ -61,6 +61,15 @@ pub struct TokenizerConfig {
     pub styles: Vec<String>,
     /// Token budget of one prompt snippet when building training examples.
     pub snippet_tokens: usize,
+    /// Section-aligned time: a section tag in a piece body is followed by the onset where the
+    /// section starts (in the current window), and a new time window starts there. A section's
+    /// notes then get the same onset tokens as its snippet in the prompt (both count from the
+    /// section start), so restating a snippet later in a piece is a copy, not a shift by the
+    /// section's phase in a 5 s window. Files written before this setting existed read as
+    /// `false` (body tags carry no time; windows run from the piece start); new configs get
+    /// `true`.
+    #[serde(default)]
+    pub section_windows: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -88,6 +97,7 @@ impl Default for TokenizerConfig {
                 "folk_song",
             ]),
             snippet_tokens: 256,
+            section_windows: true,
         }
     }
 }

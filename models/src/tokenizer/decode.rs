@@ -76,6 +76,8 @@ enum Pending {
     Drum {
         pitch: u8,
     },
+    /// A body section tag of a section-windows tokenizer, waiting for its onset.
+    Section(SectionLabel),
 }
 
 /// Token-by-token decoder state: no heap, `Copy`, O(1) per token.
@@ -84,9 +86,15 @@ enum Pending {
 /// Between `<PROMPT_START>` and `<PROMPT_END>`/`<S>` the grammar is tracked the same way, each
 /// section tag restarting the time line (snippet times are relative), but no events are emitted:
 /// snippet notes are not part of the piece.
+///
+/// With [`section_windows`](super::TokenizerConfig::section_windows) a body section tag is
+/// followed by an onset: the section starts there (its `Section` event comes with that onset,
+/// not before) and a new window begins at that time. A tag whose onset does not follow is
+/// dropped like a note without one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamDecoder {
-    window: u32,
+    /// Piece time (ms) where the current window starts: `<T>`s and section starts so far.
+    window_start_ms: u32,
     last_onset_ms: u32,
     pending: Pending,
     in_prompt: bool,
@@ -139,9 +147,17 @@ impl StreamDecoder {
                     velocity,
                     instrument,
                     drum: false,
-                    start_ms: self.time_of(tok, onset_ms),
+                    start_ms: self.time_of(onset_ms),
                     dur_ms: ms as f64,
                 })
+            }
+            (Pending::Section(label), TokenKind::Onset { ms }) => {
+                // Monotone like a note's onset: a section never starts before the latest note.
+                let start = self.window_start_ms + ms.max(self.last_onset_ms);
+                self.pending = Pending::Free;
+                self.window_start_ms = start;
+                self.last_onset_ms = 0;
+                Some(StreamEvent::Section(label))
             }
             (Pending::Drum { pitch }, TokenKind::Onset { ms }) => {
                 self.see_onset(ms);
@@ -151,19 +167,19 @@ impl StreamDecoder {
                     velocity: tok.quantize_velocity(100),
                     instrument: 0,
                     drum: true,
-                    start_ms: self.time_of(tok, ms),
+                    start_ms: self.time_of(ms),
                     dur_ms: DRUM_DURATION_MS,
                 })
             }
             (_, kind) => {
                 // Either nothing was pending or the pending note is malformed: drop it.
                 self.pending = Pending::Free;
-                self.free(kind)
+                self.free(tok, kind)
             }
         }
     }
 
-    fn free(&mut self, kind: TokenKind) -> Option<StreamEvent> {
+    fn free(&mut self, tok: &Tokenizer, kind: TokenKind) -> Option<StreamEvent> {
         match kind {
             TokenKind::Note {
                 instrument,
@@ -182,12 +198,16 @@ impl StreamDecoder {
                 None
             }
             TokenKind::TimeShift => {
-                self.window = self.window.saturating_add(1);
+                self.window_start_ms = self.window_start_ms.saturating_add(tok.window_ms());
                 self.last_onset_ms = 0;
                 None
             }
             TokenKind::Section(_) if self.in_prompt => {
                 self.restart_time();
+                None
+            }
+            TokenKind::Section(l) if tok.config().section_windows => {
+                self.pending = Pending::Section(l);
                 None
             }
             TokenKind::Section(l) => Some(StreamEvent::Section(l)),
@@ -209,7 +229,7 @@ impl StreamDecoder {
     }
 
     fn restart_time(&mut self) {
-        self.window = 0;
+        self.window_start_ms = 0;
         self.last_onset_ms = 0;
     }
 
@@ -218,8 +238,8 @@ impl StreamDecoder {
         self.last_onset_ms = self.last_onset_ms.max(ms);
     }
 
-    fn time_of(&self, tok: &Tokenizer, onset_ms: u32) -> f64 {
-        self.window as f64 * tok.window_ms() as f64 + onset_ms as f64
+    fn time_of(&self, onset_ms: u32) -> f64 {
+        self.window_start_ms as f64 + onset_ms as f64
     }
 
     /// What the next token must be.
@@ -227,7 +247,7 @@ impl StreamDecoder {
     pub fn expects(&self) -> Expect {
         match self.pending {
             Pending::Free => Expect::Any,
-            Pending::Note { .. } | Pending::Drum { .. } => Expect::Onset,
+            Pending::Note { .. } | Pending::Drum { .. } | Pending::Section(_) => Expect::Onset,
             Pending::NoteAt { .. } => Expect::Dur,
         }
     }
@@ -246,11 +266,13 @@ impl StreamDecoder {
     }
 
     /// How the onset `id`, sampled for the pending note or drum, is read (see [`OnsetVote`]).
-    /// Anything but an onset reads as `Here` (it is not an onset vote).
+    /// Anything but an onset, and a section tag's onset (forced, never sampled), reads as
+    /// `Here` (it is not an onset vote).
     #[inline]
     pub fn onset_vote(&self, tok: &Tokenizer, id: u32) -> OnsetVote {
-        match tok.kind(id) {
-            TokenKind::Onset { ms } if ms < self.last_onset_ms => OnsetVote::NextWindow,
+        match (self.pending, tok.kind(id)) {
+            (Pending::Section(_), _) => OnsetVote::Here,
+            (_, TokenKind::Onset { ms }) if ms < self.last_onset_ms => OnsetVote::NextWindow,
             _ => OnsetVote::Here,
         }
     }
@@ -264,7 +286,7 @@ impl StreamDecoder {
                 self.pending = Pending::Free;
                 true
             }
-            Pending::Free | Pending::NoteAt { .. } => false,
+            Pending::Free | Pending::NoteAt { .. } | Pending::Section(_) => false,
         }
     }
 
@@ -274,9 +296,16 @@ impl StreamDecoder {
         self.last_onset_ms
     }
 
-    /// Time windows passed (`<T>` count since the start).
-    pub fn window(&self) -> u32 {
-        self.window
+    /// Piece time (ms) where the current window starts: `<T>` count times the window length,
+    /// plus, with section windows, the section starts on the way. Onsets count from here.
+    #[inline]
+    pub fn window_start_ms(&self) -> u32 {
+        self.window_start_ms
+    }
+
+    /// Whether a body section tag waits for its onset (section windows only).
+    pub fn section_pending(&self) -> bool {
+        matches!(self.pending, Pending::Section(_))
     }
 
     /// Whether the tokens read so far end inside a prompt (after `<PROMPT_START>`, before
@@ -287,8 +316,8 @@ impl StreamDecoder {
 
     /// The time of the latest event: window start plus the latest onset in it.
     #[inline]
-    pub fn now_ms(&self, tok: &Tokenizer) -> f64 {
-        self.time_of(tok, self.last_onset_ms)
+    pub fn now_ms(&self) -> f64 {
+        self.time_of(self.last_onset_ms)
     }
 }
 
@@ -328,8 +357,9 @@ impl Tokenizer {
 
     /// Decodes any id sequence into a song; never fails. With a `<S>` the piece after the first
     /// one is decoded (a prompt before it is skipped), otherwise the whole sequence; decoding
-    /// stops at `<E>`. Sections start at the next note after their tag (or at the current time
-    /// when another tag or the end comes first) and end where the next section starts.
+    /// stops at `<E>`. Sections start at their tag's onset with section windows; without, at the
+    /// next note after their tag (or at the current time when another tag or the end comes
+    /// first). Each ends where the next section starts.
     pub fn decode(&self, tokens: &[u32]) -> Song {
         let from = tokens.iter().position(|&t| t == START).map_or(0, |p| p + 1);
         let mut dec = StreamDecoder::new();
@@ -345,8 +375,12 @@ impl Tokenizer {
                     notes.extend(self.make_note(ev));
                 }
                 Some(StreamEvent::Section(l)) => {
-                    awaiting_note = Some(tags.len());
-                    tags.push((l, dec.now_ms(self)));
+                    // With section windows the tag's onset is the section start; without, the
+                    // section starts at its next note.
+                    if !self.config.section_windows {
+                        awaiting_note = Some(tags.len());
+                    }
+                    tags.push((l, dec.now_ms()));
                 }
                 Some(StreamEvent::End) => break,
                 Some(StreamEvent::EndingSoon) | None => {}
@@ -361,7 +395,7 @@ impl Tokenizer {
         let piece_end = notes
             .iter()
             .map(|n| n.end_ms)
-            .fold(dec.now_ms(self), f64::max);
+            .fold(dec.now_ms(), f64::max);
         tags.sort_by(|a, b| a.1.total_cmp(&b.1));
         let sections = (0..tags.len())
             .map(|i| {

@@ -88,14 +88,20 @@ impl Tokenizer {
 
     /// Appends events, `<T>`s included, while `out` stays within `budget`; a note and the `<T>`s
     /// before it go in whole or not at all, so truncation never splits a note or ends on `<T>`.
+    /// With section windows a tag carries its onset and starts a new window there.
     fn emit(&self, events: &[Event], out: &mut Vec<u32>, budget: usize) {
         let spw = self.steps_per_window as u64;
+        let section_windows = self.config.section_windows;
+        // Step (from the time line's start) where window 0 of the current section begins.
+        let mut origin = 0u64;
         let mut window = 0u64;
         for ev in events {
-            let step = self.round_steps(ev.ms).unwrap_or(0);
-            let w = step / spw;
+            // Events come in time order, so only a malformed time falls before the origin.
+            let step = self.round_steps(ev.ms).unwrap_or(0).max(origin);
+            let w = (step - origin) / spw;
             let shifts = w.saturating_sub(window) as usize;
             let body = match ev.what {
+                What::Tag(_) if section_windows => 2,
                 What::EndingSoon | What::Tag(_) => 1,
                 What::Note { .. } => 3,
                 What::Drum { .. } => 2,
@@ -105,9 +111,14 @@ impl Tokenizer {
             }
             out.extend(std::iter::repeat_n(TIME_SHIFT, shifts));
             window = window.max(w);
-            let onset = self.onsets.start + (step % spw) as u32;
+            let onset = self.onsets.start + ((step - origin) % spw) as u32;
             match ev.what {
                 What::EndingSoon => out.push(ENDING_SOON),
+                What::Tag(l) if section_windows => {
+                    out.extend([self.section_id(l), onset]);
+                    origin = step;
+                    window = 0;
+                }
                 What::Tag(l) => out.push(self.section_id(l)),
                 What::Note { id, dur } => out.extend([id, onset, dur]),
                 What::Drum { id } => out.extend([id, onset]),
@@ -116,8 +127,10 @@ impl Tokenizer {
     }
 
     /// A whole piece: `<S>`, notes in time order with `<T>` per window crossed, a section tag
-    /// before the first note of every section occurrence (an empty section's tag at its start),
-    /// `<D>` before the first note starting `ending_soon_ms` before the end, `<E>`.
+    /// for every section occurrence, `<D>` before the first note starting `ending_soon_ms`
+    /// before the end, `<E>`. With section windows the tag stands at the section's start with
+    /// its onset (and the next window counts from there); without, it stands before the
+    /// section's first note (an empty section's tag at its start).
     pub fn encode_piece(&self, song: &Song) -> Vec<u32> {
         let mut notes = Vec::with_capacity(song.notes.len());
         let mut end_ms = f64::NEG_INFINITY;
@@ -139,6 +152,7 @@ impl Tokenizer {
         for s in sections {
             let i = notes.partition_point(|e| e.ms < s.start_ms);
             let ms = match notes.get(i) {
+                _ if self.config.section_windows => s.start_ms.max(0.0),
                 Some(e) if e.ms < s.end_ms => e.ms,
                 _ => s.start_ms.max(0.0),
             };

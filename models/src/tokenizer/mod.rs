@@ -423,13 +423,18 @@ impl Tokenizer {
         Ok(tok)
     }
 
-    /// sha256 (hex) of the vocabulary strings, one per line; checkpoints store it to detect a
-    /// tokenizer change.
+    /// sha256 (hex) of the vocabulary strings, one per line, and of the layout when it has
+    /// section windows; checkpoints store it to detect a tokenizer change.
     pub fn hash(&self) -> String {
         let mut h = Sha256::new();
         for t in &self.vocab {
             h.update(t.to_string().as_bytes());
             h.update(b"\n");
+        }
+        // The layout is part of what a model learnt to read; tokenizers from before the
+        // setting existed (and without it) keep their hash.
+        if self.config.section_windows {
+            h.update(b"layout: section_windows\n");
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }

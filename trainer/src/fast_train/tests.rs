@@ -38,7 +38,6 @@ fn tiny_grid_rows(cfg: &DecoderConfig) -> Option<GridRows> {
         first_onset: 10,
         onsets: 20,
         step_ms: 10.0,
-        window_ms: 200.0,
     })
 }
 
