@@ -982,9 +982,10 @@ impl Generator {
     }
 
     /// Starts section `label` at `start_ms` (not before the latest note) the way the model was
-    /// trained to read it: `<T>`s to the window holding the start, the section tag, and with
-    /// section windows the tag's onset (a new window starts there); without, the tag stands
-    /// right before the section's first note. `false` when the context filled up on the way.
+    /// trained to read it: `<T>`s to the window holding the start, with section windows the
+    /// onset of the start (a new window starts there), and the section tag; without, the tag
+    /// stands right before the section's first note. `false` when the context filled up on the
+    /// way.
     fn force_section(
         &mut self,
         cd: &mut ConstrainedDecoder,
@@ -996,7 +997,6 @@ impl Generator {
         while ok && cd.window_start_ms() + window_ms <= start_ms {
             ok = self.feed(cd, self.tok.time_shift_id())?;
         }
-        ok = ok && self.feed(cd, self.tok.section_id(label))?;
         if ok && self.tok.config().section_windows {
             let in_window = (start_ms - cd.window_start_ms())
                 .max(cd.decoder().min_onset_ms() as f64);
@@ -1006,6 +1006,7 @@ impl Generator {
                 .unwrap_or(self.tok.onset_ids().end - 1);
             ok = self.feed(cd, onset)?;
         }
+        ok = ok && self.feed(cd, self.tok.section_id(label))?;
         Ok(ok)
     }
 

@@ -212,10 +212,14 @@ fn engine_prompt_has_the_training_layout() {
             [tok.prompt_end_id(), tok.start_id()]
         );
     }
-    // The body the engine generates starts where training bodies start: with the section tag the
-    // engine forces after `<S>`.
+    // The body the engine generates starts where training bodies start: with the section start
+    // (its onset, with section windows) and tag the engine forces after `<S>`.
     let body = body_of(&tok, &song);
-    assert_eq!(body[0], tok.section_id(SectionLabel::A));
+    let mut start = vec![tok.section_id(SectionLabel::A)];
+    if tok.config().section_windows {
+        start.insert(0, tok.onset_id(0.0).unwrap());
+    }
+    assert_eq!(body[..start.len()], start[..]);
 }
 
 /// A tiny decoder with the window-position input and a non-zero window table (a fresh one is
@@ -347,14 +351,22 @@ fn is_structural(tok: &Tokenizer, id: u32) -> bool {
     )
 }
 
-/// Default constraints mask `<E>`, `<D>` and section tags by design (the generator forces the
-/// tags and a request gets all its bars); every note, onset, duration and `<T>` of the data
-/// must stay allowed. With early ends allowed, nothing of the data may be masked.
+/// A section start's onset (section windows: the onset right before a body section tag), which
+/// the generator forces with the tag.
+fn is_section_start(tok: &Tokenizer, body: &[u32], i: usize) -> bool {
+    matches!(tok.kind(body[i]), TokenKind::Onset { .. })
+        && matches!(body.get(i + 1).map(|&n| tok.kind(n)), Some(TokenKind::Section(_)))
+}
+
+/// Default constraints mask `<E>`, `<D>`, section tags and section starts by design (the
+/// generator forces the tags and a request gets all its bars); every note, onset, duration and
+/// `<T>` of the data must stay allowed. With early ends allowed, only section starts may be
+/// masked.
 fn check_masks_keep_data(tok: &Tokenizer, body: &[u32], what: &str) -> (usize, usize) {
     let default = masked_data_tokens(tok, &Constraints::default(), body);
     let grammar: Vec<_> = default
         .iter()
-        .filter(|(_, id)| !is_structural(tok, *id))
+        .filter(|(i, id)| !is_structural(tok, *id) && !is_section_start(tok, body, *i))
         .collect();
     assert!(
         grammar.is_empty(),
@@ -370,7 +382,10 @@ fn check_masks_keep_data(tok: &Tokenizer, body: &[u32], what: &str) -> (usize, u
         drums: true,
         ..Constraints::default()
     };
-    let all = masked_data_tokens(tok, &early, body);
+    let all: Vec<_> = masked_data_tokens(tok, &early, body)
+        .into_iter()
+        .filter(|(i, _)| !is_section_start(tok, body, *i))
+        .collect();
     assert!(all.is_empty(), "{what}: {all:?} masked with early ends on");
     (default.len(), body.len())
 }

@@ -71,10 +71,10 @@ fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
     assert_eq!(w[pos("piano:71:80", 0)], 5000);
     assert_eq!(w[pos("<T>", 2)], 15_000);
     assert_eq!(*w.last().unwrap(), 15_000);
-    // With section windows a body tag's onset starts the next window.
+    // With section windows the onset before a body tag starts the next window.
     let seq = ids(
         &t,
-        "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:250 <T> <B_SECTION> onset:1200 \
+        "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:250 <T> onset:1200 <B_SECTION> \
          piano:62:80 onset:100 dur:250",
     );
     let w = grid_windows(&t, &mut StreamDecoder::new(), &seq);

@@ -139,11 +139,30 @@ fn decoded_keys(t: &Tokenizer, toks: &[u32]) -> Vec<Key> {
 }
 
 /// Checks that a sequence follows the grammar the engine's masks enforce: onset after a note or
-/// drum, duration after a note's onset, nothing else there, onsets never back in a window.
+/// drum, duration after a note's onset, nothing else there, onsets never back in a window. With
+/// section windows a body section tag comes right after an onset of its own (the section
+/// start, not back in the window either), which generation forces with the tag.
 fn assert_grammar(t: &Tokenizer, toks: &[u32]) -> Result<(), TestCaseError> {
     let mut d = StreamDecoder::new();
     for (i, &id) in toks.iter().enumerate() {
         let k = t.kind(id);
+        if d.section_pending() {
+            prop_assert!(matches!(k, TokenKind::Section(_)), "token {i}: {k:?} after a section start");
+            d.push(t, id);
+            continue;
+        }
+        let section_start = t.config().section_windows
+            && !d.in_prompt()
+            && matches!(toks.get(i + 1).map(|&n| t.kind(n)), Some(TokenKind::Section(_)));
+        if section_start && matches!(k, TokenKind::Onset { .. }) && d.expects() == Expect::Any {
+            prop_assert!(
+                t.allowed_onset_ids(&d).contains(&id),
+                "token {i}: section start {k:?} before the window's latest onset {}",
+                d.min_onset_ms()
+            );
+            d.push(t, id);
+            continue;
+        }
         match d.expects() {
             Expect::Onset => prop_assert!(
                 t.allowed_onset_ids(&d).contains(&id),

@@ -8,7 +8,7 @@
 //! come from the plan: `<X_SECTION>` is fed when the previous section has played its length.
 //! With section windows (`TokenizerConfig::section_windows`) a section starts on time, as the
 //! engine starts it: a note whose sampled onset reaches the section's end is taken back, the
-//! next tag is fed with the onset of that end (after `<T>`s to its window), and the note is fed
+//! onset of that end and the next tag are fed (after `<T>`s to its window), and the note is fed
 //! again to sample its onset in the new section; a note reaching the last section's end ends
 //! the piece. Without, the tag is fed before the first note after the end.
 //!
@@ -270,8 +270,8 @@ impl Body<'_> {
         self.out.pop().expect("a note token is pending")
     }
 
-    /// Starts section `label` at `start_ms` (section windows): `<T>`s to its window, the tag
-    /// and the onset of the start. `false` when the context has no room for it.
+    /// Starts section `label` at `start_ms` (section windows): `<T>`s to its window, the onset
+    /// of the start and the tag. `false` when the context has no room for it.
     fn start_section<M: LogitSource + ?Sized>(
         &mut self,
         model: &mut M,
@@ -294,8 +294,8 @@ impl Body<'_> {
             .tok
             .onset_id(in_window)
             .unwrap_or(self.tok.onset_ids().end - 1);
-        self.feed(model, self.tok.section_id(label))?;
         self.feed(model, onset)?;
+        self.feed(model, self.tok.section_id(label))?;
         Ok(true)
     }
 }

@@ -263,7 +263,8 @@ pub fn check_init_tokenizer(dir: &Path, hash: &str, shards: &Tokenizer) -> Resul
     let init = Tokenizer::from_json(&text).map_err(|e| TrainError::file(&path, e.to_string()))?;
     let mut relaid = init.config().clone();
     relaid.section_windows = shards.config().section_windows;
-    if relaid != *shards.config() {
+    let relaid = Tokenizer::new(relaid).map_err(|e| TrainError::file(&path, e.to_string()))?;
+    if relaid.hash() != shards.hash() {
         return check_tokenizer(dir, hash, &shards.hash());
     }
     eprintln!(

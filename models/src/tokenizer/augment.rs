@@ -16,8 +16,8 @@ enum Frag {
         onset_ms: u32,
     },
     Drum(u32),
-    /// A body section tag of a section-windows tokenizer, waiting for its onset.
-    Section(u32),
+    /// A body onset with no note before it (section windows), waiting for its section tag.
+    SectionAt { onset: u32, onset_ms: u32 },
 }
 
 /// One time line (a prompt snippet or the piece) being rescaled.
@@ -92,7 +92,7 @@ impl Scaler<'_> {
     fn flush_frag(&mut self, frag: Frag) {
         match frag {
             Frag::None => {}
-            Frag::Note(id) | Frag::Drum(id) | Frag::Section(id) => self.hold(id),
+            Frag::Note(id) | Frag::Drum(id) | Frag::SectionAt { onset: id, .. } => self.hold(id),
             Frag::NoteAt { note, onset, .. } => {
                 self.hold(note);
                 self.hold(onset);
@@ -113,7 +113,7 @@ impl Scaler<'_> {
         }
     }
 
-    /// A body section tag with its onset (section windows): the section starts there, in the
+    /// A body section tag after its onset (section windows): the section starts there, in the
     /// input and the output, and both time lines count from its start.
     fn section(&mut self, tag: u32, onset_ms: u32) {
         let in_start = self.in_ms(onset_ms.max(self.in_last_ms));
@@ -130,8 +130,8 @@ impl Scaler<'_> {
         let step = self.out_step(in_start);
         self.advance_to(step);
         self.push_held();
-        self.out.push(tag);
         self.out.push(self.onset_id(step));
+        self.out.push(tag);
         self.in_origin_ms = in_start;
         self.in_window = 0;
         self.in_last_ms = 0;
@@ -210,8 +210,8 @@ impl Tokenizer {
     /// Plays the sequence `factor` times slower (onsets and durations times `factor`, windows and
     /// `<T>`s recomputed); every other token is kept in order. Time restarts at `<S>` and, inside
     /// the prompt, after each section tag (each snippet has its own time line); with section
-    /// windows a body section tag's onset is scaled like a note's and the next window counts
-    /// from it. `<D>` keeps its place among the notes. `factor` must be in 0.5..=2.0.
+    /// windows the onset before a body section tag is scaled like a note's and the next window
+    /// counts from it. `<D>` keeps its place among the notes. `factor` must be in 0.5..=2.0.
     pub fn tempo_scale(&self, tokens: &[u32], factor: f64) -> Result<Vec<u32>> {
         if !(factor.is_finite() && (0.5..=2.0).contains(&factor)) {
             return Err(Error::Tokenizer(format!(
@@ -271,9 +271,9 @@ impl Tokenizer {
                     s.timed(drum, ms, None);
                     continue;
                 }
-                (Frag::Section(tag), TokenKind::Onset { ms }) => {
+                (Frag::SectionAt { onset_ms, .. }, TokenKind::Section(_)) => {
                     frag = Frag::None;
-                    s.section(tag, ms);
+                    s.section(id, onset_ms);
                     continue;
                 }
                 (f, _) => {
@@ -301,7 +301,12 @@ impl Tokenizer {
                     s.flush_held();
                     s.reset();
                 }
-                TokenKind::Section(_) if self.config.section_windows => frag = Frag::Section(id),
+                TokenKind::Onset { ms } if self.config.section_windows && !in_prompt => {
+                    frag = Frag::SectionAt {
+                        onset: id,
+                        onset_ms: ms,
+                    }
+                }
                 _ => s.hold(id),
             }
         }

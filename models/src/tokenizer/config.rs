@@ -61,8 +61,8 @@ pub struct TokenizerConfig {
     pub styles: Vec<String>,
     /// Token budget of one prompt snippet when building training examples.
     pub snippet_tokens: usize,
-    /// Section-aligned time: a section tag in a piece body is followed by the onset where the
-    /// section starts (in the current window), and a new time window starts there. A section's
+    /// Section-aligned time: a section tag in a piece body comes right after the onset where
+    /// the section starts (in the current window), and a new time window starts there. A section's
     /// notes then get the same onset tokens as its snippet in the prompt (both count from the
     /// section start), so restating a snippet later in a piece is a copy, not a shift by the
     /// section's phase in a 5 s window. Files written before this setting existed read as

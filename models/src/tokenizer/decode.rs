@@ -76,8 +76,9 @@ enum Pending {
     Drum {
         pitch: u8,
     },
-    /// A body section tag of a section-windows tokenizer, waiting for its onset.
-    Section(SectionLabel),
+    /// A body onset with no note before it (section windows): a section starts there if a
+    /// section tag follows.
+    SectionAt { onset_ms: u32 },
 }
 
 /// Token-by-token decoder state: no heap, `Copy`, O(1) per token.
@@ -87,10 +88,11 @@ enum Pending {
 /// section tag restarting the time line (snippet times are relative), but no events are emitted:
 /// snippet notes are not part of the piece.
 ///
-/// With [`section_windows`](super::TokenizerConfig::section_windows) a body section tag is
-/// followed by an onset: the section starts there (its `Section` event comes with that onset,
-/// not before) and a new window begins at that time. A tag whose onset does not follow is
-/// dropped like a note without one.
+/// With [`section_windows`](super::TokenizerConfig::section_windows) a body section tag comes
+/// right after the onset where the section starts (`onset:k <B_SECTION>`, so the tag is
+/// followed by the section's notes as a snippet's tag is in the prompt); a new window begins
+/// at that time. An onset that no tag follows is dropped like a stray onset; a tag with no
+/// onset before it starts its section at the current time without moving the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StreamDecoder {
     /// Piece time (ms) where the current window starts: `<T>`s and section starts so far.
@@ -151,9 +153,9 @@ impl StreamDecoder {
                     dur_ms: ms as f64,
                 })
             }
-            (Pending::Section(label), TokenKind::Onset { ms }) => {
+            (Pending::SectionAt { onset_ms }, TokenKind::Section(label)) => {
                 // Monotone like a note's onset: a section never starts before the latest note.
-                let start = self.window_start_ms + ms.max(self.last_onset_ms);
+                let start = self.window_start_ms + onset_ms.max(self.last_onset_ms);
                 self.pending = Pending::Free;
                 self.window_start_ms = start;
                 self.last_onset_ms = 0;
@@ -206,8 +208,8 @@ impl StreamDecoder {
                 self.restart_time();
                 None
             }
-            TokenKind::Section(l) if tok.config().section_windows => {
-                self.pending = Pending::Section(l);
+            TokenKind::Onset { ms } if tok.config().section_windows && !self.in_prompt => {
+                self.pending = Pending::SectionAt { onset_ms: ms };
                 None
             }
             TokenKind::Section(l) => Some(StreamEvent::Section(l)),
@@ -247,7 +249,10 @@ impl StreamDecoder {
     pub fn expects(&self) -> Expect {
         match self.pending {
             Pending::Free => Expect::Any,
-            Pending::Note { .. } | Pending::Drum { .. } | Pending::Section(_) => Expect::Onset,
+            Pending::Note { .. } | Pending::Drum { .. } => Expect::Onset,
+            // Only a section tag completes it; generation forces both, so nothing is sampled
+            // here.
+            Pending::SectionAt { .. } => Expect::Any,
             Pending::NoteAt { .. } => Expect::Dur,
         }
     }
@@ -266,13 +271,11 @@ impl StreamDecoder {
     }
 
     /// How the onset `id`, sampled for the pending note or drum, is read (see [`OnsetVote`]).
-    /// Anything but an onset, and a section tag's onset (forced, never sampled), reads as
-    /// `Here` (it is not an onset vote).
+    /// Anything but an onset reads as `Here` (it is not an onset vote).
     #[inline]
     pub fn onset_vote(&self, tok: &Tokenizer, id: u32) -> OnsetVote {
-        match (self.pending, tok.kind(id)) {
-            (Pending::Section(_), _) => OnsetVote::Here,
-            (_, TokenKind::Onset { ms }) if ms < self.last_onset_ms => OnsetVote::NextWindow,
+        match tok.kind(id) {
+            TokenKind::Onset { ms } if ms < self.last_onset_ms => OnsetVote::NextWindow,
             _ => OnsetVote::Here,
         }
     }
@@ -286,7 +289,7 @@ impl StreamDecoder {
                 self.pending = Pending::Free;
                 true
             }
-            Pending::Free | Pending::NoteAt { .. } | Pending::Section(_) => false,
+            Pending::Free | Pending::NoteAt { .. } | Pending::SectionAt { .. } => false,
         }
     }
 
@@ -303,9 +306,9 @@ impl StreamDecoder {
         self.window_start_ms
     }
 
-    /// Whether a body section tag waits for its onset (section windows only).
+    /// Whether a section start's onset waits for its tag (section windows only).
     pub fn section_pending(&self) -> bool {
-        matches!(self.pending, Pending::Section(_))
+        matches!(self.pending, Pending::SectionAt { .. })
     }
 
     /// Whether the tokens read so far end inside a prompt (after `<PROMPT_START>`, before
@@ -357,7 +360,7 @@ impl Tokenizer {
 
     /// Decodes any id sequence into a song; never fails. With a `<S>` the piece after the first
     /// one is decoded (a prompt before it is skipped), otherwise the whole sequence; decoding
-    /// stops at `<E>`. Sections start at their tag's onset with section windows; without, at the
+    /// stops at `<E>`. Sections start at the onset before their tag with section windows; without, at the
     /// next note after their tag (or at the current time when another tag or the end comes
     /// first). Each ends where the next section starts.
     pub fn decode(&self, tokens: &[u32]) -> Song {
@@ -375,8 +378,8 @@ impl Tokenizer {
                     notes.extend(self.make_note(ev));
                 }
                 Some(StreamEvent::Section(l)) => {
-                    // With section windows the tag's onset is the section start; without, the
-                    // section starts at its next note.
+                    // With section windows the onset before the tag is the section start;
+                    // without, the section starts at its next note.
                     if !self.config.section_windows {
                         awaiting_note = Some(tags.len());
                     }

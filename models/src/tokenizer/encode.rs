@@ -88,7 +88,7 @@ impl Tokenizer {
 
     /// Appends events, `<T>`s included, while `out` stays within `budget`; a note and the `<T>`s
     /// before it go in whole or not at all, so truncation never splits a note or ends on `<T>`.
-    /// With section windows a tag carries its onset and starts a new window there.
+    /// With section windows a tag comes after its onset and starts a new window there.
     fn emit(&self, events: &[Event], out: &mut Vec<u32>, budget: usize) {
         let spw = self.steps_per_window as u64;
         let section_windows = self.config.section_windows;
@@ -115,7 +115,7 @@ impl Tokenizer {
             match ev.what {
                 What::EndingSoon => out.push(ENDING_SOON),
                 What::Tag(l) if section_windows => {
-                    out.extend([self.section_id(l), onset]);
+                    out.extend([onset, self.section_id(l)]);
                     origin = step;
                     window = 0;
                 }
@@ -128,9 +128,9 @@ impl Tokenizer {
 
     /// A whole piece: `<S>`, notes in time order with `<T>` per window crossed, a section tag
     /// for every section occurrence, `<D>` before the first note starting `ending_soon_ms`
-    /// before the end, `<E>`. With section windows the tag stands at the section's start with
-    /// its onset (and the next window counts from there); without, it stands before the
-    /// section's first note (an empty section's tag at its start).
+    /// before the end, `<E>`. With section windows the tag stands at the section's start, after
+    /// the onset of that start (and the next window counts from there); without, it stands
+    /// before the section's first note (an empty section's tag at its start).
     pub fn encode_piece(&self, song: &Song) -> Vec<u32> {
         let mut notes = Vec::with_capacity(song.notes.len());
         let mut end_ms = f64::NEG_INFINITY;

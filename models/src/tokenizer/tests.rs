@@ -840,12 +840,12 @@ fn stream_decoder_restarts_time_per_snippet_and_is_silent_in_the_prompt() {
 
 // ---- Section windows (today's default layout) ----
 
-const EXAMPLE_WINDOWS: &str = "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:500 \
-     piano:64:60 onset:1000 dur:500 <T> <B_SECTION> onset:0 <D> drum:36 onset:1000 \
+const EXAMPLE_WINDOWS: &str = "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:500 \
+     piano:64:60 onset:1000 dur:500 <T> onset:0 <B_SECTION> <D> drum:36 onset:1000 \
      piano:67:100 onset:1000 dur:2000 <E>";
 
 #[test]
-fn section_windows_tags_carry_their_onset_and_start_a_window() {
+fn section_windows_tags_follow_their_onset_and_start_a_window() {
     let t = windows_tok();
     let toks = t.encode_piece(&example());
     assert_eq!(strs(&t, &toks), EXAMPLE_WINDOWS);
@@ -871,7 +871,7 @@ fn section_windows_tags_carry_their_onset_and_start_a_window() {
     let toks = t.encode_piece(&s);
     assert_eq!(
         strs(&t, &toks),
-        "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:100 <B_SECTION> onset:3200 \
+        "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:100 onset:3200 <B_SECTION> \
          piano:62:80 onset:0 dur:100 piano:64:80 onset:100 dur:100 <T> <D> piano:65:80 onset:800 \
          dur:100 <E>"
     );
@@ -905,8 +905,8 @@ fn a_restated_section_reads_as_its_snippet() {
     let body = t.encode_piece(&s);
     let a = t.section_id(SectionLabel::A);
     let second = body.iter().rposition(|&id| id == a).unwrap();
-    // Tag, its onset, then the notes up to `<E>` (the last section).
-    assert_eq!(&body[second + 2..body.len() - 1], &snippet[..]);
+    // After the tag (as after the snippet's tag in a prompt), the notes up to `<E>`.
+    assert_eq!(&body[second + 1..body.len() - 1], &snippet[..]);
     // The legacy layout writes them shifted by the section's phase in its window.
     let legacy = tok().encode_piece(&s);
     let second = legacy.iter().rposition(|&id| id == a).unwrap();
@@ -914,34 +914,44 @@ fn a_restated_section_reads_as_its_snippet() {
 }
 
 #[test]
-fn stream_decoder_reads_a_body_tag_and_its_onset() {
+fn stream_decoder_reads_a_section_start_and_its_tag() {
     let t = windows_tok();
     let mut d = StreamDecoder::new();
     for id in ids(&t, "<S> piano:60:80 onset:700 dur:10 <T> piano:60:80 onset:400 dur:10") {
         d.push(&t, id);
     }
     assert_eq!((d.window_start_ms(), d.min_onset_ms()), (5000, 400));
-    assert_eq!(d.push(&t, t.section_id(SectionLabel::B)), None);
+    assert_eq!(d.push(&t, ids(&t, "onset:1200")[0]), None);
     assert!(d.section_pending());
-    assert_eq!(d.expects(), Expect::Onset);
-    assert!(d.fits(&t, ids(&t, "onset:1200")[0]));
     assert!(!d.retract_pending(), "only notes are taken back");
     assert_eq!(
-        d.push(&t, ids(&t, "onset:1200")[0]),
+        d.push(&t, t.section_id(SectionLabel::B)),
         Some(StreamEvent::Section(SectionLabel::B))
     );
+    assert!(!d.section_pending());
     assert_eq!((d.window_start_ms(), d.min_onset_ms()), (6200, 0));
-    assert_eq!(d.expects(), Expect::Any);
-    // A tag whose onset does not come is dropped; the next token reads afresh.
-    d.push(&t, t.section_id(SectionLabel::C));
+    // A tag with no onset before it (a training window's header) starts at the current time.
+    assert_eq!(
+        d.push(&t, t.section_id(SectionLabel::C)),
+        Some(StreamEvent::Section(SectionLabel::C))
+    );
+    assert_eq!(d.window_start_ms(), 6200);
+    // An onset no tag follows is dropped; the next token reads afresh.
+    d.push(&t, ids(&t, "onset:300")[0]);
     assert_eq!(d.push(&t, t.end_id()), Some(StreamEvent::End));
     assert_eq!(d.window_start_ms(), 6200);
-    // An onset before the window's latest one cannot move a section back in time.
+    // A section cannot start before the window's latest onset; in a prompt onsets start none.
     let mut d = StreamDecoder::new();
-    for id in ids(&t, "<S> piano:60:80 onset:700 dur:10 <B_SECTION> onset:300") {
+    for id in ids(&t, "<S> piano:60:80 onset:700 dur:10 onset:300 <B_SECTION>") {
         d.push(&t, id);
     }
     assert_eq!(d.window_start_ms(), 700);
+    let mut d = StreamDecoder::new();
+    for id in ids(&t, "<PROMPT_START> <A_SECTION> onset:300 <B_SECTION>") {
+        d.push(&t, id);
+    }
+    assert!(!d.section_pending());
+    assert_eq!(d.window_start_ms(), 0);
 }
 
 #[test]
@@ -950,14 +960,14 @@ fn tempo_scale_moves_section_starts_with_the_notes() {
     let piece = t.encode_piece(&example());
     assert_eq!(
         strs(&t, &t.tempo_scale(&piece, 2.0).unwrap()),
-        "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:1000 piano:64:60 onset:2000 dur:1000 \
-         <T> <T> <B_SECTION> onset:0 <D> drum:36 onset:2000 piano:67:100 onset:2000 dur:4000 <E>"
+        "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:1000 piano:64:60 onset:2000 dur:1000 \
+         <T> <T> onset:0 <B_SECTION> <D> drum:36 onset:2000 piano:67:100 onset:2000 dur:4000 <E>"
     );
     let half = t.tempo_scale(&piece, 0.5).unwrap();
     assert_eq!(
         strs(&t, &half),
-        "<S> <A_SECTION> onset:0 piano:60:80 onset:0 dur:250 piano:64:60 onset:500 dur:250 \
-         <B_SECTION> onset:2500 <D> drum:36 onset:500 piano:67:100 onset:500 dur:1000 <E>"
+        "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:250 piano:64:60 onset:500 dur:250 \
+         onset:2500 <B_SECTION> <D> drum:36 onset:500 piano:67:100 onset:500 dur:1000 <E>"
     );
     let d = t.decode(&half);
     assert_eq!(d.sections[1].start_ms, 2500.0);
