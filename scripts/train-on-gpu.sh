@@ -7,7 +7,8 @@
 #   scripts/train-on-gpu.sh BIN CONFIG SHARDS INIT OUT SECONDS
 #
 # INIT is a decoder checkpoint to start from (`-` for none); OUT the run folder. Prints the
-# calibration figures and the run's validation losses.
+# calibration figures and the run's validation losses. STARIA_SECONDS_PER_STEP (measured by an
+# earlier calibration on the same machine and config) skips the calibration run.
 set -euo pipefail
 bin=$1 config=$2 shards=$3 init=$4 out=$5 budget=$6
 device=${STARIA_DEVICE:-cuda}  # cpu to try the script where there is no GPU
@@ -29,6 +30,10 @@ PY
 }
 
 cal=$(mktemp -d)
+if [ -n "${STARIA_SECONDS_PER_STEP:-}" ]; then
+    # Measured before on this machine and config: no calibration run.
+    s_per_step=$STARIA_SECONDS_PER_STEP
+else
 with_steps 40 > "$cal/config.toml"
 "$bin" train-decoder --config "$cal/config.toml" --data "$shards" "${init_args[@]}" \
     --out "$cal/run" --device "$device" --backend candle > "$cal/log" 2>&1 || { cat "$cal/log"; exit 1; }
@@ -42,6 +47,7 @@ print(f"calibration: {(t[max(t)] - t[10]) / (max(t) - 10):.4f} s/step, "
       f"{sum(tok) / len(tok):.0f} tokens/s", file=sys.stderr)
 PY
 )
+fi
 left=$(( budget - ($(date +%s) - t0) ))
 steps=$(python3 -c "print(max(50, int(($left - 45) / $s_per_step / 1.08)))")
 echo "budget left ${left}s: ${steps} steps"

@@ -5,7 +5,10 @@
 
 mod gen_support;
 
-use gen_support::{note, prompt_song, tiny_fast_generator, tiny_model, tiny_model_of, tokenizer};
+use gen_support::{
+    note, prompt_song, section_windows_tokenizer, tiny_fast_generator, tiny_fast_generator_for,
+    tiny_model, tiny_model_of, tokenizer,
+};
 use staria_engine::constraints::{Constraints, Scale, ScaleKind};
 use staria_engine::generate::{
     Flow, GenError, GenRequest, GeneratedNote, Generator, GeneratorOptions, Snippets, StopReason,
@@ -164,7 +167,21 @@ fn continue_starts_after_the_context() {
 
 #[test]
 fn piece_follows_the_form_with_one_marker_per_section() {
-    let mut g = generator(5);
+    piece_follows_the_form(generator(5));
+}
+
+/// With section windows each section is forced as `onset:k <X_SECTION>` at its bar line.
+#[test]
+fn piece_follows_the_form_with_section_windows() {
+    piece_follows_the_form(tiny_fast_generator_for(
+        section_windows_tokenizer(),
+        ModelKind::Decoder,
+        5,
+        GeneratorOptions::DEFAULT_WEIGHTS,
+    ));
+}
+
+fn piece_follows_the_form(mut g: Generator) {
     let mut req = GenRequest::new(Target::Section(SectionLabel::A), 2, 120.0);
     req.form = "AABA".into();
     req.sampling.seed = 9;

@@ -392,17 +392,25 @@ fn check_masks_keep_data(tok: &Tokenizer, body: &[u32], what: &str) -> (usize, u
 
 #[test]
 fn masks_never_exclude_the_data_token() {
-    let tok = gen_support::tokenizer();
+    for tok in [
+        gen_support::tokenizer(),
+        gen_support::section_windows_tokenizer(),
+    ] {
+        masks_keep_the_data_of(&tok);
+    }
+}
+
+fn masks_keep_the_data_of(tok: &Tokenizer) {
     for (name, song) in [
         ("mortons_reel.mid", mortons_reel()),
         ("prompt_song", gen_support::prompt_song()),
     ] {
-        let body = body_of(&tok, &song);
-        let (structural, n) = check_masks_keep_data(&tok, &body, name);
+        let body = body_of(tok, &song);
+        let (structural, n) = check_masks_keep_data(tok, &body, name);
         eprintln!("{name}: {n} tokens, {structural} structural (tags, <D>, <E>) masked by default");
         // Snippet token streams (what `Continue` feeds) too.
         check_masks_keep_data(
-            &tok,
+            tok,
             &tok.snippet_tokens(&song.notes, 0.0, usize::MAX),
             name,
         );

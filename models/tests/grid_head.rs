@@ -77,6 +77,11 @@ fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
         "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:250 <T> onset:1200 <B_SECTION> \
          piano:62:80 onset:100 dur:250",
     );
+    let t = Tokenizer::new(TokenizerConfig {
+        section_windows: true,
+        ..TokenizerConfig::default()
+    })
+    .unwrap();
     let w = grid_windows(&t, &mut StreamDecoder::new(), &seq);
     assert_eq!(w[6..], [5000, 5000, 6200, 6200, 6200, 6200]);
 

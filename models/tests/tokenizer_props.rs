@@ -7,8 +7,13 @@ use staria_models::{
     Note, Section, SectionLabel, Song, TempoChange, TokenKind, Tokenizer, TokenizerConfig,
 };
 
-fn tok() -> Tokenizer {
-    Tokenizer::new(TokenizerConfig::default()).unwrap()
+/// The default (legacy) layout, or with section windows.
+fn tok(section_windows: bool) -> Tokenizer {
+    Tokenizer::new(TokenizerConfig {
+        section_windows,
+        ..TokenizerConfig::default()
+    })
+    .unwrap()
 }
 
 fn arb_note() -> impl Strategy<Value = Note> {
@@ -190,8 +195,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn piece_round_trips_within_quantization(song in arb_song()) {
-        let t = tok();
+    fn piece_round_trips_within_quantization(song in arb_song(), section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         assert_grammar(&t, &toks)?;
         let d = t.decode(&toks);
@@ -227,8 +232,8 @@ proptest! {
     }
 
     #[test]
-    fn stream_decoder_matches_decode(song in arb_song()) {
-        let t = tok();
+    fn stream_decoder_matches_decode(song in arb_song(), section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         let mut d = StreamDecoder::new();
         let mut streamed: Vec<_> = toks.iter().filter_map(|&id| d.push(&t, id)).filter_map(event_key).collect();
@@ -237,8 +242,8 @@ proptest! {
     }
 
     #[test]
-    fn snippets_respect_the_budget(song in arb_song(), budget in 0usize..80) {
-        let t = tok();
+    fn snippets_respect_the_budget(song in arb_song(), budget in 0usize..80, section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.snippet_tokens(&song.notes, 0.0, budget);
         prop_assert!(toks.len() <= budget);
         prop_assert_ne!(toks.last().copied(), Some(t.time_shift_id()));
@@ -249,8 +254,8 @@ proptest! {
     }
 
     #[test]
-    fn training_sequences_follow_the_grammar(song in arb_song(), f in 0.5f64..=2.0, k in -12i32..=12) {
-        let t = tok();
+    fn training_sequences_follow_the_grammar(song in arb_song(), f in 0.5f64..=2.0, k in -12i32..=12, section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let ex = t.encode_training(&song, Some("reel")).unwrap();
         assert_grammar(&t, &ex.inline)?;
         assert_grammar(&t, &ex.decoder)?;
@@ -267,8 +272,8 @@ proptest! {
     }
 
     #[test]
-    fn pitch_shift_there_and_back(song in arb_song(), k in -24i32..=24) {
-        let t = tok();
+    fn pitch_shift_there_and_back(song in arb_song(), k in -24i32..=24, section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         let shifted = t.pitch_shift(&toks, k);
         assert_grammar(&t, &shifted)?;
@@ -281,8 +286,8 @@ proptest! {
     }
 
     #[test]
-    fn velocity_shift_moves_levels(song in arb_song(), k in -14i32..=14) {
-        let t = tok();
+    fn velocity_shift_moves_levels(song in arb_song(), k in -14i32..=14, section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         let shifted = t.velocity_shift(&toks, k);
         prop_assert_eq!(shifted.len(), toks.len());
@@ -301,8 +306,8 @@ proptest! {
     }
 
     #[test]
-    fn tempo_scale_scales_times(song in arb_song(), f in 0.5f64..=2.0) {
-        let t = tok();
+    fn tempo_scale_scales_times(song in arb_song(), f in 0.5f64..=2.0, section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         let scaled = t.tempo_scale(&toks, f).unwrap();
         assert_grammar(&t, &scaled)?;
@@ -338,8 +343,8 @@ proptest! {
     }
 
     #[test]
-    fn tempo_scale_doubles_onsets(song in arb_song()) {
-        let t = tok();
+    fn tempo_scale_doubles_onsets(song in arb_song(), section_windows in any::<bool>()) {
+        let t = tok(section_windows);
         let toks = t.encode_piece(&song);
         let a = decoded_keys(&t, &toks);
         let b = decoded_keys(&t, &t.tempo_scale(&toks, 2.0).unwrap());
@@ -385,7 +390,7 @@ proptest! {
         f in 0.5f64..=2.0,
         k in any::<i32>(),
     ) {
-        let t = tok();
+        let t = tok(false);
         let song = t.decode(&seq);
         for w in song.notes.windows(2) {
             prop_assert!((w[0].start_tick, w[0].pitch) <= (w[1].start_tick, w[1].pitch));

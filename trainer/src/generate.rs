@@ -9,8 +9,8 @@
 //! With section windows (`TokenizerConfig::section_windows`) a section starts on time, as the
 //! engine starts it: a note whose sampled onset reaches the section's end is taken back, the
 //! onset of that end and the next tag are fed (after `<T>`s to its window), and the note is fed
-//! again to sample its onset in the new section; a note reaching the last section's end ends
-//! the piece. Without, the tag is fed before the first note after the end.
+//! again to sample its onset in the new section (a `<T>` that would pass the end starts the
+//! next section instead); a note or `<T>` reaching the last section's end ends the piece. Without, the tag is fed before the first note after the end.
 //!
 //! The note grammar is masked as the engine masks it (`StreamDecoder::fits`: an onset after a
 //! note, a duration after its onset, neither elsewhere), so every generated note decodes, and
@@ -194,7 +194,9 @@ pub fn generate<M: LogitSource + ?Sized>(
             errors += 1;
         }
         let id = sample_from(tok, &body.logits, s, rng, |id| dec.fits(tok, id));
-        if expects == Expect::Onset && dec.onset_vote(tok, id) == OnsetVote::NextWindow {
+        let window_end = dec.window_start_ms() as f64 + tok.config().window_ms as f64;
+        let vote = expects == Expect::Onset && dec.onset_vote(tok, id) == OnsetVote::NextWindow;
+        if vote && !(section_windows && window_end > section_end) {
             // A vote for `<T>`: take the note token back, feed `<T>` and the note again, and
             // sample its onset in the new window (the next turn of the loop).
             let note = body.retract(model);
@@ -204,14 +206,28 @@ pub fn generate<M: LogitSource + ?Sized>(
             }
             continue;
         }
+        if section_windows && id == tok.time_shift_id() && window_end > section_end {
+            // `<T>` would pass the section's end: the next section starts there instead (or
+            // the piece ends after the last one).
+            if next_section == plan.len() {
+                break;
+            }
+            let (label, len) = plan[next_section];
+            next_section += 1;
+            if !body.start_section(model, label, section_end)? {
+                break;
+            }
+            section_end += len;
+            continue;
+        }
         if section_windows
             && expects == Expect::Onset
             && let TokenKind::Onset { ms } = tok.kind(id)
-            && dec.window_start_ms() as f64 + ms as f64 >= section_end
+            && (vote || dec.window_start_ms() as f64 + ms as f64 >= section_end)
         {
-            // The note would start at or after the section's end: take it back; the next
-            // section starts first, then the note is fed again; after the last section the
-            // piece ends.
+            // The note would start at or after the section's end (or votes for a `<T>` that
+            // would pass it): take it back; the next section starts first, then the note is
+            // fed again; after the last section the piece ends.
             let note = body.retract(model);
             if next_section == plan.len() {
                 break;
@@ -321,7 +337,27 @@ mod tests {
     /// one are frequent, so the vote rule is exercised; every sampled token fits the grammar.
     #[test]
     fn generated_tokens_keep_the_grammar_and_onsets_never_go_back() {
-        let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        keeps_the_grammar(TokenizerConfig::default());
+    }
+
+    /// With section windows the forced section starts (`onset:k <B_SECTION>`) come on time, at
+    /// the plan's boundary, and every sampled token still fits the grammar.
+    #[test]
+    fn section_windows_start_sections_on_time() {
+        let tok = keeps_the_grammar(TokenizerConfig {
+            section_windows: true,
+            ..TokenizerConfig::default()
+        });
+        let song = tok.0.decode(&tok.1);
+        let starts: Vec<_> = song.sections.iter().map(|s| (s.label, s.start_ms)).collect();
+        assert_eq!(starts, [(SectionLabel::A, 0.0), (SectionLabel::B, 8_000.0)]);
+        assert!(song.notes.iter().all(|n| n.start_ms < 16_000.0));
+    }
+
+    /// Generates two 8 s sections with a random tiny model and checks every token against the
+    /// grammar; returns the tokenizer and the body.
+    fn keeps_the_grammar(config: TokenizerConfig) -> (Tokenizer, Vec<u32>) {
+        let tok = Tokenizer::new(config).unwrap();
         let cfg = ModelConfig::preset(ModelKind::Decoder, "tiny", tok.vocab_size()).unwrap();
         let vars = VarMap::new();
         let mut model = AnyModel::new(
@@ -334,7 +370,7 @@ mod tests {
         let s = Sampling {
             temperature: 1.0,
             min_p: 0.0,
-            max_tokens: 300,
+            max_tokens: 600,
         };
         let g = generate(
             &mut crate::sampler::CandleLogits::new(&mut model),
@@ -346,14 +382,24 @@ mod tests {
         )
         .unwrap();
         let mut dec = StreamDecoder::new();
-        for &id in &g.tokens {
-            assert!(dec.fits(&tok, id), "{:?}", tok.token(id));
-            assert_eq!(dec.onset_vote(&tok, id), OnsetVote::Here);
+        for (i, &id) in g.tokens.iter().enumerate() {
+            // A section start's onset stands where no note waits for one (it is forced).
+            let section_start = tok.config().section_windows
+                && matches!(
+                    g.tokens.get(i + 1).map(|&n| tok.kind(n)),
+                    Some(TokenKind::Section(_))
+                );
+            if !section_start && !dec.section_pending() {
+                assert!(dec.fits(&tok, id), "{:?}", tok.token(id));
+                assert_eq!(dec.onset_vote(&tok, id), OnsetVote::Here);
+            }
             dec.push(&tok, id);
         }
         assert!(g.time_shift_votes > 0, "{g:?}");
-        assert!(g.tokens.len() > 20);
+        assert!(g.tokens.len() > 10, "{:?}", tok.to_strings(&g.tokens));
+        assert_eq!(g.sections_started, 2);
         // The model's argmax breaks the grammar now and then; the sampled tokens never do.
         assert!(g.grammar_errors <= g.tokens.len());
+        (tok, g.tokens)
     }
 }

@@ -145,8 +145,26 @@ pub fn tiny_fast_generator(
     weights_seed: u64,
     format: staria_models::fast::WeightFormat,
 ) -> staria_engine::generate::Generator {
+    tiny_fast_generator_for(tokenizer(), kind, weights_seed, format)
+}
+
+/// The default tokenizer with section windows (`TokenizerConfig::section_windows`).
+pub fn section_windows_tokenizer() -> Tokenizer {
+    Tokenizer::new(TokenizerConfig {
+        section_windows: true,
+        ..TokenizerConfig::default()
+    })
+    .unwrap()
+}
+
+/// [`tiny_fast_generator`] reading `tok`'s layout.
+pub fn tiny_fast_generator_for(
+    tok: Tokenizer,
+    kind: ModelKind,
+    weights_seed: u64,
+    format: staria_models::fast::WeightFormat,
+) -> staria_engine::generate::Generator {
     use staria_models::fast::{FastConfig, FastDecoder};
-    let tok = tokenizer();
     let (cfg, vars, model) = tiny_model_of(kind, &tok, weights_seed);
     open_gates(&vars);
     let fast = FastDecoder::from_varmap(&FastConfig::from(&cfg), format, &vars).unwrap();

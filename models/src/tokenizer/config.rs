@@ -65,9 +65,11 @@ pub struct TokenizerConfig {
     /// the section starts (in the current window), and a new time window starts there. A section's
     /// notes then get the same onset tokens as its snippet in the prompt (both count from the
     /// section start), so restating a snippet later in a piece is a copy, not a shift by the
-    /// section's phase in a 5 s window. Files written before this setting existed read as
-    /// `false` (body tags carry no time; windows run from the piece start); new configs get
-    /// `true`.
+    /// section's phase in a 5 s window. Off by default (and in files written before it
+    /// existed): the shipped model reads the legacy layout, and a model moved to this one
+    /// (`trainer/configs/small-sw-gpu.toml`) has not yet beaten it on balanced form adherence
+    /// (its A sections follow their snippet more closely, its B sections drift to A's
+    /// material; see the model card).
     #[serde(default)]
     pub section_windows: bool,
 }
@@ -97,7 +99,7 @@ impl Default for TokenizerConfig {
                 "folk_song",
             ]),
             snippet_tokens: 256,
-            section_windows: true,
+            section_windows: false,
         }
     }
 }

@@ -1,21 +1,21 @@
 use super::*;
 use crate::song::{Note, Section, Song, TempoChange};
 
-/// The layout before section windows: most tests here pin it, since checkpoints trained on it
-/// still read it. `windows_tok` is today's default.
+/// The default (legacy) layout, which most tests here pin; `windows_tok` has section windows.
 fn tok() -> Tokenizer {
     Tokenizer::new(legacy()).unwrap()
 }
 
 fn legacy() -> TokenizerConfig {
-    TokenizerConfig {
-        section_windows: false,
-        ..TokenizerConfig::default()
-    }
+    TokenizerConfig::default()
 }
 
 fn windows_tok() -> Tokenizer {
-    Tokenizer::new(TokenizerConfig::default()).unwrap()
+    Tokenizer::new(TokenizerConfig {
+        section_windows: true,
+        ..TokenizerConfig::default()
+    })
+    .unwrap()
 }
 
 fn note(pitch: u8, velocity: u8, start_ms: f64, dur_ms: f64) -> Note {
@@ -838,7 +838,7 @@ fn stream_decoder_restarts_time_per_snippet_and_is_silent_in_the_prompt() {
     );
 }
 
-// ---- Section windows (today's default layout) ----
+// ---- Section windows ----
 
 const EXAMPLE_WINDOWS: &str = "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:500 \
      piano:64:60 onset:1000 dur:500 <T> onset:0 <B_SECTION> <D> drum:36 onset:1000 \
