@@ -998,8 +998,8 @@ impl Generator {
             ok = self.feed(cd, self.tok.time_shift_id())?;
         }
         if ok && self.tok.config().section_windows {
-            let in_window = (start_ms - cd.window_start_ms())
-                .max(cd.decoder().min_onset_ms() as f64);
+            let in_window =
+                (start_ms - cd.window_start_ms()).max(cd.decoder().min_onset_ms() as f64);
             let onset = self
                 .tok
                 .onset_id(in_window)

@@ -355,7 +355,10 @@ fn is_structural(tok: &Tokenizer, id: u32) -> bool {
 /// the generator forces with the tag.
 fn is_section_start(tok: &Tokenizer, body: &[u32], i: usize) -> bool {
     matches!(tok.kind(body[i]), TokenKind::Onset { .. })
-        && matches!(body.get(i + 1).map(|&n| tok.kind(n)), Some(TokenKind::Section(_)))
+        && matches!(
+            body.get(i + 1).map(|&n| tok.kind(n)),
+            Some(TokenKind::Section(_))
+        )
 }
 
 /// Default constraints mask `<E>`, `<D>`, section tags and section starts by design (the
@@ -409,11 +412,7 @@ fn masks_keep_the_data_of(tok: &Tokenizer) {
         let (structural, n) = check_masks_keep_data(tok, &body, name);
         eprintln!("{name}: {n} tokens, {structural} structural (tags, <D>, <E>) masked by default");
         // Snippet token streams (what `Continue` feeds) too.
-        check_masks_keep_data(
-            tok,
-            &tok.snippet_tokens(&song.notes, 0.0, usize::MAX),
-            name,
-        );
+        check_masks_keep_data(tok, &tok.snippet_tokens(&song.notes, 0.0, usize::MAX), name);
     }
 }
 

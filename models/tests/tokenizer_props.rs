@@ -152,13 +152,19 @@ fn assert_grammar(t: &Tokenizer, toks: &[u32]) -> Result<(), TestCaseError> {
     for (i, &id) in toks.iter().enumerate() {
         let k = t.kind(id);
         if d.section_pending() {
-            prop_assert!(matches!(k, TokenKind::Section(_)), "token {i}: {k:?} after a section start");
+            prop_assert!(
+                matches!(k, TokenKind::Section(_)),
+                "token {i}: {k:?} after a section start"
+            );
             d.push(t, id);
             continue;
         }
         let section_start = t.config().section_windows
             && !d.in_prompt()
-            && matches!(toks.get(i + 1).map(|&n| t.kind(n)), Some(TokenKind::Section(_)));
+            && matches!(
+                toks.get(i + 1).map(|&n| t.kind(n)),
+                Some(TokenKind::Section(_))
+            );
         if section_start && matches!(k, TokenKind::Onset { .. }) && d.expects() == Expect::Any {
             prop_assert!(
                 t.allowed_onset_ids(&d).contains(&id),

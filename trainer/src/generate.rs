@@ -304,8 +304,8 @@ impl Body<'_> {
         if model.position() + 2 > self.limit {
             return Ok(false);
         }
-        let in_window = (start_ms - self.dec.window_start_ms() as f64)
-            .max(self.dec.min_onset_ms() as f64);
+        let in_window =
+            (start_ms - self.dec.window_start_ms() as f64).max(self.dec.min_onset_ms() as f64);
         let onset = self
             .tok
             .onset_id(in_window)
@@ -349,7 +349,11 @@ mod tests {
             ..TokenizerConfig::default()
         });
         let song = tok.0.decode(&tok.1);
-        let starts: Vec<_> = song.sections.iter().map(|s| (s.label, s.start_ms)).collect();
+        let starts: Vec<_> = song
+            .sections
+            .iter()
+            .map(|s| (s.label, s.start_ms))
+            .collect();
         assert_eq!(starts, [(SectionLabel::A, 0.0), (SectionLabel::B, 8_000.0)]);
         assert!(song.notes.iter().all(|n| n.start_ms < 16_000.0));
     }

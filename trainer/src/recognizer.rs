@@ -159,7 +159,8 @@ impl Recognizer {
 /// A piece body without its section tags, and the label in force at each remaining token
 /// (tokens before the first tag take the first tag's label).
 pub fn strip_tags(tok: &Tokenizer, tokens: &[u32]) -> (Vec<u32>, Vec<SectionLabel>) {
-    if let Some((ids, starts)) = tok.strip_section_tags(tokens) {
+    if let Some(stripped) = tok.strip_section_tags(tokens) {
+        let (ids, starts) = (stripped.tokens, stripped.section_starts);
         // Section windows: tags, their onsets and the time lines restarting there are gone.
         let mut current = starts.first().map_or(SectionLabel::A, |s| s.1);
         let mut next = starts.iter().peekable();

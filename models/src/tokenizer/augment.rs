@@ -2,8 +2,17 @@
 //! not songs, so a cached tokenized corpus can be augmented per batch.
 
 use super::{TIME_SHIFT, TokenKind, Tokenizer};
-use crate::song::SectionLabel;
 use crate::error::{Error, Result};
+use crate::song::SectionLabel;
+
+/// A section-windows body without its section tags ([`Tokenizer::strip_section_tags`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stripped {
+    /// The body on one continuous time line.
+    pub tokens: Vec<u32>,
+    /// Where each section starts: (index into `tokens`, label), in order.
+    pub section_starts: Vec<(usize, SectionLabel)>,
+}
 
 /// A note, or the start of one, waiting for its onset / duration.
 #[derive(Clone, Copy)]
@@ -17,7 +26,10 @@ enum Frag {
     },
     Drum(u32),
     /// A body onset with no note before it (section windows), waiting for its section tag.
-    SectionAt { onset: u32, onset_ms: u32 },
+    SectionAt {
+        onset: u32,
+        onset_ms: u32,
+    },
 }
 
 /// One time line (a prompt snippet or the piece) being rescaled.
@@ -222,16 +234,19 @@ impl Tokenizer {
     }
 
     /// A section-windows piece body on one continuous time line without its section tags (and
-    /// their onsets), and where each section starts: (index into the returned tokens, label).
+    /// their onsets), and where each section starts.
     /// What a structure recognizer reads, since the tags and the time lines restarting at them
     /// would give the sections away. `None` for a tokenizer without section windows (its body
     /// tags carry no time: dropping them is all it takes).
-    pub fn strip_section_tags(&self, tokens: &[u32]) -> Option<(Vec<u32>, Vec<(usize, SectionLabel)>)> {
+    pub fn strip_section_tags(&self, tokens: &[u32]) -> Option<Stripped> {
         if !self.config.section_windows {
             return None;
         }
         let s = self.rescale(tokens, 1.0, true);
-        Some((s.out, s.section_starts))
+        Some(Stripped {
+            tokens: s.out,
+            section_starts: s.section_starts,
+        })
     }
 
     fn rescale(&self, tokens: &[u32], factor: f64, strip_sections: bool) -> Scaler<'_> {

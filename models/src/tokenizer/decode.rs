@@ -78,7 +78,9 @@ enum Pending {
     },
     /// A body onset with no note before it (section windows): a section starts there if a
     /// section tag follows.
-    SectionAt { onset_ms: u32 },
+    SectionAt {
+        onset_ms: u32,
+    },
 }
 
 /// Token-by-token decoder state: no heap, `Copy`, O(1) per token.
@@ -395,10 +397,7 @@ impl Tokenizer {
                 .cmp(&(b.start_tick, b.pitch))
                 .then(a.start_ms.total_cmp(&b.start_ms))
         });
-        let piece_end = notes
-            .iter()
-            .map(|n| n.end_ms)
-            .fold(dec.now_ms(), f64::max);
+        let piece_end = notes.iter().map(|n| n.end_ms).fold(dec.now_ms(), f64::max);
         tags.sort_by(|a, b| a.1.total_cmp(&b.1));
         let sections = (0..tags.len())
             .map(|i| {

@@ -25,6 +25,7 @@ use std::ops::Range;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use augment::Stripped;
 pub use config::{
     DRUM_PITCH_MAX, DRUM_PITCH_MIN, GM_FAMILIES, MAX_VELOCITY, MAX_VOCAB, TokenizerConfig,
 };
