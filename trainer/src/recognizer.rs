@@ -330,3 +330,55 @@ pub fn loss(
     let acc = (hit * &mask)?.sum_all()?.to_scalar::<f32>()? as f64 / count.max(1.0);
     Ok((l, acc))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use staria_models::tokenizer::TokenizerConfig;
+
+    /// Both layouts give the recognizer the same tag-free notes with the same labels; with
+    /// section windows the section starts' onsets go too and time runs on without restarting.
+    #[test]
+    fn stripping_tags_gives_the_same_notes_and_labels_in_both_layouts() {
+        let body = "<S> piano:60:80 onset:0 dur:100 <T> piano:62:80 onset:2000 dur:100 \
+                    piano:64:80 onset:3000 dur:100 <E>";
+        let legacy = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        let windows = Tokenizer::new(TokenizerConfig {
+            section_windows: true,
+            ..TokenizerConfig::default()
+        })
+        .unwrap();
+        // The same piece: B starts at 7000 ms, with its first note at 8000.
+        let legacy_ids = legacy
+            .ids_of(
+                &"<S> <A_SECTION> piano:60:80 onset:0 dur:100 <T> piano:62:80 onset:2000 dur:100 \
+                  <B_SECTION> piano:64:80 onset:3000 dur:100 <E>"
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let windows_ids = windows
+            .ids_of(
+                &"<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:100 <T> piano:62:80 onset:2000 \
+                  dur:100 onset:2000 <B_SECTION> piano:64:80 onset:1000 dur:100 <E>"
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let want = legacy
+            .ids_of(&body.split_whitespace().collect::<Vec<_>>())
+            .unwrap();
+        for (tok, ids) in [(&legacy, legacy_ids), (&windows, windows_ids)] {
+            let (stripped, labels) = strip_tags(tok, &ids);
+            assert_eq!(stripped, want[1..], "{:?}", tok.to_strings(&stripped));
+            let note_labels: Vec<_> = stripped
+                .iter()
+                .zip(&labels)
+                .filter(|(id, _)| matches!(tok.kind(**id), TokenKind::Note { .. }))
+                .map(|(_, l)| *l)
+                .collect();
+            use SectionLabel::{A, B};
+            assert_eq!(note_labels, [A, A, B]);
+        }
+    }
+}

@@ -334,6 +334,11 @@ fn shipped_configs_build_valid_models() {
             staria_trainer::models::model_config(&exp, kind, vocab).unwrap();
         }
     }
+    // The tokenizer settings shipped for `prepare --tokenizer`.
+    let text = std::fs::read_to_string(dir.join("tokenizer-section-windows.json")).unwrap();
+    let cfg: TokenizerConfig = serde_json::from_str(&text).unwrap();
+    assert!(cfg.section_windows);
+    assert_eq!(Tokenizer::new(cfg).unwrap().vocab_size(), vocab);
     // An override of an unknown field is an error naming it.
     let mut exp = common::tiny_config();
     exp.model
