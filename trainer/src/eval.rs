@@ -12,8 +12,8 @@
 //! - Generation: the pieces whose snippets A and B (first occurrence of each letter, at most
 //!   the snippet budget) are non-empty are eligible; `pieces` of them (default 60), spread
 //!   evenly over the eligible ones in folder order (all when fewer), each give one generation:
-//!   the model gets snippets A and B (and the piece's style, the form token AABA) and plays the
-//!   form AABA, each section as long as the reference's first occurrence of its letter (clamped
+//!   the model gets snippets A and B (and the piece's style, the form's token) and plays the
+//!   form (`--form`, AABA by default: B after two As, far from its snippet), each section as long as the reference's first occurrence of its letter (clamped
 //!   to 1 s..`max_section_ms`), sampled at `temperature` / `min_p` from one `StdRng(seed)`,
 //!   section tags forced on time (`generate::generate` over `sampler::LogitSource`). It runs on
 //!   the fast CPU decoder (f16 weights by default, as the engine) or the candle model
@@ -133,6 +133,8 @@ pub struct EvalOptions {
     pub backend: GenBackend,
     /// Form-guidance scale (`sampler::Guided`; 0: the model alone). Needs the fast backend.
     pub guidance: f64,
+    /// The form generated, letters A and B (the snippets given); AABA by default.
+    pub form: String,
     /// Where to write each generation and its reference piece as MIDI, to listen to and draw
     /// (`<dir>/<model>/<nnn>.gen.mid` and `.ref.mid`); `None`: nothing is written.
     pub write_dir: Option<PathBuf>,
@@ -153,6 +155,7 @@ impl Default for EvalOptions {
             device: Device::Cpu,
             backend: GenBackend::Fast(WeightFormat::F16),
             guidance: 0.0,
+            form: "AABA".into(),
             write_dir: None,
         }
     }
@@ -220,6 +223,8 @@ pub struct EvalResult {
     pub skipped_files: usize,
     /// "candle" or "fast-f16" etc.
     pub generation_backend: String,
+    /// The form generated (`EvalOptions::form`).
+    pub form: String,
     /// Wall time of the NLL pass and of the generations (and their measures).
     pub nll_seconds: f64,
     pub generation_seconds: f64,
@@ -277,6 +282,7 @@ fn snippets_of(tok: &Tokenizer, song: &Song, max: usize) -> Vec<(SectionLabel, V
 
 /// Evaluates one loaded checkpoint.
 pub fn evaluate(model_dir: &Path, data: &EvalData, opts: &EvalOptions) -> Result<EvalResult> {
+    eval_form(&opts.form)?; // before the NLL pass, so a bad form fails at once
     let ck = checkpoint::load(model_dir, &opts.device)?;
     let state = models::load_state(model_dir)?;
     let seq_len = opts
@@ -390,6 +396,26 @@ impl SnippetRef {
             sixteenth_ms,
         }
     }
+}
+
+/// The letters of an evaluation form: A and B only (the snippets every eligible piece has).
+fn eval_form(form: &str) -> Result<Vec<SectionLabel>> {
+    let labels: Vec<SectionLabel> = form
+        .chars()
+        .map(|c| match c {
+            'A' => Some(SectionLabel::A),
+            'B' => Some(SectionLabel::B),
+            _ => None,
+        })
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    if labels.is_empty() || !labels.contains(&SectionLabel::A) || !labels.contains(&SectionLabel::B)
+    {
+        return Err(TrainError::config(format!(
+            "--form {form:?}: letters A and B only, both of them (the snippets given are A and B)"
+        )));
+    }
+    Ok(labels)
 }
 
 /// Scores a generated piece against its plan: the `k`-th decoded section is the `k`-th
@@ -684,12 +710,7 @@ pub fn evaluate_model(
             .collect()
     };
     let window_ms = f64::from(tok.config().window_ms);
-    let form_plan = [
-        SectionLabel::A,
-        SectionLabel::A,
-        SectionLabel::B,
-        SectionLabel::A,
-    ];
+    let form_plan = eval_form(&opts.form)?;
     let (mut pc, mut dens, mut valid, mut clean, mut gens, mut errors, mut gen_tokens) =
         (0.0, 0.0, 0usize, 0usize, 0usize, 0usize, 0usize);
     let mut total = FormScores::default();
@@ -712,7 +733,7 @@ pub fn evaluate_model(
         let plan: Vec<(SectionLabel, f64)> = form_plan.iter().map(|&l| (l, len_of(l))).collect();
         let spec = PromptSpec {
             style: p.style.clone().filter(|s| tok.style_id(s).is_some()),
-            form: tok.form_id("AABA").map(|_| "AABA".to_string()),
+            form: tok.form_id(&opts.form).map(|_| opts.form.clone()),
             snippets: snippets.clone(),
         };
         let prompt = tok.build_prompt(&spec)?;
@@ -864,6 +885,7 @@ pub fn evaluate_model(
         },
         skipped_files: data.skipped.len(),
         generation_backend: backend,
+        form: opts.form.clone(),
         nll_seconds,
         generation_seconds: t_gen.elapsed().as_secs_f64(),
     })
@@ -967,10 +989,11 @@ pub fn table(results: &[EvalResult]) -> String {
     }
     if let Some(r) = results.first() {
         s.push_str(&format!(
-            "{} pieces for NLL ({} target tokens), {} generations each (AABA from snippets A and B, {} backend; interval: percentile bootstrap over generations, {} resamples, seed {}; reference adherence: the pieces' own {} repeat sections); {} files skipped\n",
+            "{} pieces for NLL ({} target tokens), {} generations each ({} from snippets A and B, {} backend; interval: percentile bootstrap over generations, {} resamples, seed {}; reference adherence: the pieces' own {} repeat sections); {} files skipped\n",
             r.pieces,
             r.target_tokens,
             r.generations,
+            r.form,
             r.generation_backend,
             BOOTSTRAP_RESAMPLES,
             BOOTSTRAP_SEED,
@@ -1181,5 +1204,16 @@ mod tests {
         let same = music::bootstrap_interval(&[0.5; 10], 100, 1);
         assert_eq!(same, (0.5, 0.5));
         assert!(music::bootstrap_interval(&[], 100, 1).0.is_nan());
+    }
+
+    #[test]
+    fn evaluation_forms_take_the_two_snippets_letters_only() {
+        use SectionLabel::{A, B};
+        assert_eq!(eval_form("AABA").unwrap(), [A, A, B, A]);
+        assert_eq!(eval_form("ABAB").unwrap(), [A, B, A, B]);
+        for bad in ["", "AAAA", "ABC", "aabb", "A B"] {
+            let e = eval_form(bad).unwrap_err().to_string();
+            assert!(e.contains("--form") && e.contains(bad), "{e}");
+        }
     }
 }

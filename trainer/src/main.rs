@@ -130,6 +130,9 @@ enum Cmd {
         /// swapped), a second decode of every token; 0: the model alone. Fast backend only.
         #[arg(long, default_value_t = 0.0)]
         guidance: f64,
+        /// The form generated from snippets A and B (letters A and B, both).
+        #[arg(long, default_value = "AABA")]
+        form: String,
         /// Write each generation and its reference piece as MIDI under DIR/<model>/ (NNN.gen.mid,
         /// NNN.ref.mid; `staria render NNN.gen.mid --prompt NNN.ref.mid --png` draws them).
         #[arg(long, value_name = "DIR")]
@@ -293,6 +296,7 @@ fn run(cli: Cli) -> Result<()> {
             backend,
             weights,
             guidance,
+            form,
             write,
         } => {
             let backend = match backend.as_str() {
@@ -321,6 +325,7 @@ fn run(cli: Cli) -> Result<()> {
                 device: device(&dev)?,
                 backend,
                 guidance,
+                form,
                 write_dir: write,
             };
             let data = EvalData::load(&data, &opts)?;
