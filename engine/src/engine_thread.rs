@@ -10,7 +10,7 @@ use crate::capture::Capture;
 use crate::constraints::{Constraints, Scale, ScaleKind};
 use crate::generate::{Backend, Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
 use crate::handover::{EngineLink, RingSizes, Shared, link};
-use crate::messages::{Command, Event, Form, GenTarget, Outcome, RequestId};
+use crate::messages::{Command, Event, Form, Outcome, RequestId};
 use crate::sampling::SamplingParams;
 use crate::schedule::{Added, Scheduler};
 use crate::status::{EngineState, ParamValues};
@@ -90,7 +90,7 @@ impl Engine {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     id: RequestId,
-    target: GenTarget,
+    target: Target,
     bars: u16,
     ts_num: u8,
     ts_den: u8,
@@ -285,7 +285,7 @@ impl Worker {
             return;
         }
         let now_beat = self.link.shared.transport.read().playhead;
-        let snippets = self.snippets(now_beat, GenTarget::Section(SectionLabel::A));
+        let snippets = self.snippets(now_beat, Target::Section(SectionLabel::A));
         let Some(g) = self.generator.as_mut() else {
             return;
         };
@@ -661,12 +661,8 @@ impl Worker {
 
 /// A request in the generation side's terms.
 fn gen_request(req: &Pending, bpm: f64, bpb: f64, p: &ParamValues, tok: &Tokenizer) -> GenRequest {
-    let target = match req.target {
-        GenTarget::Section(label) => Target::Section(label),
-        GenTarget::Continue => Target::Continue,
-    };
     GenRequest {
-        target,
+        target: req.target,
         bars: req.bars as u32,
         bpm,
         beats_per_bar: bpb,
@@ -692,12 +688,12 @@ fn gen_request(req: &Pending, bpm: f64, bpb: f64, p: &ParamValues, tok: &Tokeniz
 
 impl Worker {
     /// The captured sections, and for `Continue` the music it continues (`continue_context`).
-    fn snippets(&self, now_beat: f64, target: GenTarget) -> Snippets {
+    fn snippets(&self, now_beat: f64, target: Target) -> Snippets {
         let mut s = Snippets::default();
         for label in SectionLabel::ALL {
             s.set(label, self.capture.snippet(label, now_beat));
         }
-        if target == GenTarget::Continue {
+        if target == Target::Continue {
             let generated = self.current.as_ref().or(self.tails.last());
             s.context = continue_context(&self.capture, generated, now_beat);
         }
@@ -783,7 +779,7 @@ mod tests {
         });
         assert!(audio.send(Command::Generate {
             request_id: 5,
-            target: GenTarget::Continue,
+            target: Target::Continue,
             bars: 2,
             ts_num: 4,
             ts_den: 4,
@@ -805,7 +801,7 @@ mod tests {
         w.poll();
         assert!(audio.send(Command::Generate {
             request_id: 7,
-            target: GenTarget::Continue,
+            target: Target::Continue,
             bars: 2,
             ts_num: 4,
             ts_den: 4,
@@ -857,7 +853,7 @@ mod tests {
     fn the_style_setting_reaches_the_request_when_the_model_knows_it() {
         let req = Pending {
             id: 1,
-            target: GenTarget::Section(SectionLabel::B),
+            target: Target::Section(SectionLabel::B),
             bars: 2,
             ts_num: 4,
             ts_den: 4,

@@ -20,8 +20,9 @@ pub mod timing;
 
 pub use audio::AudioSide;
 pub use engine_thread::{Engine, EngineConfig};
+pub use generate::Target;
 pub use handover::{EngineLink, RingSizes, Shared, link};
-pub use messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome, RequestId};
+pub use messages::{Command, Event, Form, NoteEvent, Outcome, RequestId};
 pub use staria_models::SectionLabel;
 pub use status::{EngineParams, EngineState, EngineStatus, ParamValues, StatusSnapshot};
 pub use swap::EngineControl;

@@ -8,17 +8,10 @@
 
 use staria_models::SectionLabel;
 
+pub use crate::generate::Target;
+
 /// Request ids are issued by the audio side, start at 1 and only grow; 0 means "no request".
 pub type RequestId = u32;
-
-/// What a generate request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GenTarget {
-    /// Generate this section (the form decides what the model is reminded of).
-    Section(SectionLabel),
-    /// Carry on with whatever the piece does next.
-    Continue,
-}
 
 /// The sections played so far ("AAB..."), up to 16 labels packed 2 bits each so a request stays
 /// `Copy` and small (bytes rather than a `u32` so the struct has alignment 1 and packs into
@@ -146,7 +139,7 @@ pub enum Command {
     /// section starts). A new request replaces the one in flight from `start_beat` on.
     Generate {
         request_id: RequestId,
-        target: GenTarget,
+        target: Target,
         bars: u16,
         /// Time signature in force for the section (numerator, denominator as written: 4 for x/4).
         ts_num: u8,

@@ -3,7 +3,7 @@
 //! queue, transport jumps, cuts and cancels. (Its own test binary: the allocator is global.)
 
 use staria_engine::handover::{RingSizes, Shared, link};
-use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{Engine, EngineConfig, SectionLabel};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -129,7 +129,7 @@ fn audio_side_never_allocates() {
                 request = audio.next_request_id();
                 audio.send(Command::Generate {
                     request_id: request,
-                    target: GenTarget::Section(SectionLabel::B),
+                    target: Target::Section(SectionLabel::B),
                     bars: 4,
                     ts_num: 4,
                     ts_den: 4,
@@ -199,7 +199,7 @@ fn audio_side_never_allocates_with_a_live_engine() {
                 let request_id = audio.next_request_id();
                 audio.send(Command::Generate {
                     request_id,
-                    target: GenTarget::Section(SectionLabel::A),
+                    target: Target::Section(SectionLabel::A),
                     bars: 1,
                     ts_num: 4,
                     ts_den: 4,

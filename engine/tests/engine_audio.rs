@@ -2,7 +2,7 @@
 //! hand (these parts need no model).
 
 use staria_engine::handover::{EngineLink, RingSizes, Shared, link};
-use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::{TransportChange, TransportFrame};
 use staria_engine::{AudioSide, SectionLabel};
 use std::sync::Arc;
@@ -106,7 +106,7 @@ impl Host {
 fn generate(id: u32, start_beat: f64) -> Command {
     Command::Generate {
         request_id: id,
-        target: GenTarget::Section(SectionLabel::B),
+        target: Target::Section(SectionLabel::B),
         bars: 4,
         ts_num: 4,
         ts_den: 4,

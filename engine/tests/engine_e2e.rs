@@ -2,7 +2,7 @@
 //! through the audio side's rings and a simulated host transport (48 kHz, 512-sample blocks).
 
 use staria_engine::engine_thread::{Engine, EngineConfig};
-use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::swap::EngineControl;
 use staria_engine::timing::{TransportChange, TransportFrame};
 use staria_engine::{AudioSide, EngineState, SectionLabel};
@@ -138,7 +138,7 @@ impl Host {
         let request_id = self.audio.next_request_id();
         self.send(Command::Generate {
             request_id,
-            target: GenTarget::Section(SectionLabel::B),
+            target: Target::Section(SectionLabel::B),
             bars: BARS,
             ts_num: 4,
             ts_den: 4,
@@ -337,7 +337,7 @@ fn bad_checkpoint_reports_and_stays_silent() {
     let id = audio.next_request_id();
     assert!(audio.send(Command::Generate {
         request_id: id,
-        target: GenTarget::Continue,
+        target: Target::Continue,
         bars: 2,
         ts_num: 4,
         ts_den: 4,

@@ -1,7 +1,7 @@
 //! An idle engine sleeps: no busy polling while there is nothing to do, yet a command or a
 //! transport change wakes it at once. (Its own test binary: it measures the one engine thread.)
 
-use staria_engine::messages::{Command, Event, Form, GenTarget, Outcome};
+use staria_engine::messages::{Command, Event, Form, Outcome, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{Engine, EngineConfig, SectionLabel};
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ fn an_idle_engine_sleeps_and_wakes_on_commands() {
     let id = audio.next_request_id();
     assert!(audio.send(Command::Generate {
         request_id: id,
-        target: GenTarget::Section(SectionLabel::A),
+        target: Target::Section(SectionLabel::A),
         bars: 1,
         ts_num: 4,
         ts_den: 4,

@@ -2,7 +2,7 @@
 //! and serves the next request with the new one; a failed load or a failing request leaves the
 //! old model serving, the audio side silent and the reason in status.
 
-use staria_engine::messages::{Command, Event, Form, GenTarget, NoteEvent, Outcome};
+use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{AudioSide, Engine, EngineConfig, EngineControl, EngineState, SectionLabel};
 use std::sync::atomic::Ordering::Relaxed;
@@ -55,7 +55,7 @@ impl Host {
         let request_id = self.audio.next_request_id();
         assert!(self.audio.send(Command::Generate {
             request_id,
-            target: GenTarget::Section(SectionLabel::A),
+            target: Target::Section(SectionLabel::A),
             bars,
             ts_num: 4,
             ts_den: 4,

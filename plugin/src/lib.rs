@@ -16,7 +16,7 @@ pub mod timeline;
 
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
-use staria_engine::{Command, Event as EngineEvent, Form, GenTarget, RequestId, TransportFrame};
+use staria_engine::{Command, Event as EngineEvent, Form, RequestId, Target, TransportFrame};
 use staria_models::SectionLabel;
 use std::sync::Arc;
 
@@ -407,7 +407,7 @@ impl Staria {
     /// Asks the engine for `target`, starting on the next bar line the transport will play after
     /// `beat` (in a loop's last bar: the loop's first bar), or at `beat` with "play immediately"
     /// or while the transport is stopped.
-    fn generate(&mut self, target: GenTarget, beat: f64, grid: &Timeline) {
+    fn generate(&mut self, target: Target, beat: f64, grid: &Timeline) {
         if self.engine.is_none() {
             return;
         }
@@ -472,13 +472,13 @@ impl Staria {
                     self.clear_section(section);
                 }
             }
-            KeyAction::Play(section) => self.generate(GenTarget::Section(section), beat, grid),
+            KeyAction::Play(section) => self.generate(Target::Section(section), beat, grid),
             KeyAction::PlayNext => {
                 let section = self.params.form.value().section_at(self.live.form_pos);
                 self.live.form_pos += 1;
-                self.generate(GenTarget::Section(section), beat, grid);
+                self.generate(Target::Section(section), beat, grid);
             }
-            KeyAction::Continue => self.generate(GenTarget::Continue, beat, grid),
+            KeyAction::Continue => self.generate(Target::Continue, beat, grid),
             KeyAction::Stop => self.stop_playback(),
         }
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::Device;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use staria_engine::constraints::{Constraints, Scale};
 use staria_engine::generate::{
     Backend, BackendChoice, Flow, GenError, GenRequest, Generator, GeneratorOptions, Snippets,
@@ -75,45 +75,20 @@ struct ModelArgs {
     threads: Option<usize>,
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum BackendArg {
-    /// The fast decoder on the CPU, candle on a GPU.
-    Auto,
-    /// The candle model.
-    Candle,
-    /// The fast single-core decoder (CPU only).
-    Fast,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum WeightsArg {
-    F32,
-    F16,
-    Q8,
-}
-
 #[derive(Args, Debug, Clone)]
 struct BackendArgs {
-    /// Decode path.
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: BackendArg,
-    /// Weight format of the fast backend (default f16).
-    #[arg(long, value_enum)]
-    weights: Option<WeightsArg>,
+    /// Decode path: auto (the fast decoder on the CPU, candle on a GPU), candle, or fast (the
+    /// single-core decoder, CPU only).
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Weight format of the fast backend: f32, f16 (the default) or q8.
+    #[arg(long)]
+    weights: Option<WeightFormat>,
 }
 
 impl BackendArgs {
     fn options(&self, device: &Device) -> Result<GeneratorOptions, Failure> {
-        let backend = match self.backend {
-            BackendArg::Auto => BackendChoice::Auto,
-            BackendArg::Candle => BackendChoice::Candle,
-            BackendArg::Fast => BackendChoice::Fast,
-        };
-        let weights = self.weights.map(|w| match w {
-            WeightsArg::F32 => WeightFormat::F32,
-            WeightsArg::F16 => WeightFormat::F16,
-            WeightsArg::Q8 => WeightFormat::Q8,
-        });
+        let (backend, weights) = (self.backend, self.weights);
         match backend.resolve(device) {
             Backend::Fast if !device.is_cpu() => {
                 return Err(bad(
