@@ -24,7 +24,7 @@ use engine_host::EngineHost;
 use keyswitch::KeyAction;
 use midi_out::{Event, EventQueue, NoteTable};
 use params::{StariaParams, StatusRecord};
-use snippets::{Finished, Recorder, ReplayCursor, SnippetData};
+use snippets::{Finished, Recorder, ReplayCursor, ReplayStep, SnippetData};
 use timeline::Timeline;
 
 /// Positions further than this from where the previous block ended count as a transport jump.
@@ -86,8 +86,11 @@ enum ReplayPhase {
     Notes,
 }
 
+/// `Replay::section` past the last section: nothing left to replay.
+const REPLAY_DONE: usize = SectionLabel::ALL.len();
+
 struct Replay {
-    /// Section index being replayed; 4 = idle.
+    /// Index into `SectionLabel::ALL` of the section being replayed; `REPLAY_DONE`: idle.
     section: usize,
     phase: ReplayPhase,
     cursor: ReplayCursor,
@@ -97,7 +100,7 @@ struct Replay {
 impl Default for Replay {
     fn default() -> Self {
         Self {
-            section: 4,
+            section: REPLAY_DONE,
             phase: ReplayPhase::Clear,
             cursor: ReplayCursor::default(),
             data: Box::default(),
@@ -678,7 +681,7 @@ impl Staria {
         let live = &mut *self.live;
         let r = &mut live.replay;
         let mut budget = REPLAY_BUDGET;
-        while budget > 0 && r.section < 4 {
+        while budget > 0 && r.section < REPLAY_DONE {
             let section = SectionLabel::ALL[r.section];
             if live.recorder.section() == Some(section) {
                 // Being recorded right now: the live capture is newer.
@@ -693,13 +696,17 @@ impl Staria {
                     origin_beat: 0.0,
                 },
                 ReplayPhase::Notes => match r.cursor.next(&r.data) {
-                    Some((true, pitch, velocity, beat)) => Command::CaptureNoteOn {
+                    Some(ReplayStep::On {
+                        pitch,
+                        velocity,
+                        beat,
+                    }) => Command::CaptureNoteOn {
                         section,
                         pitch,
                         velocity,
                         beat,
                     },
-                    Some((false, pitch, _, beat)) => Command::CaptureNoteOff {
+                    Some(ReplayStep::Off { pitch, beat }) => Command::CaptureNoteOff {
                         section,
                         pitch,
                         beat,

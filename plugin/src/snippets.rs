@@ -580,8 +580,12 @@ pub struct ReplayCursor {
     open_count: usize,
 }
 
-/// One step of a replay: (is note-on, pitch, velocity, beat from the snippet start).
-pub type ReplayStep = (bool, u8, u8, f64);
+/// One step of a replay, `beat` counted from the snippet start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReplayStep {
+    On { pitch: u8, velocity: u8, beat: f64 },
+    Off { pitch: u8, beat: f64 },
+}
 
 impl Default for ReplayCursor {
     fn default() -> Self {
@@ -616,12 +620,11 @@ impl ReplayCursor {
                 }
                 self.open_end[on.pitch as usize] = end;
                 self.open_count += 1;
-                Some((
-                    true,
-                    on.pitch,
-                    on.velocity,
-                    on.start_ticks as f64 / TICKS_PER_BEAT,
-                ))
+                Some(ReplayStep::On {
+                    pitch: on.pitch,
+                    velocity: on.velocity,
+                    beat: on.start_ticks as f64 / TICKS_PER_BEAT,
+                })
             }
             (None, Some((pitch, end))) => Some(self.off(pitch, end)),
             (None, None) => None,
@@ -631,7 +634,10 @@ impl ReplayCursor {
     fn off(&mut self, pitch: u8, end: u32) -> ReplayStep {
         self.open_end[pitch as usize] = u32::MAX;
         self.open_count -= 1;
-        (false, pitch, 0, end as f64 / TICKS_PER_BEAT)
+        ReplayStep::Off {
+            pitch,
+            beat: end as f64 / TICKS_PER_BEAT,
+        }
     }
 }
 
@@ -831,6 +837,12 @@ mod tests {
         ];
         data.notes[..4].copy_from_slice(&notes);
         data.count = 4;
+        let on = |pitch, velocity, beat| ReplayStep::On {
+            pitch,
+            velocity,
+            beat,
+        };
+        let off = |pitch, beat| ReplayStep::Off { pitch, beat };
         let mut cur = ReplayCursor::default();
         let mut steps = Vec::new();
         while let Some(s) = cur.next(&data) {
@@ -839,14 +851,14 @@ mod tests {
         assert_eq!(
             steps,
             vec![
-                (true, 60, 100, 0.0),
-                (true, 64, 90, 0.0),
-                (false, 60, 0, 1.0),
-                (true, 60, 80, 1.0),
-                (false, 60, 0, 2.0),
-                (false, 64, 0, 2.0),
-                (true, 64, 70, 2.0),
-                (false, 64, 0, 2.5),
+                on(60, 100, 0.0),
+                on(64, 90, 0.0),
+                off(60, 1.0),
+                on(60, 80, 1.0),
+                off(60, 2.0),
+                off(64, 2.0),
+                on(64, 70, 2.0),
+                off(64, 2.5),
             ]
         );
     }
