@@ -6,51 +6,18 @@ use staria_engine::handover::{RingSizes, Shared, link};
 use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{Engine, EngineConfig, SectionLabel};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use staria_test_support::{CountingAlloc, count_allocs};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-mod engine_support;
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Const-initialised: reading it never allocates.
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if WATCHING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if WATCHING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
-fn watched<R>(f: impl FnOnce() -> R) -> R {
-    WATCHING.with(|w| w.set(true));
-    let r = f();
-    WATCHING.with(|w| w.set(false));
+/// Runs `f` on this thread, adding the allocator calls it made to `total`.
+fn watched<R>(total: &mut usize, f: impl FnOnce() -> R) -> R {
+    let (r, calls) = count_allocs(f);
+    *total += calls;
     r
 }
 
@@ -64,8 +31,10 @@ fn audio_side_never_allocates() {
         Arc::new(Shared::default()),
     );
     // Sanity: the counter does see allocations on this thread.
-    watched(|| drop(std::hint::black_box(vec![1u8; 16])));
-    assert!(ALLOCS.swap(0, Ordering::Relaxed) > 0);
+    let mut allocs = 0;
+    watched(&mut allocs, || drop(std::hint::black_box(vec![1u8; 16])));
+    assert!(allocs > 0);
+    allocs = 0;
 
     let mut pos = 0.0f64;
     let mut emitted = 0usize;
@@ -111,7 +80,7 @@ fn audio_side_never_allocates() {
             sample_rate: 48_000.0,
         };
 
-        watched(|| {
+        watched(&mut allocs, || {
             if block % 16 == 3 {
                 audio.send(Command::CaptureNoteOn {
                     section: SectionLabel::A,
@@ -154,11 +123,7 @@ fn audio_side_never_allocates() {
         while engine.pop_command().is_some() {}
         pos = frame.block().end_beat;
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        0,
-        "the audio side allocated"
-    );
+    assert_eq!(allocs, 0, "the audio side allocated");
     assert!(
         emitted > 1000,
         "the test should have exercised note output ({emitted} events)"
@@ -170,7 +135,7 @@ fn audio_side_never_allocates() {
 #[test]
 fn audio_side_never_allocates_with_a_live_engine() {
     let dir = tempfile::tempdir().unwrap();
-    engine_support::tiny_checkpoint(dir.path());
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-test-tiny");
     let (mut audio, control) = Engine::spawn(EngineConfig {
         model_dir: Some(dir.path().into()),
         ..EngineConfig::default()
@@ -182,7 +147,7 @@ fn audio_side_never_allocates_with_a_live_engine() {
         std::thread::sleep(Duration::from_millis(5));
     }
     audio.late_tolerance_beats = f64::INFINITY;
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let mut allocs = 0;
     let mut pos = 0.0;
     let mut notes = 0usize;
     let mut outcomes = 0usize;
@@ -194,7 +159,7 @@ fn audio_side_never_allocates_with_a_live_engine() {
             samples: 512,
             sample_rate: 48_000.0,
         };
-        watched(|| {
+        watched(&mut allocs, || {
             if block % 400 == 1 {
                 let request_id = audio.next_request_id();
                 audio.send(Command::Generate {
@@ -217,11 +182,7 @@ fn audio_side_never_allocates_with_a_live_engine() {
         pos = frame.block().end_beat;
         std::thread::sleep(Duration::from_micros(300));
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::Relaxed),
-        before,
-        "the audio side allocated"
-    );
+    assert_eq!(allocs, 0, "the audio side allocated");
     assert!(
         outcomes >= 3 && notes > 0,
         "{outcomes} request outcomes, {notes} note events"

@@ -9,8 +9,6 @@ use staria_engine::{AudioSide, EngineState, SectionLabel};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-mod engine_support;
-
 const SR: f64 = 48_000.0;
 const BLOCK: u32 = 512;
 const TEMPO: f64 = 120.0;
@@ -246,7 +244,7 @@ fn generate_b(dir: &Path, seed: u64, warm: bool) -> Vec<(u8, bool, f64)> {
 #[test]
 fn generates_section_b_in_time_and_reproducibly() {
     let dir = tempfile::tempdir().unwrap();
-    engine_support::tiny_checkpoint(dir.path());
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-test-tiny");
     let first = generate_b(dir.path(), 42, false);
     let again = generate_b(dir.path(), 42, false);
     assert_eq!(first, again, "same seed, different notes");
@@ -258,7 +256,7 @@ fn generates_section_b_in_time_and_reproducibly() {
 #[test]
 fn cancel_and_stop_leave_nothing_hanging() {
     let dir = tempfile::tempdir().unwrap();
-    engine_support::tiny_checkpoint(dir.path());
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-test-tiny");
     let mut h = Host::start(dir.path());
     h.capture_a();
 

@@ -8,8 +8,6 @@ use staria_engine::{AudioSide, Engine, EngineConfig, EngineControl, EngineState,
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-mod engine_support;
-
 struct Host {
     audio: AudioSide,
     control: EngineControl,
@@ -94,8 +92,8 @@ fn assert_paired(notes: &[NoteEvent]) {
 #[test]
 fn hot_swap_failed_load_and_failed_request() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    engine_support::tiny_checkpoint(a.path());
-    engine_support::tiny_checkpoint(b.path());
+    staria_test_support::tiny_checkpoint(a.path(), "engine-test-tiny");
+    staria_test_support::tiny_checkpoint(b.path(), "engine-test-tiny");
     let (mut audio, control) = Engine::spawn(EngineConfig {
         model_dir: Some(a.path().into()),
         ..EngineConfig::default()

@@ -4,9 +4,6 @@
 
 mod gen_support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use candle_core::Device;
 use gen_support::{prompt_song, write_checkpoint_of};
 use staria_engine::generate::{Backend, BackendChoice, GenRequest, Generator, GeneratorOptions};
@@ -14,48 +11,10 @@ use staria_engine::generate::{Snippets, Target};
 use staria_models::SectionLabel;
 use staria_models::fast::WeightFormat;
 use staria_models::model::ModelKind;
-
-struct Counting;
-
-thread_local! {
-    // Const-initialised and per thread: reading them never allocates, and tests running in
-    // parallel do not count each other's allocations.
-    static WATCHING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc() {
-    if WATCHING.with(Cell::get) {
-        ALLOCS.with(|a| a.set(a.get() + 1));
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note_alloc();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note_alloc();
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note_alloc();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use staria_test_support::{CountingAlloc, count_allocs};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations (and frees) on this thread while `f` runs.
-fn count<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = ALLOCS.with(Cell::get);
-    WATCHING.with(|w| w.set(true));
-    let r = f();
-    WATCHING.with(|w| w.set(false));
-    (r, ALLOCS.with(Cell::get) - before)
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 #[test]
 fn fast_generator_step_never_allocates() {
@@ -94,7 +53,7 @@ fn fast_generator_step_never_allocates() {
                 }))
                 .collect();
             let start = g.position();
-            let (sum, allocs) = count(|| {
+            let (sum, allocs) = count_allocs(|| {
                 let mut sum = 0.0f32;
                 for &id in &ids {
                     let logits = g.step(id).unwrap();
@@ -117,7 +76,7 @@ fn fast_generator_step_never_allocates() {
 #[test]
 fn the_counter_sees_allocations() {
     // The watch works: a Vec on this thread is counted.
-    let (v, allocs) = count(|| vec![1u8; 100]);
+    let (v, allocs) = count_allocs(|| vec![1u8; 100]);
     assert_eq!(v.len(), 100);
     assert!(allocs >= 1);
 }

@@ -1,53 +1,12 @@
 //! `FastDecoder::step` / `prefill` / `set_latents` never touch the heap: a counting global
 //! allocator (this test binary only) sees zero allocations across them.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use candle_core::{Device, Tensor};
 use staria_models::fast::{FastConfig, FastDecoder, WeightFormat};
-
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread (the test harness runs other threads; only ours count).
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with`: the thread-local may be gone while a thread shuts down.
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use staria_test_support::{CountingAlloc, count_allocs};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocs() -> usize {
-    ALLOCS.with(|c| c.get())
-}
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn model(cfg: &FastConfig, format: WeightFormat) -> FastDecoder {
     let mut seed = 1u64;
@@ -91,32 +50,27 @@ fn decode_does_not_allocate() {
         dec.step(1).unwrap();
         dec.reset();
 
-        let before = allocs();
-        dec.set_latents(&latents, 10).unwrap();
-        let mut tok = dec.prefill(&prompt).unwrap().len() as u32 % 300;
-        for _ in 0..120 {
-            let logits = dec.step(tok).unwrap();
-            // Greedy: argmax as the next token.
-            tok = logits
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
-                .0 as u32;
-        }
-        dec.truncate(50);
-        dec.step(tok).unwrap();
-        dec.reset();
-        dec.step(tok).unwrap();
-        let after = allocs();
-        assert_eq!(
-            after - before,
-            0,
-            "{format:?}: {} allocations while decoding",
-            after - before
-        );
+        let ((), allocs) = count_allocs(|| {
+            dec.set_latents(&latents, 10).unwrap();
+            let mut tok = dec.prefill(&prompt).unwrap().len() as u32 % 300;
+            for _ in 0..120 {
+                let logits = dec.step(tok).unwrap();
+                // Greedy: argmax as the next token.
+                tok = logits
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                    .0 as u32;
+            }
+            dec.truncate(50);
+            dec.step(tok).unwrap();
+            dec.reset();
+            dec.step(tok).unwrap();
+        });
+        assert_eq!(allocs, 0, "{format:?}: {allocs} allocations while decoding");
         assert_eq!(dec.position(), 1);
         // The counter works: a Vec counts.
-        let v = std::hint::black_box(vec![1u8; 10]);
-        assert!(allocs() > after && v.len() == 10);
+        let (v, allocs) = count_allocs(|| std::hint::black_box(vec![1u8; 10]));
+        assert!(allocs > 0 && v.len() == 10);
     }
 }

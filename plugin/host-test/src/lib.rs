@@ -580,22 +580,7 @@ pub fn assert_balanced(notes: &[OutNote]) -> usize {
 }
 
 /// Writes an untrained `tiny` decoder checkpoint (default tokenizer) into `dir`.
-pub fn tiny_checkpoint(dir: &Path, name: &str) {
-    use staria_models::checkpoint::create_untrained;
-    use staria_models::model::ModelKind;
-    use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
-    let tok = Tokenizer::new(TokenizerConfig::default()).expect("default tokenizer");
-    create_untrained(
-        dir,
-        name,
-        ModelKind::Decoder,
-        "tiny",
-        &tok,
-        candle_core::DType::F32,
-        7,
-    )
-    .expect("tiny checkpoint");
-}
+pub use staria_test_support::tiny_checkpoint;
 
 /// A state with one persisted field replaced (its value as JSON), in nice-plug's CLAP layout.
 pub fn with_field(state: &[u8], key: &str, value: &serde_json::Value) -> Vec<u8> {
