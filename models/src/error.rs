@@ -14,6 +14,14 @@ pub enum Error {
     /// A model configuration that cannot be built (e.g. dim not divisible by heads).
     #[error("config: {0}")]
     Config(String),
+    /// Tokens that do not fit the model's context: `cached` already in the KV cache, `new` asked
+    /// for, `max` the model's `max_seq_len`. Nothing was written.
+    #[error("{cached} cached + {new} new tokens exceed the model's context (max_seq_len {max})")]
+    ContextFull {
+        cached: usize,
+        new: usize,
+        max: usize,
+    },
     /// A checkpoint folder problem; `file` is the file inside the folder at fault.
     #[error("checkpoint {}: {msg}", file.display())]
     Checkpoint { file: PathBuf, msg: String },

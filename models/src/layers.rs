@@ -493,10 +493,11 @@ impl KvCache {
     /// Errors (before anything is written) when `t` more tokens would not fit.
     pub(crate) fn check_room(&self, t: usize) -> Result<()> {
         if self.len + t > self.max_seq_len {
-            return Err(Error::Config(format!(
-                "{} cached + {t} new tokens exceed max_seq_len {}",
-                self.len, self.max_seq_len
-            )));
+            return Err(Error::ContextFull {
+                cached: self.len,
+                new: t,
+                max: self.max_seq_len,
+            });
         }
         Ok(())
     }

@@ -289,7 +289,14 @@ fn decoder_rejects_bad_inputs_without_touching_the_cache() {
         Err(Error::Config(_))
     ));
     let r = model.forward_cached(&[1, 2, 3], None, None, &mut cache);
-    assert!(matches!(r, Err(Error::Config(m)) if m.contains("max_seq_len 8")));
+    assert!(matches!(
+        r,
+        Err(Error::ContextFull {
+            cached: 6,
+            new: 3,
+            max: 8
+        })
+    ));
     assert_eq!(cache.len(), 6);
     model
         .forward_cached(&[1, 2], None, None, &mut cache)

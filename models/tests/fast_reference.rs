@@ -474,10 +474,16 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(dec.prefill(&[1, 2, 97]), Err(Error::Tokenizer(_))));
     assert_eq!(dec.position(), 0);
     dec.prefill(&vec![3; cfg.max_seq_len - 1]).unwrap();
-    assert!(matches!(dec.prefill(&[1, 2]), Err(Error::Config(_))));
+    assert!(matches!(
+        dec.prefill(&[1, 2]),
+        Err(Error::ContextFull { new: 2, .. })
+    ));
     assert_eq!(dec.position(), cfg.max_seq_len - 1);
     dec.step(4).unwrap();
-    assert!(matches!(dec.step(4), Err(Error::Config(_))));
+    assert!(matches!(
+        dec.step(4),
+        Err(Error::ContextFull { new: 1, .. })
+    ));
     assert!(
         matches!(dec.set_latents(&[], 0), Err(Error::Config(_))),
         "no cross sites"

@@ -910,12 +910,11 @@ impl FastDecoder {
             )));
         }
         if self.s.pos + tokens.len() > self.cfg.max_seq_len {
-            return Err(Error::Config(format!(
-                "fast decoder: {} cached + {} new tokens exceed max_seq_len {}",
-                self.s.pos,
-                tokens.len(),
-                self.cfg.max_seq_len
-            )));
+            return Err(Error::ContextFull {
+                cached: self.s.pos,
+                new: tokens.len(),
+                max: self.cfg.max_seq_len,
+            });
         }
         Ok(())
     }
