@@ -25,7 +25,7 @@ use keyswitch::KeyAction;
 use midi_out::{Event, EventQueue, NoteTable};
 use params::{StariaParams, StatusRecord};
 use snippets::{Finished, Recorder, ReplayCursor, ReplayStep, SnippetData};
-use timeline::Timeline;
+use timeline::{HostReport, Timeline};
 
 /// Positions further than this from where the previous block ended count as a transport jump.
 const JUMP_TOLERANCE_BEATS: f64 = 1.0 / 64.0;
@@ -317,16 +317,16 @@ impl Staria {
     }
 
     fn timeline(&self, transport: &Transport, samples: u32) -> Timeline {
-        Timeline::from_host(
-            transport.playing,
-            transport.tempo,
-            (transport.time_sig_numerator, transport.time_sig_denominator),
-            transport.pos_beats(),
-            transport.pos_seconds(),
-            transport.bar_start_pos_beats(),
+        Timeline::from_host(HostReport {
+            playing: transport.playing,
+            tempo: transport.tempo,
+            time_sig: (transport.time_sig_numerator, transport.time_sig_denominator),
+            pos_beats: transport.pos_beats(),
+            pos_seconds: transport.pos_seconds(),
+            bar_start_beats: transport.bar_start_pos_beats(),
             samples,
-            self.sample_rate,
-        )
+            sample_rate: self.sample_rate,
+        })
         .with_loop(transport.loop_range_beats())
     }
 
@@ -817,16 +817,13 @@ impl Plugin for Staria {
     fn deactivate(&mut self) {
         if self.live.recorder.section().is_some() {
             let end = self.live.last_end_beat;
-            let grid = Timeline::from_host(
-                true,
-                None,
-                (None, None),
-                Some(end),
-                None,
-                None,
-                0,
-                self.sample_rate,
-            );
+            let grid = Timeline::from_host(HostReport {
+                playing: true,
+                pos_beats: Some(end),
+                samples: 0,
+                sample_rate: self.sample_rate,
+                ..HostReport::default()
+            });
             self.finish_capture(end, &grid);
         }
         // The host gets no more events until it processes again: remember what was sounding and
@@ -976,16 +973,16 @@ mod tests {
     }
 
     fn playing_grid() -> Timeline {
-        Timeline::from_host(
-            true,
-            Some(120.0),
-            (Some(4), Some(4)),
-            Some(4.0),
-            Some(2.0),
-            Some(4.0),
-            512,
-            48_000.0,
-        )
+        Timeline::from_host(HostReport {
+            playing: true,
+            tempo: Some(120.0),
+            time_sig: (Some(4), Some(4)),
+            pos_beats: Some(4.0),
+            pos_seconds: Some(2.0),
+            bar_start_beats: Some(4.0),
+            samples: 512,
+            sample_rate: 48_000.0,
+        })
     }
 
     /// Raw MIDI with data bytes above 127 (nice-plug passes them on as they come) is dropped or

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use staria_models::SectionLabel;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
+#[cfg(test)]
+use crate::timeline::HostReport;
 use crate::timeline::{Timeline, beats_per_bar};
 
 /// Notes one section's snippet can hold.
@@ -646,16 +648,16 @@ mod tests {
     use super::*;
 
     fn grid() -> Timeline {
-        Timeline::from_host(
-            true,
-            Some(120.0),
-            (Some(4), Some(4)),
-            Some(0.0),
-            None,
-            Some(0.0),
-            512,
-            48_000.0,
-        )
+        Timeline::from_host(HostReport {
+            playing: true,
+            tempo: Some(120.0),
+            time_sig: (Some(4), Some(4)),
+            pos_beats: Some(0.0),
+            bar_start_beats: Some(0.0),
+            samples: 512,
+            sample_rate: 48_000.0,
+            ..HostReport::default()
+        })
     }
 
     #[test]

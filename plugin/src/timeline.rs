@@ -39,20 +39,35 @@ pub struct Timeline {
     pub loop_range: Option<(f64, f64)>,
 }
 
+/// What the host reported for one block; any field may be missing (hosts differ).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostReport {
+    pub playing: bool,
+    pub tempo: Option<f64>,
+    /// Time signature as written: (numerator, denominator).
+    pub time_sig: (Option<i32>, Option<i32>),
+    pub pos_beats: Option<f64>,
+    pub pos_seconds: Option<f64>,
+    pub bar_start_beats: Option<f64>,
+    pub samples: u32,
+    /// 0 (or anything not a rate) falls back to 48 kHz.
+    pub sample_rate: f64,
+}
+
 impl Timeline {
     /// Builds the timeline from what the host reported; missing fields fall back to 120 bpm, 4/4,
     /// bars counted from beat 0, and (without a beat position) the seconds or samples position.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_host(
-        playing: bool,
-        tempo: Option<f64>,
-        ts: (Option<i32>, Option<i32>),
-        pos_beats: Option<f64>,
-        pos_seconds: Option<f64>,
-        bar_start_beats: Option<f64>,
-        samples: u32,
-        sample_rate: f64,
-    ) -> Self {
+    pub fn from_host(host: HostReport) -> Self {
+        let HostReport {
+            playing,
+            tempo,
+            time_sig: ts,
+            pos_beats,
+            pos_seconds,
+            bar_start_beats,
+            samples,
+            sample_rate,
+        } = host;
         let tempo_bpm = sane_bpm(tempo.unwrap_or(120.0));
         let num = ts.0.filter(|n| (1..=64).contains(n)).unwrap_or(4) as u8;
         let den =
@@ -159,16 +174,16 @@ mod tests {
     use super::*;
 
     fn tl(pos: f64, num: i32, den: i32, bar_start: Option<f64>) -> Timeline {
-        Timeline::from_host(
-            true,
-            Some(120.0),
-            (Some(num), Some(den)),
-            Some(pos),
-            None,
-            bar_start,
-            512,
-            48_000.0,
-        )
+        Timeline::from_host(HostReport {
+            playing: true,
+            tempo: Some(120.0),
+            time_sig: (Some(num), Some(den)),
+            pos_beats: Some(pos),
+            bar_start_beats: bar_start,
+            samples: 512,
+            sample_rate: 48_000.0,
+            ..HostReport::default()
+        })
     }
 
     #[test]
@@ -247,7 +262,14 @@ mod tests {
 
     #[test]
     fn missing_host_fields_fall_back() {
-        let t = Timeline::from_host(true, None, (None, Some(3)), None, Some(1.5), None, 64, 0.0);
+        let t = Timeline::from_host(HostReport {
+            playing: true,
+            time_sig: (None, Some(3)),
+            pos_seconds: Some(1.5),
+            samples: 64,
+            sample_rate: 0.0,
+            ..HostReport::default()
+        });
         assert_eq!(t.tempo_bpm, 120.0);
         assert_eq!((t.ts_num, t.ts_den), (4, 4));
         assert_eq!(t.beats_per_bar(), 4.0);
