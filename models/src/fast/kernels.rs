@@ -23,57 +23,75 @@ pub fn padded(n: usize) -> usize {
     n.div_ceil(PAD) * PAD
 }
 
-/// The instruction set the kernels run on, detected at run time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable Rust (auto-vectorised for the compile-time baseline).
-    Scalar,
-    /// AVX2 + FMA + F16C.
-    Avx2,
-    /// AVX-512 F/BW/VL/VNNI (+ AVX2/FMA/F16C).
-    Avx512,
-}
+pub use isa::{Isa, IsaLevel};
 
-impl Isa {
-    /// The best instruction set this CPU supports.
-    pub fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx2 = is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && is_x86_feature_detected!("f16c");
-            if avx2
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512vnni")
+/// The instruction set in its own room, so that nothing else can build an [`Isa`]: "an `Isa`
+/// came from [`Isa::detect`]" holds by construction, and the kernels' `unsafe` dispatch on it
+/// is sound.
+mod isa {
+    /// The instruction-set levels, slowest first.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum IsaLevel {
+        /// Portable Rust (auto-vectorised for the compile-time baseline).
+        Scalar,
+        /// AVX2 + FMA + F16C.
+        Avx2,
+        /// AVX-512 F/BW/VL/VNNI (+ AVX2/FMA/F16C).
+        Avx512,
+    }
+
+    /// An instruction set this CPU runs: made only by [`Isa::detect`], [`Isa::SCALAR`] (always
+    /// safe) or capping one of those ([`Isa::min`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Isa(IsaLevel);
+
+    impl Isa {
+        /// The portable path, which every CPU runs.
+        pub const SCALAR: Isa = Isa(IsaLevel::Scalar);
+
+        /// The best instruction set this CPU supports.
+        pub fn detect() -> Isa {
+            #[cfg(target_arch = "x86_64")]
             {
-                return Isa::Avx512;
+                let avx2 = is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c");
+                if avx2
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                {
+                    return Isa(IsaLevel::Avx512);
+                }
+                if avx2 {
+                    return Isa(IsaLevel::Avx2);
+                }
             }
-            if avx2 {
-                return Isa::Avx2;
-            }
+            Isa::SCALAR
         }
-        Isa::Scalar
-    }
 
-    /// The slower of `self` and `cap` (to force a fallback path, e.g. in tests).
-    pub fn min(self, cap: Isa) -> Isa {
-        let rank = |i: Isa| match i {
-            Isa::Scalar => 0,
-            Isa::Avx2 => 1,
-            Isa::Avx512 => 2,
-        };
-        if rank(cap) < rank(self) { cap } else { self }
-    }
+        /// Which level this is (what the kernels dispatch on).
+        #[inline]
+        pub fn level(self) -> IsaLevel {
+            self.0
+        }
 
-    /// Every instruction set this CPU can run, slowest first (to check each path in tests).
-    pub fn available() -> Vec<Isa> {
-        let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-            .into_iter()
-            .filter(|i| best.min(*i) == *i)
-            .collect()
+        /// The slower of `self` and `cap` (to force a fallback path, e.g. in tests): never
+        /// above what was detected.
+        pub fn min(self, cap: Isa) -> Isa {
+            Isa(self.0.min(cap.0))
+        }
+
+        /// Every instruction set this CPU can run, slowest first (to check each path in tests).
+        pub fn available() -> Vec<Isa> {
+            let best = Isa::detect();
+            [IsaLevel::Scalar, IsaLevel::Avx2, IsaLevel::Avx512]
+                .into_iter()
+                .filter(|&l| l <= best.0)
+                .map(Isa)
+                .collect()
+        }
     }
 }
 
@@ -98,13 +116,13 @@ macro_rules! multiversion {
             #[target_feature(enable = "avx2,fma,f16c")]
             fn v256($($arg: $ty),*) $(-> $ret)? { generic($($arg),*) }
 
-            match isa {
-                // SAFETY: `isa` comes from `Isa::detect` (or is capped below it), so the CPU has
-                // the features these instantiations were compiled for.
+            match isa.level() {
+                // SAFETY: `isa` comes from `Isa::detect` (or is capped below it; nothing else
+                // builds one), so the CPU has the features these instantiations were compiled for.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { v512($($arg),*) },
+                IsaLevel::Avx512 => unsafe { v512($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { v256($($arg),*) },
+                IsaLevel::Avx2 => unsafe { v256($($arg),*) },
                 _ => generic($($arg),*),
             }
         }
@@ -308,12 +326,12 @@ multiversion! {
 pub fn f16_to_f32(isa: Isa, src: &[u16], dst: &mut [f32]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
-    let done = match isa {
+    let done = match isa.level() {
         // SAFETY: features detected (see `Isa::detect`); both slices hold `n` values.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::f16_to_f32_avx512(src, dst) },
+        IsaLevel::Avx512 => unsafe { x86::f16_to_f32_avx512(src, dst) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::f16_to_f32_avx2(src, dst) },
+        IsaLevel::Avx2 => unsafe { x86::f16_to_f32_avx2(src, dst) },
         _ => 0,
     };
     for (d, s) in dst[done..].iter_mut().zip(&src[done..]) {
@@ -406,12 +424,12 @@ pub fn quantize_weight_row(w: &[f32], q: &mut [u8], scales: &mut [f32]) {
 pub fn matvec_f32(isa: Isa, w: &[f32], kp: usize, x: &[f32], y: &mut [f32]) {
     // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
     assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
-    match isa {
+    match isa.level() {
         // SAFETY: features detected (see `Isa::detect`); slice lengths asserted above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matvec_f32_avx512(w, kp, x, y) },
+        IsaLevel::Avx512 => unsafe { x86::matvec_f32_avx512(w, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matvec_f32_avx2(w, kp, x, y) },
+        IsaLevel::Avx2 => unsafe { x86::matvec_f32_avx2(w, kp, x, y) },
         _ => {
             for (r, o) in y.iter_mut().enumerate() {
                 *o = dot_f32_scalar(&w[r * kp..(r + 1) * kp], x);
@@ -435,12 +453,12 @@ fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
 pub fn matvec_f16(isa: Isa, w: &[u16], kp: usize, x: &[f32], y: &mut [f32]) {
     // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
     assert!(kp.is_multiple_of(PAD) && x.len() == kp && w.len() == kp * y.len());
-    match isa {
+    match isa.level() {
         // SAFETY: as in `matvec_f32`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matvec_f16_avx512(w, kp, x, y) },
+        IsaLevel::Avx512 => unsafe { x86::matvec_f16_avx512(w, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matvec_f16_avx2(w, kp, x, y) },
+        IsaLevel::Avx2 => unsafe { x86::matvec_f16_avx2(w, kp, x, y) },
         _ => {
             for (r, o) in y.iter_mut().enumerate() {
                 *o = dot_f16_scalar(&w[r * kp..(r + 1) * kp], x);
@@ -473,12 +491,12 @@ pub fn matvec_q8(isa: Isa, q: &[u8], s: &[f32], kp: usize, x: &QActs<'_>, y: &mu
     // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
     assert!(kp.is_multiple_of(PAD) && x.xq.len() == kp && q.len() == kp * y.len());
     assert!(s.len() == kp / QBLOCK * y.len() && x.dx.len() == kp / 4 && x.bias.len() == kp / 4);
-    match isa {
+    match isa.level() {
         // SAFETY: as in `matvec_f32`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matvec_q8_avx512(q, s, kp, x, y) },
+        IsaLevel::Avx512 => unsafe { x86::matvec_q8_avx512(q, s, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matvec_q8_avx2(q, s, kp, x, y) },
+        IsaLevel::Avx2 => unsafe { x86::matvec_q8_avx2(q, s, kp, x, y) },
         _ => {
             let nb = kp / QBLOCK;
             for (r, o) in y.iter_mut().enumerate() {
@@ -536,12 +554,12 @@ pub fn matmul_f32(
     n: usize,
 ) {
     let rows = matmul_rows(kp, w.len(), (x.len(), xs), (y.len(), ys), n);
-    match isa {
+    match isa.level() {
         // SAFETY: features detected (see `Isa::detect`); shapes asserted by `matmul_rows`.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matmul_f32_avx512(w, kp, x, xs, y, ys, n) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_f32_avx512(w, kp, x, xs, y, ys, n) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matmul_f32_avx2(w, kp, x, xs, y, ys, n) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_f32_avx2(w, kp, x, xs, y, ys, n) },
         _ => {
             // Row-major: the row stays in L1 while every token reads it.
             for r in 0..rows {
@@ -571,12 +589,12 @@ pub fn matmul_f16(
 ) {
     let rows = matmul_rows(kp, w.len(), (x.len(), xs), (y.len(), ys), n);
     assert!(wf.len() >= 2 * kp);
-    match isa {
+    match isa.level() {
         // SAFETY: as in `matmul_f32`, plus the length of `wf` asserted above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, xs, y, ys, n, wf) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, xs, y, ys, n, wf) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, xs, y, ys, n, wf) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, xs, y, ys, n, wf) },
         _ => {
             for r in 0..rows {
                 let row = &w[r * kp..(r + 1) * kp];
@@ -605,12 +623,12 @@ pub fn matmul_q8(
     let rows = matmul_rows(kp, q.len(), (x.xq.len(), kp), (y.len(), ys), n);
     assert!(s.len() == kp / QBLOCK * rows && x.xq.len() == n * kp);
     assert!(x.dx.len() == n * kp / 4 && x.bias.len() == n * kp / 4);
-    match isa {
+    match isa.level() {
         // SAFETY: as in `matmul_f32`, plus the activation and scale lengths asserted above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::matmul_q8_avx512(q, s, kp, x, y, ys, n) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_q8_avx512(q, s, kp, x, y, ys, n) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::matmul_q8_avx2(q, s, kp, x, y, ys, n) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_q8_avx2(q, s, kp, x, y, ys, n) },
         _ => {
             let (nb, k4) = (kp / QBLOCK, kp / 4);
             for r in 0..rows {

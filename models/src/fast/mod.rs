@@ -38,8 +38,8 @@
 //! (`staria::Latents::latents()`); with no latents set, every site is skipped entirely (as
 //! `Staria::forward_cached` does for a prompt without snippets).
 
-// Crate-private: the kernels take an `Isa` and trust it (a forged `Isa::Avx512` on a CPU without
-// AVX-512 would be undefined behaviour); `FastDecoder` only ever holds a detected one.
+// Crate-private: the kernels take an `Isa` and trust it; only `Isa::detect` (or capping a detected
+// one) can make one, so a forged AVX-512 level on a CPU without it cannot happen.
 pub(crate) mod kernels;
 mod matrix;
 #[cfg(test)]
@@ -849,7 +849,7 @@ impl FastDecoder {
         self.isa
     }
 
-    /// Restricts the kernels to at most `cap` (e.g. `Isa::Scalar` to test the portable path).
+    /// Restricts the kernels to at most `cap` (e.g. `Isa::SCALAR` to test the portable path).
     pub fn limit_isa(&mut self, cap: Isa) {
         self.isa = self.isa.min(cap);
     }
