@@ -995,6 +995,7 @@ mod tests {
                 top_p: 1.0,
                 min_p: 0.0,
                 seed,
+                follow_bias: 0.0,
             };
             let mut sampler = Sampler::new(t.vocab_size(), params);
             let fed = onset_with_votes(&t, &mut cd, &mut sampler, note, &logits);

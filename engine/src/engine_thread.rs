@@ -674,6 +674,8 @@ fn gen_request(req: &Pending, bpm: f64, bpb: f64, p: &ParamValues, tok: &Tokeniz
             top_p: p.top_p,
             min_p: p.min_p,
             seed: req.seed,
+            // Not a plugin parameter yet (the plugin window, issue 10): the measured default.
+            follow_bias: SamplingParams::DEFAULT_FOLLOW_BIAS,
         },
         constraints: Constraints {
             pitch_min: p.pitch_low,

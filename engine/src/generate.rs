@@ -21,6 +21,7 @@ use staria_models::checkpoint::CheckpointConfig;
 use staria_models::fast::{FastDecoder, WeightFormat};
 use staria_models::grid::BeatGrid;
 use staria_models::model::{AnyModel, ModelKind};
+use staria_models::prompt::SnippetFollower;
 use staria_models::tokenizer::{
     Expect, PromptSpec, StreamEvent, TokenKind, Tokenizer, normalize_form,
 };
@@ -368,6 +369,8 @@ pub struct Generator {
     /// The logits before masking, kept while an onset sampled from every step of the window is
     /// read (see `run_span`).
     spare: Vec<f32>,
+    /// The snippet the section being generated follows (`SamplingParams::follow_bias`).
+    follower: SnippetFollower,
     /// The checkpoint's `config.json` when loaded from a folder (name, preset, provenance).
     checkpoint: Option<CheckpointConfig>,
 }
@@ -496,6 +499,7 @@ impl Generator {
             tok,
             spare: logits.clone(),
             logits,
+            follower: SnippetFollower::default(),
             checkpoint: None,
         })
     }
@@ -517,6 +521,7 @@ impl Generator {
             tok,
             spare: logits.clone(),
             logits,
+            follower: SnippetFollower::default(),
             checkpoint: None,
         })
     }
@@ -793,6 +798,7 @@ impl Generator {
 
         let origin = match req.target {
             Target::Section(label) => {
+                self.follower.start(prompt.snippet(label));
                 let before = self.position();
                 if !self.force_section(&mut cd, label, 0.0)? {
                     return Err(request(
@@ -803,6 +809,7 @@ impl Generator {
                 0.0
             }
             Target::Continue => {
+                self.follower.stop();
                 let (ids, end_ms, cut_ms) =
                     self.context_tokens(&snippets.context, prompt_tokens)?;
                 self.set_grid(Some(BeatGrid::new(beat_grid.beat_ms, -cut_ms)?));
@@ -886,6 +893,7 @@ impl Generator {
             let before = raw.len();
             let mut stop = StopReason::MaxSeqLen;
             if !out_of_context {
+                self.follower.start(prompt.snippet(label));
                 if self.force_section(&mut cd, label, start)? {
                     cd.set_span(start, end);
                     // An equal share of what is left, after reserving the `<T>`s and tags that
@@ -1059,6 +1067,8 @@ impl Generator {
             } else {
                 cd.apply(&mut self.logits);
             }
+            let follow_bias = sampler.params().follow_bias;
+            self.follower.bias(&self.tok, &mut self.logits, follow_bias);
             let mut id = sampler.sample(&self.logits)?;
             sampled += 1;
             if open {
@@ -1077,6 +1087,7 @@ impl Generator {
                     OnsetRead::Clamp => {
                         self.logits.copy_from_slice(&self.spare);
                         cd.apply(&mut self.logits);
+                        self.follower.bias(&self.tok, &mut self.logits, follow_bias);
                         id = sampler.sample(&self.logits)?;
                     }
                 }
@@ -1093,6 +1104,7 @@ impl Generator {
                 _ => {}
             }
             last_fed = Some(id);
+            self.follower.advance(&self.tok, id);
             if let Some(StreamEvent::Note {
                 pitch,
                 velocity,

@@ -17,6 +17,11 @@ pub struct SamplingParams {
     /// Drop tokens whose probability is below `min_p` times the most likely token's. 0 disables.
     pub min_p: f32,
     pub seed: u64,
+    /// Snippet following: added to the logit of the token the section's captured snippet has
+    /// next (`staria_models::prompt::SnippetFollower`), so a generated section keeps its
+    /// snippet's shape; 0 leaves the model alone. Requests saved before it existed read 0.
+    #[serde(default)]
+    pub follow_bias: f32,
 }
 
 impl SamplingParams {
@@ -24,6 +29,11 @@ impl SamplingParams {
     /// of temperature 0.7-1.0 and min-p 0.05-0.35 with `staria-train eval`; 0.15 to 0.35 gave
     /// the best form adherence and density match, pitch-class distance rose above 0.15).
     pub const DEFAULT_MIN_P: f32 = 0.15;
+
+    /// The default snippet following, chosen on validation with the shipped model (its model
+    /// card: balanced form adherence 0.61 without, 0.93 at 4 on 60 generations, with a
+    /// verbatim-copy share of 0.22, well under the 0.5 the form issue allows).
+    pub const DEFAULT_FOLLOW_BIAS: f32 = 4.0;
 
     /// Checks every setting; the message names the one at fault.
     pub fn validate(&self) -> Result<(), String> {
@@ -39,6 +49,12 @@ impl SamplingParams {
         if !self.min_p.is_finite() || !(0.0..1.0).contains(&self.min_p) {
             return Err(format!("min-p must be in [0, 1), got {}", self.min_p));
         }
+        if !self.follow_bias.is_finite() || !(0.0..=20.0).contains(&self.follow_bias) {
+            return Err(format!(
+                "follow bias must be in [0, 20], got {}",
+                self.follow_bias
+            ));
+        }
         Ok(())
     }
 }
@@ -53,6 +69,7 @@ impl Default for SamplingParams {
             top_p: 1.0,
             min_p: Self::DEFAULT_MIN_P,
             seed: 0,
+            follow_bias: Self::DEFAULT_FOLLOW_BIAS,
         }
     }
 }
@@ -97,6 +114,11 @@ impl Sampler {
                 0.0
             },
             seed: params.seed,
+            follow_bias: if params.follow_bias.is_finite() {
+                params.follow_bias.clamp(0.0, 20.0)
+            } else {
+                0.0
+            },
         };
         Sampler {
             params,
@@ -213,6 +235,7 @@ mod tests {
             top_p,
             min_p,
             seed,
+            follow_bias: 0.0,
         }
     }
 

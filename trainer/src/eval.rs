@@ -135,6 +135,9 @@ pub struct EvalOptions {
     pub guidance: f64,
     /// The form generated, letters A and B (the snippets given); AABA by default.
     pub form: String,
+    /// Snippet following (`generate::SnippetFollower`): logit bonus for the snippet's next
+    /// token; 0: the model alone.
+    pub follow_bias: f32,
     /// Where to write each generation and its reference piece as MIDI, to listen to and draw
     /// (`<dir>/<model>/<nnn>.gen.mid` and `.ref.mid`); `None`: nothing is written.
     pub write_dir: Option<PathBuf>,
@@ -156,6 +159,7 @@ impl Default for EvalOptions {
             backend: GenBackend::Fast(WeightFormat::F16),
             guidance: 0.0,
             form: "AABA".into(),
+            follow_bias: 0.0,
             write_dir: None,
         }
     }
@@ -687,6 +691,7 @@ pub fn evaluate_model(
         temperature: opts.temperature,
         min_p: opts.min_p,
         max_tokens: seq_len.max(256) * 4,
+        follow_bias: opts.follow_bias,
     };
     type Snippets = Vec<(SectionLabel, Vec<u32>)>;
     let eligible: Vec<(&LoadedPiece, Snippets)> = data

@@ -28,7 +28,7 @@
 use candle_core::Tensor;
 use rand::Rng;
 use staria_models::SectionLabel;
-use staria_models::prompt::Prompt;
+use staria_models::prompt::{Prompt, SnippetFollower};
 use staria_models::tokenizer::{Expect, OnsetVote, StreamDecoder, TokenKind, Tokenizer};
 
 use crate::error::Result;
@@ -40,6 +40,9 @@ pub struct Sampling {
     pub min_p: f64,
     /// Tokens generated after the prompt, at most.
     pub max_tokens: usize,
+    /// Snippet following: added to the logit of the token the current section's snippet has
+    /// next (`staria_models::prompt::SnippetFollower`); 0 leaves the model alone.
+    pub follow_bias: f32,
 }
 
 /// What came out.
@@ -153,6 +156,7 @@ pub fn generate<M: LogitSource + ?Sized>(
     let mut ended = false;
     let limit = model.max_seq_len().saturating_sub(2);
     let section_windows = tok.config().section_windows;
+    let mut follower = SnippetFollower::default();
     let mut next_section = 0;
     let mut section_end = 0.0f64;
     let mut body = Body {
@@ -172,6 +176,7 @@ pub fn generate<M: LogitSource + ?Sized>(
         {
             let (label, len) = plan[next_section];
             next_section += 1;
+            follower.start(prompt.snippet(label));
             if !section_windows {
                 section_end = body.dec.now_ms() + len;
                 body.feed(model, tok.section_id(label))?;
@@ -192,6 +197,9 @@ pub fn generate<M: LogitSource + ?Sized>(
         let dec = body.dec;
         if top_choice(tok, &body.logits).is_some_and(|id| grammar_error(tok, &dec, id)) {
             errors += 1;
+        }
+        if follower.next().is_some_and(|want| dec.fits(tok, want)) {
+            follower.bias(tok, &mut body.logits, s.follow_bias);
         }
         let id = sample_from(tok, &body.logits, s, rng, |id| dec.fits(tok, id));
         let window_end = dec.window_start_ms() as f64 + tok.config().window_ms as f64;
@@ -214,6 +222,7 @@ pub fn generate<M: LogitSource + ?Sized>(
             }
             let (label, len) = plan[next_section];
             next_section += 1;
+            follower.start(prompt.snippet(label));
             if !body.start_section(model, label, section_end)? {
                 break;
             }
@@ -234,10 +243,12 @@ pub fn generate<M: LogitSource + ?Sized>(
             }
             let (label, len) = plan[next_section];
             next_section += 1;
+            follower.start(prompt.snippet(label));
             if !body.start_section(model, label, section_end)? || model.position() >= limit {
                 break;
             }
             body.feed(model, note)?;
+            follower.advance(tok, note);
             section_end += len;
             continue;
         }
@@ -247,6 +258,7 @@ pub fn generate<M: LogitSource + ?Sized>(
             ended = true;
             break;
         }
+        follower.advance(tok, id);
         body.feed(model, id)?;
     }
     Ok(Generated {
@@ -375,6 +387,7 @@ mod tests {
             temperature: 1.0,
             min_p: 0.0,
             max_tokens: 600,
+            follow_bias: 0.0,
         };
         let g = generate(
             &mut crate::sampler::CandleLogits::new(&mut model),

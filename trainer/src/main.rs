@@ -133,6 +133,10 @@ enum Cmd {
         /// The form generated from snippets A and B (letters A and B, both).
         #[arg(long, default_value = "AABA")]
         form: String,
+        /// Snippet following: added to the logit of the token the section's snippet has next
+        /// (0: the model alone).
+        #[arg(long, default_value_t = 0.0)]
+        follow_bias: f32,
         /// Write each generation and its reference piece as MIDI under DIR/<model>/ (NNN.gen.mid,
         /// NNN.ref.mid; `staria render NNN.gen.mid --prompt NNN.ref.mid --png` draws them).
         #[arg(long, value_name = "DIR")]
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
             weights,
             guidance,
             form,
+            follow_bias,
             write,
         } => {
             let backend = match backend.as_str() {
@@ -326,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                 backend,
                 guidance,
                 form,
+                follow_bias,
                 write_dir: write,
             };
             let data = EvalData::load(&data, &opts)?;

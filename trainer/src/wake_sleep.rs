@@ -192,6 +192,7 @@ fn dream(
         temperature: ws.dream_temperature,
         min_p: ws.dream_min_p,
         max_tokens: ws.dream_tokens,
+        follow_bias: 0.0,
     };
     // The network may have been rebuilt since the last dream; its window clock with it.
     lm.model.set_tokenizer(tok);

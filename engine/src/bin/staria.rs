@@ -120,6 +120,10 @@ struct SampleArgs {
     top_p: f32,
     #[arg(long, default_value_t = SamplingParams::DEFAULT_MIN_P, allow_negative_numbers = true)]
     min_p: f32,
+    /// Snippet following: logit bonus for the token the section's snippet has next, so each
+    /// section keeps its snippet's shape (0: the model alone).
+    #[arg(long, default_value_t = SamplingParams::DEFAULT_FOLLOW_BIAS, allow_negative_numbers = true)]
+    follow_bias: f32,
     /// Style token, e.g. reel (see `staria info` for the model's styles).
     #[arg(long)]
     style: Option<String>,
@@ -472,6 +476,7 @@ fn base_request(
             top_p: s.top_p,
             min_p: s.min_p,
             seed: s.seed,
+            follow_bias: s.follow_bias,
         },
         constraints,
     };
