@@ -1000,22 +1000,12 @@ impl Generator {
         label: SectionLabel,
         start_ms: f64,
     ) -> Result<bool> {
-        let window_ms = self.tok.config().window_ms as f64;
-        let mut ok = true;
-        while ok && cd.window_start_ms() + window_ms <= start_ms {
-            ok = self.feed(cd, self.tok.time_shift_id())?;
+        for id in self.tok.section_start(cd.decoder(), label, start_ms) {
+            if !self.feed(cd, id)? {
+                return Ok(false);
+            }
         }
-        if ok && self.tok.config().section_windows {
-            let in_window =
-                (start_ms - cd.window_start_ms()).max(cd.decoder().min_onset_ms() as f64);
-            let onset = self
-                .tok
-                .onset_id(in_window)
-                .unwrap_or(self.tok.onset_ids().end - 1);
-            ok = self.feed(cd, onset)?;
-        }
-        ok = ok && self.feed(cd, self.tok.section_id(label))?;
-        Ok(ok)
+        Ok(true)
     }
 
     /// Feeds a forced or sampled token to the model and the decoder. `false` when the context is

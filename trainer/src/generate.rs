@@ -306,24 +306,12 @@ impl Body<'_> {
         label: SectionLabel,
         start_ms: f64,
     ) -> Result<bool> {
-        let window_ms = self.tok.config().window_ms as f64;
-        while self.dec.window_start_ms() as f64 + window_ms <= start_ms {
+        for id in self.tok.section_start(&self.dec, label, start_ms) {
             if model.position() >= self.limit {
                 return Ok(false);
             }
-            self.feed(model, self.tok.time_shift_id())?;
+            self.feed(model, id)?;
         }
-        if model.position() + 2 > self.limit {
-            return Ok(false);
-        }
-        let in_window =
-            (start_ms - self.dec.window_start_ms() as f64).max(self.dec.min_onset_ms() as f64);
-        let onset = self
-            .tok
-            .onset_id(in_window)
-            .unwrap_or(self.tok.onset_ids().end - 1);
-        self.feed(model, onset)?;
-        self.feed(model, self.tok.section_id(label))?;
         Ok(true)
     }
 }

@@ -326,11 +326,66 @@ impl StreamDecoder {
     }
 }
 
+/// The tokens that start a section at a given time, in feeding order (see
+/// [`Tokenizer::section_start`]): `<T>`s, the start's onset (section windows only), the tag.
+/// `Copy` and heap-free, so a generator can walk it on its real-time thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionStart {
+    time_shift: u32,
+    time_shifts: u32,
+    onset: Option<u32>,
+    tag: Option<u32>,
+}
+
+impl Iterator for SectionStart {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        if self.time_shifts > 0 {
+            self.time_shifts -= 1;
+            return Some(self.time_shift);
+        }
+        self.onset.take().or_else(|| self.tag.take())
+    }
+}
+
 fn ticks(ms: f64) -> u64 {
     (ms * TICKS_PER_MS).round().max(0.0) as u64
 }
 
 impl Tokenizer {
+    /// The tokens that start section `label` at `start_ms` (piece time, not before the latest
+    /// note) after the grammar state `dec`, as training data has them: `<T>`s to the window
+    /// holding the start, then with section windows the start's onset (`onset:k <X_SECTION>`)
+    /// and the tag; without, the tag alone. The one rule the engine and the evaluation sampler
+    /// force sections by.
+    pub fn section_start(
+        &self,
+        dec: &StreamDecoder,
+        label: SectionLabel,
+        start_ms: f64,
+    ) -> SectionStart {
+        let window_ms = self.window_ms() as f64;
+        let mut window_start = dec.window_start_ms() as f64;
+        let mut latest = dec.min_onset_ms() as f64;
+        let mut time_shifts = 0;
+        while window_start + window_ms <= start_ms {
+            window_start += window_ms;
+            latest = 0.0;
+            time_shifts += 1;
+        }
+        let onset = self.config.section_windows.then(|| {
+            self.onset_id((start_ms - window_start).max(latest))
+                .unwrap_or(self.onsets.end - 1)
+        });
+        SectionStart {
+            time_shift: super::TIME_SHIFT,
+            time_shifts,
+            onset,
+            tag: Some(self.section_id(label)),
+        }
+    }
+
     fn make_note(&self, ev: StreamEvent) -> Option<Note> {
         let StreamEvent::Note {
             pitch,

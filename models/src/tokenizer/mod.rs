@@ -29,7 +29,7 @@ pub use augment::Stripped;
 pub use config::{
     DRUM_PITCH_MAX, DRUM_PITCH_MIN, GM_FAMILIES, MAX_VELOCITY, MAX_VOCAB, TokenizerConfig,
 };
-pub use decode::{DRUM_DURATION_MS, Expect, OnsetVote, StreamDecoder, StreamEvent};
+pub use decode::{DRUM_DURATION_MS, Expect, OnsetVote, SectionStart, StreamDecoder, StreamEvent};
 pub use encode::{MAX_PIECE_MS, PromptSpec, TrainingExample};
 pub use token::{Token, TokenKind};
 

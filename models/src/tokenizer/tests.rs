@@ -1019,3 +1019,29 @@ fn the_layout_is_part_of_the_hash_and_old_files_read_as_legacy() {
             .section_windows
     );
 }
+
+#[test]
+fn section_starts_walk_to_their_window_and_carry_their_onset() {
+    let mut d = StreamDecoder::new();
+    let (w, l) = (windows_tok(), tok());
+    for id in ids(&w, "<S> piano:60:80 onset:700 dur:10") {
+        d.push(&w, id);
+    }
+    let start = |t: &Tokenizer, ms: f64| {
+        strs(
+            t,
+            &t.section_start(&d, SectionLabel::B, ms).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(start(&w, 3200.0), "onset:3200 <B_SECTION>");
+    assert_eq!(start(&w, 12_300.0), "<T> <T> onset:2300 <B_SECTION>");
+    // Not before the window's latest onset.
+    assert_eq!(start(&w, 500.0), "onset:700 <B_SECTION>");
+    // Legacy: the `<T>`s and the tag (its notes give its time).
+    assert_eq!(start(&l, 12_300.0), "<T> <T> <B_SECTION>");
+    // Fed, the windows layout starts the section where it was asked to.
+    for id in w.section_start(&d, SectionLabel::B, 12_300.0) {
+        d.push(&w, id);
+    }
+    assert_eq!((d.window_start_ms(), d.min_onset_ms()), (12_300, 0));
+}
