@@ -213,8 +213,9 @@ fn fast_decoder_refuses_config_sizes_the_weights_lack() {
                 &mut json["decoder"]
             };
             edit(decoder);
-            std::fs::write(&path, json.to_string()).unwrap();
-            let (config, _) = checkpoint::load_config(dir.path()).unwrap();
+            // Past load_config, which refuses these sizes itself (`config_sizes_are_checked_...`):
+            // the fast decoder checks what it is handed too.
+            let config: checkpoint::CheckpointConfig = serde_json::from_value(json).unwrap();
             let tensors = load_tensors(dir.path(), &Device::Cpu).unwrap();
             match FastDecoder::from_checkpoint_tensors(&config.model, WeightFormat::F16, &tensors) {
                 Ok(_) => panic!("{kind:?}: the edited config should be refused"),
@@ -311,4 +312,261 @@ fn corrupt_files_are_named() {
     std::fs::write(dir.path().join(CONFIG_FILE), "{\"name\": 3").unwrap();
     let msg = err_text(dir.path());
     assert!(msg.contains(CONFIG_FILE), "{msg}");
+}
+
+/// A tiny checkpoint of `kind` in a fresh temporary folder, and its config.json as JSON.
+fn tiny(kind: ModelKind, tok: &Tokenizer) -> (tempfile::TempDir, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    create_untrained(dir.path(), "t", kind, "tiny", tok, DType::F32, 7).unwrap();
+    let json = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+    (dir, serde_json::from_str(&json).unwrap())
+}
+
+/// `json` with `key` of `part` ("decoder" or "encoder") set to `value`: a decoder checkpoint
+/// keeps the decoder keys at the top level, a Staria one under "decoder" and "encoder".
+fn with_setting(json: &serde_json::Value, part: &str, key: &str, value: u64) -> serde_json::Value {
+    let mut json = json.clone();
+    if json["kind"] == "decoder" {
+        json[key] = value.into();
+    } else {
+        json[part][key] = value.into();
+    }
+    json
+}
+
+/// Sizes in config.json that no weights could back (a billion layers used to abort `staria
+/// generate` with an allocation failure) are refused by reading the config alone, before
+/// anything is allocated: one line naming config.json, the setting and its value.
+#[test]
+fn config_sizes_are_checked_before_allocation() {
+    let tok = tokenizer();
+    let huge = 1u64 << 40;
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let (dir, json) = tiny(kind, &tok);
+        let mut cases = vec![
+            ("decoder", "n_layers", 1_000_000_000),
+            ("decoder", "dim", huge),
+            ("decoder", "vocab_size", huge),
+            ("decoder", "n_heads", huge),
+            ("decoder", "ff_mult", huge),
+            ("decoder", "max_seq_len", huge),
+            ("decoder", "window_bins", huge),
+            ("decoder", "grid_bins", huge),
+        ];
+        if kind == ModelKind::Staria {
+            cases.extend([
+                ("encoder", "n_layers", 1_000_000_000),
+                ("encoder", "dim", huge),
+                ("encoder", "n_latents", huge),
+                ("encoder", "max_seq_len", huge),
+            ]);
+        }
+        for (part, key, value) in cases {
+            let edited = with_setting(&json, part, key, value);
+            std::fs::write(dir.path().join(CONFIG_FILE), edited.to_string()).unwrap();
+            let setting = format!("{key} = {value}");
+            for msg in [
+                checkpoint::load_config(dir.path()).unwrap_err().to_string(),
+                err_text(dir.path()),
+            ] {
+                assert!(
+                    msg.contains(CONFIG_FILE) && msg.contains(&setting) && !msg.contains('\n'),
+                    "{kind:?} {part}.{key}: {msg}"
+                );
+            }
+        }
+        // Each size may be fine alone and too big together: the KV cache all backends allocate.
+        let edited = with_setting(&json, "decoder", "max_seq_len", 1 << 20);
+        let edited = with_setting(&edited, "decoder", "n_layers", 200);
+        std::fs::write(dir.path().join(CONFIG_FILE), edited.to_string()).unwrap();
+        let msg = err_text(dir.path());
+        assert!(
+            msg.contains(CONFIG_FILE) && msg.contains("KV cache"),
+            "{msg}"
+        );
+    }
+}
+
+/// Plausible sizes the weights do not have are refused from the weights file's header, before
+/// its tensor data is read: the message names model.safetensors, the tensor and the settings.
+#[test]
+fn config_sizes_are_checked_against_the_weights_header() {
+    let tok = tokenizer();
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let (dir, json) = tiny(kind, &tok);
+        let mut cases = vec![
+            ("decoder", "n_layers", 200, "layers.2.", "is missing"),
+            ("decoder", "dim", 64, "tok_emb.weight", "shape"),
+            (
+                "decoder",
+                "window_bins",
+                4000,
+                "win_emb.weight",
+                "is missing",
+            ),
+            ("decoder", "ff_mult", 8, "ff.w1.weight", "shape"),
+        ];
+        if kind == ModelKind::Staria {
+            cases.extend([
+                (
+                    "encoder",
+                    "n_latents",
+                    1000,
+                    "encoder.pool.latents",
+                    "shape",
+                ),
+                ("encoder", "n_layers", 3, "encoder.layers.1.", "is missing"),
+            ]);
+        }
+        for (part, key, value, tensor, problem) in cases {
+            let edited = with_setting(&json, part, key, value);
+            std::fs::write(dir.path().join(CONFIG_FILE), edited.to_string()).unwrap();
+            let config: checkpoint::CheckpointConfig = serde_json::from_value(edited).unwrap();
+            let setting = format!("{key} = {value}");
+            for msg in [
+                checkpoint::load_weights(dir.path(), &config.model, &Device::Cpu)
+                    .unwrap_err()
+                    .to_string(),
+                err_text(dir.path()),
+            ] {
+                assert!(
+                    msg.contains(WEIGHTS_FILE)
+                        && msg.contains(tensor)
+                        && msg.contains(problem)
+                        && msg.contains(&setting)
+                        && !msg.contains('\n'),
+                    "{kind:?} {part}.{key} = {value}: {msg}"
+                );
+            }
+        }
+        std::fs::write(dir.path().join(CONFIG_FILE), json.to_string()).unwrap();
+        load(dir.path(), &Device::Cpu).unwrap();
+    }
+}
+
+/// A 2 GB file where a checkpoint file should be is refused from its size (config.json,
+/// tokenizer.json) or its header (model.safetensors) without being read. The files are sparse.
+#[test]
+fn two_gigabyte_files_are_refused_without_reading_them() {
+    const TWO_GB: u64 = 2 << 30;
+    let tok = tokenizer();
+    for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        let (dir, _) = tiny(ModelKind::Decoder, &tok);
+        let path = dir.path().join(file);
+        // Valid contents padded to 2 GB.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(TWO_GB)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let msg = err_text(dir.path());
+        let expect = if file == WEIGHTS_FILE {
+            "the file holds"
+        } else {
+            "2147483648 bytes"
+        };
+        assert!(
+            msg.contains(file) && msg.contains(expect) && !msg.contains('\n'),
+            "{file}: {msg}"
+        );
+        // Nothing like reading 2 GB happened.
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "{file}: {:?}",
+            started.elapsed()
+        );
+        // A 2 GB file of zeros: a header of length 0.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(TWO_GB)
+            .unwrap();
+        let msg = err_text(dir.path());
+        assert!(msg.contains(file) && !msg.contains('\n'), "{file}: {msg}");
+    }
+}
+
+/// What is not a readable file: a folder, a named pipe (reading one would block the loading
+/// thread for ever), a folder without permission.
+#[cfg(unix)]
+#[test]
+fn unreadable_files_and_folders_are_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let tok = tokenizer();
+    for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        let (dir, _) = tiny(ModelKind::Decoder, &tok);
+        let path = dir.path().join(file);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let msg = err_text(dir.path());
+        assert!(
+            msg.contains(file) && msg.contains("not a regular file"),
+            "{msg}"
+        );
+        std::fs::remove_dir(&path).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(&path).status();
+        if fifo.is_ok_and(|s| s.success()) {
+            let msg = err_text(dir.path());
+            assert!(
+                msg.contains(file) && msg.contains("not a regular file"),
+                "{msg}"
+            );
+        }
+    }
+
+    let (dir, _) = tiny(ModelKind::Decoder, &tok);
+    let ckpt = dir.path().join("locked");
+    std::fs::create_dir(&ckpt).unwrap();
+    for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
+        std::fs::copy(dir.path().join(file), ckpt.join(file)).unwrap();
+    }
+    let set_mode = |mode| std::fs::set_permissions(&ckpt, std::fs::Permissions::from_mode(mode));
+    set_mode(0o000).unwrap();
+    let enforced = std::fs::read_dir(&ckpt).is_err();
+    let result = load(&ckpt, &Device::Cpu)
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    set_mode(0o755).unwrap();
+    if !enforced {
+        // root reads any folder: nothing to refuse here.
+        eprintln!("permissions are not enforced for this user (root?): permission case skipped");
+        return;
+    }
+    let msg = result.unwrap_err();
+    assert!(
+        msg.contains("locked") && msg.contains("permission denied") && !msg.contains('\n'),
+        "{msg}"
+    );
+}
+
+/// Weights trained with another vocabulary than the folder's tokenizer.json (and config.json)
+/// are refused from the header, naming the embedding and the vocabulary.
+#[test]
+fn weights_for_another_vocabulary_are_refused() {
+    let tok = tokenizer();
+    let other = Tokenizer::new(TokenizerConfig {
+        drums: false,
+        ..TokenizerConfig::default()
+    })
+    .unwrap();
+    assert_ne!(tok.vocab_size(), other.vocab_size());
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let (dir, _) = tiny(kind, &tok);
+        let (theirs, _) = tiny(kind, &other);
+        std::fs::copy(
+            theirs.path().join(WEIGHTS_FILE),
+            dir.path().join(WEIGHTS_FILE),
+        )
+        .unwrap();
+        let msg = err_text(dir.path());
+        assert!(
+            msg.contains(WEIGHTS_FILE)
+                && msg.contains("tok_emb.weight")
+                && msg.contains("vocabulary")
+                && msg.contains(&format!("vocab_size = {}", tok.vocab_size())),
+            "{kind:?}: {msg}"
+        );
+    }
 }
