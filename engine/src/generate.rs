@@ -411,7 +411,7 @@ impl Generator {
             ));
         }
         let (config, tok) = checkpoint::load_config(dir)?;
-        let tensors = checkpoint::load_tensors(dir, &Device::Cpu)?;
+        let tensors = checkpoint::load_weights(dir, &config.model, &Device::Cpu)?;
         let weights = dir.join(checkpoint::WEIGHTS_FILE);
         let at_weights =
             |e: staria_models::Error| staria_models::Error::checkpoint(&weights, e.to_string());

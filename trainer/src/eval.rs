@@ -302,7 +302,7 @@ pub fn evaluate(model_dir: &Path, data: &EvalData, opts: &EvalOptions) -> Result
     let mut fast = Vec::new();
     match opts.backend {
         GenBackend::Fast(format) if opts.device.is_cpu() => {
-            let tensors = checkpoint::load_tensors(model_dir, &Device::Cpu)?;
+            let tensors = checkpoint::load_weights(model_dir, &ck.config.model, &Device::Cpu)?;
             for _ in 0..if opts.guidance > 0.0 { 2 } else { 1 } {
                 let mut f =
                     FastDecoder::from_checkpoint_tensors(&ck.config.model, format, &tensors)?;

@@ -182,7 +182,7 @@ pub fn load_model_tensors(
     device: &Device,
 ) -> Result<(CheckpointConfig, Tokenizer, HashMap<String, Tensor>)> {
     let (cfg, tok) = checkpoint::load_config(dir)?;
-    let tensors = checkpoint::load_tensors(dir, device)?;
+    let tensors = checkpoint::load_weights(dir, &cfg.model, device)?;
     Ok((cfg, tok, tensors))
 }
 

@@ -1,6 +1,7 @@
 //! What several test suites share, once: the counting global allocator behind the
-//! "never allocates" tests (models' fast decoder, the engine's audio side and generator), and a
-//! tiny untrained checkpoint folder (engine and plugin host tests).
+//! "never allocates" tests (models' fast decoder, the engine's audio side and generator), a
+//! tiny untrained checkpoint folder (engine and plugin host tests), and checkpoint folders broken
+//! in every way a loader must refuse (engine, trainer).
 //!
 //! A test binary that counts allocations installs the allocator itself (it is global):
 //!
@@ -92,4 +93,112 @@ pub fn tiny_checkpoint(dir: &std::path::Path, name: &str) {
         7,
     )
     .expect("tiny checkpoint");
+}
+
+/// A checkpoint folder broken in one way, and what loading it must say: one line naming `file`
+/// (a file name inside the folder) and containing `needle` (the setting, tensor or problem).
+#[cfg(feature = "checkpoint")]
+#[derive(Debug, Clone)]
+pub struct BrokenCheckpoint {
+    /// What is wrong, for test messages.
+    pub what: &'static str,
+    pub dir: std::path::PathBuf,
+    pub file: &'static str,
+    pub needle: String,
+}
+
+/// Writes, under `root`, tiny decoder checkpoints broken in the ways a file from outside can
+/// be: sizes in config.json no weights could back (a billion layers, a huge dim, vocabulary or
+/// head count), sizes the weights lack, weights of another vocabulary, 2 GB files (sparse),
+/// truncated weights, a config from the future. Every loader must refuse each one before it
+/// allocates for it, with one line naming the file and the setting.
+#[cfg(feature = "checkpoint")]
+pub fn broken_checkpoints(root: &std::path::Path) -> Vec<BrokenCheckpoint> {
+    use staria_models::checkpoint::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+    use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
+    const TWO_GB: u64 = 2 << 30;
+    let huge = 1u64 << 40;
+    let mut out = Vec::new();
+    let mut make = |what: &'static str, file: &'static str, needle: String| {
+        let dir = root.join(what.replace(' ', "-"));
+        tiny_checkpoint(&dir, "broken");
+        out.push(BrokenCheckpoint {
+            what,
+            dir: dir.clone(),
+            file,
+            needle,
+        });
+        dir
+    };
+    let edit_config = |dir: &std::path::Path, key: &str, value: u64| {
+        let path = dir.join(CONFIG_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("config.json")).expect("json");
+        json[key] = value.into();
+        std::fs::write(&path, json.to_string()).expect("write config.json");
+    };
+    for (what, key, value) in [
+        ("a billion layers", "n_layers", 1_000_000_000),
+        ("a huge dim", "dim", huge),
+        ("a huge vocabulary", "vocab_size", huge),
+        ("a huge head count", "n_heads", huge),
+        ("a huge context", "max_seq_len", huge),
+    ] {
+        let dir = make(what, CONFIG_FILE, format!("{key} = {value}"));
+        edit_config(&dir, key, value);
+    }
+    let dir = make(
+        "layers the weights lack",
+        WEIGHTS_FILE,
+        "n_layers = 200".into(),
+    );
+    edit_config(&dir, "n_layers", 200);
+    let dir = make(
+        "a config from the future",
+        CONFIG_FILE,
+        "format_version 99".into(),
+    );
+    edit_config(&dir, "format_version", 99);
+
+    // Weights, tokenizer and config of another vocabulary: weights alone copied in.
+    let dir = make(
+        "weights of another vocabulary",
+        WEIGHTS_FILE,
+        "tok_emb.weight".into(),
+    );
+    let other = root.join("other-vocabulary-source");
+    let tok = Tokenizer::new(TokenizerConfig {
+        drums: false,
+        ..TokenizerConfig::default()
+    })
+    .expect("tokenizer");
+    staria_models::checkpoint::create_untrained(
+        &other,
+        "other",
+        staria_models::model::ModelKind::Decoder,
+        "tiny",
+        &tok,
+        candle_core::DType::F32,
+        7,
+    )
+    .expect("other checkpoint");
+    std::fs::copy(other.join(WEIGHTS_FILE), dir.join(WEIGHTS_FILE)).expect("copy weights");
+
+    for (what, file, needle) in [
+        ("a 2 GB weights file", WEIGHTS_FILE, "the file holds"),
+        ("a 2 GB config file", CONFIG_FILE, "2147483648 bytes"),
+        ("a 2 GB tokenizer file", TOKENIZER_FILE, "2147483648 bytes"),
+    ] {
+        let dir = make(what, file, needle.into());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(file))
+            .and_then(|f| f.set_len(TWO_GB))
+            .expect("pad to 2 GB");
+    }
+    let dir = make("truncated weights", WEIGHTS_FILE, "truncated".into());
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).expect("weights");
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).expect("truncate");
+    out
 }
