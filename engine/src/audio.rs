@@ -5,6 +5,13 @@
 //! The audio side is the final authority on what sounds: it owns a table of sounding generated
 //! notes (who started each key), so whatever the engine does or fails to do, every note-on it lets
 //! through gets a note-off.
+//!
+//! It also remembers the events the engine sent for the requests still alive. A transport jump
+//! or loop flushes what was queued for the old position; the audio side then queues the
+//! remembered events from the new position at once, so notes right at the new playhead play on
+//! time even while the engine is busy (a prefill, a model step) and cannot answer the jump
+//! before the block is due. The engine re-sends the same events under the new epoch; those the
+//! audio side already queued are recognised and skipped.
 
 use crate::handover::Shared;
 use crate::messages::{Command, Event, NoteEvent, RequestId};
@@ -19,6 +26,12 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 /// (seconds) of events queued, far below this.
 pub const STAGING_CAPACITY: usize = 512;
 const KEYS: usize = 16 * 128;
+/// Remembered events (see the module notes): a few minutes of dense music. When it fills up the
+/// earliest quarter is forgotten; the engine's re-sent events then cover those.
+pub const MEMORY_CAPACITY: usize = 4096;
+/// After a relocation at most this many remembered events are queued at once (the rest, later
+/// in time, come from the engine as usual); the staging area keeps room for new arrivals.
+const RESTAGE_LIMIT: usize = STAGING_CAPACITY / 2;
 /// Pending cuts (a replaced request's tail, a cancel). More than a handful only happens when a
 /// user fires requests far into the future; extra cuts are merged, which can only silence earlier.
 const MAX_CUTS: usize = 8;
@@ -47,6 +60,9 @@ struct Tables {
     staging: [NoteEvent; STAGING_CAPACITY],
     /// Request that started the note sounding on (channel, pitch); 0 = silent.
     owner: [RequestId; KEYS],
+    /// Every event received for requests at or above the floor, as the engine sent it (cuts not
+    /// applied), sorted like `staging`.
+    memory: [NoteEvent; MEMORY_CAPACITY],
 }
 
 pub struct AudioSide {
@@ -60,6 +76,16 @@ pub struct AudioSide {
     n_cuts: usize,
     /// Requests below this never sound again.
     floor: RequestId,
+    remembered: usize,
+    /// Remembered events before this beat were queued again at the last relocation: the
+    /// engine's copies of them are skipped.
+    restaged_before: f64,
+    /// Requests up to this end at the next relocation: a newer request starts behind the
+    /// playhead (a loop's start, asked for in its last bar) and takes over at the wrap.
+    end_at_relocation: RequestId,
+    /// That newer request: its events arrive before the wrap, behind the playhead, and wait in
+    /// memory for it instead of being dropped as late.
+    after_wrap: RequestId,
     next_request: RequestId,
     epoch: u32,
     /// End of the last block seen: "now" for cancels sent between blocks.
@@ -92,8 +118,13 @@ impl AudioSide {
             tables: Box::new(Tables {
                 staging: [NO_EVENT; STAGING_CAPACITY],
                 owner: [0; KEYS],
+                memory: [NO_EVENT; MEMORY_CAPACITY],
             }),
             staged: 0,
+            remembered: 0,
+            restaged_before: f64::NEG_INFINITY,
+            end_at_relocation: 0,
+            after_wrap: 0,
             sounding: 0,
             cuts: [Cut { upto: 0, beat: 0.0 }; MAX_CUTS],
             n_cuts: 0,
@@ -162,6 +193,10 @@ impl AudioSide {
             if request_id > self.floor && !behind {
                 self.add_cut(request_id - 1, start_beat);
             }
+            if behind {
+                self.end_at_relocation = self.end_at_relocation.max(request_id - 1);
+                self.after_wrap = request_id;
+            }
         }
         true
     }
@@ -211,7 +246,7 @@ impl AudioSide {
             .transport
             .publish(frame.pos_beats, frame.tempo_bpm, frame.playing);
         if change.relocates() {
-            self.relocate(&mut emit);
+            self.relocate(frame.pos_beats, &mut emit);
             // The engine re-times (or starts pushing) from the new position.
             self.shared.wake_engine();
         }
@@ -221,19 +256,110 @@ impl AudioSide {
 
     /// Plugin reset/deactivate: everything off, queue flushed, the next block counts as a start.
     pub fn reset(&mut self, mut emit: impl FnMut(u32, Event)) {
-        self.relocate(&mut emit);
+        self.relocate(self.now_beat, &mut emit);
         self.tracker.reset();
     }
 
-    fn relocate(&mut self, emit: &mut impl FnMut(u32, Event)) {
+    /// The transport moved to `pos`: what sounds is released, what was queued for the old
+    /// position flushed, and the remembered events from `pos` on are queued again.
+    fn relocate(&mut self, pos: f64, emit: &mut impl FnMut(u32, Event)) {
         self.all_notes_off(&mut *emit);
         self.flush(emit);
-        // Only the newest request is re-timed by the engine; everything a cut applied to is over.
+        // Only the newest request is re-timed by the engine; everything a cut applied to is over,
+        // and so is what a request starting behind the playhead replaces.
         for i in 0..self.n_cuts {
             self.raise_floor(self.cuts[i].upto);
         }
         self.n_cuts = 0;
+        self.raise_floor(self.end_at_relocation);
+        self.end_at_relocation = 0;
+        self.after_wrap = 0;
         self.epoch = self.shared.transport.bump_epoch();
+        self.restage(pos);
+    }
+
+    /// Queues the remembered events at or after `pos` (up to [`RESTAGE_LIMIT`], whole beats'
+    /// worth at a time) under the current epoch.
+    fn restage(&mut self, pos: f64) {
+        self.staged = 0;
+        self.restaged_before = f64::INFINITY;
+        if !pos.is_finite() {
+            self.restaged_before = f64::NEG_INFINITY;
+            return;
+        }
+        let t = &mut *self.tables;
+        let first = t.memory[..self.remembered].partition_point(|e| e.beat < pos);
+        for i in first..self.remembered {
+            let ev = t.memory[i];
+            let prev = if self.staged > 0 {
+                t.staging[self.staged - 1].beat
+            } else {
+                f64::NEG_INFINITY
+            };
+            let full = self.staged == STAGING_CAPACITY;
+            if full || (self.staged >= RESTAGE_LIMIT && ev.beat != prev) {
+                // The engine sends the rest; nothing at this beat counts as queued.
+                while self.staged > 0 && t.staging[self.staged - 1].beat == ev.beat {
+                    self.staged -= 1;
+                }
+                self.restaged_before = ev.beat;
+                break;
+            }
+            if ev.request_id < self.floor {
+                continue;
+            }
+            t.staging[self.staged] = NoteEvent {
+                epoch: self.epoch,
+                ..ev
+            };
+            self.staged += 1;
+        }
+    }
+
+    fn remembered_at(&self, ev: &NoteEvent) -> Result<usize, usize> {
+        let memory = &self.tables.memory[..self.remembered];
+        // Sorted like the staging area: (beat, note-offs first).
+        let lo = memory.partition_point(|m| order(ev, m));
+        let hi = lo + memory[lo..].partition_point(|m| !order(m, ev));
+        memory[lo..hi]
+            .iter()
+            .position(|m| {
+                m.request_id == ev.request_id
+                    && m.pitch == ev.pitch
+                    && m.channel == ev.channel
+                    && m.on == ev.on
+            })
+            .map(|i| lo + i)
+            .ok_or(hi)
+    }
+
+    /// Remembers an event (once); `true` if it was remembered before.
+    fn remember(&mut self, ev: &NoteEvent) -> bool {
+        let at = match self.remembered_at(ev) {
+            Ok(_) => return true,
+            Err(at) => at,
+        };
+        let mut at = at;
+        if self.remembered == MEMORY_CAPACITY {
+            // Forget the earliest quarter in one move (a note-on goes no later than its note-off).
+            let drop = MEMORY_CAPACITY / 4;
+            if at < drop {
+                return false;
+            }
+            self.tables.memory.copy_within(drop..self.remembered, 0);
+            self.remembered -= drop;
+            at -= drop;
+        }
+        let n = self.remembered;
+        self.tables.memory.copy_within(at..n, at + 1);
+        self.tables.memory[at] = *ev;
+        self.remembered += 1;
+        false
+    }
+
+    /// Events remembered for requests still alive.
+    pub fn remembered_len(&self) -> usize {
+        self.remembered
     }
 
     /// Note-off (velocity 0, offset 0) for every generated note still sounding.
@@ -360,6 +486,16 @@ impl AudioSide {
     fn raise_floor(&mut self, upto: RequestId) {
         if upto >= self.floor {
             self.floor = upto.saturating_add(1);
+            let floor = self.floor;
+            let mut w = 0;
+            for r in 0..self.remembered {
+                let ev = self.tables.memory[r];
+                if ev.request_id >= floor {
+                    self.tables.memory[w] = ev;
+                    w += 1;
+                }
+            }
+            self.remembered = w;
         }
         // Cuts wholly below the floor have nothing left to do.
         let mut i = 0;
@@ -489,10 +625,20 @@ impl AudioSide {
                     emit(0, ev);
                 }
                 Event::Note(mut n) => {
-                    if n.epoch != self.epoch
-                        || n.request_id < self.floor
-                        || !self.apply_cuts(&mut n)
+                    if n.epoch != self.epoch || n.request_id < self.floor {
+                        continue;
+                    }
+                    if self.remember(&n) && n.beat < self.restaged_before {
+                        // Queued from memory at the last relocation.
+                        continue;
+                    }
+                    if n.request_id == self.after_wrap
+                        && n.beat < self.now_beat - self.late_tolerance_beats
                     {
+                        // For after the wrap (queued from memory then), not late.
+                        continue;
+                    }
+                    if !self.apply_cuts(&mut n) {
                         continue;
                     }
                     let mut j = self.staged;
@@ -507,7 +653,8 @@ impl AudioSide {
         }
     }
 
-    /// Empties the staging area and the ring; outcomes are still reported.
+    /// Empties the staging area and the ring (its notes are remembered); outcomes are still
+    /// reported.
     fn flush(&mut self, emit: &mut impl FnMut(u32, Event)) {
         self.staged = 0;
         let queued = self.events.occupied_len();
@@ -524,7 +671,12 @@ impl AudioSide {
                     }
                     emit(0, ev);
                 }
-                Some(Event::Note(_)) => {}
+                Some(Event::Note(n)) => {
+                    // Not played at the old position, but still the request's music.
+                    if n.request_id >= self.floor {
+                        self.remember(&n);
+                    }
+                }
                 None => break,
             }
         }

@@ -254,7 +254,10 @@ fn stop_releases_sounding_notes_and_flushes() {
     let last = notes.last().unwrap().1;
     assert!(!last.on && last.pitch == 64 && last.velocity == 0);
     assert_paired(&notes);
-    // Queued events of the old timeline are gone; so are any that arrive late under the old epoch.
+    // Played again from there: the rest of the request (67 at beat 9) is queued from memory
+    // without the engine; events that arrive late under the old epoch are dropped.
+    h.playing = true;
+    assert_eq!(h.block(), TransportChange::Started);
     let stale = NoteEvent {
         beat: 9.0,
         request_id: 1,
@@ -265,10 +268,15 @@ fn stop_releases_sounding_notes_and_flushes() {
         channel: 0,
     };
     assert!(h.engine.push_event(Event::Note(stale)));
-    h.playing = true;
-    assert_eq!(h.block(), TransportChange::Started);
     h.run_until(10.0);
-    assert_eq!(h.notes().len(), notes.len());
+    let ons: Vec<u8> = h
+        .notes()
+        .iter()
+        .filter(|(_, e)| e.on)
+        .map(|(_, e)| e.pitch)
+        .collect();
+    assert_eq!(ons, [60, 64, 67]);
+    assert_paired(&h.notes());
 }
 
 #[test]
@@ -280,19 +288,133 @@ fn loop_jump_flushes_and_new_epoch_plays() {
     h.note(1, false, 62, 3.5);
     h.run_until(2.0);
     assert!(h.audio.is_sounding(0, 60));
-    // The host loops back to beat 0.
+    // The host loops back to beat 0: what sounded is released, and what the request has from
+    // there on is queued again from memory.
     h.pos = 0.0;
     assert_eq!(h.block(), TransportChange::Jumped);
     assert_eq!(h.audio.sounding_count(), 0);
-    assert_eq!(h.audio.staged_len(), 0);
-    // The engine re-sends under the new epoch.
+    assert_eq!(h.audio.staged_len(), 4);
+    // The engine re-sends the same events under the new epoch: they are not doubled.
     h.note(1, true, 60, 1.0);
-    h.note(1, false, 60, 1.5);
+    h.note(1, false, 60, 3.0);
+    h.note(1, true, 62, 3.0);
+    h.note(1, false, 62, 3.5);
     h.run_until(4.0);
     let notes = h.notes();
-    assert_eq!(notes.iter().filter(|(_, e)| e.on).count(), 2);
-    assert!(!notes.iter().any(|(_, e)| e.pitch == 62));
+    let ons: Vec<u8> = notes
+        .iter()
+        .filter(|(_, e)| e.on)
+        .map(|(_, e)| e.pitch)
+        .collect();
+    assert_eq!(ons, [60, 60, 62]);
     assert_paired(&notes);
+}
+
+/// After a loop or a jump, the notes at the new playhead play on time although the engine
+/// answers late (a prefill, a model step): the audio side queues what it has of the request from
+/// there on. Before, they came a block late at best, and were dropped as late when the engine
+/// took longer than the late tolerance.
+#[test]
+fn notes_at_the_new_playhead_play_on_time_while_the_engine_is_busy() {
+    let mut h = Host::new(RingSizes::default());
+    // Looping beats 0..4 with a note on the loop start's downbeat and one on beat 2.
+    h.note(1, true, 60, 0.0);
+    h.note(1, false, 60, 1.0);
+    h.note(1, true, 64, 2.0);
+    h.note(1, false, 64, 3.0);
+    h.run_until(4.0 - 512.0 / 24_000.0);
+    assert_eq!(h.notes().len(), 4);
+    // The wrap; the engine sends nothing for a while.
+    h.pos = 0.0;
+    assert_eq!(h.block(), TransportChange::Jumped);
+    let wrap_sample = h.sample_clock - BLOCK as f64;
+    let on60 = h.notes()[4];
+    assert!(on60.1.on && on60.1.pitch == 60);
+    assert_eq!(
+        on60.0, wrap_sample,
+        "the loop start's note, at the wrap's first sample"
+    );
+    // A jump forward into the request, to beat 1.5: beat 2's note comes on time.
+    h.pos = 1.5;
+    assert_eq!(h.block(), TransportChange::Jumped);
+    let jump_sample = h.sample_clock - BLOCK as f64;
+    h.run_until(3.5);
+    let on64 = h
+        .notes()
+        .into_iter()
+        .rfind(|(_, e)| e.on && e.pitch == 64)
+        .unwrap();
+    assert!(
+        (on64.0 - (jump_sample + 0.5 * 24_000.0)).abs() <= 1.0,
+        "beat 2 at sample {} (jump at {jump_sample})",
+        on64.0
+    );
+    assert_eq!(
+        h.audio
+            .status()
+            .late_notes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The engine's copies, when they come, are not played twice.
+    h.note(1, true, 64, 2.0);
+    h.note(1, false, 64, 3.0);
+    h.run_until(4.0 - 512.0 / 24_000.0);
+    assert_eq!(h.notes().iter().filter(|(_, e)| e.on).count(), 4);
+    assert_paired(&h.notes());
+}
+
+/// A request for a loop's start asked for in the loop's last bar: the engine generates it at
+/// once and sends its notes behind the playhead, before the wrap. They used to be dropped as
+/// late, and re-sent only after the wrap, after the first block of the loop had played (the
+/// downbeat's notes late or lost). Now they wait for the wrap and play on time.
+#[test]
+fn a_loop_start_requested_in_the_last_bar_plays_on_the_wrap() {
+    let mut h = Host::new(RingSizes::default());
+    // Looping beats 0..8; request 1 plays in the loop's last bar.
+    h.note(1, true, 60, 4.5);
+    h.note(1, false, 60, 5.5);
+    h.run_until(5.0);
+    assert!(h.audio.send(generate(2, 0.0)));
+    // The engine's first notes of request 2, on the loop's downbeat, arrive before the wrap.
+    h.note(2, true, 67, 0.0);
+    h.note(2, false, 67, 1.0);
+    h.note(2, true, 69, 1.0);
+    h.note(2, false, 69, 1.5);
+    h.run_until(8.0 - 512.0 / 24_000.0);
+    let ons = |h: &Host| -> Vec<(u8, u32)> {
+        h.notes()
+            .iter()
+            .filter(|(_, e)| e.on)
+            .map(|(_, e)| (e.pitch, e.request_id))
+            .collect()
+    };
+    assert_eq!(ons(&h), [(60, 1)], "request 2 waits for the wrap");
+    assert_eq!(
+        h.audio
+            .status()
+            .late_notes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    h.pos = 0.0;
+    assert_eq!(h.block(), TransportChange::Jumped);
+    let wrap_sample = h.sample_clock - BLOCK as f64;
+    h.run_until(2.0);
+    assert_eq!(ons(&h), [(60, 1), (67, 2), (69, 2)]);
+    let on67 = h
+        .notes()
+        .into_iter()
+        .find(|(_, e)| e.on && e.pitch == 67)
+        .unwrap();
+    assert_eq!(on67.0, wrap_sample, "on the loop start's downbeat");
+    // Request 1 is over: the next wrap plays only request 2.
+    h.run_until(8.0 - 512.0 / 24_000.0);
+    h.pos = 0.0;
+    h.block();
+    h.run_until(8.0 - 512.0 / 24_000.0);
+    assert_eq!(ons(&h), [(60, 1), (67, 2), (69, 2), (67, 2), (69, 2)]);
+    assert_paired(&h.notes());
 }
 
 /// A request for a loop's start, sent in the loop's last bar (its start is behind the playhead):
