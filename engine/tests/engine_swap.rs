@@ -182,3 +182,44 @@ fn hot_swap_failed_load_and_failed_request() {
     assert_paired(&h.notes);
     assert!(h.control.is_running());
 }
+
+/// Destroying an engine (the plugin instance that owns it) while a model loads returns at once:
+/// the host's main thread does not wait for the load, which runs on and is then dropped.
+#[test]
+fn dropping_the_engine_during_a_slow_load_returns_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-test-slow");
+    let (audio, control) = Engine::spawn(EngineConfig::default()).unwrap();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let path = dir.path().to_path_buf();
+    // A load that lasts until the test lets it end (a big checkpoint on a slow disk).
+    control.load_with("a slow folder".into(), "slow".into(), move || {
+        let _ = wait.recv();
+        staria_engine::generate::Generator::load(&path, &candle_core::Device::Cpu)
+    });
+    let t = Instant::now();
+    while control.snapshot().state != EngineState::Loading {
+        assert!(t.elapsed() < Duration::from_secs(5), "never loading");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Ends the load 1.5 s from now, whatever the drop does (a drop that waits for the load
+    // then takes that long instead of hanging).
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = release.send(());
+    });
+    let t0 = Instant::now();
+    drop(control);
+    let took = t0.elapsed();
+    drop(audio);
+    eprintln!("dropping the engine during a load took {took:?}");
+    releaser.join().unwrap();
+    assert!(
+        staria_engine::swap::wait_for_detached_threads(Duration::from_secs(120)),
+        "the loader never ended"
+    );
+    assert!(
+        took < Duration::from_millis(100),
+        "dropping the engine waited {took:?} for the load"
+    );
+}
