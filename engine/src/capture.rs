@@ -25,6 +25,8 @@ struct SectionCapture {
     notes: Vec<CapturedNote>,
     /// Held keys: (velocity, start beat).
     open: [Option<(u8, f64)>; 128],
+    /// A saved snippet handed back (`arm_restored`): its beats count from the snippet start.
+    restored: bool,
 }
 
 impl Default for SectionCapture {
@@ -34,6 +36,7 @@ impl Default for SectionCapture {
             bpm: 120.0,
             notes: Vec::new(),
             open: [None; 128],
+            restored: false,
         }
     }
 }
@@ -53,7 +56,9 @@ pub struct Capture {
     sections: [SectionCapture; 4],
     max_notes: usize,
     /// The section a note was last played into, and that note's beat: what "continue" continues
-    /// when the musician played after the last generated music started.
+    /// when the musician played after the last generated music started. Restored snippets
+    /// (after a project load) count as played before anything else (`f64::NEG_INFINITY`): their
+    /// beats count from the snippet start, not on the host's timeline.
     last_played: Option<(SectionLabel, f64)>,
 }
 
@@ -78,6 +83,14 @@ impl Capture {
             s.origin = Some(origin_beat);
         }
         s.bpm = sane_bpm(bpm);
+    }
+
+    /// Start handing a saved snippet back: as `arm` at origin 0, and the notes that follow are
+    /// in beats from the snippet start, so they are not "just played": they only become
+    /// [`Self::last_played`] while nothing else is, and as older than any host beat.
+    pub fn arm_restored(&mut self, section: SectionLabel, bpm: f64) {
+        self.arm(section, 0.0, bpm);
+        self.sections[section.index()].restored = true;
     }
 
     pub fn clear(&mut self, section: SectionLabel) {
@@ -125,7 +138,7 @@ impl Capture {
             return Err(CaptureRefusal::Full);
         }
         s.open[pitch as usize] = Some((velocity.min(127), beat));
-        self.last_played = Some((section, beat));
+        self.played(section, beat);
         Ok(())
     }
 
@@ -143,8 +156,17 @@ impl Capture {
         }
         let max = self.max_notes;
         Self::close(&mut self.sections[section.index()], pitch, beat, max)?;
-        self.last_played = Some((section, beat));
+        self.played(section, beat);
         Ok(())
+    }
+
+    fn played(&mut self, section: SectionLabel, beat: f64) {
+        if !self.sections[section.index()].restored {
+            self.last_played = Some((section, beat));
+        } else if self.last_played.is_none_or(|(_, b)| b == f64::NEG_INFINITY) {
+            // Snippet-relative beats mean nothing on the host's timeline.
+            self.last_played = Some((section, f64::NEG_INFINITY));
+        }
     }
 
     fn close(

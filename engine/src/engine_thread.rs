@@ -15,7 +15,7 @@ use crate::sampling::SamplingParams;
 use crate::schedule::{Added, Scheduler};
 use crate::status::{EngineState, ParamValues};
 use crate::swap::{Control, EngineControl};
-use crate::timing::beats_per_bar;
+use crate::timing::{TransportReading, beats_per_bar};
 use candle_core::Device;
 use staria_models::{Note, SectionLabel, Tokenizer};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -38,8 +38,9 @@ pub struct EngineConfig {
     pub generate_ahead_secs: f64,
     /// Per-section bound on captured notes.
     pub max_snippet_notes: usize,
-    /// How long the thread sleeps between polls while it has work in flight (a request being
-    /// generated or played, a model to swap in).
+    /// The shortest sleep while it has work in flight (a request being generated or played out,
+    /// a model to swap in); a request playing out sleeps until its next event is due to be
+    /// pushed, woken earlier by commands and transport changes.
     pub poll_interval: Duration,
     /// With nothing in flight the thread parks until a command, a transport change, a control
     /// message or this timeout (then it checks the settings for a prompt to warm).
@@ -221,10 +222,10 @@ impl Worker {
         shared.status.set_state(EngineState::Stopped);
     }
 
-    /// Sleeps until there may be something to do: a short poll while a request plays (events
-    /// to push as the playhead moves) or a model waits to be swapped in; otherwise parked until
-    /// a command, a transport change, a control message, the end of the capture quiet time (a
-    /// prompt to warm) or the idle timeout.
+    /// Sleeps until there may be something to do: while a request plays out, until its next
+    /// event is due to be pushed; while a model waits to be swapped in, a short poll; otherwise
+    /// until the end of the capture quiet time (a prompt to warm) or the idle timeout. Commands,
+    /// transport changes and control messages wake it at once.
     fn wait(&mut self) {
         let t = self.link.shared.transport.read();
         let playing_out = t.playing
@@ -232,8 +233,13 @@ impl Worker {
         if self.shutdown || self.pending.is_some() {
             return;
         }
-        if playing_out || self.incoming.is_some() {
+        if self.incoming.is_some() {
             std::thread::park_timeout(self.cfg.poll_interval);
+            return;
+        }
+        if playing_out {
+            let timeout = self.until_next_push(&t, f64::INFINITY);
+            self.park_idle(timeout);
             return;
         }
         let mut timeout = self.cfg.idle_timeout;
@@ -246,6 +252,28 @@ impl Worker {
             timeout = timeout.min(WARM_QUIET.saturating_sub(self.last_capture.elapsed()));
         }
         self.park_idle(timeout);
+    }
+
+    /// How long the thread may sleep before an event of a scheduled request must be pushed
+    /// (it enters the push window), or before the playhead reaches `resume_beat`; between
+    /// `poll_interval` and `idle_timeout`, so a tempo change is caught up with soon.
+    fn until_next_push(&self, t: &TransportReading, resume_beat: f64) -> Duration {
+        let ahead = secs_to_beats(self.cfg.push_ahead_secs, t.tempo_bpm);
+        let next = self
+            .current
+            .iter()
+            .chain(self.tails.iter())
+            .filter_map(Scheduler::next_event_beat)
+            .map(|b| b - ahead)
+            .fold(resume_beat, f64::min);
+        let secs = (next - t.playhead) * 60.0 / t.tempo_bpm.max(1.0);
+        let max = self.cfg.idle_timeout.as_secs_f64();
+        let secs = if secs.is_nan() {
+            0.0
+        } else {
+            secs.clamp(0.0, max)
+        };
+        Duration::from_secs_f64(secs).max(self.cfg.poll_interval)
     }
 
     /// Parks unless a command, a cancel or a transport change is already waiting.
@@ -372,6 +400,10 @@ impl Worker {
                 origin_beat,
             } => {
                 self.capture.arm(section, origin_beat, bpm);
+                false
+            }
+            Command::CaptureRestore { section } => {
+                self.capture.arm_restored(section, bpm);
                 false
             }
             Command::CaptureNoteOn {
@@ -650,7 +682,10 @@ impl Worker {
                 return Flow::Continue;
             }
             if t.playing {
-                std::thread::park_timeout(self.cfg.poll_interval);
+                // Until the playhead lets generation go on or an event is due to be pushed.
+                let ahead = secs_to_beats(self.cfg.generate_ahead_secs, t.tempo_bpm);
+                let timeout = self.until_next_push(&t, cur.watermark() - ahead);
+                self.park_idle(timeout);
             } else {
                 // Far enough ahead of a playhead that is not moving: wait for the transport.
                 self.park_idle(self.cfg.idle_timeout);
@@ -674,8 +709,8 @@ fn gen_request(req: &Pending, bpm: f64, bpb: f64, p: &ParamValues, tok: &Tokeniz
             top_p: p.top_p,
             min_p: p.min_p,
             seed: req.seed,
-            // Not a plugin parameter yet (the plugin window, issue 10): the measured default.
-            follow_bias: SamplingParams::DEFAULT_FOLLOW_BIAS,
+            // The plugin's "Adherence" parameter (default `SamplingParams::DEFAULT_FOLLOW_BIAS`).
+            follow_bias: p.follow_bias,
         },
         constraints: Constraints {
             pitch_min: p.pitch_low,
@@ -851,6 +886,43 @@ mod tests {
         assert_eq!(capture.last_played(), None);
     }
 
+    /// After a project load the snippets are handed back in beats from each snippet's start,
+    /// which say nothing about when they were heard: `Continue` must not compare them with
+    /// the host beats of generated music (a generated section from host beat 2 came after a
+    /// snippet restored at "beat 3.5"). With nothing generated, a restored snippet is continued.
+    #[test]
+    fn restored_snippets_are_older_than_anything_heard_since() {
+        let mut capture = Capture::new(64);
+        capture.arm_restored(SectionLabel::B, 120.0);
+        capture
+            .note_on(SectionLabel::B, 64, 90, 3.0, 120.0)
+            .unwrap();
+        capture.note_off(SectionLabel::B, 64, 3.5).unwrap();
+        assert_eq!(
+            capture.last_played(),
+            Some((SectionLabel::B, f64::NEG_INFINITY))
+        );
+        let generated = generated_from(2.0, 72);
+        let ctx = continue_context(&capture, Some(&generated), 3.0);
+        assert_eq!(ctx.iter().map(|n| n.pitch).collect::<Vec<_>>(), [72]);
+        let ctx = continue_context(&capture, None, 3.0);
+        assert_eq!(ctx.iter().map(|n| n.pitch).collect::<Vec<_>>(), [64]);
+        // Played live after the restore: that is what was heard last.
+        capture.arm(SectionLabel::C, 8.0, 120.0);
+        capture
+            .note_on(SectionLabel::C, 60, 90, 8.0, 120.0)
+            .unwrap();
+        assert_eq!(capture.last_played(), Some((SectionLabel::C, 8.0)));
+        // ...and a later restore of another section does not take that over.
+        capture.arm_restored(SectionLabel::D, 120.0);
+        capture
+            .note_on(SectionLabel::D, 67, 90, 30.0, 120.0)
+            .unwrap();
+        assert_eq!(capture.last_played(), Some((SectionLabel::C, 8.0)));
+        let ctx = continue_context(&capture, Some(&generated), 9.0);
+        assert_eq!(ctx.iter().map(|n| n.pitch).collect::<Vec<_>>(), [60]);
+    }
+
     #[test]
     fn the_style_setting_reaches_the_request_when_the_model_knows_it() {
         let req = Pending {
@@ -878,5 +950,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(style(&params, &plain), None);
+    }
+
+    /// The follow bias setting (the plugin's "Adherence") is what the request samples with:
+    /// the measured default until it is changed, then the value set.
+    #[test]
+    fn the_follow_bias_setting_reaches_the_request() {
+        let req = Pending {
+            id: 1,
+            target: Target::Section(SectionLabel::A),
+            bars: 2,
+            ts_num: 4,
+            ts_den: 4,
+            form: Form::parse("AB").unwrap(),
+            start_beat: 0.0,
+            seed: 3,
+        };
+        let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+        let params = EngineParams::default();
+        let bias = |p: &EngineParams| gen_request(&req, 120.0, 4.0, &p.values(), &tok).sampling;
+        assert_eq!(
+            bias(&params).follow_bias,
+            SamplingParams::DEFAULT_FOLLOW_BIAS
+        );
+        for v in [0.0, 2.5, 20.0] {
+            params.set_follow_bias(v);
+            let s = bias(&params);
+            assert_eq!(s.follow_bias, v);
+            assert!(s.validate().is_ok());
+        }
     }
 }

@@ -37,8 +37,11 @@ impl Shared {
         let _ = self.engine_thread.set(std::thread::current());
     }
 
-    /// Wakes the engine thread if it is parked idle. Safe on the audio thread: atomics only, plus
-    /// a futex wake (no lock, no allocation, never blocks) when the engine was actually parked.
+    /// Wakes the engine thread if it is parked idle. Safe on the audio thread: atomics only, plus,
+    /// when the engine was actually parked, `Thread::unpark`, which in std (1.95) is an atomic
+    /// swap and a wake system call — `FUTEX_WAKE` on Linux, `dispatch_semaphore_signal` on macOS,
+    /// `WakeByAddressSingle` on Windows: no lock, no allocation, never blocks. (std's pthread
+    /// fallback for other Unixes takes a mutex; Staria is not built for those.)
     pub fn wake_engine(&self) {
         // Pairs with the fence in `park_idle`: either the engine sees what was published before
         // this call, or this call sees `parked` set.

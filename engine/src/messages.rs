@@ -120,6 +120,11 @@ pub enum Command {
         section: SectionLabel,
         origin_beat: f64,
     },
+    /// Start handing a saved snippet back (after a project load): like `CaptureArm` with origin
+    /// 0, and the notes that follow are in beats from the snippet's start. They are not music
+    /// just played, so they never count as heard after a generated section (what `Continue`
+    /// continues; see `Capture::last_played`).
+    CaptureRestore { section: SectionLabel },
     /// A played note starts. Without a preceding arm, the first note's start is the origin.
     CaptureNoteOn {
         section: SectionLabel,

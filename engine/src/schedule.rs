@@ -108,6 +108,17 @@ impl Scheduler {
             .collect()
     }
 
+    /// The beat of the next event [`Self::pump`] has to push (a note-on not yet pushed or the
+    /// note-off of one that was), `None` once everything has been pushed.
+    pub fn next_event_beat(&self) -> Option<f64> {
+        let on = self.notes.get(self.next_on).map(|n| n.start);
+        self.active
+            .iter()
+            .map(|&i| self.notes[i].end)
+            .chain(on)
+            .min_by(f64::total_cmp)
+    }
+
     /// Start of the newest note (how far generation has got), in beats.
     pub fn watermark(&self) -> f64 {
         self.watermark
@@ -343,6 +354,20 @@ mod tests {
         assert_eq!(got.len(), 16 - 5);
         assert!(got.windows(2).all(|w| w[0].beat <= w[1].beat));
         assert!(s.is_drained());
+    }
+
+    #[test]
+    fn next_event_beat_is_what_pump_pushes_next() {
+        let mut s = sched(1);
+        assert_eq!(s.next_event_beat(), None);
+        s.add(60, 100, 0.0, 1000.0); // 8..10
+        s.add(64, 100, 250.0, 250.0); // 8.5..9
+        s.finish();
+        assert_eq!(s.next_event_beat(), Some(8.0));
+        assert_eq!(drain(&mut s, 8.6).len(), 2);
+        assert_eq!(s.next_event_beat(), Some(9.0));
+        drain(&mut s, 100.0);
+        assert_eq!(s.next_event_beat(), None);
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub struct EngineParams {
     temperature: AtomicF32,
     top_p: AtomicF32,
     min_p: AtomicF32,
+    /// Snippet following (`SamplingParams::follow_bias`), 0..=20.
+    follow_bias: AtomicF32,
     pitch_low: AtomicU8,
     pitch_high: AtomicU8,
     /// Bit `n` set: pitch class `n` (C = 0) allowed. 0xFFF = chromatic.
@@ -180,6 +182,7 @@ impl Default for EngineParams {
             temperature: AtomicF32::new(sampling.temperature),
             top_p: AtomicF32::new(sampling.top_p),
             min_p: AtomicF32::new(sampling.min_p),
+            follow_bias: AtomicF32::new(sampling.follow_bias),
             pitch_low: AtomicU8::new(0),
             pitch_high: AtomicU8::new(127),
             key_mask: AtomicU16::new(0xFFF),
@@ -197,6 +200,7 @@ pub struct ParamValues {
     pub temperature: f32,
     pub top_p: f32,
     pub min_p: f32,
+    pub follow_bias: f32,
     pub pitch_low: u8,
     pub pitch_high: u8,
     pub key_mask: u16,
@@ -242,6 +246,13 @@ impl EngineParams {
     pub fn set_min_p(&self, v: f32) {
         self.min_p.store(finite_or(v, 0.0).clamp(0.0, 1.0), Relaxed);
     }
+    /// Snippet following ("adherence"): 0 leaves the model alone; clamped to 0..=20 (a
+    /// non-finite value means the default).
+    pub fn set_follow_bias(&self, v: f32) {
+        let default = crate::sampling::SamplingParams::DEFAULT_FOLLOW_BIAS;
+        self.follow_bias
+            .store(finite_or(v, default).clamp(0.0, 20.0), Relaxed);
+    }
     /// Inclusive MIDI pitch range; swapped if given backwards, clamped to 0..=127.
     pub fn set_pitch_range(&self, low: u8, high: u8) {
         let (lo, hi) = if low <= high {
@@ -280,6 +291,7 @@ impl EngineParams {
             temperature: self.temperature.load(Relaxed),
             top_p: self.top_p.load(Relaxed),
             min_p: self.min_p.load(Relaxed),
+            follow_bias: self.follow_bias.load(Relaxed),
             pitch_low: self.pitch_low.load(Relaxed),
             pitch_high: self.pitch_high.load(Relaxed),
             key_mask: self.key_mask.load(Relaxed),
@@ -305,7 +317,13 @@ mod tests {
         p.set_key_mask(0);
         p.set_max_polyphony(0);
         p.set_channel(99);
+        p.set_follow_bias(f32::NAN);
         let v = p.values();
+        assert_eq!(v.follow_bias, 4.0);
+        p.set_follow_bias(25.0);
+        assert_eq!(p.values().follow_bias, 20.0);
+        p.set_follow_bias(-1.0);
+        assert_eq!(p.values().follow_bias, 0.0);
         assert_eq!(v.temperature, 1.0);
         assert_eq!(v.top_p, 1.0);
         assert_eq!(v.min_p, 0.0);

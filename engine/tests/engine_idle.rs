@@ -128,4 +128,82 @@ fn an_idle_engine_sleeps_and_wakes_on_commands() {
     assert!(w1 - w0 <= 3, "{} wake-ups in 0.5 s while idle", w1 - w0);
     drop(audio);
     drop(control);
+
+    // A generated request playing out: the thread wakes when an event is due to be pushed,
+    // not every millisecond (it used to poll every `poll_interval` until the request was over,
+    // and again after every loop of the host).
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "idle-test-tiny");
+    let (mut audio, control) = Engine::spawn(EngineConfig {
+        model_dir: Some(dir.path().to_path_buf()),
+        // Generate it all while the transport stands.
+        generate_ahead_secs: 60.0,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let t = Instant::now();
+    while control.snapshot().model_generation == 0 {
+        assert!(t.elapsed() < Duration::from_secs(120), "model never loaded");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Sparse music: one voice.
+    control.params().set_max_polyphony(1);
+    let id = audio.next_request_id();
+    // Two bars from beat 0, asked for while stopped there.
+    assert!(audio.send(Command::Generate {
+        request_id: id,
+        target: Target::Section(SectionLabel::A),
+        bars: 2,
+        ts_num: 4,
+        ts_den: 4,
+        form: Form::new(),
+        start_beat: 0.0,
+        seed: 1,
+    }));
+    let (o, _) = answer(&mut audio, id);
+    let generated = control.snapshot().notes_generated;
+    assert_eq!(o, Outcome::Finished, "{:?}", control.snapshot());
+    // Play in real time from beat 0 (512-sample blocks at 48 kHz, 120 bpm) for 3 s: the
+    // request's first six beats.
+    let mut pos = 0.0;
+    let mut notes = 0;
+    let mut measure = None;
+    let t0 = Instant::now();
+    for block in 0.. {
+        let due = t0 + Duration::from_secs_f64(block as f64 * 512.0 / 48_000.0);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let f = frame(true, pos);
+        audio.process_block(&f, |_, ev| {
+            if let Event::Note(n) = ev
+                && n.on
+            {
+                notes += 1;
+            }
+        });
+        pos = f.block().end_beat;
+        let elapsed = t0.elapsed();
+        if measure.is_none() && elapsed >= Duration::from_secs(1) {
+            measure = Some((engine_thread_usage(), Instant::now()));
+        }
+        if elapsed >= Duration::from_secs(3) {
+            break;
+        }
+    }
+    let ((cpu0, w0), m0) = measure.unwrap();
+    let (cpu1, w1) = engine_thread_usage();
+    let secs = m0.elapsed().as_secs_f64();
+    let wakes_per_sec = (w1 - w0) as f64 / secs;
+    eprintln!(
+        "playing out: {notes} of {generated} notes, {wakes_per_sec:.1} wake-ups/s, {:.3}% of a core",
+        (cpu1 - cpu0) as f64 / 1e9 / secs * 100.0
+    );
+    assert!(notes > 0, "nothing played");
+    assert!(
+        wakes_per_sec < 200.0,
+        "{wakes_per_sec} wake-ups/s while a finished request plays out"
+    );
+    drop(audio);
+    drop(control);
 }
