@@ -221,6 +221,29 @@ pub struct GenSummary {
     pub decode_ms: f64,
     /// From the call to the first note callback.
     pub first_note_ms: Option<f64>,
+    /// Where the generated span starts, in ms on the clock of what it continues (0 for a
+    /// section; for `Continue` [`continue_start_ms`] of the context).
+    #[serde(default)]
+    pub span_start_ms: f64,
+}
+
+/// Where a `Continue` of `context` starts: the first bar line at or after the context's last
+/// note-off, bars counted from the context's start (ms 0: a bar line, as a captured snippet's
+/// or a generated section's start is). The engine plays the span from a bar line of the host,
+/// so starting it on one of the context's keeps the context's beat; starting it at the last
+/// note-off would shift every generated note by that note-off's phase in its bar.
+pub fn continue_start_ms(context: &[Note], bpm: f64, beats_per_bar: f64) -> f64 {
+    let end_ms = context
+        .iter()
+        .map(|n| n.end_ms)
+        .filter(|e| e.is_finite())
+        .fold(0.0, f64::max);
+    let bar_ms = beats_per_bar * 60_000.0 / bpm;
+    if !(bar_ms.is_finite() && bar_ms > 0.0) {
+        return end_ms;
+    }
+    // A note-off a hair past a bar line (float noise) still ends on it.
+    (end_ms / bar_ms - 1e-6).ceil().max(0.0) * bar_ms
 }
 
 /// One section occurrence of a generated piece.
@@ -776,7 +799,7 @@ impl Generator {
 
     /// Generates one request, calling `on_note` for each note as soon as it is complete (notes
     /// come in start order). Times are relative to the span start: the forced section's start,
-    /// or for `Continue` the end of `snippets.context`.
+    /// or for `Continue` the first bar line after `snippets.context` ([`continue_start_ms`]).
     pub fn generate(
         &mut self,
         snippets: &Snippets,
@@ -798,7 +821,7 @@ impl Generator {
 
         let origin = match req.target {
             Target::Section(label) => {
-                self.follower.start(prompt.snippet(label));
+                self.follower.start(&self.tok, prompt.snippet(label), 0.0);
                 let before = self.position();
                 if !self.force_section(&mut cd, label, 0.0)? {
                     return Err(request(
@@ -810,7 +833,7 @@ impl Generator {
             }
             Target::Continue => {
                 self.follower.stop();
-                let (ids, end_ms, cut_ms) =
+                let (ids, _end_ms, cut_ms) =
                     self.context_tokens(&snippets.context, prompt_tokens)?;
                 self.set_grid(Some(BeatGrid::new(beat_grid.beat_ms, -cut_ms)?));
                 if !ids.is_empty() {
@@ -820,8 +843,13 @@ impl Generator {
                     }
                 }
                 prompt_tokens += ids.len();
-                end_ms
+                // On the clock the model reads (it starts at the cut).
+                continue_start_ms(&snippets.context, req.bpm, req.beats_per_bar) - cut_ms
             }
+        };
+        let span_start_ms = match req.target {
+            Target::Section(_) => 0.0,
+            Target::Continue => continue_start_ms(&snippets.context, req.bpm, req.beats_per_bar),
         };
         cd.set_span(origin, origin + req.span_ms());
         let prefill_ms = ms_since(t0);
@@ -850,6 +878,7 @@ impl Generator {
             prefill_ms,
             decode_ms: ms_since(t1),
             first_note_ms,
+            span_start_ms,
         })
     }
 
@@ -893,7 +922,7 @@ impl Generator {
             let before = raw.len();
             let mut stop = StopReason::MaxSeqLen;
             if !out_of_context {
-                self.follower.start(prompt.snippet(label));
+                self.follower.start(&self.tok, prompt.snippet(label), start);
                 if self.force_section(&mut cd, label, start)? {
                     cd.set_span(start, end);
                     // An equal share of what is left, after reserving the `<T>`s and tags that
@@ -954,6 +983,7 @@ impl Generator {
             prefill_ms,
             decode_ms: ms_since(t1),
             first_note_ms,
+            span_start_ms: 0.0,
         };
         Ok(Piece {
             song,
@@ -1058,7 +1088,8 @@ impl Generator {
                 cd.apply(&mut self.logits);
             }
             let follow_bias = sampler.params().follow_bias;
-            self.follower.bias(&self.tok, &mut self.logits, follow_bias);
+            self.follower
+                .bias(&self.tok, cd.decoder(), &mut self.logits, follow_bias);
             let mut id = sampler.sample(&self.logits)?;
             sampled += 1;
             if open {
@@ -1077,7 +1108,8 @@ impl Generator {
                     OnsetRead::Clamp => {
                         self.logits.copy_from_slice(&self.spare);
                         cd.apply(&mut self.logits);
-                        self.follower.bias(&self.tok, &mut self.logits, follow_bias);
+                        self.follower
+                            .bias(&self.tok, cd.decoder(), &mut self.logits, follow_bias);
                         id = sampler.sample(&self.logits)?;
                     }
                 }

@@ -184,9 +184,13 @@ fn continue_appends_after_the_input() {
         .filter(|n| n.start_ms >= end - 1.0)
         .collect();
     assert_eq!(added.len(), song.notes.len() - input.notes.len());
-    // 2 bars of 4/4 at 120 bpm after the end.
+    // 2 bars of 4/4 at 120 bpm (2000 ms a bar) from the first bar line at or after the end, so
+    // the added notes keep the input's beat.
+    let start = (end / 2000.0 - 1e-6).ceil() * 2000.0;
     assert!(
-        added.iter().all(|n| n.end_ms <= end + 4000.0 + 2.0),
+        added
+            .iter()
+            .all(|n| n.start_ms >= start - 2.0 && n.end_ms <= start + 4000.0 + 2.0),
         "{added:?}"
     );
 }

@@ -153,16 +153,42 @@ fn continue_starts_after_the_context() {
     // A random model stacks notes on one onset without end; a voice limit keeps it within the
     // tiny model's 512-token context.
     req.constraints.max_polyphony = Some(3);
-    let (notes, stop) = run(&mut g, &s, &req);
-    assert_eq!(stop, StopReason::BarLimit);
+    let mut notes = Vec::new();
+    let summary = g
+        .generate(&s, &req, &mut |n| {
+            notes.push(n);
+            Flow::Continue
+        })
+        .unwrap();
+    assert_eq!(summary.stop, StopReason::BarLimit);
     assert!(!notes.is_empty());
-    // Times are from the end of the context (11 * 400 + 380 = 4780 ms); span 4000 ms.
+    // The context ends at 11 * 400 + 380 = 4780 ms, inside its third bar (2000 ms a bar): the
+    // span starts on the next bar line, 6000 ms, where the engine puts it on a bar line of the
+    // host. (From the note-off, every note would move 1220 ms against the beat: the engine
+    // plays the span from a bar line.)
+    assert_eq!(summary.span_start_ms, 6000.0);
+    // Times are from the span start; span 4000 ms.
     assert!(
         notes
             .iter()
             .all(|n| n.start_ms >= 0.0 && n.start_ms + n.dur_ms <= 4000.0 + 1e-9),
         "{notes:?}"
     );
+}
+
+/// Where a continuation starts: the bar line at or after the context's last note-off, bars
+/// counted from the context's start, in the request's meter and tempo.
+#[test]
+fn continue_starts_on_the_bar_line_after_the_context() {
+    use staria_engine::generate::continue_start_ms;
+    let ctx = |end_ms: f64| vec![note(60, 0.0, end_ms)];
+    assert_eq!(continue_start_ms(&[], 120.0, 4.0), 0.0);
+    assert_eq!(continue_start_ms(&ctx(650.0), 120.0, 4.0), 2000.0);
+    assert_eq!(continue_start_ms(&ctx(2000.0), 120.0, 4.0), 2000.0);
+    assert_eq!(continue_start_ms(&ctx(2000.0 + 1e-9), 120.0, 4.0), 2000.0);
+    assert_eq!(continue_start_ms(&ctx(2001.0), 120.0, 4.0), 4000.0);
+    // 6/8 at 90 bpm: 3 quarter notes of 666.7 ms a bar.
+    assert!((continue_start_ms(&ctx(2100.0), 90.0, 3.0) - 4000.0).abs() < 1e-9);
 }
 
 #[test]

@@ -643,6 +643,9 @@ fn cmd_continue(a: ContinueArgs) -> Result<(), Failure> {
     let mut loaded = load(&a.model, &a.backend)?;
 
     let end_ms = song.notes.iter().map(|n| n.end_ms).fold(0.0, f64::max);
+    // The continuation starts on the first bar line after the input's last note-off.
+    let start_ms =
+        staria_engine::generate::continue_start_ms(&song.notes, req.bpm, req.beats_per_bar);
     let template = song
         .notes
         .iter()
@@ -658,8 +661,8 @@ fn cmd_continue(a: ContinueArgs) -> Result<(), Failure> {
         added.push((
             n.pitch,
             n.velocity,
-            n.start_ms + end_ms,
-            n.start_ms + end_ms + n.dur_ms.min(limit_ms - n.start_ms),
+            n.start_ms + start_ms,
+            n.start_ms + start_ms + n.dur_ms.min(limit_ms - n.start_ms),
         ));
         Flow::Continue
     })?;
@@ -686,9 +689,10 @@ fn cmd_continue(a: ContinueArgs) -> Result<(), Failure> {
         );
     }
     eprintln!(
-        "staria: wrote {} ({} notes added after {:.1} s; {} tokens in {:.0} ms)",
+        "staria: wrote {} ({} notes added from {:.1} s, the bar line after {:.1} s; {} tokens in {:.0} ms)",
         a.out.display(),
         summary.notes,
+        start_ms / 1000.0,
         end_ms / 1000.0,
         summary.sampled_tokens,
         summary.prefill_ms + summary.decode_ms
