@@ -75,7 +75,7 @@ impl DecoderConfig {
         Self::preset(vocab_size, 32, 2, 2, 2, 512)
     }
 
-    fn preset(
+    pub(crate) fn preset(
         vocab_size: usize,
         dim: usize,
         n_layers: usize,

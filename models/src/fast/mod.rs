@@ -51,6 +51,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::decoder::DecoderConfig;
 use crate::error::{Error, Result};
 use crate::grid::{self, BeatGrid, GridRows};
 use crate::window::{self, WindowBins, WindowClock};
@@ -106,21 +107,17 @@ fn default_max_latents() -> usize {
     64
 }
 
-/// The decoder hyper-parameters, with the serde keys of the model's `config.json`
-/// (`DecoderConfig`), plus the optional Staria cross-attention settings.
+/// The fast decoder's hyper-parameters: a [`DecoderConfig`] (the trunk, read with the same serde
+/// keys from the model's `config.json` and checked by [`DecoderConfig::validate`]) plus the
+/// optional Staria cross-attention settings. Built from the candle model's config
+/// (`FastConfig::from(&decoder_config)` or `FastConfig::from(&model_config)`), as
+/// candle-transformers' `LlamaConfig::into_config` builds its `Config`; the decoder's fields read
+/// through it (`cfg.dim`, `cfg.rope_theta`) by `Deref`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FastConfig {
-    pub vocab_size: usize,
-    pub dim: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    /// Feed-forward hidden size is `ff_mult * dim`.
-    pub ff_mult: usize,
-    pub max_seq_len: usize,
-    #[serde(default = "crate::layers::default_rope_theta")]
-    pub rope_theta: f64,
-    #[serde(default = "crate::layers::default_norm_eps")]
-    pub norm_eps: f64,
+    /// The decoder trunk: every size, RoPE theta, norm eps, window and grid setting.
+    #[serde(flatten)]
+    pub decoder: DecoderConfig,
     /// A Staria cross-attention site after every `cross_every`-th block; 0 = plain decoder.
     #[serde(default)]
     pub cross_every: usize,
@@ -130,14 +127,19 @@ pub struct FastConfig {
     /// Size of one latent vector; `None` = `dim`.
     #[serde(default)]
     pub latent_dim: Option<usize>,
-    /// Window-position input (`crate::window`), as `DecoderConfig::window_bins`; 0 = none.
-    #[serde(default)]
-    pub window_bins: usize,
-    #[serde(default = "crate::decoder::default_window_bin_ms")]
-    pub window_bin_ms: u32,
-    /// Beat-grid head (`crate::grid`), as `DecoderConfig::grid_bins`; 0 = none.
-    #[serde(default)]
-    pub grid_bins: usize,
+}
+
+impl std::ops::Deref for FastConfig {
+    type Target = DecoderConfig;
+    fn deref(&self) -> &DecoderConfig {
+        &self.decoder
+    }
+}
+
+impl std::ops::DerefMut for FastConfig {
+    fn deref_mut(&mut self) -> &mut DecoderConfig {
+        &mut self.decoder
+    }
 }
 
 impl FastConfig {
@@ -150,44 +152,19 @@ impl FastConfig {
         ff_mult: usize,
         max_seq_len: usize,
     ) -> Self {
-        FastConfig {
+        FastConfig::from(DecoderConfig::preset(
             vocab_size,
             dim,
             n_layers,
             n_heads,
             ff_mult,
             max_seq_len,
-            rope_theta: crate::layers::default_rope_theta(),
-            norm_eps: crate::layers::default_norm_eps(),
-            cross_every: 0,
-            max_latents: default_max_latents(),
-            latent_dim: None,
-            window_bins: 0,
-            window_bin_ms: crate::decoder::default_window_bin_ms(),
-            grid_bins: 0,
-        }
+        ))
     }
 
-    /// The `small` preset: 6 layers, dim 256, 4 heads, ff_mult 4, max_seq_len 4096.
+    /// The decoder's `small` preset ([`DecoderConfig::small`]).
     pub fn small(vocab_size: usize) -> Self {
-        Self::decoder(vocab_size, 256, 6, 4, 4, 4096)
-    }
-
-    /// Head size; errors unless `dim` splits into `n_heads` heads of even size.
-    pub fn head_dim(&self) -> Result<usize> {
-        if self.n_heads == 0 || self.dim == 0 || !self.dim.is_multiple_of(self.n_heads) {
-            return Err(Error::Config(format!(
-                "fast decoder: dim {} is not divisible by n_heads {}",
-                self.dim, self.n_heads
-            )));
-        }
-        let hd = self.dim / self.n_heads;
-        if !hd.is_multiple_of(2) {
-            return Err(Error::Config(format!(
-                "fast decoder: head dim {hd} must be even for RoPE"
-            )));
-        }
-        Ok(hd)
+        FastConfig::from(DecoderConfig::small(vocab_size))
     }
 
     /// Number of Staria cross-attention sites.
@@ -199,43 +176,10 @@ impl FastConfig {
         self.latent_dim.unwrap_or(self.dim)
     }
 
+    /// The decoder's checks ([`DecoderConfig::validate`]) and those of the cross-attention
+    /// settings.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("n_layers", self.n_layers),
-            ("ff_mult", self.ff_mult),
-            ("max_seq_len", self.max_seq_len),
-        ] {
-            if v == 0 {
-                return Err(Error::Config(format!(
-                    "fast decoder: {name} must be at least 1"
-                )));
-            }
-        }
-        if self.vocab_size > u32::MAX as usize {
-            return Err(Error::Config(format!(
-                "fast decoder: vocab_size {} does not fit u32 token ids",
-                self.vocab_size
-            )));
-        }
-        self.head_dim()?;
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(Error::Config(format!(
-                "fast decoder: rope_theta {} must be a positive number",
-                self.rope_theta
-            )));
-        }
-        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
-            return Err(Error::Config(format!(
-                "fast decoder: norm_eps {} must be a positive number",
-                self.norm_eps
-            )));
-        }
-        if self.window_bins > 0 && self.window_bin_ms == 0 {
-            return Err(Error::Config(
-                "fast decoder: window_bin_ms must be at least 1 when window_bins is set".into(),
-            ));
-        }
+        self.decoder.validate()?;
         if self.cross_every > 0 && (self.max_latents == 0 || self.latent_dim() == 0) {
             return Err(Error::Config(
                 "fast decoder: cross-attention needs max_latents and latent_dim of at least 1"
@@ -246,23 +190,22 @@ impl FastConfig {
     }
 }
 
-impl From<&crate::decoder::DecoderConfig> for FastConfig {
+impl From<DecoderConfig> for FastConfig {
     /// A plain decoder with the candle `Decoder`'s settings.
-    fn from(d: &crate::decoder::DecoderConfig) -> Self {
-        let mut f = FastConfig::decoder(
-            d.vocab_size,
-            d.dim,
-            d.n_layers,
-            d.n_heads,
-            d.ff_mult,
-            d.max_seq_len,
-        );
-        f.rope_theta = d.rope_theta;
-        f.norm_eps = d.norm_eps;
-        f.window_bins = d.window_bins;
-        f.window_bin_ms = d.window_bin_ms;
-        f.grid_bins = d.grid_bins;
-        f
+    fn from(decoder: DecoderConfig) -> Self {
+        FastConfig {
+            decoder,
+            cross_every: 0,
+            max_latents: default_max_latents(),
+            latent_dim: None,
+        }
+    }
+}
+
+impl From<&DecoderConfig> for FastConfig {
+    /// A plain decoder with the candle `Decoder`'s settings.
+    fn from(d: &DecoderConfig) -> Self {
+        FastConfig::from(d.clone())
     }
 }
 
@@ -900,15 +843,7 @@ impl FastDecoder {
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
-        if let Some(i) = tokens
-            .iter()
-            .position(|&t| t as usize >= self.cfg.vocab_size)
-        {
-            return Err(Error::Tokenizer(format!(
-                "fast decoder: token id {} at index {i} is outside the model vocabulary of {}",
-                tokens[i], self.cfg.vocab_size
-            )));
-        }
+        crate::layers::check_ids("fast decoder", tokens, self.cfg.vocab_size)?;
         if self.s.pos + tokens.len() > self.cfg.max_seq_len {
             return Err(Error::ContextFull {
                 cached: self.s.pos,
