@@ -1,0 +1,309 @@
+//! The decode step itself: a chunk of tokens through every block (norm, QKV, RoPE, appending to
+//! the KV cache, attention, SwiGLU), the Staria cross-attention sites, the LM head and the
+//! beat-grid scores. Allocation-free: every buffer lives in [`State`].
+
+use super::kernels::{self, padded};
+use super::matrix::Matrix;
+use super::{CrossSite, FastConfig, Isa, KvStore, PREFILL_CHUNK, State, Weights, blocked};
+use crate::grid;
+
+/// Rotate-half RoPE on one head vector with the tables' row for its position.
+#[inline]
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (a, b) = x.split_at_mut(half);
+    for i in 0..half {
+        let (x1, x2) = (a[i], b[i]);
+        a[i] = x1 * cos[i] - x2 * sin[i];
+        b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// Runs the chunk `tokens` (1 to [`PREFILL_CHUNK`] ids) through every block at positions
+/// `s.pos ..` and advances it; leaves the final residual streams in `s.x` (row `i` for token
+/// `i`). Every token gets bit-for-bit what it would get alone: the mat-muls reproduce the
+/// mat-vec per token and the attention of a query only reads positions up to its own. The caller
+/// has checked the ids and the room. `bins` holds the tokens' window-position bins (one per
+/// token) for a model with that input, and is empty otherwise.
+pub(super) fn forward_chunk(
+    w: &Weights,
+    s: &mut State,
+    cfg: &FastConfig,
+    hd: usize,
+    isa: Isa,
+    tokens: &[u32],
+    bins: &[u32],
+) {
+    let n = tokens.len();
+    debug_assert!((1..=PREFILL_CHUNK).contains(&n));
+    debug_assert!(bins.len() == if w.win_emb.is_empty() { 0 } else { n });
+    let (d, pd) = (cfg.dim, padded(cfg.dim));
+    let eps = cfg.norm_eps as f32;
+    for (x, &t) in s.x.chunks_exact_mut(d).zip(tokens) {
+        let t = t as usize;
+        x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+    }
+    // Same order of additions as the candle model: token row, then window row.
+    for (x, &b) in s.x.chunks_exact_mut(d).zip(bins) {
+        let b = b as usize;
+        for (xv, wv) in x.iter_mut().zip(&w.win_emb[b * d..(b + 1) * d]) {
+            *xv += wv;
+        }
+    }
+
+    for (li, layer) in w.layers.iter().enumerate() {
+        // Attention.
+        norm_rows(isa, s, &layer.attn_norm, eps, d, n);
+        layer
+            .qkv
+            .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
+        self_attention(w, s, cfg, hd, isa, li, n);
+        layer
+            .out
+            .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
+        kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]);
+
+        // Feed-forward.
+        norm_rows(isa, s, &layer.ff_norm, eps, d, n);
+        swiglu_residual(isa, &layer.w13, &layer.w2, None, s, d, n);
+
+        // Site j follows layer (j+1)*cross_every - 1 (`StariaConfig::site_after`).
+        if cfg.cross_every > 0
+            && (li + 1).is_multiple_of(cfg.cross_every)
+            && let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1)
+        {
+            cross_site(site, s, cfg, hd, isa, n);
+        }
+    }
+    s.pos += n;
+}
+
+/// `xn[i] = layer_norm(x[i]) * w` for the chunk's first `n` rows.
+fn norm_rows(isa: Isa, s: &mut State, w: &[f32], eps: f32, d: usize, n: usize) {
+    let pd = padded(d);
+    for (x, xn) in s.x.chunks_exact(d).zip(s.xn.chunks_exact_mut(pd)).take(n) {
+        kernels::layer_norm(isa, x, w, eps, &mut xn[..d]);
+    }
+}
+
+/// Self-attention of layer `li` for the chunk's `n` tokens (QKV in `s.qkv`): RoPE on queries and
+/// keys, all keys and values appended to the cache, then each query attends causally to the
+/// cache up to its own position; head outputs go to `s.att`.
+#[allow(clippy::too_many_arguments)]
+fn self_attention(
+    w: &Weights,
+    s: &mut State,
+    cfg: &FastConfig,
+    hd: usize,
+    isa: Isa,
+    li: usize,
+    n: usize,
+) {
+    let (d, pd, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    let cap = cfg.max_seq_len;
+    let kcap = blocked(cap);
+    let half = hd / 2;
+    let pos = s.pos;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let ss = s.scores_stride;
+    let State {
+        kv,
+        kv_tile,
+        head_tmp,
+        qkv,
+        att,
+        scores,
+        ..
+    } = s;
+
+    for (i, row) in qkv.chunks_exact_mut(3 * d).take(n).enumerate() {
+        let p = pos + i;
+        let (cos, sin) = (
+            &w.rope_cos[p * half..(p + 1) * half],
+            &w.rope_sin[p * half..(p + 1) * half],
+        );
+        let (q, rest) = row.split_at_mut(d);
+        let (k, v) = rest.split_at_mut(d);
+        for hh in 0..h {
+            rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
+            rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
+            let kbase = (li * h + hh) * hd * kcap;
+            let vrow = (li * h + hh) * hd * cap + p * hd;
+            let (kh, vh) = (&k[hh * hd..(hh + 1) * hd], &v[hh * hd..(hh + 1) * hd]);
+            match kv {
+                KvStore::F32 { kt, v: vc } => {
+                    for (j, x) in kh.iter().enumerate() {
+                        kt[kbase + kernels::kblock_index(hd, p, j)] = *x;
+                    }
+                    vc[vrow..vrow + hd].copy_from_slice(vh);
+                }
+                KvStore::F16 { kt, v: vc } => {
+                    for (j, x) in kh.iter().enumerate() {
+                        kt[kbase + kernels::kblock_index(hd, p, j)] = kernels::f32_to_f16_sat(*x);
+                    }
+                    for (o, x) in vc[vrow..vrow + hd].iter_mut().zip(vh) {
+                        *o = kernels::f32_to_f16_sat(*x);
+                    }
+                }
+            }
+        }
+    }
+
+    // Query i sees positions 0 ..= pos + i; `first(b)` is the first query that sees key block b.
+    let end = pos + n;
+    let first = |b: usize| (b * kernels::KB).saturating_sub(pos);
+    for hh in 0..h {
+        let kbase = (li * h + hh) * hd * kcap;
+        let vbase = (li * h + hh) * hd * cap;
+        let q = |i: usize| i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd;
+        let o = |i: usize| i * pd + hh * hd..i * pd + (hh + 1) * hd;
+        match kv {
+            KvStore::F32 { kt, v: vc } => {
+                let kb = &kt[kbase..kbase + hd * kcap];
+                for i in 0..n {
+                    let sc = &mut scores[i * ss..i * ss + pos + i + 1];
+                    kernels::scores_blocked(isa, &qkv[q(i)], kb, scale, sc);
+                    kernels::softmax(isa, sc);
+                    let vs = &vc[vbase..vbase + sc.len() * hd];
+                    kernels::weighted_sum(isa, sc, vs, &mut att[o(i)]);
+                }
+            }
+            KvStore::F16 { kt, v: vc } => {
+                // Tile by tile: 16 positions converted to f32 in L1 once for the whole chunk,
+                // then the f32 kernels for every query that sees them, in the order a single
+                // query's step uses.
+                let tile = &mut kv_tile[..hd * kernels::KB];
+                let kb = &kt[kbase..kbase + hd * kcap];
+                for (b, blk) in kb.chunks_exact(hd * kernels::KB).enumerate() {
+                    if b * kernels::KB >= end {
+                        break;
+                    }
+                    kernels::f16_to_f32(isa, blk, tile);
+                    for i in first(b)..n {
+                        let lo = i * ss + b * kernels::KB;
+                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        kernels::scores_blocked(isa, &qkv[q(i)], tile, scale, &mut scores[lo..hi]);
+                    }
+                }
+                for i in 0..n {
+                    kernels::softmax(isa, &mut scores[i * ss..i * ss + pos + i + 1]);
+                    att[o(i)].fill(0.0);
+                }
+                let vs = &vc[vbase..vbase + end * hd];
+                for (b, vblk) in vs.chunks(kernels::KB * hd).enumerate() {
+                    let t = &mut tile[..vblk.len()];
+                    kernels::f16_to_f32(isa, vblk, t);
+                    for i in first(b)..n {
+                        let lo = i * ss + b * kernels::KB;
+                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        kernels::weighted_sum(isa, &scores[lo..hi], t, head_tmp);
+                        kernels::add_assign(isa, &mut att[o(i)], head_tmp);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `x += gate * w2(silu(w1 xn) * w3 xn)` (`gate = None`: 1) for the chunk's first `n` rows.
+fn swiglu_residual(
+    isa: Isa,
+    w13: &Matrix,
+    w2: &Matrix,
+    gate: Option<&[f32]>,
+    s: &mut State,
+    d: usize,
+    n: usize,
+) {
+    let hidden = w2.cols();
+    let (hs, gs) = (s.ffh_stride, s.ffg_stride);
+    w13.matmul(isa, &s.xn, padded(d), &mut s.ffh, hs, n, &mut s.qs);
+    for (h, g) in s
+        .ffh
+        .chunks_exact(hs)
+        .zip(s.ffg.chunks_exact_mut(gs))
+        .take(n)
+    {
+        let (a, b) = h[..2 * hidden].split_at(hidden);
+        let (g, pad) = g[..padded(hidden)].split_at_mut(hidden);
+        kernels::swiglu(isa, a, b, g);
+        // The padding feeds the mat-mul too: zero it (a wider SwiGLU may have written there, and
+        // a q8 block's scale depends on all its 32 values).
+        pad.fill(0.0);
+    }
+    w2.matmul(isa, &s.ffg, gs, &mut s.tmp, d, n, &mut s.qs);
+    match gate {
+        None => kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]),
+        Some(g) => gated_add(&mut s.x, &s.tmp, g, n),
+    }
+}
+
+/// `x[i] += g * tmp[i]` for the first `n` rows of `g.len()` values.
+fn gated_add(x: &mut [f32], tmp: &[f32], g: &[f32], n: usize) {
+    let d = g.len();
+    for (x, t) in x.chunks_exact_mut(d).zip(tmp.chunks_exact(d)).take(n) {
+        for ((x, t), g) in x.iter_mut().zip(t).zip(g) {
+            *x += g * t;
+        }
+    }
+}
+
+/// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter)
+/// for the chunk's first `n` rows; skipped when no latents are set.
+fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa, n: usize) {
+    let (d, pd) = (cfg.dim, padded(cfg.dim));
+    let m = cfg.max_latents;
+    let eps = cfg.norm_eps as f32;
+    let nl = s.n_latents;
+    if nl == 0 {
+        // No snippets: the site is skipped entirely, as in `Staria::forward_cached`.
+        return;
+    }
+    norm_rows(isa, s, &site.norm, eps, d, n);
+    site.q
+        .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mk = blocked(m);
+    let ss = s.scores_stride;
+    for i in 0..n {
+        for hh in 0..cfg.n_heads {
+            let scores = &mut s.scores[i * ss..i * ss + nl];
+            let q = &s.qkv[i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd];
+            let kt = &site.kt[hh * hd * mk..(hh + 1) * hd * mk];
+            kernels::scores_blocked(isa, q, kt, scale, scores);
+            kernels::softmax(isa, scores);
+            let v = &site.v_cache[hh * m * hd..(hh * m + nl) * hd];
+            let out = &mut s.att[i * pd + hh * hd..i * pd + (hh + 1) * hd];
+            kernels::weighted_sum(isa, scores, v, out);
+        }
+    }
+    site.out
+        .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
+    gated_add(&mut s.x, &s.tmp, &site.attn_gate, n);
+    norm_rows(isa, s, &site.ff_norm, eps, d, n);
+    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, d, n);
+}
+
+/// The beat-grid head on the last normed state (`compute_logits` left it in `xn`): onset logits
+/// get `xn · grid_head[row[k]]` (`crate::grid`).
+pub(super) fn add_grid_scores(
+    w: &Weights,
+    s: &mut State,
+    dim: usize,
+    first_onset: u32,
+    row: &[u32],
+) {
+    let xn = &s.xn[..dim];
+    for (score, head_row) in s.grid_scores.iter_mut().zip(w.grid_head.chunks_exact(dim)) {
+        *score = head_row.iter().zip(xn).map(|(a, b)| a * b).sum();
+    }
+    grid::add_to_logits(&mut s.logits, first_onset, row, &s.grid_scores);
+}
+
+/// Final norm and LM head on residual stream `row` of the last chunk.
+pub(super) fn compute_logits(w: &Weights, s: &mut State, cfg: &FastConfig, isa: Isa, row: usize) {
+    let d = cfg.dim;
+    let x = &s.x[row * d..(row + 1) * d];
+    kernels::layer_norm(isa, x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..d]);
+    w.lm_head.matvec(isa, &s.xn, &mut s.logits, &mut s.qs);
+}
