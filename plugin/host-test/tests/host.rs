@@ -651,3 +651,64 @@ fn restored_snippets_reach_the_engine() {
         );
     });
 }
+
+/// Checkpoint folders broken every way a file from outside can be (a billion layers, huge sizes,
+/// sizes the weights lack, another vocabulary's weights, 2 GB files, truncated weights, a config
+/// from the future: `staria_test_support::broken_checkpoints`), chosen as the custom model one
+/// after another: each is refused before anything is allocated for it, the status names the
+/// file and the setting, and the good model keeps playing.
+#[test]
+fn broken_checkpoints_are_refused_and_the_old_model_keeps_playing() {
+    run_isolated(
+        "broken_checkpoints_are_refused_and_the_old_model_keeps_playing",
+        || {
+            let model = tiny_model("plugin-test-good");
+            let root = target_dir()
+                .join("staria-host-test")
+                .join(format!("broken-{}", std::process::id()));
+            let broken = staria_test_support::broken_checkpoints(&root);
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, ready_with("plugin-test-good"));
+            for b in &broken {
+                inst.set_model_path(&b.dir);
+                // Each case's folder is its own: its file in the message is this load's error.
+                let file = b.dir.join(b.file).display().to_string();
+                let st = inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+                    st["last_error"].as_str().unwrap().contains(&file)
+                });
+                let err = st["last_error"].as_str().unwrap();
+                assert!(
+                    err.contains(&b.needle) && !err.contains('\n'),
+                    "{}: {st}",
+                    b.what
+                );
+                assert_eq!(st["model"], "plugin-test-good", "{}: {st}", b.what);
+            }
+            // ...and the good model still plays.
+            s.playing = true;
+            let setup = [
+                set(&inst, "Play section", 0.0),
+                set(&inst, "Play immediately", 1.0),
+                set(&inst, "Output channel", 2.0),
+            ];
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            for _ in 0..15 {
+                s.run_blocks(100);
+                if generated(&s.notes).iter().any(|n| n.on) {
+                    break;
+                }
+            }
+            assert!(
+                generated(&s.notes).iter().any(|n| n.on),
+                "the old model stopped playing; {}",
+                inst.status()
+            );
+            inst.stop(s);
+            let _ = std::fs::remove_dir_all(&root);
+        },
+    );
+}
