@@ -29,7 +29,7 @@ pub(super) fn forward_chunk(
     w: &Weights,
     s: &mut State,
     cfg: &FastConfig,
-    hd: usize,
+    head_dim: usize,
     isa: Isa,
     tokens: &[u32],
     bins: &[u32],
@@ -37,52 +37,56 @@ pub(super) fn forward_chunk(
     let n = tokens.len();
     debug_assert!((1..=PREFILL_CHUNK).contains(&n));
     debug_assert!(bins.len() == if w.win_emb.is_empty() { 0 } else { n });
-    let (d, pd) = (cfg.dim, padded(cfg.dim));
+    let (dim, dim_padded) = (cfg.dim, padded(cfg.dim));
     let eps = cfg.norm_eps as f32;
-    for (x, &t) in s.x.chunks_exact_mut(d).zip(tokens) {
+    for (x, &t) in s.x.chunks_exact_mut(dim).zip(tokens) {
         let t = t as usize;
-        x.copy_from_slice(&w.tok_emb[t * d..(t + 1) * d]);
+        x.copy_from_slice(&w.tok_emb[t * dim..(t + 1) * dim]);
     }
     // Same order of additions as the candle model: token row, then window row.
-    for (x, &b) in s.x.chunks_exact_mut(d).zip(bins) {
+    for (x, &b) in s.x.chunks_exact_mut(dim).zip(bins) {
         let b = b as usize;
-        for (xv, wv) in x.iter_mut().zip(&w.win_emb[b * d..(b + 1) * d]) {
+        for (xv, wv) in x.iter_mut().zip(&w.win_emb[b * dim..(b + 1) * dim]) {
             *xv += wv;
         }
     }
 
     for (li, layer) in w.layers.iter().enumerate() {
         // Attention.
-        norm_rows(isa, s, &layer.attn_norm, eps, d, n);
+        norm_rows(isa, s, &layer.attn_norm, eps, dim, n);
         layer
             .qkv
-            .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
-        self_attention(w, s, cfg, hd, isa, li, n);
+            .matmul(isa, &s.xn, dim_padded, &mut s.qkv, 3 * dim, n, &mut s.qs);
+        self_attention(w, s, cfg, head_dim, isa, li, n);
         layer
             .out
-            .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
-        kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]);
+            .matmul(isa, &s.att, dim_padded, &mut s.tmp, dim, n, &mut s.qs);
+        kernels::add_assign(isa, &mut s.x[..n * dim], &s.tmp[..n * dim]);
 
         // Feed-forward.
-        norm_rows(isa, s, &layer.ff_norm, eps, d, n);
-        swiglu_residual(isa, &layer.w13, &layer.w2, None, s, d, n);
+        norm_rows(isa, s, &layer.ff_norm, eps, dim, n);
+        swiglu_residual(isa, &layer.w13, &layer.w2, None, s, dim, n);
 
         // Site j follows layer (j+1)*cross_every - 1 (`StariaConfig::site_after`).
         if cfg.cross_every > 0
             && (li + 1).is_multiple_of(cfg.cross_every)
             && let Some(site) = w.cross.get((li + 1) / cfg.cross_every - 1)
         {
-            cross_site(site, s, cfg, hd, isa, n);
+            cross_site(site, s, cfg, head_dim, isa, n);
         }
     }
     s.pos += n;
 }
 
 /// `xn[i] = layer_norm(x[i]) * w` for the chunk's first `n` rows.
-fn norm_rows(isa: Isa, s: &mut State, w: &[f32], eps: f32, d: usize, n: usize) {
-    let pd = padded(d);
-    for (x, xn) in s.x.chunks_exact(d).zip(s.xn.chunks_exact_mut(pd)).take(n) {
-        kernels::layer_norm(isa, x, w, eps, &mut xn[..d]);
+fn norm_rows(isa: Isa, s: &mut State, w: &[f32], eps: f32, dim: usize, n: usize) {
+    let dim_padded = padded(dim);
+    for (x, xn) in
+        s.x.chunks_exact(dim)
+            .zip(s.xn.chunks_exact_mut(dim_padded))
+            .take(n)
+    {
+        kernels::layer_norm(isa, x, w, eps, &mut xn[..dim]);
     }
 }
 
@@ -94,18 +98,20 @@ fn self_attention(
     w: &Weights,
     s: &mut State,
     cfg: &FastConfig,
-    hd: usize,
+    head_dim: usize,
     isa: Isa,
     li: usize,
     n: usize,
 ) {
-    let (d, pd, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    let (dim, dim_padded, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    // Cache layout: keys `[layer][head][kcap / KEY_BLOCK][head_dim][KEY_BLOCK]`, values
+    // `[layer][head][cap][head_dim]`; `qkv` rows are `[q | k | v]`, each `[h][head_dim]`.
     let cap = cfg.max_seq_len;
     let kcap = blocked(cap);
-    let half = hd / 2;
+    let half = head_dim / 2;
     let pos = s.pos;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let ss = s.scores_stride;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores_stride = s.scores_stride;
     let State {
         kv,
         kv_tile,
@@ -116,32 +122,36 @@ fn self_attention(
         ..
     } = s;
 
-    for (i, row) in qkv.chunks_exact_mut(3 * d).take(n).enumerate() {
+    for (i, row) in qkv.chunks_exact_mut(3 * dim).take(n).enumerate() {
         let p = pos + i;
         let (cos, sin) = (
             &w.rope_cos[p * half..(p + 1) * half],
             &w.rope_sin[p * half..(p + 1) * half],
         );
-        let (q, rest) = row.split_at_mut(d);
-        let (k, v) = rest.split_at_mut(d);
+        let (q, rest) = row.split_at_mut(dim);
+        let (k, v) = rest.split_at_mut(dim);
         for hh in 0..h {
-            rope(&mut q[hh * hd..(hh + 1) * hd], cos, sin);
-            rope(&mut k[hh * hd..(hh + 1) * hd], cos, sin);
-            let kbase = (li * h + hh) * hd * kcap;
-            let vrow = (li * h + hh) * hd * cap + p * hd;
-            let (kh, vh) = (&k[hh * hd..(hh + 1) * hd], &v[hh * hd..(hh + 1) * hd]);
+            rope(&mut q[hh * head_dim..(hh + 1) * head_dim], cos, sin);
+            rope(&mut k[hh * head_dim..(hh + 1) * head_dim], cos, sin);
+            let kbase = (li * h + hh) * head_dim * kcap;
+            let vrow = (li * h + hh) * head_dim * cap + p * head_dim;
+            let (kh, vh) = (
+                &k[hh * head_dim..(hh + 1) * head_dim],
+                &v[hh * head_dim..(hh + 1) * head_dim],
+            );
             match kv {
                 KvStore::F32 { kt, v: vc } => {
                     for (j, x) in kh.iter().enumerate() {
-                        kt[kbase + kernels::kblock_index(hd, p, j)] = *x;
+                        kt[kbase + kernels::kblock_index(head_dim, p, j)] = *x;
                     }
-                    vc[vrow..vrow + hd].copy_from_slice(vh);
+                    vc[vrow..vrow + head_dim].copy_from_slice(vh);
                 }
                 KvStore::F16 { kt, v: vc } => {
                     for (j, x) in kh.iter().enumerate() {
-                        kt[kbase + kernels::kblock_index(hd, p, j)] = kernels::f32_to_f16_sat(*x);
+                        kt[kbase + kernels::kblock_index(head_dim, p, j)] =
+                            kernels::f32_to_f16_sat(*x);
                     }
-                    for (o, x) in vc[vrow..vrow + hd].iter_mut().zip(vh) {
+                    for (o, x) in vc[vrow..vrow + head_dim].iter_mut().zip(vh) {
                         *o = kernels::f32_to_f16_sat(*x);
                     }
                 }
@@ -151,20 +161,20 @@ fn self_attention(
 
     // Query i sees positions 0 ..= pos + i; `first(b)` is the first query that sees key block b.
     let end = pos + n;
-    let first = |b: usize| (b * kernels::KB).saturating_sub(pos);
+    let first = |b: usize| (b * kernels::KEY_BLOCK).saturating_sub(pos);
     for hh in 0..h {
-        let kbase = (li * h + hh) * hd * kcap;
-        let vbase = (li * h + hh) * hd * cap;
-        let q = |i: usize| i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd;
-        let o = |i: usize| i * pd + hh * hd..i * pd + (hh + 1) * hd;
+        let kbase = (li * h + hh) * head_dim * kcap;
+        let vbase = (li * h + hh) * head_dim * cap;
+        let q = |i: usize| i * 3 * dim + hh * head_dim..i * 3 * dim + (hh + 1) * head_dim;
+        let o = |i: usize| i * dim_padded + hh * head_dim..i * dim_padded + (hh + 1) * head_dim;
         match kv {
             KvStore::F32 { kt, v: vc } => {
-                let kb = &kt[kbase..kbase + hd * kcap];
+                let kb = &kt[kbase..kbase + head_dim * kcap];
                 for i in 0..n {
-                    let sc = &mut scores[i * ss..i * ss + pos + i + 1];
+                    let sc = &mut scores[i * scores_stride..i * scores_stride + pos + i + 1];
                     kernels::scores_blocked(isa, &qkv[q(i)], kb, scale, sc);
                     kernels::softmax(isa, sc);
-                    let vs = &vc[vbase..vbase + sc.len() * hd];
+                    let vs = &vc[vbase..vbase + sc.len() * head_dim];
                     kernels::weighted_sum(isa, sc, vs, &mut att[o(i)]);
                 }
             }
@@ -172,30 +182,35 @@ fn self_attention(
                 // Tile by tile: 16 positions converted to f32 in L1 once for the whole chunk,
                 // then the f32 kernels for every query that sees them, in the order a single
                 // query's step uses.
-                let tile = &mut kv_tile[..hd * kernels::KB];
-                let kb = &kt[kbase..kbase + hd * kcap];
-                for (b, blk) in kb.chunks_exact(hd * kernels::KB).enumerate() {
-                    if b * kernels::KB >= end {
+                let tile = &mut kv_tile[..head_dim * kernels::KEY_BLOCK];
+                let kb = &kt[kbase..kbase + head_dim * kcap];
+                for (b, blk) in kb.chunks_exact(head_dim * kernels::KEY_BLOCK).enumerate() {
+                    if b * kernels::KEY_BLOCK >= end {
                         break;
                     }
                     kernels::f16_to_f32(isa, blk, tile);
                     for i in first(b)..n {
-                        let lo = i * ss + b * kernels::KB;
-                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        let lo = i * scores_stride + b * kernels::KEY_BLOCK;
+                        let hi =
+                            i * scores_stride + (pos + i + 1).min((b + 1) * kernels::KEY_BLOCK);
                         kernels::scores_blocked(isa, &qkv[q(i)], tile, scale, &mut scores[lo..hi]);
                     }
                 }
                 for i in 0..n {
-                    kernels::softmax(isa, &mut scores[i * ss..i * ss + pos + i + 1]);
+                    kernels::softmax(
+                        isa,
+                        &mut scores[i * scores_stride..i * scores_stride + pos + i + 1],
+                    );
                     att[o(i)].fill(0.0);
                 }
-                let vs = &vc[vbase..vbase + end * hd];
-                for (b, vblk) in vs.chunks(kernels::KB * hd).enumerate() {
+                let vs = &vc[vbase..vbase + end * head_dim];
+                for (b, vblk) in vs.chunks(kernels::KEY_BLOCK * head_dim).enumerate() {
                     let t = &mut tile[..vblk.len()];
                     kernels::f16_to_f32(isa, vblk, t);
                     for i in first(b)..n {
-                        let lo = i * ss + b * kernels::KB;
-                        let hi = i * ss + (pos + i + 1).min((b + 1) * kernels::KB);
+                        let lo = i * scores_stride + b * kernels::KEY_BLOCK;
+                        let hi =
+                            i * scores_stride + (pos + i + 1).min((b + 1) * kernels::KEY_BLOCK);
                         kernels::weighted_sum(isa, &scores[lo..hi], t, head_tmp);
                         kernels::add_assign(isa, &mut att[o(i)], head_tmp);
                     }
@@ -212,12 +227,12 @@ fn swiglu_residual(
     w2: &Matrix,
     gate: Option<&[f32]>,
     s: &mut State,
-    d: usize,
+    dim: usize,
     n: usize,
 ) {
     let hidden = w2.cols();
     let (hs, gs) = (s.ffh_stride, s.ffg_stride);
-    w13.matmul(isa, &s.xn, padded(d), &mut s.ffh, hs, n, &mut s.qs);
+    w13.matmul(isa, &s.xn, padded(dim), &mut s.ffh, hs, n, &mut s.qs);
     for (h, g) in s
         .ffh
         .chunks_exact(hs)
@@ -231,17 +246,17 @@ fn swiglu_residual(
         // a q8 block's scale depends on all its 32 values).
         pad.fill(0.0);
     }
-    w2.matmul(isa, &s.ffg, gs, &mut s.tmp, d, n, &mut s.qs);
+    w2.matmul(isa, &s.ffg, gs, &mut s.tmp, dim, n, &mut s.qs);
     match gate {
-        None => kernels::add_assign(isa, &mut s.x[..n * d], &s.tmp[..n * d]),
+        None => kernels::add_assign(isa, &mut s.x[..n * dim], &s.tmp[..n * dim]),
         Some(g) => gated_add(&mut s.x, &s.tmp, g, n),
     }
 }
 
 /// `x[i] += g * tmp[i]` for the first `n` rows of `g.len()` values.
 fn gated_add(x: &mut [f32], tmp: &[f32], g: &[f32], n: usize) {
-    let d = g.len();
-    for (x, t) in x.chunks_exact_mut(d).zip(tmp.chunks_exact(d)).take(n) {
+    let dim = g.len();
+    for (x, t) in x.chunks_exact_mut(dim).zip(tmp.chunks_exact(dim)).take(n) {
         for ((x, t), g) in x.iter_mut().zip(t).zip(g) {
             *x += g * t;
         }
@@ -250,8 +265,15 @@ fn gated_add(x: &mut [f32], tmp: &[f32], g: &[f32], n: usize) {
 
 /// One Staria cross-attention site (gated attention to the latents, then gated SwiGLU adapter)
 /// for the chunk's first `n` rows; skipped when no latents are set.
-fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa: Isa, n: usize) {
-    let (d, pd) = (cfg.dim, padded(cfg.dim));
+fn cross_site(
+    site: &CrossSite,
+    s: &mut State,
+    cfg: &FastConfig,
+    head_dim: usize,
+    isa: Isa,
+    n: usize,
+) {
+    let (dim, dim_padded) = (cfg.dim, padded(cfg.dim));
     let m = cfg.max_latents;
     let eps = cfg.norm_eps as f32;
     let nl = s.n_latents;
@@ -259,29 +281,30 @@ fn cross_site(site: &CrossSite, s: &mut State, cfg: &FastConfig, hd: usize, isa:
         // No snippets: the site is skipped entirely, as in `Staria::forward_cached`.
         return;
     }
-    norm_rows(isa, s, &site.norm, eps, d, n);
+    norm_rows(isa, s, &site.norm, eps, dim, n);
     site.q
-        .matmul(isa, &s.xn, pd, &mut s.qkv, 3 * d, n, &mut s.qs);
-    let scale = 1.0 / (hd as f32).sqrt();
+        .matmul(isa, &s.xn, dim_padded, &mut s.qkv, 3 * dim, n, &mut s.qs);
+    let scale = 1.0 / (head_dim as f32).sqrt();
     let mk = blocked(m);
-    let ss = s.scores_stride;
+    let scores_stride = s.scores_stride;
     for i in 0..n {
         for hh in 0..cfg.n_heads {
-            let scores = &mut s.scores[i * ss..i * ss + nl];
-            let q = &s.qkv[i * 3 * d + hh * hd..i * 3 * d + (hh + 1) * hd];
-            let kt = &site.kt[hh * hd * mk..(hh + 1) * hd * mk];
+            let scores = &mut s.scores[i * scores_stride..i * scores_stride + nl];
+            let q = &s.qkv[i * 3 * dim + hh * head_dim..i * 3 * dim + (hh + 1) * head_dim];
+            let kt = &site.kt[hh * head_dim * mk..(hh + 1) * head_dim * mk];
             kernels::scores_blocked(isa, q, kt, scale, scores);
             kernels::softmax(isa, scores);
-            let v = &site.v_cache[hh * m * hd..(hh * m + nl) * hd];
-            let out = &mut s.att[i * pd + hh * hd..i * pd + (hh + 1) * hd];
+            let v = &site.v_cache[hh * m * head_dim..(hh * m + nl) * head_dim];
+            let out =
+                &mut s.att[i * dim_padded + hh * head_dim..i * dim_padded + (hh + 1) * head_dim];
             kernels::weighted_sum(isa, scores, v, out);
         }
     }
     site.out
-        .matmul(isa, &s.att, pd, &mut s.tmp, d, n, &mut s.qs);
+        .matmul(isa, &s.att, dim_padded, &mut s.tmp, dim, n, &mut s.qs);
     gated_add(&mut s.x, &s.tmp, &site.attn_gate, n);
-    norm_rows(isa, s, &site.ff_norm, eps, d, n);
-    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, d, n);
+    norm_rows(isa, s, &site.ff_norm, eps, dim, n);
+    swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, dim, n);
 }
 
 /// The beat-grid head on the last normed state (`compute_logits` left it in `xn`): onset logits
@@ -302,8 +325,8 @@ pub(super) fn add_grid_scores(
 
 /// Final norm and LM head on residual stream `row` of the last chunk.
 pub(super) fn compute_logits(w: &Weights, s: &mut State, cfg: &FastConfig, isa: Isa, row: usize) {
-    let d = cfg.dim;
-    let x = &s.x[row * d..(row + 1) * d];
-    kernels::layer_norm(isa, x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..d]);
+    let dim = cfg.dim;
+    let x = &s.x[row * dim..(row + 1) * dim];
+    kernels::layer_norm(isa, x, &w.norm, cfg.norm_eps as f32, &mut s.xn[..dim]);
     w.lm_head.matvec(isa, &s.xn, &mut s.logits, &mut s.qs);
 }

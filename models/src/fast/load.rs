@@ -300,7 +300,7 @@ impl FastDecoder {
                 cfg.n_layers * d * blocked(cfg.max_seq_len),
                 cfg.n_layers * d * cfg.max_seq_len,
             ),
-            kv_tile: Aligned::zeroed(hd * kernels::KB),
+            kv_tile: Aligned::zeroed(hd * kernels::KEY_BLOCK),
             head_tmp: Aligned::zeroed(hd),
             pos: 0,
             n_latents: 0,

@@ -66,7 +66,7 @@ pub use kernels::Isa;
 
 /// `n` rounded up to whole key blocks.
 fn blocked(n: usize) -> usize {
-    n.div_ceil(kernels::KB) * kernels::KB
+    n.div_ceil(kernels::KEY_BLOCK) * kernels::KEY_BLOCK
 }
 use matrix::{Aligned, Matrix, QScratch};
 
@@ -149,7 +149,7 @@ pub const PREFILL_CHUNK: usize = 32;
 struct State {
     /// The self-attention KV cache.
     kv: KvStore,
-    /// One key or value tile converted from f16 `[head_dim * 16]`.
+    /// One key or value tile converted from f16 `[head_dim * KEY_BLOCK]`.
     kv_tile: Aligned<f32>,
     /// One head's partial output `[head_dim]`.
     head_tmp: Aligned<f32>,
@@ -178,6 +178,7 @@ struct State {
     latent: Aligned<f32>,
     /// K and V of one latent for `set_latents` `[2 * dim]`.
     kv_proj: Aligned<f32>,
+    /// Next-token logits of the last position `[vocab_size]`.
     logits: Aligned<f32>,
     /// Beat-grid scores of the last position `[grid_bins]`.
     grid_scores: Vec<f32>,

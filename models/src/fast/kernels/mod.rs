@@ -204,37 +204,39 @@ multiversion! {
 }
 
 /// Positions per block of the blocked key cache.
-pub const KB: usize = 16;
+pub const KEY_BLOCK: usize = 16;
 
 /// Index of element `j` of position `t` in one head's blocked key cache
-/// (`[position / KB][head_dim][KB]`): a block of 16 positions is one contiguous, streamable
-/// `head_dim x 16` tile, and the scores of 16 positions are 16 independent lanes.
+/// (`[position / KEY_BLOCK][head_dim][KEY_BLOCK]`): a block of 16 positions is one contiguous,
+/// streamable `head_dim x 16` tile, and the scores of 16 positions are 16 independent lanes.
 #[inline]
-pub fn kblock_index(hd: usize, t: usize, j: usize) -> usize {
-    (t / KB * hd + j) * KB + t % KB
+pub fn kblock_index(head_dim: usize, t: usize, j: usize) -> usize {
+    (t / KEY_BLOCK * head_dim + j) * KEY_BLOCK + t % KEY_BLOCK
 }
 
 multiversion! {
     /// Attention scores against one head's blocked key cache:
     /// `scores[t] = scale * sum_j q[j] * k_t[j]` for `t < scores.len()`. `kb` holds
-    /// `ceil(scores.len() / KB)` full blocks of `q.len() x KB` values.
+    /// `ceil(scores.len() / KEY_BLOCK)` full blocks of `q.len() x KEY_BLOCK` values.
     fn scores_blocked(q: &[f32], kb: &[f32], scale: f32, scores: &mut [f32]) {
-        let hd = q.len();
-        for (chunk, blk) in scores.chunks_mut(KB).zip(kb.chunks_exact(hd * KB)) {
+        let head_dim = q.len();
+        let blocks = kb.chunks_exact(head_dim * KEY_BLOCK);
+        for (chunk, blk) in scores.chunks_mut(KEY_BLOCK).zip(blocks) {
             // Two accumulators (even / odd j) halve the add latency chain.
-            let mut a0 = [0f32; KB];
-            let mut a1 = [0f32; KB];
-            let mut rows = blk.chunks_exact(2 * KB);
+            let mut a0 = [0f32; KEY_BLOCK];
+            let mut a1 = [0f32; KEY_BLOCK];
+            let mut rows = blk.chunks_exact(2 * KEY_BLOCK);
             let mut qs = q.chunks_exact(2);
             for (r, qq) in (&mut rows).zip(&mut qs) {
-                let (r0, r1) = r.split_at(KB);
-                for l in 0..KB {
+                let (r0, r1) = r.split_at(KEY_BLOCK);
+                for l in 0..KEY_BLOCK {
                     a0[l] += qq[0] * r0[l];
                     a1[l] += qq[1] * r1[l];
                 }
             }
-            if let (Some(&qj), Some(r)) = (qs.remainder().first(), rows.remainder().get(..KB)) {
-                for l in 0..KB {
+            let tail = (qs.remainder().first(), rows.remainder().get(..KEY_BLOCK));
+            if let (Some(&qj), Some(r)) = tail {
+                for l in 0..KEY_BLOCK {
                     a0[l] += qj * r[l];
                 }
             }
@@ -299,9 +301,9 @@ fn weighted_sum_fixed<const HD: usize>(p: &[f32], v: &[f32], out: &mut [f32]) {
 /// `weighted_sum_fixed` for any head size (accumulates in `out`).
 #[inline(always)]
 fn weighted_sum_any(p: &[f32], v: &[f32], out: &mut [f32]) {
-    let hd = out.len();
+    let head_dim = out.len();
     out.fill(0.0);
-    for (pt, row) in p.iter().zip(v.chunks_exact(hd)) {
+    for (pt, row) in p.iter().zip(v.chunks_exact(head_dim)) {
         for (o, x) in out.iter_mut().zip(row) {
             *o += pt * x;
         }
@@ -309,7 +311,8 @@ fn weighted_sum_any(p: &[f32], v: &[f32], out: &mut [f32]) {
 }
 
 multiversion! {
-    /// `out = sum_t p[t] * v[t*hd .. (t+1)*hd]` with `hd = out.len()`, `t < p.len()`.
+    /// `out = sum_t p[t] * v[t*head_dim .. (t+1)*head_dim]` with `head_dim = out.len()`,
+    /// `t < p.len()`.
     fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
         let v = &v[..p.len() * out.len()];
         match out.len() {

@@ -260,7 +260,7 @@ fn elementwise_kernels_agree_on_every_isa() {
 fn attention_kernels(hd: usize, n: usize, seed: &mut u64) {
     let q: Vec<f32> = (0..hd).map(|_| lcg(seed)).collect();
     let keys: Vec<f32> = (0..n * hd).map(|_| lcg(seed)).collect();
-    let mut kb = vec![f32::NAN; n.div_ceil(KB) * KB * hd];
+    let mut kb = vec![f32::NAN; n.div_ceil(KEY_BLOCK) * KEY_BLOCK * hd];
     for t in 0..n {
         for j in 0..hd {
             kb[kblock_index(hd, t, j)] = keys[t * hd + j];
