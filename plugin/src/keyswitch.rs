@@ -1,6 +1,7 @@
-//! Keyswitches: one octave of MIDI notes, starting at a configurable base note (default 0 = C-1
-//! with middle C = C4 = 60, so the octave lies below an 88-key piano's lowest key A0 = 21), that
-//! control the plugin instead of sounding. White keys record sections, black keys play them.
+//! Keyswitches: one octave of MIDI notes, starting at a configurable base note (default 24 = C1
+//! with middle C = C4 = 60: the lowest whole octave of an 88-key piano, whose keys run from
+//! A0 = 21 to C8 = 108), that control the plugin instead of sounding. White keys record
+//! sections, black keys play them.
 //!
 //! | key | action |
 //! |---|---|

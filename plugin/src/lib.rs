@@ -336,20 +336,9 @@ impl Staria {
 
     /// Copies the sampling and constraint parameters into the engine's atomics.
     fn push_engine_params(&self) {
-        let Some(engine) = &self.engine else { return };
-        let p = &self.params;
-        let e = engine.audio.params();
-        e.set_temperature(p.temperature.value());
-        e.set_top_p(p.top_p.value());
-        e.set_min_p(p.min_p.value());
-        e.set_pitch_range(
-            p.pitch_low.value().clamp(0, 127) as u8,
-            p.pitch_high.value().clamp(0, 127) as u8,
-        );
-        e.set_key_mask(p.scale.value().key_mask(p.key_root.value()));
-        e.set_channel((p.channel.value() - 1).clamp(0, 15) as u8);
-        e.set_style(p.style.value().engine_code());
-        e.set_form(Form::parse(p.form.value().letters()).unwrap_or_default());
+        if let Some(engine) = &self.engine {
+            self.params.write_engine_params(engine.audio.params());
+        }
     }
 
     /// Ends the capture in progress (if any) at `end_beat`, publishes its snippet and ends the
@@ -691,10 +680,7 @@ impl Staria {
             }
             let cmd = match r.phase {
                 ReplayPhase::Clear => Command::ClearSection { section },
-                ReplayPhase::Arm => Command::CaptureArm {
-                    section,
-                    origin_beat: 0.0,
-                },
+                ReplayPhase::Arm => Command::CaptureRestore { section },
                 ReplayPhase::Notes => match r.cursor.next(&r.data) {
                     Some(ReplayStep::On {
                         pitch,
@@ -1067,13 +1053,14 @@ mod tests {
         }
     }
 
-    /// An 88-key keyboard's lowest keys (A0, A#0, B0: play next, stop and clear with the old C0
-    /// keyswitch octave) sound by default; the keyswitch octave lies below them.
+    /// On an 88-key keyboard (A0..C8) the default keyswitches are its lowest whole octave,
+    /// C1..B1: playable, consumed, with *clear* on B1 rather than at the keyboard's edge. The
+    /// keys below (A0, A#0, B0) and above sound as played.
     #[test]
-    fn lowest_piano_keys_are_not_keyswitches_by_default() {
+    fn default_keyswitches_are_c1_to_b1_on_an_88_key_piano() {
         let mut plugin = Staria::default();
         let grid = playing_grid();
-        for key in 21..=108 {
+        for key in (21..=23).chain(36..=108) {
             plugin.live.out.clear();
             plugin.handle_input(note_on(key), &grid, false);
             assert_eq!(
@@ -1083,11 +1070,18 @@ mod tests {
             );
             assert!(!plugin.live.consumed.is_on(0, key));
         }
-        // C-1 (0) is the default "record A" keyswitch: consumed.
-        plugin.live.out.clear();
-        plugin.handle_input(note_on(0), &grid, false);
-        assert!(plugin.live.out.is_empty());
-        assert_eq!(plugin.live.recorder.section(), Some(SectionLabel::A));
+        for key in 24..=35 {
+            plugin.live.out.clear();
+            plugin.handle_input(note_on(key), &grid, false);
+            assert!(plugin.live.out.is_empty(), "keyswitch {key} passed through");
+            assert!(plugin.live.consumed.is_on(0, key));
+        }
+        // C1 (24) is "record A", B1 (35) is clear.
+        assert_eq!(
+            keyswitch::action(24, 24),
+            Some(KeyAction::ToggleRecord(SectionLabel::A))
+        );
+        assert_eq!(keyswitch::action(35, 24), Some(KeyAction::Clear));
     }
 
     /// Hosts find saved instances by these IDs: changing either silently orphans every project.

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use crate::choices::{FormChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
 use crate::snippets::SnippetStore;
+use staria_engine::Form;
+use staria_engine::status::EngineParams;
 
 /// The engine status as last seen by the plugin's monitor thread; saved with the project so a
 /// host or a later GUI can show why a model failed even before the engine restarts.
@@ -83,6 +85,10 @@ pub struct StariaParams {
     pub top_p: FloatParam,
     #[id = "min_p"]
     pub min_p: FloatParam,
+    /// How closely a generated section keeps its captured snippet (the engine's snippet
+    /// following bias): 0 = the model alone.
+    #[id = "adherence"]
+    pub adherence: FloatParam,
     #[id = "seed"]
     pub seed: IntParam,
 
@@ -107,11 +113,13 @@ pub struct StariaParams {
     pub keyswitch_base: IntParam,
 }
 
-/// The keyswitch octave's default start: MIDI 0 (C-1), so the octave (C-1..B-1) lies below an
-/// 88-key piano's lowest key, A0 (21), and is only reached on purpose (an octave shift, a wider
-/// keyboard), as common keyswitch libraries do. Until this default was C0 (12), which put play
-/// next, stop and clear on A0, A#0 and B0, the lowest keys of an 88-key keyboard.
-pub const DEFAULT_KEYSWITCH_BASE: i32 = 0;
+/// The keyswitch octave's default start: MIDI 24 (C1), the lowest whole octave of an 88-key
+/// piano (A0 = 21 .. C8 = 108), so every keyswitch can be played on one, and *clear* (the
+/// octave's B, the destructive one) is B1 = 35, well inside the keyboard rather than at its
+/// edge. The three keys below it (A0, A#0, B0) sound as played. Earlier builds used C-1 (0),
+/// below the keyboard, and before that C0 (12), which put play next, stop and clear on A0, A#0
+/// and B0, the keyboard's lowest keys.
+pub const DEFAULT_KEYSWITCH_BASE: i32 = 24;
 /// The MIDI channel (1..16) generated notes go out on by default: not channel 1, where played and
 /// passed-through notes usually are.
 pub const DEFAULT_OUTPUT_CHANNEL: i32 = 2;
@@ -217,6 +225,15 @@ impl Default for StariaParams {
                 FloatRange::Linear { min: 0.0, max: 1.0 },
             )
             .with_step_size(0.01),
+            adherence: FloatParam::new(
+                "Adherence",
+                sampling.follow_bias,
+                FloatRange::Linear {
+                    min: 0.0,
+                    max: 20.0,
+                },
+            )
+            .with_step_size(0.1),
             seed: IntParam::new(
                 "Seed (0 = random)",
                 0,
@@ -236,7 +253,7 @@ impl Default for StariaParams {
             // Generated notes default to channel 2, apart from what is played (usually on
             // channel 1) and passed through: on one channel they would cut each other off.
             channel: IntParam::new(
-                "Generated notes MIDI channel",
+                "Output channel",
                 DEFAULT_OUTPUT_CHANNEL,
                 IntRange::Linear { min: 1, max: 16 },
             ),
@@ -273,23 +290,57 @@ impl StariaParams {
     pub fn status(&self) -> StatusRecord {
         self.status.read().clone()
     }
+
+    /// Copies the sampling, constraint and routing parameters into the engine's atomics, where
+    /// the next request reads them. Atomics only: called from `process()` every block.
+    pub fn write_engine_params(&self, e: &EngineParams) {
+        e.set_temperature(self.temperature.value());
+        e.set_top_p(self.top_p.value());
+        e.set_min_p(self.min_p.value());
+        e.set_follow_bias(self.adherence.value());
+        e.set_pitch_range(
+            self.pitch_low.value().clamp(0, 127) as u8,
+            self.pitch_high.value().clamp(0, 127) as u8,
+        );
+        e.set_key_mask(self.scale.value().key_mask(self.key_root.value()));
+        e.set_channel((self.channel.value() - 1).clamp(0, 15) as u8);
+        e.set_style(self.style.value().engine_code());
+        e.set_form(Form::parse(self.form.value().letters()).unwrap_or_default());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The lowest key of an 88-key keyboard.
+    /// The lowest and highest keys of an 88-key keyboard.
     const A0: i32 = 21;
+    const C8: i32 = 108;
 
+    /// Every keyswitch can be played on an 88-key keyboard, and *clear* (destructive) is not
+    /// at its edge.
     #[test]
-    fn default_keyswitches_lie_below_an_88_key_piano() {
+    fn default_keyswitches_lie_on_an_88_key_piano_away_from_its_edge() {
         let p = StariaParams::default();
-        let base = p.keyswitch_base.value();
-        assert_eq!(base, 0);
-        // The whole octave ends before A0, so no piano key is a keyswitch by default.
-        assert!(base + 11 < A0, "keyswitches {base}..{} reach A0", base + 11);
         assert!(p.keyswitches.value());
+        let base = p.keyswitch_base.value();
+        assert_eq!(base, 24, "C1");
+        let keys: Vec<(i32, crate::keyswitch::KeyAction)> = (0..=127)
+            .filter_map(|k| crate::keyswitch::action(k as u8, base as u8).map(|a| (k, a)))
+            .collect();
+        assert_eq!(keys.len(), 12);
+        for (k, a) in &keys {
+            assert!((A0..=C8).contains(k), "{a:?} on {k}, off an 88-key piano");
+        }
+        let clear = keys
+            .iter()
+            .find(|(_, a)| *a == crate::keyswitch::KeyAction::Clear)
+            .map(|(k, _)| *k)
+            .unwrap();
+        assert!(
+            clear - A0 >= 12 && C8 - clear >= 12,
+            "clear on {clear}, near the keyboard's edge"
+        );
     }
 
     #[test]
@@ -297,7 +348,37 @@ mod tests {
         let p = StariaParams::default();
         // Channel 1 is where played (and passed-through) notes usually are.
         assert_eq!(p.channel.value(), 2);
-        assert_eq!(p.channel.name(), "Generated notes MIDI channel");
+        assert_eq!(p.channel.name(), "Output channel");
+        // What the engine is told: MIDI channel 2 is index 1.
+        let engine = EngineParams::default();
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().channel, 1);
+    }
+
+    /// "Adherence" (the engine's snippet-following bias) defaults to the measured 4, spans 0..20
+    /// and reaches the engine's settings, which every request samples with.
+    #[test]
+    fn adherence_reaches_the_engine() {
+        let p = StariaParams::default();
+        assert_eq!(p.adherence.name(), "Adherence");
+        assert_eq!(
+            p.adherence.value(),
+            staria_engine::sampling::SamplingParams::DEFAULT_FOLLOW_BIAS
+        );
+        assert_eq!(p.adherence.preview_plain(0.0), 0.0);
+        assert_eq!(p.adherence.preview_plain(1.0), 20.0);
+        let engine = EngineParams::default();
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().follow_bias, 4.0);
+        // As host automation sets it (the wrapper sets normalized values this way).
+        let ptr = p.adherence.as_ptr();
+        // SAFETY: `ptr` points into `p`, alive for the whole test.
+        unsafe { ptr._internal_set_normalized_value(0.5) };
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().follow_bias, 10.0);
+        unsafe { ptr._internal_set_normalized_value(0.0) };
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().follow_bias, 0.0);
     }
 
     #[test]
