@@ -5,6 +5,10 @@
 //!
 //! A small monitor thread (not the audio thread) asks the engine to load the model the plugin
 //! state names, and mirrors the engine status into the persisted `status` field and the log.
+//!
+//! Dropping the engine (destroying the instance, on the host's main thread) returns within a few
+//! tens of milliseconds even while a model loads; threads still busy then end on their own, and
+//! the library's unload waits for them (see `wait_for_engine_threads`).
 
 use nice_plug::prelude::{nice_log, nice_warn};
 use staria_engine::{AudioSide, Engine, EngineConfig, EngineControl, EngineState};
@@ -18,6 +22,30 @@ use crate::params::{StariaParams, StatusRecord};
 
 /// How often the monitor looks at the model path and the engine status.
 const MONITOR_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long unloading the library (or the host's exit) waits for engine threads that outlived
+/// their instance; see [`wait_for_engine_threads`].
+const UNLOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Destroying an instance does not wait for a model load in progress (the host's main thread
+/// must not stall): the engine leaves such threads to end on their own. They run this library's
+/// code, so before the library is unmapped (`dlclose`, or the process's exit) this waits for
+/// them, up to [`UNLOAD_WAIT`].
+extern "C" fn wait_for_engine_threads() {
+    let _ =
+        std::panic::catch_unwind(|| staria_engine::swap::wait_for_detached_threads(UNLOAD_WAIT));
+}
+
+// The library's unload hook (the ELF / Mach-O destructor lists; Windows has none without a
+// `DllMain`, and there the wait does not happen).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static UNLOAD_HOOK: extern "C" fn() = wait_for_engine_threads;
+#[cfg(target_vendor = "apple")]
+#[used]
+#[unsafe(link_section = "__DATA,__mod_term_func,mod_term_funcs")]
+static UNLOAD_HOOK: extern "C" fn() = wait_for_engine_threads;
 
 /// The model folder to load: the custom path from the plugin state, else `$STARIA_MODEL`, else
 /// the shipped default (see `staria_engine::default_model`).
@@ -78,8 +106,8 @@ impl Drop for EngineHost {
             m.thread().unpark();
             let _ = m.join();
         }
-        // The last `EngineControl` reference goes with `self`: it stops and joins the engine
-        // thread and any model loader.
+        // The last `EngineControl` reference goes with `self`: it stops the engine thread and
+        // any model loader, waiting for them at most `staria_engine::swap::SHUTDOWN_WAIT`.
     }
 }
 
