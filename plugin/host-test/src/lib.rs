@@ -194,6 +194,11 @@ pub enum InNote {
         cc: u8,
         value: u8,
     },
+    /// A raw three-byte MIDI message, sent as it is (malformed data bytes included).
+    Midi {
+        offset: u32,
+        data: [u8; 3],
+    },
 }
 
 /// A loaded plugin instance.
@@ -431,9 +436,10 @@ impl Session {
         }
         let mut sorted = notes.to_vec();
         sorted.sort_by_key(|n| match n {
-            InNote::On { offset, .. } | InNote::Off { offset, .. } | InNote::Cc { offset, .. } => {
-                *offset
-            }
+            InNote::On { offset, .. }
+            | InNote::Off { offset, .. }
+            | InNote::Cc { offset, .. }
+            | InNote::Midi { offset, .. } => *offset,
         });
         for n in sorted {
             match n {
@@ -451,6 +457,9 @@ impl Session {
                     0,
                     [0xB0, cc.min(127), value.min(127)],
                 )),
+                InNote::Midi { offset, data } => {
+                    self.in_events.push(&MidiEvent::new(offset, 0, data))
+                }
                 InNote::Off { offset, key } => self.in_events.push(&NoteOffEvent::new(
                     offset,
                     Pckn::new(0u16, 0u16, key, Match::All),

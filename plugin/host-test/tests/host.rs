@@ -83,15 +83,15 @@ fn passes_audio_and_midi_through_cleanly() {
             vec![(false, 64)]
         );
 
-        // Keyswitch notes (C-1 = 0 .. B-1 = 11) never reach the output; an 88-key piano's
-        // lowest keys (A0 = 21 .. B0 = 23) are ordinary notes.
+        // Keyswitch notes (C1 = 24 .. B1 = 35, on an 88-key piano) never reach the output; the
+        // piano's lowest keys below them (A0 = 21 .. B0 = 23) are ordinary notes.
         let thru_on = set(&inst, "Pass input through", 1.0);
         let got = s.block(
             &[
-                on(0, 0),
-                off(100, 0),
-                on(200, 11),
-                off(201, 11),
+                on(0, 24),
+                off(100, 24),
+                on(200, 35),
+                off(201, 35),
                 on(300, 21),
                 on(301, 22),
                 on(302, 23),
@@ -205,27 +205,79 @@ fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
     );
 }
 
+/// Raw MIDI from the host with data bytes above 127 (a malformed message; nice-plug passes the
+/// bytes on as they come) goes through `process()` without a panic, while recording with the
+/// pedal down, on keyswitch and ordinary keys: nothing out of range comes out and nothing is
+/// left sounding.
+#[test]
+fn raw_midi_with_data_bytes_over_127_is_harmless() {
+    run_isolated("raw_midi_with_data_bytes_over_127_is_harmless", || {
+        let mut inst = Instance::load(&bundled_clap());
+        let mut s = inst.start();
+        s.playing = true;
+        s.run_until_beat(1.0);
+        s.block(&[], &[set(&inst, "Record A", 1.0)]);
+        let raw = |offset: u32, data: [u8; 3]| InNote::Midi { offset, data };
+        let got = s.block(
+            &[
+                raw(0, [0xB0, 64, 127]),        // pedal down
+                raw(1, [0x90, 200, 100]),       // note on, key 200
+                raw(2, [0x90, 128, 255]),       // key 128, velocity 255
+                raw(3, [0x90, 60, 200]),        // a valid key with velocity 200
+                raw(4, [0x80, 200, 0]),         // note off, key 200
+                raw(5, [0x90, 255, 0]),         // note off (velocity 0), key 255
+                raw(6, [0xA0, 200, 200]),       // poly pressure, key 200
+                raw(7, [0xB0, 200, 10]),        // CC 200
+                raw(8, [0xB0, 64, 200]),        // pedal, value 200
+                raw(9, [0xC0, 200, 0]),         // program 200
+                raw(10, [0xD0, 255, 0]),        // channel pressure 255
+                raw(11, [0xE0, 255, 255]),      // pitch bend
+                raw(12, [0x80, 60, 0]),         // the valid key's note-off, pedal still down
+                raw(13, [0xB0, 64, 0]),         // pedal up
+                raw(14, [0x90, 24 + 128, 100]), // a keyswitch key + 128
+            ],
+            &[],
+        );
+        s.run_blocks(4);
+        s.block(&[], &[set(&inst, "Record A", 0.0)]);
+        s.run_blocks(4);
+        for n in &got {
+            assert!(n.key <= 127 && n.channel <= 15, "{n:?}");
+            assert!((0.0..=1.0).contains(&n.velocity), "{n:?}");
+        }
+        let keys: Vec<(bool, u16)> = got.iter().map(|n| (n.on, n.key)).collect();
+        assert_eq!(keys, [(true, 60), (false, 60)]);
+        assert_balanced(&s.notes);
+        // The capture kept the valid note only.
+        let snips = snippets(&Instance::state_json(&inst.save_state()));
+        let notes = &snips["sections"][0]["notes"];
+        assert_eq!(notes.as_array().map(Vec::len), Some(1), "{snips}");
+        assert_eq!(notes[0]["pitch"], 60, "{snips}");
+        inst.stop(s);
+    });
+}
+
 #[test]
 fn keyswitches_record_sections_and_are_consumed() {
     run_isolated("keyswitches_record_sections_and_are_consumed", || {
         let mut inst = Instance::load(&bundled_clap());
         let mut s = inst.start();
         s.playing = true;
-        // D-1 (2) toggles recording B.
-        s.block(&[on(0, 2), off(50, 2)], &[]);
+        // D1 (26) toggles recording B.
+        s.block(&[on(0, 26), off(50, 26)], &[]);
         let o = s.advance_to_beat(4.0);
         s.block(&[on(o, 72)], &[]);
         let o = s.advance_to_beat(6.0);
         s.block(&[off(o, 72)], &[]);
         s.run_until_beat(7.9);
-        s.block(&[on(0, 2), off(10, 2)], &[]);
-        // A moved keyswitch octave: C1 (24) is now "record A", the old C-1 plays through.
-        let base = set(&inst, "Keyswitch octave start", 24.0);
-        s.block(&[on(0, 0), off(5, 0), on(10, 24), off(20, 24)], &[base]);
+        s.block(&[on(0, 26), off(10, 26)], &[]);
+        // A moved keyswitch octave: C2 (36) is now "record A", the old C1 plays through.
+        let base = set(&inst, "Keyswitch octave start", 36.0);
+        s.block(&[on(0, 24), off(5, 24), on(10, 36), off(20, 36)], &[base]);
         let o = s.advance_to_beat(9.0);
         s.block(&[on(o, 48), off(o + 100, 48)], &[]);
         s.run_until_beat(12.0);
-        s.block(&[on(0, 24), off(5, 24)], &[]);
+        s.block(&[on(0, 36), off(5, 36)], &[]);
         let out = s.notes.clone();
         inst.stop(s);
         // Only the played notes and the old keyswitch key (now an ordinary note) came out.
@@ -235,8 +287,8 @@ fn keyswitches_record_sections_and_are_consumed() {
             vec![
                 (true, 72),
                 (false, 72),
-                (true, 0),
-                (false, 0),
+                (true, 24),
+                (false, 24),
                 (true, 48),
                 (false, 48)
             ]
@@ -419,7 +471,7 @@ fn generates_section_b_from_the_next_bar_and_releases_everything_on_stop() {
             // Section B (the default), two bars, seed 7, on MIDI channel 3 (plain values count from
             // the parameter's minimum). A fixed seed makes every request below the same music.
             let setup = [
-                set(&inst, "Generated notes MIDI channel", 2.0),
+                set(&inst, "Output channel", 2.0),
                 set(&inst, "Bars to generate", 1.0),
                 set(&inst, "Seed (0 = random)", 7.0),
             ];
@@ -532,7 +584,7 @@ fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
             let setup = [
                 set(&inst, "Play section", 0.0),
                 set(&inst, "Play immediately", 1.0),
-                set(&inst, "Generated notes MIDI channel", 2.0),
+                set(&inst, "Output channel", 2.0),
             ];
             s.block(&[], &setup);
             s.set_realtime(true);
@@ -561,6 +613,10 @@ fn instances_come_and_go_while_a_model_loads() {
         let model = tiny_model("plugin-test-churn");
         let entry = Instance::load(&bundled_clap()).entry.clone();
         // nice-plug's shared background worker would abort the host here if the plugin used it.
+        // Destroying an instance returns at once, also while its model loads (the host's main
+        // thread must not wait for the load).
+        let mut slowest = std::time::Duration::ZERO;
+        let mut while_loading = 0;
         for round in 0..10 {
             let mut inst = Instance::from_entry(entry.clone());
             inst.set_model_path(&model);
@@ -574,8 +630,18 @@ fn instances_come_and_go_while_a_model_loads() {
             } else {
                 drop(s);
             }
+            if inst.status()["state"] == "loading" {
+                while_loading += 1;
+            }
+            let t = std::time::Instant::now();
             drop(inst);
+            slowest = slowest.max(t.elapsed());
         }
+        eprintln!("slowest destroy: {slowest:?} ({while_loading} of 10 while loading)");
+        assert!(
+            slowest < std::time::Duration::from_millis(100),
+            "destroying an instance took {slowest:?}"
+        );
         // The process is healthy: a new instance loads and plays.
         let mut inst = Instance::from_entry(entry);
         inst.set_model_path(&model);
@@ -596,7 +662,7 @@ fn restored_snippets_reach_the_engine() {
         let play_b_from_beat_12 =
             |inst: &mut Instance, s: &mut Session, keyswitch: bool| -> Vec<(u16, u64)> {
                 let setup = [
-                    set(inst, "Generated notes MIDI channel", 2.0),
+                    set(inst, "Output channel", 2.0),
                     set(inst, "Bars to generate", 0.0),
                     set(inst, "Seed (0 = random)", 7.0),
                 ];
@@ -604,8 +670,8 @@ fn restored_snippets_reach_the_engine() {
                 s.set_realtime(true);
                 s.run_until_beat(10.0);
                 if keyswitch {
-                    // D#-1 (the default keyswitch octave starts at MIDI 0): play B.
-                    s.block(&[on(0, 3), off(10, 3)], &[]);
+                    // D#1 (the default keyswitch octave starts at C1 = MIDI 24): play B.
+                    s.block(&[on(0, 27), off(10, 27)], &[]);
                 } else {
                     s.block(&[], &[set(inst, "Play section", 1.0)]);
                 }
