@@ -176,7 +176,9 @@ pub fn generate<M: LogitSource + ?Sized>(
         {
             let (label, len) = plan[next_section];
             next_section += 1;
-            follower.start(prompt.snippet(label));
+            // The section's time 0: where it was planned to start (legacy sections start at the
+            // next note after their tag).
+            follower.start(tok, prompt.snippet(label), section_end);
             if !section_windows {
                 section_end = body.dec.now_ms() + len;
                 body.feed(model, tok.section_id(label))?;
@@ -198,8 +200,11 @@ pub fn generate<M: LogitSource + ?Sized>(
         if top_choice(tok, &body.logits).is_some_and(|id| grammar_error(tok, &dec, id)) {
             errors += 1;
         }
-        if follower.next().is_some_and(|want| dec.fits(tok, want)) {
-            follower.bias(tok, &mut body.logits, s.follow_bias);
+        if follower
+            .want(tok, &dec)
+            .is_some_and(|want| dec.fits(tok, want))
+        {
+            follower.bias(tok, &dec, &mut body.logits, s.follow_bias);
         }
         let id = sample_from(tok, &body.logits, s, rng, |id| dec.fits(tok, id));
         let window_end = dec.window_start_ms() as f64 + tok.config().window_ms as f64;
@@ -222,7 +227,7 @@ pub fn generate<M: LogitSource + ?Sized>(
             }
             let (label, len) = plan[next_section];
             next_section += 1;
-            follower.start(prompt.snippet(label));
+            follower.start(tok, prompt.snippet(label), section_end);
             if !body.start_section(model, label, section_end)? {
                 break;
             }
@@ -243,7 +248,7 @@ pub fn generate<M: LogitSource + ?Sized>(
             }
             let (label, len) = plan[next_section];
             next_section += 1;
-            follower.start(prompt.snippet(label));
+            follower.start(tok, prompt.snippet(label), section_end);
             if !body.start_section(model, label, section_end)? || model.position() >= limit {
                 break;
             }
