@@ -57,7 +57,8 @@ pub(super) fn forward_chunk(
         layer
             .qkv
             .matmul(isa, &s.xn, dim_padded, &mut s.qkv, 3 * dim, n, &mut s.qs);
-        self_attention(w, s, cfg, head_dim, isa, li, n);
+        append_to_cache(w, s, cfg, head_dim, li, n);
+        attend(s, cfg, head_dim, isa, li, n);
         layer
             .out
             .matmul(isa, &s.att, dim_padded, &mut s.tmp, dim, n, &mut s.qs);
@@ -90,37 +91,25 @@ fn norm_rows(isa: Isa, s: &mut State, w: &[f32], eps: f32, dim: usize, n: usize)
     }
 }
 
-/// Self-attention of layer `li` for the chunk's `n` tokens (QKV in `s.qkv`): RoPE on queries and
-/// keys, all keys and values appended to the cache, then each query attends causally to the
-/// cache up to its own position; head outputs go to `s.att`.
-#[allow(clippy::too_many_arguments)]
-fn self_attention(
+/// The first half of layer `li`'s self-attention for the chunk's `n` tokens (QKV in `s.qkv`):
+/// RoPE on queries and keys (in place), then every key and value appended to the cache at
+/// positions `s.pos ..`.
+fn append_to_cache(
     w: &Weights,
     s: &mut State,
     cfg: &FastConfig,
     head_dim: usize,
-    isa: Isa,
     li: usize,
     n: usize,
 ) {
-    let (dim, dim_padded, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    let (dim, h) = (cfg.dim, cfg.n_heads);
     // Cache layout: keys `[layer][head][kcap / KEY_BLOCK][head_dim][KEY_BLOCK]`, values
     // `[layer][head][cap][head_dim]`; `qkv` rows are `[q | k | v]`, each `[h][head_dim]`.
     let cap = cfg.max_seq_len;
     let kcap = blocked(cap);
     let half = head_dim / 2;
     let pos = s.pos;
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores_stride = s.scores_stride;
-    let State {
-        kv,
-        kv_tile,
-        head_tmp,
-        qkv,
-        att,
-        scores,
-        ..
-    } = s;
+    let State { kv, qkv, .. } = s;
 
     for (i, row) in qkv.chunks_exact_mut(3 * dim).take(n).enumerate() {
         let p = pos + i;
@@ -158,6 +147,27 @@ fn self_attention(
             }
         }
     }
+}
+
+/// The second half: each of the chunk's `n` queries (roped, in `s.qkv`) attends causally to
+/// layer `li`'s cache up to its own position (`s.pos + i`); head outputs go to `s.att`.
+fn attend(s: &mut State, cfg: &FastConfig, head_dim: usize, isa: Isa, li: usize, n: usize) {
+    let (dim, dim_padded, h) = (cfg.dim, padded(cfg.dim), cfg.n_heads);
+    // Cache layout as in `append_to_cache`.
+    let cap = cfg.max_seq_len;
+    let kcap = blocked(cap);
+    let pos = s.pos;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scores_stride = s.scores_stride;
+    let State {
+        kv,
+        kv_tile,
+        head_tmp,
+        qkv,
+        att,
+        scores,
+        ..
+    } = s;
 
     // Query i sees positions 0 ..= pos + i; `first(b)` is the first query that sees key block b.
     let end = pos + n;
