@@ -134,7 +134,7 @@ pub fn save_tensors(
     for (name, t) in tensors {
         stored.insert(name.clone(), t.to_dtype(dtype)?.to_device(&Device::Cpu)?);
     }
-    let weights = safetensors_bytes(&stored)?;
+    let weights = safetensors_bytes(&stored, &config.tokenizer_hash)?;
     let config_json = serde_json::to_string_pretty(&config)
         .map_err(|e| Error::checkpoint(dir.join(CONFIG_FILE), e.to_string()))?;
     // Weights first and config last: a folder whose config.json is new has complete files.
@@ -161,7 +161,11 @@ pub fn save(
     save_tensors(dir, config, tokenizer, &tensors, dtype)
 }
 
-fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
+/// The `model.safetensors` metadata key holding the tokenizer hash the weights were saved with
+/// (checkpoints written before it have none and are not checked).
+pub const WEIGHTS_TOKENIZER_HASH: &str = "staria.tokenizer_hash";
+
+fn safetensors_bytes(tensors: &HashMap<String, Tensor>, tokenizer_hash: &str) -> Result<Vec<u8>> {
     // Sorted names make the file byte-identical for identical weights.
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
@@ -169,7 +173,11 @@ fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>> {
         .into_iter()
         .map(|n| (n.clone(), tensors[n].clone()))
         .collect();
-    safetensors::tensor::serialize(views, None)
+    let info = HashMap::from([(
+        WEIGHTS_TOKENIZER_HASH.to_string(),
+        tokenizer_hash.to_string(),
+    )]);
+    safetensors::tensor::serialize(views, Some(info))
         .map_err(|e| Error::Config(format!("serialising weights: {e}")))
 }
 
@@ -405,6 +413,26 @@ pub fn load_config(dir: &Path) -> Result<(CheckpointConfig, Tokenizer)> {
             ),
         ));
     }
+    // Weights that record their tokenizer (saved since the key exists) must have this one: a
+    // tokenizer.json and config.json taken from another checkpoint of the same vocabulary size
+    // would otherwise read every token id as another token. A header that cannot be read is
+    // left for the weights' own loading to report.
+    let weights = dir.join(WEIGHTS_FILE);
+    if let Ok((_, _, meta)) = read_header(&weights)
+        && let Some(saved) = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(WEIGHTS_TOKENIZER_HASH))
+        && *saved != hash
+    {
+        return Err(Error::checkpoint(
+            &weights,
+            format!(
+                "was saved with the vocabulary of hash {saved}, but tokenizer.json and \
+                 config.json have {hash}: the weights are not this tokenizer's"
+            ),
+        ));
+    }
     Ok((config, tokenizer))
 }
 
@@ -428,16 +456,14 @@ pub fn load_weights(
     read_weights(dir, Some(config), device)
 }
 
-fn read_weights(
-    dir: &Path,
-    config: Option<&ModelConfig>,
-    device: &Device,
-) -> Result<HashMap<String, Tensor>> {
+/// Opens a safetensors file and reads its header alone (not the tensor data), checking that the
+/// header describes exactly the bytes the file holds. Returns the open file, its length and
+/// the header.
+fn read_header(path: &Path) -> Result<(std::fs::File, u64, safetensors::tensor::Metadata)> {
     use std::io::Read;
-    let path = dir.join(WEIGHTS_FILE);
-    let corrupt = |msg: String| Error::checkpoint(&path, format!("corrupt safetensors: {msg}"));
-    let len = file_len(&path, None)?;
-    let mut file = std::fs::File::open(&path).map_err(|e| open_error(&path, e))?;
+    let corrupt = |msg: String| Error::checkpoint(path, format!("corrupt safetensors: {msg}"));
+    let len = file_len(path, None)?;
+    let mut file = std::fs::File::open(path).map_err(|e| open_error(path, e))?;
     // The header: its length (8 bytes, little-endian), then that many bytes of JSON.
     let mut n = [0u8; 8];
     file.read_exact(&mut n)
@@ -450,7 +476,7 @@ fn read_weights(
     }
     let mut header = vec![0u8; n as usize];
     file.read_exact(&mut header)
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| Error::io(path, e))?;
     let meta: safetensors::tensor::Metadata =
         serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
     let data = meta.data_len() as u64;
@@ -461,6 +487,18 @@ fn read_weights(
             if held < data { " (truncated)" } else { "" }
         )));
     }
+    Ok((file, len, meta))
+}
+
+fn read_weights(
+    dir: &Path,
+    config: Option<&ModelConfig>,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    use std::io::Read;
+    let path = dir.join(WEIGHTS_FILE);
+    let corrupt = |msg: String| Error::checkpoint(&path, format!("corrupt safetensors: {msg}"));
+    let (mut file, len, meta) = read_header(&path)?;
     if let Some(config) = config {
         let shapes: HashMap<String, Vec<usize>> = meta
             .tensors()
@@ -469,7 +507,6 @@ fn read_weights(
             .collect();
         check_header(config, &shapes).map_err(|msg| Error::checkpoint(&path, msg))?;
     }
-    drop(header);
     // The sizes are the file's own and agree with its header: read it.
     let mut bytes = Vec::new();
     bytes

@@ -542,7 +542,8 @@ fn unreadable_files_and_folders_are_named() {
 }
 
 /// Weights trained with another vocabulary than the folder's tokenizer.json (and config.json)
-/// are refused from the header, naming the embedding and the vocabulary.
+/// are refused: from the tokenizer hash the weights record, and for weights saved before they
+/// recorded it, from the header's shapes, naming the embedding and the vocabulary.
 #[test]
 fn weights_for_another_vocabulary_are_refused() {
     let tok = tokenizer();
@@ -555,11 +556,16 @@ fn weights_for_another_vocabulary_are_refused() {
     for kind in [ModelKind::Decoder, ModelKind::Staria] {
         let (dir, _) = tiny(kind, &tok);
         let (theirs, _) = tiny(kind, &other);
-        std::fs::copy(
-            theirs.path().join(WEIGHTS_FILE),
-            dir.path().join(WEIGHTS_FILE),
-        )
-        .unwrap();
+        let weights = dir.path().join(WEIGHTS_FILE);
+        std::fs::copy(theirs.path().join(WEIGHTS_FILE), &weights).unwrap();
+        let msg = err_text(dir.path());
+        assert!(
+            msg.contains(WEIGHTS_FILE) && msg.contains("not this tokenizer's"),
+            "{kind:?}: {msg}"
+        );
+        // The same weights without the record, as older checkpoints (the shipped one) are.
+        let tensors = load_tensors(theirs.path(), &Device::Cpu).unwrap();
+        candle_core::safetensors::save(&tensors, &weights).unwrap();
         let msg = err_text(dir.path());
         assert!(
             msg.contains(WEIGHTS_FILE)
@@ -568,5 +574,39 @@ fn weights_for_another_vocabulary_are_refused() {
                 && msg.contains(&format!("vocab_size = {}", tok.vocab_size())),
             "{kind:?}: {msg}"
         );
+    }
+}
+
+/// A tokenizer.json and config.json taken from another checkpoint of the same vocabulary size
+/// (every shape agrees) are refused: the weights record the tokenizer they were saved with.
+#[test]
+fn weights_record_their_tokenizer() {
+    let tok = tokenizer();
+    let mut styles = TokenizerConfig::default().styles;
+    styles[0] = "renamed".into();
+    let other = Tokenizer::new(TokenizerConfig {
+        styles,
+        ..TokenizerConfig::default()
+    })
+    .unwrap();
+    assert_eq!(tok.vocab_size(), other.vocab_size());
+    assert_ne!(tok.hash(), other.hash());
+    for kind in [ModelKind::Decoder, ModelKind::Staria] {
+        let (dir, _) = tiny(kind, &tok);
+        let (theirs, _) = tiny(kind, &other);
+        for file in [CONFIG_FILE, TOKENIZER_FILE] {
+            std::fs::copy(theirs.path().join(file), dir.path().join(file)).unwrap();
+        }
+        for msg in [
+            checkpoint::load_config(dir.path()).unwrap_err().to_string(),
+            err_text(dir.path()),
+        ] {
+            assert!(
+                msg.contains(WEIGHTS_FILE)
+                    && msg.contains(&tok.hash())
+                    && msg.contains("not this tokenizer's"),
+                "{kind:?}: {msg}"
+            );
+        }
     }
 }

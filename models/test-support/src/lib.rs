@@ -164,7 +164,7 @@ pub fn broken_checkpoints(root: &std::path::Path) -> Vec<BrokenCheckpoint> {
     let dir = make(
         "weights of another vocabulary",
         WEIGHTS_FILE,
-        "tok_emb.weight".into(),
+        "not this tokenizer's".into(),
     );
     let other = root.join("other-vocabulary-source");
     let tok = Tokenizer::new(TokenizerConfig {
