@@ -315,6 +315,10 @@ pub struct Session {
     pub ts: (u16, u16),
     /// Samples since the song start (the transport position).
     pub song_sample: u64,
+    /// An active loop `[start, end)` in beats: the transport jumps back to its start after the
+    /// block that reaches its end (choose block-aligned ends: at 120 bpm every 8 beats are 375
+    /// blocks).
+    pub loop_beats: Option<(f64, f64)>,
     /// Every note the plugin sent since the session started.
     pub notes: Vec<OutNote>,
     /// Output audio of the last block (two channels).
@@ -346,6 +350,7 @@ impl Session {
             tempo: 120.0,
             ts: (4, 4),
             song_sample: 0,
+            loop_beats: None,
             notes: Vec::new(),
             last_audio: [vec![0.0; BLOCK], vec![0.0; BLOCK]],
             in_events: EventBuffer::with_capacity(256),
@@ -399,6 +404,10 @@ impl Session {
         if self.playing {
             flags |= TransportFlags::IS_PLAYING;
         }
+        let (loop_start, loop_end) = self.loop_beats.unwrap_or((0.0, 0.0));
+        if self.loop_beats.is_some() {
+            flags |= TransportFlags::IS_LOOP_ACTIVE;
+        }
         TransportEvent {
             header: EventHeader::new_core(0, EventFlags::empty()),
             flags,
@@ -406,8 +415,8 @@ impl Session {
             song_pos_seconds: SecondsTime::from_float(self.song_sample as f64 / SAMPLE_RATE),
             tempo: self.tempo,
             tempo_inc: 0.0,
-            loop_start_beats: BeatTime::from_int(0),
-            loop_end_beats: BeatTime::from_int(0),
+            loop_start_beats: BeatTime::from_float(loop_start),
+            loop_end_beats: BeatTime::from_float(loop_end),
             loop_start_seconds: SecondsTime::from_int(0),
             loop_end_seconds: SecondsTime::from_int(0),
             bar_start: BeatTime::from_float(bar * bpb),
@@ -535,6 +544,11 @@ impl Session {
         self.steady += BLOCK as u64;
         if self.playing {
             self.song_sample += BLOCK as u64;
+            if let Some((start, end)) = self.loop_beats
+                && self.song_sample >= self.sample_of_beat(end)
+            {
+                self.song_sample = self.sample_of_beat(start);
+            }
         }
         self.notes.extend_from_slice(&got);
         got

@@ -651,6 +651,71 @@ fn instances_come_and_go_while_a_model_loads() {
     });
 }
 
+/// A host loop over bars 3..4 (beats 8..16), "Play section" pressed in its last bar: the
+/// section starts on the loop's first bar (not on the loop end, which is never played) and plays
+/// from the wrap on, the same notes at the same places on every pass; nothing hangs.
+#[test]
+fn a_trigger_in_a_loops_last_bar_plays_from_the_loop_start() {
+    run_isolated(
+        "a_trigger_in_a_loops_last_bar_plays_from_the_loop_start",
+        || {
+            let model = tiny_model("plugin-test-loop");
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, ready_with("plugin-test-loop"));
+            s.playing = true;
+            capture_a(&inst, &mut s);
+            let setup = [
+                set(&inst, "Output channel", 2.0),
+                set(&inst, "Bars to generate", 0.0),
+                set(&inst, "Seed (0 = random)", 7.0),
+            ];
+            s.block(&[], &setup);
+            s.loop_beats = Some((8.0, 16.0));
+            s.set_realtime(true);
+            s.run_until_beat(13.0);
+            s.block(&[], &[set(&inst, "Play section", 1.0)]);
+            s.block(&[], &[set(&inst, "Play section", 0.0)]);
+            // Three passes of the loop from the wrap: (pass, key, sample from the loop start).
+            let mut passes: Vec<Vec<(u16, u64)>> = Vec::new();
+            for _ in 0..3 {
+                // To the wrap.
+                while s.beat() >= 8.0 + 1e-9 {
+                    s.block(&[], &[]);
+                }
+                let from = s.notes.len();
+                let loop_start = s.song_sample;
+                assert_eq!(loop_start, s.sample_of_beat(8.0));
+                s.run_until_beat(16.0 - 512.0 / 24_000.0);
+                passes.push(
+                    generated(&s.notes[from..])
+                        .iter()
+                        .filter(|n| n.on)
+                        .map(|n| (n.key, n.sample - loop_start))
+                        .collect(),
+                );
+            }
+            s.loop_beats = None;
+            s.playing = false;
+            s.block(&[], &[]);
+            assert_balanced(&s.notes);
+            eprintln!("note-ons (key, sample from the loop start) per pass: {passes:?}");
+            assert!(!passes[0].is_empty(), "nothing played after the wrap");
+            // Every note in the section's bar (beats 8..12 = the loop's first 96 000 samples).
+            for p in &passes {
+                assert!(p.iter().all(|&(_, at)| at < 96_000), "{p:?}");
+            }
+            assert_eq!(
+                passes[0], passes[1],
+                "the first pass after the wrap differs"
+            );
+            assert_eq!(passes[1], passes[2]);
+            inst.stop(s);
+        },
+    );
+}
+
 /// The snippet generated from must be the same whether it was just played or restored from a
 /// saved project: the same seed then gives the same notes.
 #[test]
