@@ -144,6 +144,11 @@ fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
             inst.stop(s);
 
             let state = inst.save_state();
+            // How the state fixtures in fixtures/state/ are made (see
+            // `state_saved_by_earlier_versions_loads`).
+            if let Some(path) = std::env::var_os("STARIA_WRITE_STATE_FIXTURE") {
+                std::fs::write(&path, &state).expect("write the state fixture");
+            }
             let json = Instance::state_json(&state);
             let snips = snippets(&json);
             let sections = snips["sections"].as_array().unwrap();
@@ -203,6 +208,53 @@ fn capture_is_bar_aligned_saved_and_restored_in_a_fresh_instance() {
             assert_eq!(snippets(&cleared)["sections"].as_array().unwrap().len(), 0);
         },
     );
+}
+
+/// Projects saved by earlier versions open with their snippets and settings: every file in
+/// `fixtures/state/` (a state as a host saves it, kept forever; a new one is written by
+/// `STARIA_WRITE_STATE_FIXTURE=fixtures/state/NAME.bin cargo test -p staria-plugin-host-test
+/// --test host capture_is_bar_aligned`, run from `plugin/host-test`) loads into a fresh
+/// instance, which saves the same snippets, model path and parameter values back.
+#[test]
+fn state_saved_by_earlier_versions_loads() {
+    run_isolated("state_saved_by_earlier_versions_loads", || {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/state");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("fixtures/state")
+            .map(|e| e.expect("fixture entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no state fixtures in {}", dir.display());
+        let entry = Instance::load(&bundled_clap()).entry.clone();
+        for file in &files {
+            let saved = std::fs::read(file).expect("read the fixture");
+            let old = Instance::state_json(&saved);
+            assert!(
+                !snippets(&old)["sections"].as_array().unwrap().is_empty(),
+                "{}: a fixture should hold a snippet",
+                file.display()
+            );
+            let mut fresh = Instance::from_entry(entry.clone());
+            fresh.load_state(&saved);
+            let again = Instance::state_json(&fresh.save_state());
+            assert_eq!(snippets(&again), snippets(&old), "{}", file.display());
+            assert_eq!(
+                again["fields"]["model-path"],
+                old["fields"]["model-path"],
+                "{}",
+                file.display()
+            );
+            for (id, value) in old["params"].as_object().expect("params") {
+                assert_eq!(
+                    again["params"].get(id),
+                    Some(value),
+                    "{}: parameter {id}",
+                    file.display()
+                );
+            }
+        }
+    });
 }
 
 /// Raw MIDI from the host with data bytes above 127 (a malformed message; nice-plug passes the
