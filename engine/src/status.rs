@@ -6,11 +6,13 @@ use atomic_float::AtomicF32;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// What the engine is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the engine is doing. Saved (the plugin's persisted status) as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum EngineState {
     /// Running, no model loaded yet.
+    #[default]
     Idle = 0,
     /// A model is being loaded (the previous one, if any, keeps serving).
     Loading = 1,

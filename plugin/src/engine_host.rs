@@ -53,17 +53,6 @@ pub fn resolve_model_dir(custom: Option<&str>) -> Result<PathBuf, String> {
     staria_engine::default_model::resolve_model_dir(custom.map(Path::new))
 }
 
-pub fn state_name(state: EngineState) -> &'static str {
-    match state {
-        EngineState::Idle => "idle",
-        EngineState::Loading => "loading",
-        EngineState::Ready => "ready",
-        EngineState::Generating => "generating",
-        EngineState::Error => "error",
-        EngineState::Stopped => "stopped",
-    }
-}
-
 /// The engine's two ends as the plugin holds them.
 pub struct EngineHost {
     /// Only touched from `process()` (and `activate`/`deactivate`, never concurrently with it).
@@ -131,13 +120,13 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
         let snap = control.snapshot();
         let mut record = StatusRecord {
             model: snap.model_name,
-            state: state_name(snap.state).to_string(),
+            state: snap.state,
             last_error: snap.last_error,
         };
         if let Some(e) = &resolve_error {
             record.last_error = e.clone();
             if record.model.is_empty() {
-                record.state = state_name(EngineState::Error).to_string();
+                record.state = EngineState::Error;
             }
         }
         if shown.as_ref() != Some(&record) {
@@ -149,7 +138,7 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
                 nice_warn!("Staria: {}", record.last_error);
             }
             nice_log!(
-                "Staria engine: {} (model: {})",
+                "Staria engine: {:?} (model: {})",
                 record.state,
                 if record.model.is_empty() {
                     "none"

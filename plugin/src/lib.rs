@@ -782,7 +782,7 @@ impl Plugin for Staria {
                     nice_error!("Staria: {text}");
                     *self.params.status.write() = StatusRecord {
                         model: String::new(),
-                        state: "error".into(),
+                        state: staria_engine::status::EngineState::Error,
                         last_error: text,
                     };
                 }

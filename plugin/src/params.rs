@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::choices::{FormChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
 use crate::snippets::SnippetStore;
 use staria_engine::Form;
-use staria_engine::status::EngineParams;
+use staria_engine::status::{EngineParams, EngineState};
 
 /// The engine status as last seen by the plugin's monitor thread; saved with the project so a
 /// host or a later GUI can show why a model failed even before the engine restarts.
@@ -17,8 +17,8 @@ use staria_engine::status::EngineParams;
 pub struct StatusRecord {
     /// The loaded model's name (empty before one is loaded).
     pub model: String,
-    /// idle, loading, ready, generating, error or stopped.
-    pub state: String,
+    /// What the engine was doing (saved as its lowercase name: "idle", "ready", "error", ...).
+    pub state: EngineState,
     /// The last load or generation error ("" if none).
     pub last_error: String,
 }
