@@ -227,27 +227,26 @@ pub fn check_sizes(config_file: &Path, model: &ModelConfig) -> Result<()> {
             ),
         ))
     };
+    // The sizes a decoder and an encoder trunk share, and the RoPE tables they imply.
+    let trunk = |part: &str, sizes: [(&str, usize, usize); 6], context: u128| -> Result<()> {
+        for (setting, value, max) in sizes {
+            refuse(part, setting, value as u128, max as u128)?;
+        }
+        refuse(part, "max_seq_len × dim", context, limits::CONTEXT_VALUES)
+    };
     let decoder = |part: &str, c: &crate::decoder::DecoderConfig| -> Result<()> {
-        refuse(
+        let context = c.max_seq_len as u128 * c.dim as u128;
+        trunk(
             part,
-            "vocab_size",
-            c.vocab_size as u128,
-            limits::VOCAB_SIZE as u128,
-        )?;
-        refuse(part, "dim", c.dim as u128, limits::DIM as u128)?;
-        refuse(
-            part,
-            "n_layers",
-            c.n_layers as u128,
-            limits::N_LAYERS as u128,
-        )?;
-        refuse(part, "n_heads", c.n_heads as u128, c.dim as u128)?;
-        refuse(part, "ff_mult", c.ff_mult as u128, limits::FF_MULT as u128)?;
-        refuse(
-            part,
-            "max_seq_len",
-            c.max_seq_len as u128,
-            limits::MAX_SEQ_LEN as u128,
+            [
+                ("vocab_size", c.vocab_size, limits::VOCAB_SIZE),
+                ("dim", c.dim, limits::DIM),
+                ("n_layers", c.n_layers, limits::N_LAYERS),
+                ("n_heads", c.n_heads, c.dim),
+                ("ff_mult", c.ff_mult, limits::FF_MULT),
+                ("max_seq_len", c.max_seq_len, limits::MAX_SEQ_LEN),
+            ],
+            context,
         )?;
         refuse(
             part,
@@ -256,13 +255,10 @@ pub fn check_sizes(config_file: &Path, model: &ModelConfig) -> Result<()> {
             limits::BINS as u128,
         )?;
         refuse(part, "grid_bins", c.grid_bins as u128, limits::BINS as u128)?;
-        let context = c.max_seq_len as u128 * c.dim as u128;
-        refuse(part, "max_seq_len × dim", context, limits::CONTEXT_VALUES)?;
-        let kv = context * c.n_layers as u128;
         refuse(
             part,
             "n_layers × max_seq_len × dim (the KV cache)",
-            kv,
+            context * c.n_layers as u128,
             limits::KV_VALUES,
         )
     };
@@ -271,36 +267,24 @@ pub fn check_sizes(config_file: &Path, model: &ModelConfig) -> Result<()> {
         ModelConfig::Staria(c) => {
             decoder("decoder.", &c.decoder)?;
             let e = &c.encoder;
-            let part = "encoder.";
-            refuse(
-                part,
-                "vocab_size",
-                e.vocab_size as u128,
-                limits::VOCAB_SIZE as u128,
-            )?;
-            refuse(part, "dim", e.dim as u128, limits::DIM as u128)?;
-            refuse(
-                part,
-                "n_layers",
-                e.n_layers as u128,
-                limits::N_LAYERS as u128,
-            )?;
-            refuse(part, "n_heads", e.n_heads as u128, e.dim as u128)?;
-            refuse(part, "ff_mult", e.ff_mult as u128, limits::FF_MULT as u128)?;
-            refuse(
-                part,
-                "max_seq_len",
-                e.max_seq_len as u128,
-                limits::MAX_SEQ_LEN as u128,
+            trunk(
+                "encoder.",
+                [
+                    ("vocab_size", e.vocab_size, limits::VOCAB_SIZE),
+                    ("dim", e.dim, limits::DIM),
+                    ("n_layers", e.n_layers, limits::N_LAYERS),
+                    ("n_heads", e.n_heads, e.dim),
+                    ("ff_mult", e.ff_mult, limits::FF_MULT),
+                    ("max_seq_len", e.max_seq_len, limits::MAX_SEQ_LEN),
+                ],
+                e.max_seq_len as u128 * e.dim as u128,
             )?;
             refuse(
-                part,
+                "encoder.",
                 "n_latents",
                 e.n_latents as u128,
                 limits::N_LATENTS as u128,
-            )?;
-            let context = e.max_seq_len as u128 * e.dim as u128;
-            refuse(part, "max_seq_len × dim", context, limits::CONTEXT_VALUES)
+            )
         }
     }
 }

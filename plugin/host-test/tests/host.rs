@@ -470,6 +470,32 @@ fn capture_a(inst: &Instance, s: &mut Session) {
 }
 
 /// Generated notes: those on the output channel chosen for them (channel 3 = index 2).
+/// Plays section A at once and asserts a generated note comes: the loaded model still serves.
+fn assert_still_plays(inst: &mut Instance, s: &mut Session) {
+    s.playing = true;
+    let setup = [
+        set(inst, "Play section", 0.0),
+        set(inst, "Play immediately", 1.0),
+        set(inst, "Output channel", 2.0),
+    ];
+    s.block(&[], &setup);
+    s.set_realtime(true);
+    s.block(&[], &[set(inst, "Play section", 1.0)]);
+    // Real-time blocks until the first generated note; a loaded CI machine may need a few
+    // seconds for the debug engine to get ahead of the playhead.
+    for _ in 0..15 {
+        s.run_blocks(100);
+        if generated(&s.notes).iter().any(|n| n.on) {
+            break;
+        }
+    }
+    assert!(
+        generated(&s.notes).iter().any(|n| n.on),
+        "the old model stopped playing; {}",
+        inst.status()
+    );
+}
+
 fn generated(notes: &[OutNote]) -> Vec<OutNote> {
     notes.iter().copied().filter(|n| n.channel == 2).collect()
 }
@@ -632,28 +658,7 @@ fn a_bad_model_folder_keeps_the_old_model_and_reports_why() {
             });
             assert_eq!(st["model"], "plugin-test-good", "{st}");
             // ...and still plays.
-            s.playing = true;
-            let setup = [
-                set(&inst, "Play section", 0.0),
-                set(&inst, "Play immediately", 1.0),
-                set(&inst, "Output channel", 2.0),
-            ];
-            s.block(&[], &setup);
-            s.set_realtime(true);
-            s.block(&[], &[set(&inst, "Play section", 1.0)]);
-            // Real-time blocks until the first generated note; a loaded CI machine may need a
-            // few seconds for the debug engine to get ahead of the playhead.
-            for _ in 0..15 {
-                s.run_blocks(100);
-                if generated(&s.notes).iter().any(|n| n.on) {
-                    break;
-                }
-            }
-            assert!(
-                generated(&s.notes).iter().any(|n| n.on),
-                "the old model stopped playing; {}",
-                inst.status()
-            );
+            assert_still_plays(&mut inst, &mut s);
             inst.stop(s);
         },
     );
@@ -870,26 +875,7 @@ fn broken_checkpoints_are_refused_and_the_old_model_keeps_playing() {
                 assert_eq!(st["model"], "plugin-test-good", "{}: {st}", b.what);
             }
             // ...and the good model still plays.
-            s.playing = true;
-            let setup = [
-                set(&inst, "Play section", 0.0),
-                set(&inst, "Play immediately", 1.0),
-                set(&inst, "Output channel", 2.0),
-            ];
-            s.block(&[], &setup);
-            s.set_realtime(true);
-            s.block(&[], &[set(&inst, "Play section", 1.0)]);
-            for _ in 0..15 {
-                s.run_blocks(100);
-                if generated(&s.notes).iter().any(|n| n.on) {
-                    break;
-                }
-            }
-            assert!(
-                generated(&s.notes).iter().any(|n| n.on),
-                "the old model stopped playing; {}",
-                inst.status()
-            );
+            assert_still_plays(&mut inst, &mut s);
             inst.stop(s);
             let _ = std::fs::remove_dir_all(&root);
         },
