@@ -1,0 +1,169 @@
+//! The command line's arguments, shared by the subcommands.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use clap::Args;
+use staria_engine::generate::{Backend, BackendChoice, GeneratorOptions};
+use staria_engine::sampling::SamplingParams;
+use staria_models::fast::WeightFormat;
+
+use crate::{Failure, bad};
+
+#[derive(Args, Debug)]
+pub(crate) struct RenderArgs {
+    /// MIDI file to draw.
+    pub(crate) input: PathBuf,
+    /// PNG file to write.
+    #[arg(long)]
+    pub(crate) png: PathBuf,
+    /// A prompt MIDI file to draw above it, on the same time scale.
+    #[arg(long)]
+    pub(crate) prompt: Option<PathBuf>,
+    /// Picture width in pixels.
+    #[arg(long, default_value_t = 1600)]
+    pub(crate) width: u32,
+    /// Height of each piano roll in pixels.
+    #[arg(long, default_value_t = 420)]
+    pub(crate) panel_height: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ModelArgs {
+    /// Checkpoint folder (config.json, tokenizer.json, model.safetensors). Default: $STARIA_MODEL,
+    /// else the shipped model in models/pretrained/.
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
+    /// cpu, cuda[:N] or metal[:N].
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: String,
+    /// CPU threads for tensor maths (default: candle's choice, the physical core count).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct BackendArgs {
+    /// Decode path: auto (the fast decoder on the CPU, candle on a GPU), candle, or fast (the
+    /// single-core decoder, CPU only).
+    #[arg(long, default_value = "auto")]
+    pub(crate) backend: BackendChoice,
+    /// Weight format of the fast backend: f32, f16 (the default) or q8.
+    #[arg(long)]
+    pub(crate) weights: Option<WeightFormat>,
+}
+
+impl BackendArgs {
+    pub(crate) fn options(&self, device: &Device) -> Result<GeneratorOptions, Failure> {
+        let (backend, weights) = (self.backend, self.weights);
+        match backend.resolve(device) {
+            Backend::Fast if !device.is_cpu() => {
+                return Err(bad(
+                    "--backend fast runs on the CPU only; use --device cpu or --backend candle",
+                ));
+            }
+            Backend::Candle if weights.is_some() => {
+                return Err(bad(
+                    "--weights applies to the fast backend only (candle runs the checkpoint in f32)",
+                ));
+            }
+            _ => {}
+        }
+        Ok(GeneratorOptions {
+            backend,
+            weights: weights.unwrap_or(GeneratorOptions::DEFAULT_WEIGHTS),
+        })
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SampleArgs {
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u64,
+    /// 0 = always the most likely token.
+    #[arg(long, default_value_t = SamplingParams::default().temperature, allow_negative_numbers = true)]
+    pub(crate) temperature: f32,
+    #[arg(long, default_value_t = SamplingParams::default().top_p, allow_negative_numbers = true)]
+    pub(crate) top_p: f32,
+    #[arg(long, default_value_t = SamplingParams::DEFAULT_MIN_P, allow_negative_numbers = true)]
+    pub(crate) min_p: f32,
+    /// Snippet following: logit bonus for the token the section's snippet has next, so each
+    /// section keeps its snippet's shape (0: the model alone).
+    #[arg(long, default_value_t = SamplingParams::DEFAULT_FOLLOW_BIAS, allow_negative_numbers = true)]
+    pub(crate) follow_bias: f32,
+    /// Style token, e.g. reel (see `staria info` for the model's styles).
+    #[arg(long)]
+    pub(crate) style: Option<String>,
+    /// Lowest and highest pitch, e.g. 48-84.
+    #[arg(long)]
+    pub(crate) pitch_range: Option<String>,
+    /// Keep to a scale, e.g. "D major", "A dorian", "E minor-pentatonic".
+    #[arg(long)]
+    pub(crate) scale: Option<String>,
+    /// At most this many notes sounding at once.
+    #[arg(long)]
+    pub(crate) max_polyphony: Option<u8>,
+    /// Tempo in bpm (default: the input file's first tempo).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) bpm: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct GenerateArgs {
+    /// Prompt MIDI file; its markers ("A", "B", ...) delimit the sections.
+    #[arg(long)]
+    pub(crate) prompt: PathBuf,
+    /// Sections as bar ranges instead of markers, e.g. A=1-4,B=5-8 (bars counted from 1).
+    #[arg(long)]
+    pub(crate) sections: Option<String>,
+    /// The form to generate, letters A..D.
+    #[arg(long, default_value = "AABA")]
+    pub(crate) form: String,
+    /// Bars per section.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) bars: u32,
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(flatten)]
+    pub(crate) sample: SampleArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("length").required(true).args(["seconds", "bars"])))]
+pub(crate) struct ContinueArgs {
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) seconds: Option<f64>,
+    #[arg(long)]
+    pub(crate) bars: Option<u32>,
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(flatten)]
+    pub(crate) sample: SampleArgs,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct InfoArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+}
