@@ -41,7 +41,8 @@ enum Cmd {
         /// Seed of the split and of the synthetic pieces.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Synthetic form pieces (AB, ABC, ABA, ABAB, ABAC, ABCA, ABCB, ABCD) to add.
+        /// Synthetic form pieces (AB, ABC, ABA, ABAB, ABAC, ABCA, ABCB, ABCD, AABA, AABB; repeats
+        /// verbatim, transposed or ornamented) to add.
         #[arg(long, default_value_t = 0)]
         synthetic: usize,
         /// Tokenizer config JSON (a TokenizerConfig, or a tokenizer.json); default: the standard one.
@@ -65,6 +66,40 @@ enum Cmd {
     TrainEncoder {
         #[command(flatten)]
         common: Common,
+    },
+    /// Encoder retrieval: a snippet (a section's repeat, augmented and cropped) to its own
+    /// section among the piece's sections and among a batch of pieces.
+    EncoderRetrieval {
+        /// Encoder checkpoint (from train-encoder); without it, the untrained encoder of
+        /// --config (its step-0 weights).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        /// Experiment config (TOML): the encoder to build without --encoder, and the
+        /// augmentation of the queries (default: the checkpoint's run).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Shard folder from `prepare`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Split of the shards: validation, train or synthetic.
+        #[arg(long, default_value = "validation")]
+        split: String,
+        /// Pieces per group for the among-the-batch figure.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// At most this many pieces (with two or more letters), spread evenly (0: all).
+        #[arg(long, default_value_t = 0)]
+        max_pieces: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Queries without transposition, tempo or velocity augmentation (crops stay).
+        #[arg(long)]
+        no_augment: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
     },
     /// Staged Staria training from a decoder-only and an encoder checkpoint.
     TrainStaria {
@@ -265,6 +300,73 @@ fn run(cli: Cli) -> Result<()> {
                 "train-encoder",
                 &contrastive::train_encoder(&exp, &shards, &opts)?,
             );
+        }
+        Cmd::EncoderRetrieval {
+            encoder,
+            config,
+            data,
+            split,
+            batch,
+            max_pieces,
+            seed,
+            no_augment,
+            device: dev,
+            json,
+        } => {
+            let exp = config.as_deref().map(ExperimentConfig::load).transpose()?;
+            let shards = Shards::open(&data)?;
+            let opts = contrastive::RetrievalOptions {
+                batch,
+                max_pieces,
+                seed,
+                augment: !no_augment,
+            };
+            let r = contrastive::encoder_retrieval(
+                exp.as_ref(),
+                encoder.as_deref(),
+                &shards,
+                &split,
+                &opts,
+                &device(&dev)?,
+            )?;
+            let what = encoder.as_ref().map_or_else(
+                || {
+                    format!(
+                        "untrained encoder of {}",
+                        config.as_ref().expect("checked").display()
+                    )
+                },
+                |e| e.display().to_string(),
+            );
+            if json {
+                let mut v = serde_json::to_value(&r).expect("plain data");
+                v["encoder"] = serde_json::Value::String(what);
+                v["split"] = serde_json::Value::String(split);
+                println!("{v}");
+            } else {
+                println!(
+                    "{what} on {} `{split}`: {} pieces, {} queries ({} from a repeat, {} of them verbatim)",
+                    data.display(),
+                    r.pieces,
+                    r.queries,
+                    r.repeat_queries,
+                    r.identical_repeats
+                );
+                println!(
+                    "  among the piece's sections: {:.3} (repeats {:.3}; mean latent {:.3}; chance {:.3})",
+                    r.piece_accuracy,
+                    r.repeat_piece_accuracy,
+                    r.latent_piece_accuracy,
+                    r.piece_chance
+                );
+                println!(
+                    "  among the batch ({batch} pieces): {:.3} (repeats {:.3}; mean latent {:.3}; chance {:.3})",
+                    r.batch_accuracy,
+                    r.repeat_batch_accuracy,
+                    r.latent_batch_accuracy,
+                    r.batch_chance
+                );
+            }
         }
         Cmd::TrainStaria {
             common,

@@ -208,7 +208,7 @@ pub fn save_encoder(
 ) -> Result<()> {
     fsx::create_dir_all(dir)?;
     let tok = &checkpoint_tokenizer(tok, state.config.data.snippet_tokens)?;
-    vars.save(&dir.join(checkpoint::WEIGHTS_FILE), |_| true)?;
+    save_safetensors_atomic(&dir.join(checkpoint::WEIGHTS_FILE), &vars.tensors(|_| true))?;
     fsx::write_atomic(&dir.join(checkpoint::TOKENIZER_FILE), tok.to_json())?;
     let cfg = EncoderCheckpointConfig {
         kind: ENCODER_KIND.into(),
@@ -285,6 +285,15 @@ pub fn check_tokenizer(dir: &Path, hash: &str, shards_hash: &str) -> Result<()> 
         ));
     }
     Ok(())
+}
+
+/// Writes tensors as safetensors through a temporary name and a rename (as
+/// `staria_models::checkpoint` does), so an interrupted save never spoils the file it replaces.
+pub fn save_safetensors_atomic(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(tensors, &tmp)
+        .map_err(|e| TrainError::file(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
 pub fn metrics_path(dir: &Path) -> PathBuf {

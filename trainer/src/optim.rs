@@ -195,8 +195,7 @@ impl AdamW {
             map.insert(format!("m.{}", s.name), s.m.clone());
             map.insert(format!("v.{}", s.name), s.v.clone());
         }
-        candle_core::safetensors::save(&map, path)
-            .map_err(|e| TrainError::file(path, e.to_string()))
+        crate::models::save_safetensors_atomic(path, &map)
     }
 
     /// Restores moments saved by [`AdamW::save`] and the step count. Every parameter must have

@@ -529,7 +529,10 @@ pub fn wake_sleep(
         // Checkpoint every round.
         models::save_model(&opts.out, &lm.config, tok, &lm.vars, Some(&opt_g), &state)?;
         fsx::create_dir_all(&rec_dir)?;
-        rvars.save(&rec_dir.join("model.safetensors"), |_| true)?;
+        models::save_safetensors_atomic(
+            &rec_dir.join("model.safetensors"),
+            &rvars.tensors(|_| true),
+        )?;
         opt_r.save(&rec_dir.join(models::OPTIMIZER_FILE))?;
         fsx::write_atomic(
             &rec_dir.join("config.json"),
