@@ -384,6 +384,27 @@ impl ConstrainedDecoder {
         self.notes_in_span = 0;
     }
 
+    /// Like [`set_span`](Self::set_span), but the span may stay empty: nothing forces a note
+    /// into it (the live accompaniment's look-ahead, where silence is a fine answer).
+    pub fn set_optional_span(&mut self, start_ms: f64, end_ms: f64) {
+        self.span_start_ms = start_ms;
+        self.span_end_ms = end_ms;
+        // Counted as holding a note already, so `must_play` never holds the span open.
+        self.notes_in_span = 1;
+    }
+
+    /// Back to the state right after `new`: an empty piece (as after `<S>`), no sounding notes,
+    /// an unbounded span. The compiled masks are kept, so nothing is allocated; the live modes
+    /// replay the cached tokens after a rewind of the model's cache.
+    pub fn restart(&mut self) {
+        self.dec = StreamDecoder::new();
+        self.ends.clear();
+        self.span_start_ms = 0.0;
+        self.span_end_ms = f64::INFINITY;
+        self.notes_in_span = 0;
+        self.pending_pitched = false;
+    }
+
     /// Notes (pitched or drum) started inside the current span so far.
     pub fn notes_in_span(&self) -> u32 {
         self.notes_in_span

@@ -267,14 +267,23 @@ pub struct Piece {
 
 /// A decoded note in absolute piece time with what a MIDI file needs.
 #[derive(Debug, Clone, Copy)]
-struct RawNote {
-    pitch: u8,
-    velocity: u8,
-    instrument: u8,
-    drum: bool,
-    start_ms: f64,
-    dur_ms: f64,
+pub(crate) struct RawNote {
+    pub(crate) pitch: u8,
+    pub(crate) velocity: u8,
+    pub(crate) instrument: u8,
+    pub(crate) drum: bool,
+    pub(crate) start_ms: f64,
+    pub(crate) dur_ms: f64,
+    /// The model's cache position right after the note's last token.
+    pub(crate) pos_after: usize,
 }
+
+/// A mask `run_span` applies after the constraint masks, before sampling: the live modes keep
+/// the accompaniment off the performer's sounding pitches with it.
+pub(crate) type ExtraMask<'a> = &'a dyn Fn(&ConstrainedDecoder, &mut [f32]);
+
+/// No extra mask.
+pub(crate) fn no_extra_mask(_: &ConstrainedDecoder, _: &mut [f32]) {}
 
 /// Which decode path [`Generator::load_with`] should build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -858,8 +867,12 @@ impl Generator {
         let mut notes = 0usize;
         let mut first_note_ms = None;
         let limit = self.max_seq_len();
-        let (stop, sampled, votes) =
-            self.run_span(&mut cd, &mut sampler, limit, &mut |n: RawNote| {
+        let (stop, sampled, votes) = self.run_span(
+            &mut cd,
+            &mut sampler,
+            limit,
+            &no_extra_mask,
+            &mut |n: RawNote| {
                 notes += 1;
                 first_note_ms.get_or_insert_with(|| ms_since(t0));
                 on_note(GeneratedNote {
@@ -868,7 +881,8 @@ impl Generator {
                     start_ms: n.start_ms - origin,
                     dur_ms: n.dur_ms,
                 })
-            })?;
+            },
+        )?;
         Ok(GenSummary {
             notes,
             prompt_tokens,
@@ -931,12 +945,17 @@ impl Generator {
                     let reserve = later * ((span / window_ms).ceil() as usize + 2);
                     let left = self.max_seq_len().saturating_sub(self.position() + reserve);
                     let limit = self.position() + left / (later + 1);
-                    let (s, n, v) =
-                        self.run_span(&mut cd, &mut sampler, limit, &mut |note: RawNote| {
+                    let (s, n, v) = self.run_span(
+                        &mut cd,
+                        &mut sampler,
+                        limit,
+                        &no_extra_mask,
+                        &mut |note: RawNote| {
                             first_note_ms.get_or_insert_with(|| ms_since(t0));
                             raw.push(note);
                             Flow::Continue
-                        })?;
+                        },
+                    )?;
                     stop = s;
                     sampled_total += n;
                     votes_total += v;
@@ -1024,7 +1043,7 @@ impl Generator {
     /// onset of the start (a new window starts there), and the section tag; without, the tag
     /// stands right before the section's first note. `false` when the context filled up on the
     /// way.
-    fn force_section(
+    pub(crate) fn force_section(
         &mut self,
         cd: &mut ConstrainedDecoder,
         label: SectionLabel,
@@ -1040,7 +1059,7 @@ impl Generator {
 
     /// Feeds a forced or sampled token to the model and the decoder. `false` when the context is
     /// full (nothing was fed).
-    fn feed(&mut self, cd: &mut ConstrainedDecoder, id: u32) -> Result<bool> {
+    pub(crate) fn feed(&mut self, cd: &mut ConstrainedDecoder, id: u32) -> Result<bool> {
         if self.position() >= self.max_seq_len() {
             return Ok(false);
         }
@@ -1058,11 +1077,12 @@ impl Generator {
     /// (`ConstrainedDecoder::apply_open`); one before the window's last onset is a vote for
     /// `<T>`: the note token is taken back (one position of the KV cache), `<T>` and the note
     /// token are fed, and the onset is sampled in the new window (`OnsetRead`).
-    fn run_span(
+    pub(crate) fn run_span(
         &mut self,
         cd: &mut ConstrainedDecoder,
         sampler: &mut Sampler,
         limit: usize,
+        extra_mask: ExtraMask<'_>,
         emit: &mut dyn FnMut(RawNote) -> Flow,
     ) -> Result<(StopReason, usize, usize)> {
         let (_, span_end) = cd.span();
@@ -1087,6 +1107,7 @@ impl Generator {
             } else {
                 cd.apply(&mut self.logits);
             }
+            extra_mask(cd, &mut self.logits);
             let follow_bias = sampler.params().follow_bias;
             self.follower
                 .bias(&self.tok, cd.decoder(), &mut self.logits, follow_bias);
@@ -1108,6 +1129,7 @@ impl Generator {
                     OnsetRead::Clamp => {
                         self.logits.copy_from_slice(&self.spare);
                         cd.apply(&mut self.logits);
+                        extra_mask(cd, &mut self.logits);
                         self.follower
                             .bias(&self.tok, cd.decoder(), &mut self.logits, follow_bias);
                         id = sampler.sample(&self.logits)?;
@@ -1145,12 +1167,27 @@ impl Generator {
                         drum,
                         start_ms,
                         dur_ms,
+                        pos_after: self.position(),
                     });
                     if flow == Flow::Stop {
                         return Ok((StopReason::Stopped, sampled, votes));
                     }
                 }
             }
+        }
+    }
+
+    /// Live modes: stop following a snippet (the performance is not a section's copy).
+    pub(crate) fn stop_following(&mut self) {
+        self.follower.stop();
+    }
+
+    /// The tokens in the KV cache, oldest first, on the fast backend (`None` on candle, which
+    /// keeps no record). The live modes replay them into their grammar state after a rewind.
+    pub fn cached_tokens(&self) -> Option<&[u32]> {
+        match &self.net {
+            Net::Candle(_) => None,
+            Net::Fast { cached, .. } => Some(cached),
         }
     }
 

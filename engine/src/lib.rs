@@ -46,6 +46,7 @@ pub mod default_model;
 pub mod engine_thread;
 pub mod generate;
 pub mod handover;
+pub mod live;
 pub mod messages;
 pub mod render;
 pub mod sampling;

@@ -1,0 +1,679 @@
+//! Live modes: the model listens to a performer and answers (call and response) or plays along
+//! (accompaniment), with its KV cache kept up to date note by note.
+//!
+//! [`LiveSession`] is the whole behaviour as a deterministic state machine on one clock (ms of
+//! "session time"); it owns no thread and no clock. The engine thread drives it from the
+//! command ring (host beats converted to ms: the host transport when it plays, the audio clock
+//! otherwise, see `timing::LiveClock`), and [`sim`] drives it from a MIDI file on a simulated
+//! clock (`staria live`, `staria bench --live`), so both run the same code.
+//!
+//! # Contracts
+//! - **Prompt**: the captured snippets (and style) are the prompt, prefilled once by
+//!   [`LiveSession::start`] (the fast backend reuses a warm prompt); the performance is the
+//!   piece after `<S>`, opened as section A at session time 0 (a bar line).
+//! - **Listening**: each performed note is fed to the cache with `Generator::extend` as soon as
+//!   the mode's rule allows (`listen` module: at note-off in call and response, at note-on in
+//!   accompaniment); the tokens are the streaming encoding of that one note after the cache's
+//!   grammar state ([`listen::note_tokens`]); nothing is ever re-encoded, except when the
+//!   context is nearly full: then the prompt (reused from the cache) and the last
+//!   [`LiveSettings::keep_ms`] of music are fed again from a bar line (a *rebase*, counted in
+//!   [`LiveStats::rebases`]).
+//! - **Call and response**: a [`handover`](LiveSession::handover) (the engine maps a command to
+//!   it; the simulation a silence of [`LiveSettings::handover_silence_beats`]) continues the
+//!   phrase from that instant for [`LiveSettings::response_bars`] bars on the session's beat
+//!   grid: the first note is sampled before `handover` returns. A performer note during the
+//!   response ends it at that note ([`LiveEvent::ResponseEnd`] `interrupted`): model notes
+//!   sounding then are cut there, later ones never sound, the cache is rewound to the last
+//!   model note that started before it, and listening goes on.
+//! - **Accompaniment**: the model's notes are a separate voice in [`LiveSettings::voice`]'s
+//!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead. Every
+//!   performer note revises that look-ahead: the cache is rewound to before the first model
+//!   note after the performer's, the performer's note is fed, the model notes already handed
+//!   out ([`LiveEvent::Play`]) are fed again after it, and generation goes on from
+//!   [`LiveSettings::reaction_ms`] after it. The model never sounds a pitch the performer holds:
+//!   held pitches are masked while sampling, and a model note on the pitch the performer just
+//!   struck is cut at that instant ([`LiveEvent::Cut`]).
+//! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within
+//!   [`LiveSettings::commit_ahead_ms`] of "now" and is final from then on, except for a
+//!   [`LiveEvent::Cut`], which only shortens it (to nothing when it has not started).
+//! - Allocation: buffers are allocated in `start` (token scratch, note lists with capacity);
+//!   per note the session copies into them. It runs on the engine thread, never the audio one.
+//! - Backend: the fast backend (the engine's default on the CPU); it keeps the token record
+//!   the grammar state is replayed from after a rewind. Candle is refused by name.
+
+pub mod listen;
+pub mod sim;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use staria_models::grid::BeatGrid;
+use staria_models::tokenizer::{Expect, Tokenizer};
+use staria_models::{Prompt, SectionLabel};
+
+use crate::constraints::{ConstrainedDecoder, Constraints};
+use crate::generate::{Flow, GenError, GenRequest, Generator, RawNote, Result, StopReason, Target};
+use crate::sampling::{Sampler, SamplingParams};
+pub use listen::{Listener, TimedNote, note_tokens};
+
+/// What the model does while the musician plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LiveMode {
+    /// Listen; answer at a handover; stop when the musician plays again.
+    #[default]
+    Respond,
+    /// Play along as a second voice.
+    Accompany,
+}
+
+impl std::str::FromStr for LiveMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "respond" | "call-and-response" => Ok(LiveMode::Respond),
+            "accompany" => Ok(LiveMode::Accompany),
+            _ => Err(format!(
+                "unknown live mode {s:?} (expected respond or accompany)"
+            )),
+        }
+    }
+}
+
+/// How a live session plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    pub mode: LiveMode,
+    pub bpm: f64,
+    pub beats_per_bar: f64,
+    /// Call and response: length of an answer in bars.
+    pub response_bars: u32,
+    /// Call and response: a silence this long (beats, after the last note-off) hands over;
+    /// `None`: only explicit handovers.
+    pub handover_silence_beats: Option<f64>,
+    /// Accompaniment: how far ahead the model's notes are generated (beats, at most 1).
+    pub lookahead_beats: f64,
+    /// Accompaniment: after a performer's note, revised notes start at least this much later
+    /// (the time a revision may take without a note coming late).
+    pub reaction_ms: f64,
+    /// A model note is handed out this long before it starts.
+    pub commit_ahead_ms: f64,
+    /// Call and response: how far ahead of "now" the answer is generated.
+    pub generate_ahead_ms: f64,
+    /// The model's voice: pitch range, scale, polyphony.
+    pub voice: Constraints,
+    pub sampling: SamplingParams,
+    pub style: Option<String>,
+    /// Music kept when the context is rebased (ms).
+    pub keep_ms: f64,
+}
+
+impl LiveSettings {
+    /// Defaults for a mode at a tempo: answers of 2 bars after 2 beats of silence; an
+    /// accompaniment under middle C (36..=59, two voices), one beat ahead.
+    pub fn new(mode: LiveMode, bpm: f64) -> LiveSettings {
+        let voice = match mode {
+            LiveMode::Respond => Constraints {
+                max_polyphony: Some(4),
+                ..Constraints::default()
+            },
+            LiveMode::Accompany => Constraints {
+                pitch_min: 36,
+                pitch_max: 59,
+                max_polyphony: Some(2),
+                ..Constraints::default()
+            },
+        };
+        LiveSettings {
+            mode,
+            bpm,
+            beats_per_bar: 4.0,
+            response_bars: 2,
+            handover_silence_beats: Some(2.0),
+            lookahead_beats: 1.0,
+            reaction_ms: 30.0,
+            commit_ahead_ms: 50.0,
+            generate_ahead_ms: 1000.0,
+            voice,
+            sampling: SamplingParams::default(),
+            style: None,
+            keep_ms: 8000.0,
+        }
+    }
+
+    pub fn beat_ms(&self) -> f64 {
+        60_000.0 / self.bpm
+    }
+
+    pub fn bar_ms(&self) -> f64 {
+        self.beats_per_bar * self.beat_ms()
+    }
+
+    /// Checks every setting; the message names the one at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut probe = GenRequest::new(Target::Continue, self.response_bars.max(1), self.bpm);
+        probe.beats_per_bar = self.beats_per_bar;
+        probe.sampling = self.sampling;
+        probe.constraints = self.voice.clone();
+        probe.validate()?;
+        if self.response_bars == 0 {
+            return Err("response bars must be at least 1".into());
+        }
+        if let Some(b) = self.handover_silence_beats
+            && !(b.is_finite() && b > 0.0 && b <= 64.0)
+        {
+            return Err(format!(
+                "handover silence must be in (0, 64] beats, got {b}"
+            ));
+        }
+        if !(self.lookahead_beats > 0.0 && self.lookahead_beats <= 1.0) {
+            return Err(format!(
+                "look-ahead must be in (0, 1] beat, got {}",
+                self.lookahead_beats
+            ));
+        }
+        for (name, v, max) in [
+            ("reaction", self.reaction_ms, 1000.0),
+            ("commit-ahead", self.commit_ahead_ms, 1000.0),
+            ("generate-ahead", self.generate_ahead_ms, 10_000.0),
+            ("keep", self.keep_ms, 60_000.0),
+        ] {
+            if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                return Err(format!("{name} time must be in 0..={max} ms, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a session tells its driver.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LiveEvent {
+    /// A model note, final from now on (session ms), except for a later `Cut`.
+    Play(TimedNote),
+    /// The model's notes on `pitch` stop at `at_ms`; one starting at or after it never sounds.
+    Cut { pitch: u8, at_ms: f64 },
+    /// A response begins at `at_ms` (a handover).
+    ResponseStart { at_ms: f64 },
+    /// The response is over; `interrupted`: the performer came back at `at_ms` and every model
+    /// note was cut there (the `Cut`s come first).
+    ResponseEnd { at_ms: f64, interrupted: bool },
+}
+
+/// Measurements of a session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveStats {
+    /// Milliseconds each absorbed performer note took (the encoding and `extend`), up to
+    /// `MAX_SAMPLES` of them.
+    pub absorb_ms: Vec<f64>,
+    /// Milliseconds from each handover to its first generated note.
+    pub handover_ms: Vec<f64>,
+    pub absorbed_notes: usize,
+    pub responses: usize,
+    pub interrupted: usize,
+    /// Times the context was nearly full and was fed again from the last `keep_ms`.
+    pub rebases: usize,
+    /// Accompaniment: performer notes that revised the look-ahead.
+    pub revisions: usize,
+}
+
+impl LiveStats {
+    pub const MAX_SAMPLES: usize = 16_384;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Listening,
+    Responding {
+        /// The model may still add notes to the answer.
+        generating: bool,
+    },
+    /// Accompaniment; `started` once the performer has played.
+    Accompanying {
+        started: bool,
+    },
+}
+
+/// A model note in the cache, in session ms.
+#[derive(Debug, Clone, Copy)]
+struct FedNote {
+    note: TimedNote,
+    pos_after: usize,
+    committed: bool,
+}
+
+/// Tokens held back from the context's end for an answer and the look-ahead (at most a
+/// quarter of the context).
+const CONTEXT_RESERVE: usize = 600;
+
+fn context_reserve(g: &Generator) -> usize {
+    CONTEXT_RESERVE.min(g.max_seq_len() / 4)
+}
+
+/// One live performance (see the module notes).
+pub struct LiveSession {
+    settings: LiveSettings,
+    tok: Tokenizer,
+    prompt: Prompt,
+    opening: SectionLabel,
+    /// Cache position right after the prompt (its `<S>`): the grammar state is replayed from
+    /// here.
+    body_start: usize,
+    /// Session time (ms) of the model's piece time 0.
+    origin_ms: f64,
+    cd: ConstrainedDecoder,
+    sampler: Sampler,
+    listener: Listener,
+    phase: Phase,
+    /// Model notes fed after `base_pos`, in onset order.
+    fed: Vec<FedNote>,
+    /// Cache position a revision or interruption never rewinds below.
+    base_pos: usize,
+    /// The latest handed-out model note per pitch (start, end), for cuts.
+    model_sounding: [Option<(f64, f64)>; 128],
+    /// Absorbed performer notes and handed-out model notes, for a rebase.
+    history: VecDeque<TimedNote>,
+    scratch: Vec<u32>,
+    batch: Vec<u32>,
+    /// Accompaniment: handed-out notes fed again after a revision's performer note.
+    refeed: Vec<TimedNote>,
+    /// Accompaniment: the next time the look-ahead is extended.
+    next_generate_ms: f64,
+    stats: LiveStats,
+}
+
+impl std::fmt::Debug for LiveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSession")
+            .field("mode", &self.settings.mode)
+            .field("phase", &self.phase)
+            .field("origin_ms", &self.origin_ms)
+            .field("fed", &self.fed.len())
+            .finish()
+    }
+}
+
+fn request(msg: impl Into<String>) -> GenError {
+    GenError::Request(msg.into())
+}
+
+impl LiveSession {
+    /// Prefills the prompt built from `snippets` and opens the performance at session time 0.
+    pub fn start(
+        g: &mut Generator,
+        snippets: &crate::generate::Snippets,
+        settings: LiveSettings,
+    ) -> Result<LiveSession> {
+        settings.validate().map_err(GenError::Request)?;
+        if g.cached_tokens().is_none() {
+            return Err(request(
+                "live modes run on the fast backend (CPU); this generator uses candle",
+            ));
+        }
+        let tok = g.tokenizer().clone();
+        let mut req = GenRequest::new(Target::Continue, 1, settings.bpm);
+        req.style = settings.style.clone();
+        let prompt = g.prompt_for(snippets, &req)?;
+        let opening = snippets
+            .captured()
+            .map(|(l, _)| l)
+            .next()
+            .unwrap_or(SectionLabel::A);
+        let cd = ConstrainedDecoder::new(&tok, &settings.voice).map_err(GenError::Request)?;
+        let sampler = Sampler::new(tok.vocab_size(), settings.sampling);
+        let mut s = LiveSession {
+            listener: Listener::new(settings.beat_ms()),
+            phase: match settings.mode {
+                LiveMode::Respond => Phase::Listening,
+                LiveMode::Accompany => Phase::Accompanying { started: false },
+            },
+            settings,
+            tok,
+            prompt,
+            opening,
+            body_start: 0,
+            origin_ms: 0.0,
+            cd,
+            sampler,
+            fed: Vec::with_capacity(1024),
+            base_pos: 0,
+            model_sounding: [None; 128],
+            history: VecDeque::with_capacity(4096),
+            scratch: Vec::with_capacity(256),
+            batch: Vec::with_capacity(4096),
+            refeed: Vec::with_capacity(64),
+            next_generate_ms: 0.0,
+            stats: LiveStats {
+                absorb_ms: Vec::with_capacity(LiveStats::MAX_SAMPLES),
+                handover_ms: Vec::with_capacity(1024),
+                ..LiveStats::default()
+            },
+        };
+        s.open(g, 0.0)?;
+        Ok(s)
+    }
+
+    /// Prefills the prompt (the fast backend reuses what the cache shares with it) and forces
+    /// the opening section at `origin_ms`, the new piece time 0.
+    fn open(&mut self, g: &mut Generator, origin_ms: f64) -> Result<()> {
+        g.set_grid(Some(BeatGrid::from_bpm(self.settings.bpm)?));
+        g.begin(&self.prompt)?;
+        g.stop_following();
+        self.body_start = g.position();
+        self.origin_ms = origin_ms;
+        self.cd.restart();
+        if !g.force_section(&mut self.cd, self.opening, 0.0)? {
+            return Err(request(
+                "the prompt fills the model's context; capture shorter snippets",
+            ));
+        }
+        self.fed.clear();
+        self.base_pos = g.position();
+        Ok(())
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &LiveStats {
+        &self.stats
+    }
+
+    pub fn mode(&self) -> LiveMode {
+        self.settings.mode
+    }
+
+    /// Whether an answer is under way (call and response).
+    pub fn is_responding(&self) -> bool {
+        matches!(self.phase, Phase::Responding { .. })
+    }
+
+    pub fn listener(&self) -> &Listener {
+        &self.listener
+    }
+
+    fn piece_ms(&self, session_ms: f64) -> f64 {
+        session_ms - self.origin_ms
+    }
+
+    /// The cache must be where this session left it (nothing else may feed the generator
+    /// between calls).
+    fn check_cache(&self, g: &Generator) -> Result<()> {
+        match g.cached_tokens() {
+            Some(t) if t.len() >= self.base_pos => Ok(()),
+            _ => Err(request(
+                "the model's cache changed under the live session (another request used the model); start the session again",
+            )),
+        }
+    }
+
+    /// Rewinds the cache to `pos` and replays the grammar state from the prompt's end.
+    fn rewind_to(&mut self, g: &mut Generator, pos: usize) -> Result<()> {
+        let n = g.position().saturating_sub(pos);
+        g.rewind(n)?;
+        self.cd.restart();
+        let tokens = g.cached_tokens().expect("checked in start");
+        for &id in &tokens[self.body_start..] {
+            self.cd.push(&self.tok, id);
+        }
+        Ok(())
+    }
+
+    /// Feeds `self.batch` to the cache with one `extend` (the grammar state follows).
+    fn feed_batch(&mut self, g: &mut Generator) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if g.position() + self.batch.len() >= g.max_seq_len() {
+            return Err(request(format!(
+                "the model's context ({} tokens) is full; the live session cannot absorb more",
+                g.max_seq_len()
+            )));
+        }
+        g.extend(&self.batch)?;
+        for &id in &self.batch {
+            self.cd.push(&self.tok, id);
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Appends the tokens of `note` (session ms) after the grammar state to `self.batch`.
+    fn encode(&mut self, note: &TimedNote) -> bool {
+        let piece = TimedNote {
+            start_ms: self.piece_ms(note.start_ms),
+            end_ms: self.piece_ms(note.end_ms),
+            ..*note
+        };
+        // The state after what `batch` already holds.
+        let mut dec = *self.cd.decoder();
+        for &id in &self.batch {
+            dec.push(&self.tok, id);
+        }
+        self.scratch.clear();
+        if !note_tokens(&self.tok, &dec, &piece, &mut self.scratch) {
+            return false;
+        }
+        self.batch.extend_from_slice(&self.scratch);
+        true
+    }
+
+    /// Feeds one performer note and remembers it for a rebase.
+    fn absorb(&mut self, g: &mut Generator, note: TimedNote) -> Result<()> {
+        if g.position() + context_reserve(g) >= g.max_seq_len() {
+            self.rebase(g, note.start_ms)?;
+        }
+        let t0 = Instant::now();
+        self.batch.clear();
+        if self.encode(&note) {
+            self.feed_batch(g)?;
+        }
+        if self.stats.absorb_ms.len() < LiveStats::MAX_SAMPLES {
+            self.stats.absorb_ms.push(ms_since(t0));
+        }
+        self.stats.absorbed_notes += 1;
+        self.remember(note);
+        self.base_pos = g.position();
+        Ok(())
+    }
+
+    fn remember(&mut self, note: TimedNote) {
+        if self.history.len() == self.history.capacity() {
+            self.history.pop_front();
+        }
+        self.history.push_back(note);
+    }
+
+    /// The context is nearly full: the prompt, the opening tag at a bar line `keep_ms` before
+    /// `at_ms`, and the music remembered from there (up to `at_ms`) are fed again.
+    fn rebase(&mut self, g: &mut Generator, at_ms: f64) -> Result<()> {
+        let bar = self.settings.bar_ms();
+        let from = at_ms - self.settings.keep_ms;
+        let origin = self.origin_ms + ((from - self.origin_ms) / bar).floor().max(0.0) * bar;
+        self.open(g, origin)?;
+        self.history.retain(|n| n.start_ms >= origin);
+        self.history
+            .make_contiguous()
+            .sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+        self.batch.clear();
+        for i in 0..self.history.len() {
+            let n = self.history[i];
+            if n.start_ms <= at_ms {
+                self.encode(&n);
+            }
+        }
+        self.feed_batch(g)?;
+        self.base_pos = g.position();
+        self.stats.rebases += 1;
+        Ok(())
+    }
+
+    /// A performer's key goes down at `at_ms` (not before earlier calls' times).
+    pub fn note_on(
+        &mut self,
+        g: &mut Generator,
+        pitch: u8,
+        velocity: u8,
+        at_ms: f64,
+        out: &mut dyn FnMut(LiveEvent),
+    ) -> Result<()> {
+        if pitch > 127 {
+            return Ok(());
+        }
+        self.check_cache(g)?;
+        match self.settings.mode {
+            LiveMode::Respond => self.respond_note_on(g, pitch, velocity, at_ms, out),
+            LiveMode::Accompany => self.accompany_note_on(g, pitch, velocity, at_ms, out),
+        }
+    }
+
+    /// A performer's key goes up at `at_ms`.
+    pub fn note_off(
+        &mut self,
+        g: &mut Generator,
+        pitch: u8,
+        at_ms: f64,
+        out: &mut dyn FnMut(LiveEvent),
+    ) -> Result<()> {
+        self.check_cache(g)?;
+        self.listener.note_off(pitch, at_ms);
+        if self.settings.mode == LiveMode::Respond && self.phase == Phase::Listening {
+            self.absorb_ready(g, at_ms, false)?;
+        }
+        let _ = out;
+        Ok(())
+    }
+
+    /// Does what is due by `now_ms`: hands out notes, extends an answer or the look-ahead,
+    /// hands over after a silence. Call it often (the engine: every wake-up; the simulation:
+    /// every tick).
+    pub fn advance(
+        &mut self,
+        g: &mut Generator,
+        now_ms: f64,
+        out: &mut dyn FnMut(LiveEvent),
+    ) -> Result<()> {
+        self.check_cache(g)?;
+        match self.phase {
+            Phase::Listening => {
+                self.absorb_ready(g, now_ms, false)?;
+                if let Some(beats) = self.settings.handover_silence_beats {
+                    let silent_since = self.listener.last_activity_ms();
+                    if self.listener.has_call()
+                        && !self.listener.any_held()
+                        && now_ms >= silent_since + beats * self.settings.beat_ms()
+                    {
+                        self.handover(g, now_ms, out)?;
+                    }
+                }
+                Ok(())
+            }
+            Phase::Responding { .. } => self.advance_response(g, now_ms, out),
+            Phase::Accompanying { started } => {
+                if started {
+                    self.advance_accompaniment(g, now_ms, out)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn absorb_ready(&mut self, g: &mut Generator, now_ms: f64, flush: bool) -> Result<()> {
+        while let Some(note) = self.listener.next_ready(now_ms, flush) {
+            self.absorb(g, note)?;
+        }
+        Ok(())
+    }
+
+    /// Hands out fed notes starting by `now_ms + commit_ahead_ms`.
+    fn commit_due(&mut self, now_ms: f64, out: &mut dyn FnMut(LiveEvent)) {
+        let limit = now_ms + self.settings.commit_ahead_ms;
+        for i in 0..self.fed.len() {
+            let f = self.fed[i];
+            if f.committed || f.note.start_ms > limit {
+                continue;
+            }
+            self.fed[i].committed = true;
+            self.model_sounding[f.note.pitch as usize] = Some((f.note.start_ms, f.note.end_ms));
+            self.remember(f.note);
+            out(LiveEvent::Play(f.note));
+        }
+    }
+
+    /// Samples model notes into `fed` until one starts at or after `until_ms`, the span ends
+    /// or `first_only` and a note came. Returns why sampling stopped.
+    fn sample_notes(
+        &mut self,
+        g: &mut Generator,
+        until_ms: f64,
+        first_only: bool,
+    ) -> Result<StopReason> {
+        let origin = self.origin_ms;
+        let until_piece = until_ms - origin;
+        let held = held_mask(&self.listener);
+        let (notes, levels, instruments) = (
+            self.tok.note_ids(),
+            self.tok.velocity_levels().len() as u32,
+            self.tok.config().instruments.len() as u32,
+        );
+        let mask = move |cd: &ConstrainedDecoder, logits: &mut [f32]| {
+            if cd.expects() != Expect::Any {
+                return;
+            }
+            for pitch in 0..128u32 {
+                if held[pitch as usize] {
+                    for inst in 0..instruments {
+                        let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
+                        let to = (from + levels as usize).min(logits.len());
+                        logits[from.min(to)..to].fill(f32::NEG_INFINITY);
+                    }
+                }
+            }
+        };
+        let fed = &mut self.fed;
+        let limit = g.max_seq_len();
+        let (stop, _, _) = g.run_span(
+            &mut self.cd,
+            &mut self.sampler,
+            limit,
+            &mask,
+            &mut |n: RawNote| {
+                fed.push(FedNote {
+                    note: TimedNote {
+                        pitch: n.pitch,
+                        velocity: n.velocity,
+                        start_ms: n.start_ms + origin,
+                        end_ms: n.start_ms + n.dur_ms + origin,
+                    },
+                    pos_after: n.pos_after,
+                    committed: false,
+                });
+                if first_only || n.start_ms >= until_piece {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        )?;
+        Ok(stop)
+    }
+}
+
+/// The performer's held pitches as a table the sampling mask reads.
+fn held_mask(listener: &Listener) -> [bool; 128] {
+    let mut held = [false; 128];
+    for (p, h) in held.iter_mut().enumerate() {
+        *h = listener.holds(p as u8);
+    }
+    held
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+mod accompany;
+mod respond;
+
+#[cfg(test)]
+mod tests;
