@@ -167,3 +167,38 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     pub(crate) backend: BackendArgs,
 }
+
+#[derive(Args, Debug)]
+pub(crate) struct LiveArgs {
+    /// MIDI file played as the performer (its pitched notes, in real time).
+    #[arg(long)]
+    pub(crate) performer: PathBuf,
+    /// respond (call and response: answer after a silence, stop when the performer plays) or
+    /// accompany (a second voice under the performer).
+    #[arg(long)]
+    pub(crate) mode: staria_engine::live::LiveMode,
+    /// MIDI file to write: the performer on channel 1, the model on channel 2 (own tracks).
+    #[arg(long)]
+    pub(crate) out: PathBuf,
+    /// A MIDI file whose marked sections (A..D) are the captured snippets (the prompt).
+    #[arg(long)]
+    pub(crate) prompt: Option<PathBuf>,
+    /// respond: a silence this many beats long hands over to the model.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub(crate) handover_silence_beats: f64,
+    /// respond: length of an answer in bars.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) bars: u32,
+    /// accompany: how far ahead the model's notes are generated, in beats (at most 1).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub(crate) lookahead_beats: f64,
+    /// Simulation step in ms (the engine's wake-up interval).
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    pub(crate) tick_ms: f64,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(flatten)]
+    pub(crate) sample: SampleArgs,
+}

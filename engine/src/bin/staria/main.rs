@@ -4,13 +4,14 @@
 //! fix (files, arguments, checkpoints), 1 for failures inside generation.
 //!
 //! One module per subcommand family: [`args`] (the command line's shape), [`load`] (checkpoint,
-//! device, threads), [`generate`] (`generate`, `continue`), [`info`], [`render`] and
-//! [`bench`].
+//! device, threads), [`generate`] (`generate`, `continue`), [`info`], [`render`],
+//! [`bench`] and [`live`] (a performer from a MIDI file into the live modes).
 
 mod args;
 mod bench;
 mod generate;
 mod info;
+mod live;
 mod load;
 mod render;
 
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use staria_engine::generate::GenError;
 
-use args::{BenchArgs, ContinueArgs, GenerateArgs, InfoArgs, RenderArgs};
+use args::{BenchArgs, ContinueArgs, GenerateArgs, InfoArgs, LiveArgs, RenderArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +45,9 @@ enum Command {
     Bench(BenchArgs),
     /// Draw a MIDI file as a piano roll (PNG), optionally below its prompt.
     Render(RenderArgs),
+    /// Play a MIDI file as the performer into a live mode (call and response, accompaniment)
+    /// on a simulated clock; write the performer and the model to one MIDI file.
+    Live(LiveArgs),
 }
 
 /// A one-line failure and its exit code.
@@ -134,5 +138,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Info(a) => info::cmd_info(a),
         Command::Bench(a) => bench::cmd_bench(a),
         Command::Render(a) => render::cmd_render(a),
+        Command::Live(a) => live::cmd_live(a),
     }
 }

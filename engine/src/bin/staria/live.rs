@@ -1,0 +1,123 @@
+//! `staria live`: a MIDI file played as the performer into the engine's live modes
+//! (`staria_engine::live`) on a simulated clock, the performer and the model written to one
+//! MIDI file. The exact clock makes it reproducible: same model, file, settings and seed, same
+//! notes.
+
+use staria_engine::generate::Snippets;
+use staria_engine::live::sim::{Performance, SimClock, SimReport, simulate};
+use staria_engine::live::{LiveMode, LiveSettings, TimedNote};
+use staria_models::{Note, Song};
+
+use crate::args::{LiveArgs, SampleArgs};
+use crate::generate::{base_request, read_song, snippets_of, write_song};
+use crate::load::load;
+use crate::{Failure, bad};
+
+/// MIDI channels (0-based) of the two parts in the written file.
+pub(crate) const PERFORMER_CHANNEL: u8 = 0;
+pub(crate) const MODEL_CHANNEL: u8 = 1;
+
+/// The settings `staria live` runs with: the mode's defaults, then the command line.
+pub(crate) fn live_settings(
+    mode: LiveMode,
+    bpm: f64,
+    beats_per_bar: f64,
+    s: &SampleArgs,
+    song: &Song,
+) -> Result<LiveSettings, Failure> {
+    let mut settings = LiveSettings::new(mode, bpm);
+    settings.beats_per_bar = beats_per_bar;
+    // Sampling, style and an explicit pitch range, scale or polyphony from the shared flags.
+    let req = base_request(staria_engine::Target::Continue, 1, s, song)?;
+    settings.sampling = req.sampling;
+    settings.style = req.style;
+    if s.pitch_range.is_some() {
+        settings.voice.pitch_min = req.constraints.pitch_min;
+        settings.voice.pitch_max = req.constraints.pitch_max;
+    }
+    settings.voice.scale = req.constraints.scale;
+    if s.max_polyphony.is_some() {
+        settings.voice.max_polyphony = req.constraints.max_polyphony;
+    }
+    Ok(settings)
+}
+
+pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
+    let song = read_song(&a.performer)?;
+    let perf = Performance::from_song(&song)
+        .map_err(|e| bad(format!("{}: {e}", a.performer.display())))?;
+    let probe = base_request(staria_engine::Target::Continue, 1, &a.sample, &song)?;
+    let mut settings = live_settings(a.mode, probe.bpm, probe.beats_per_bar, &a.sample, &song)?;
+    settings.response_bars = a.bars;
+    settings.handover_silence_beats = Some(a.handover_silence_beats);
+    settings.lookahead_beats = a.lookahead_beats;
+    settings
+        .validate()
+        .map_err(|e| bad(format!("staria live: {e}")))?;
+    if !(a.tick_ms.is_finite() && (0.1..=100.0).contains(&a.tick_ms)) {
+        return Err(bad(format!(
+            "--tick-ms must be in 0.1..=100, got {}",
+            a.tick_ms
+        )));
+    }
+    let snippets = match &a.prompt {
+        Some(p) => snippets_of(&read_song(p)?, None, p)?,
+        None => Snippets::default(),
+    };
+    let mut loaded = load(&a.model, &a.backend)?;
+    let bpm = settings.bpm;
+    let report = simulate(
+        &mut loaded.generator,
+        &snippets,
+        settings,
+        &perf,
+        SimClock::Exact,
+        a.tick_ms,
+    )?;
+    write_song(&duet(&perf, &report, bpm), &a.out)?;
+    let what = match a.mode {
+        LiveMode::Respond => format!(
+            "{} answers, {} cut short by the performer",
+            report.responses.len(),
+            report.responses.iter().filter(|r| r.interrupted).count()
+        ),
+        LiveMode::Accompany => format!("{} revisions of the look-ahead", report.stats.revisions),
+    };
+    eprintln!(
+        "staria: wrote {} ({} performer notes on channel {}, {} model notes on channel {}; {what}; {} collisions, {} context rebases)",
+        a.out.display(),
+        perf.notes.len(),
+        PERFORMER_CHANNEL + 1,
+        report.model_notes.len(),
+        MODEL_CHANNEL + 1,
+        report.collisions,
+        report.stats.rebases
+    );
+    Ok(())
+}
+
+/// The performer and the model in one song at `bpm`, each on its own channel (and track).
+pub(crate) fn duet(perf: &Performance, report: &SimReport, bpm: f64) -> Song {
+    let to_note = |n: &TimedNote, channel: u8| Note {
+        pitch: n.pitch,
+        velocity: n.velocity.max(1),
+        channel,
+        program: 0,
+        start_tick: 0,
+        end_tick: 0,
+        start_ms: n.start_ms,
+        end_ms: n.end_ms,
+    };
+    let mut notes: Vec<Note> = perf
+        .notes
+        .iter()
+        .map(|n| to_note(n, PERFORMER_CHANNEL))
+        .chain(report.model_notes.iter().map(|n| to_note(n, MODEL_CHANNEL)))
+        .collect();
+    notes.sort_by(|a, b| {
+        a.start_ms
+            .total_cmp(&b.start_ms)
+            .then(a.channel.cmp(&b.channel))
+    });
+    Song::from_ms_notes(notes, Vec::new(), bpm)
+}
