@@ -166,6 +166,14 @@ pub(crate) struct BenchArgs {
     pub(crate) model: ModelArgs,
     #[command(flatten)]
     pub(crate) backend: BackendArgs,
+    /// Also measure the live modes on simulated performances at 140 bpm (call and response:
+    /// handover to first note, absorbing a played note; a 5-minute accompaniment: late notes
+    /// and collisions with the performer).
+    #[arg(long)]
+    pub(crate) live: bool,
+    /// Length of the simulated accompaniment in minutes (with --live).
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) live_minutes: f64,
 }
 
 #[derive(Args, Debug)]

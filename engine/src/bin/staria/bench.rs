@@ -2,13 +2,15 @@
 
 use std::time::Instant;
 
-use staria_engine::generate::{Flow, GenRequest, Snippets, Target};
+use staria_engine::generate::{Flow, GenRequest, Generator, Snippets, Target};
+use staria_engine::live::sim::{Performance, SimClock, simulate};
+use staria_engine::live::{LiveMode, LiveSettings, TimedNote};
 use staria_models::fast::WeightFormat;
 use staria_models::{Note, SectionLabel};
 
-use crate::Failure;
 use crate::args::BenchArgs;
 use crate::load::load;
+use crate::{Failure, bad};
 
 pub(crate) fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
     let t0 = Instant::now();
@@ -84,7 +86,7 @@ pub(crate) fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
         0.0
     };
 
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "model": loaded.dir.display().to_string(),
         "kind": g.kind().to_string(),
         "device": loaded.device,
@@ -104,6 +106,12 @@ pub(crate) fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
         "first_request_prefill_ms": round2(summary.prefill_ms),
         "peak_rss_mb": peak_rss_mb(),
     });
+    if a.live {
+        let live = live_bench(g, a.live_minutes)?;
+        if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), live) {
+            obj.extend(extra);
+        }
+    }
     println!("{line}");
     Ok(())
 }
@@ -124,4 +132,96 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
         .parse()
         .ok()?;
     Some(round2(kb / 1024.0))
+}
+
+/// Tempo of the live benchmarks.
+const LIVE_BPM: f64 = 140.0;
+
+/// A performer at 140 bpm for `minutes`: phrases of `phrase_bars` bars of eighth and quarter
+/// notes on a D major scale between `low` and `low + 24`, each followed by `rest_bars` bars of
+/// silence. Deterministic (a fixed linear congruential walk).
+fn synthetic_performance(minutes: f64, phrase_bars: u32, rest_bars: u32, low: u8) -> Performance {
+    const SCALE: [u8; 7] = [2, 4, 6, 7, 9, 11, 13];
+    let beat = 60_000.0 / LIVE_BPM;
+    let end = minutes * 60_000.0;
+    let mut state: u64 = 0x5eed;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as u32
+    };
+    let mut notes = Vec::new();
+    let mut degree: i32 = 7;
+    let mut t = 0.0;
+    'phrases: loop {
+        let phrase_end = t + phrase_bars as f64 * 4.0 * beat;
+        while t < phrase_end {
+            if t >= end {
+                break 'phrases;
+            }
+            let len = if next() % 4 == 0 { beat } else { beat / 2.0 };
+            degree = (degree + (next() % 5) as i32 - 2).clamp(0, 20);
+            let pitch = low + 12 * (degree / 7) as u8 + SCALE[(degree % 7) as usize] - 2;
+            notes.push(TimedNote {
+                pitch,
+                velocity: 70 + (next() % 30) as u8,
+                start_ms: t,
+                end_ms: t + len * 0.9,
+            });
+            t += len;
+        }
+        t = phrase_end + rest_bars as f64 * 4.0 * beat;
+    }
+    Performance { notes }
+}
+
+fn quantile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied()
+}
+
+/// The live figures of `staria bench --live` (see `BenchArgs::live`), on the compute-charged
+/// clock: a slow machine falls behind and its late notes count.
+fn live_bench(g: &mut Generator, minutes: f64) -> Result<serde_json::Value, Failure> {
+    if !(minutes.is_finite() && (0.1..=60.0).contains(&minutes)) {
+        return Err(bad(format!(
+            "--live-minutes must be in 0.1..=60, got {minutes}"
+        )));
+    }
+    let snippets = Snippets::default();
+    // Call and response: 2-bar calls, 2 bars of rest; a 2-beat silence hands over, the answer
+    // (2 bars) is cut when the next call starts.
+    let calls = synthetic_performance(minutes.min(3.0), 2, 2, 62);
+    let mut settings = LiveSettings::new(LiveMode::Respond, LIVE_BPM);
+    settings.sampling.seed = 1;
+    let respond = simulate(g, &snippets, settings, &calls, SimClock::Charged, 10.0)?;
+    // Accompaniment: a melody above middle C without rests, the model under it.
+    let melody = synthetic_performance(minutes, 1_000, 0, 62);
+    let mut settings = LiveSettings::new(LiveMode::Accompany, LIVE_BPM);
+    settings.sampling.seed = 1;
+    let accompany = simulate(g, &snippets, settings, &melody, SimClock::Charged, 10.0)?;
+    let mut absorb = respond.stats.absorb_ms.clone();
+    absorb.extend_from_slice(&accompany.stats.absorb_ms);
+    let round = |x: Option<f64>| x.map(round2);
+    Ok(serde_json::json!({
+        "live_bpm": LIVE_BPM,
+        "handovers": respond.stats.handover_ms.len(),
+        "handover_ms_p50": round(quantile(&respond.stats.handover_ms, 0.5)),
+        "handover_ms_p99": round(quantile(&respond.stats.handover_ms, 0.99)),
+        "absorb_note_ms": round(quantile(&absorb, 0.5)),
+        "absorb_note_ms_p99": round(quantile(&absorb, 0.99)),
+        "absorbed_notes": absorb.len(),
+        "accompany_minutes": minutes,
+        "accompany_performer_notes": melody.notes.len(),
+        "accompany_notes": accompany.model_notes.len(),
+        "late_notes": accompany.late_notes,
+        "collisions": accompany.collisions,
+        "accompany_max_lag_ms": round2(accompany.max_lag_ms),
+        "accompany_rebases": accompany.stats.rebases,
+        "respond_late_notes": respond.late_notes,
+        "respond_collisions": respond.collisions,
+    }))
 }
