@@ -169,11 +169,64 @@ pub fn save_model(
         ),
     };
     let tensors = vars.tensors(|_| true);
-    checkpoint::save_tensors(dir, &cfg, tok, &tensors, DType::F32)?;
-    if let Some(opt) = opt {
-        opt.save(&dir.join(OPTIMIZER_FILE))?;
+    // The whole set goes to a pending folder first and moves in once complete: weights,
+    // optimizer moments and trainer state must be of one step, and a kill between the writes
+    // of separate files would otherwise leave them from different steps (resumed from a mix).
+    let pending = dir.join(PENDING_DIR);
+    if pending.exists() {
+        // A save interrupted before it was complete (recovery drops those; this one is ours).
+        std::fs::remove_dir_all(&pending).map_err(|e| TrainError::io(&pending, e))?;
     }
-    save_state(dir, state)
+    fsx::create_dir_all(&pending)?;
+    checkpoint::save_tensors(&pending, &cfg, tok, &tensors, DType::F32)?;
+    if let Some(opt) = opt {
+        opt.save(&pending.join(OPTIMIZER_FILE))?;
+    }
+    save_state(&pending, state)?;
+    fsx::write_atomic(&pending.join(PENDING_COMPLETE), b"")?;
+    commit_pending(dir, &pending)
+}
+
+/// Where [`save_model`] writes a checkpoint before it moves into the run folder.
+pub const PENDING_DIR: &str = ".pending-checkpoint";
+/// Written into [`PENDING_DIR`] once every file of the save is there.
+const PENDING_COMPLETE: &str = "COMPLETE";
+
+/// Finishes or drops a save that a kill interrupted (call before reading a run folder to
+/// resume it): a complete pending save is moved in, an incomplete one removed. Either way the
+/// folder then holds one step's weights, optimizer and trainer state. Returns whether a pending
+/// save was found.
+pub fn recover_interrupted_save(dir: &Path) -> Result<bool> {
+    let pending = dir.join(PENDING_DIR);
+    if !pending.exists() {
+        return Ok(false);
+    }
+    if pending.join(PENDING_COMPLETE).exists() {
+        commit_pending(dir, &pending)?;
+    } else {
+        std::fs::remove_dir_all(&pending).map_err(|e| TrainError::io(&pending, e))?;
+    }
+    Ok(true)
+}
+
+/// Moves a complete pending save's files into `dir` (a rename each; files an interrupted commit
+/// moved already are skipped, so this may run again after a kill), config last, then removes the
+/// pending folder with its completion mark.
+fn commit_pending(dir: &Path, pending: &Path) -> Result<()> {
+    for name in [
+        checkpoint::WEIGHTS_FILE,
+        checkpoint::TOKENIZER_FILE,
+        OPTIMIZER_FILE,
+        STATE_FILE,
+        checkpoint::CONFIG_FILE,
+    ] {
+        let from = pending.join(name);
+        if from.exists() {
+            let to = dir.join(name);
+            std::fs::rename(&from, &to).map_err(|e| TrainError::io(&to, e))?;
+        }
+    }
+    std::fs::remove_dir_all(pending).map_err(|e| TrainError::io(pending, e))
 }
 
 /// The weights of a decoder or Staria checkpoint, with its config.

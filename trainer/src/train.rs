@@ -326,6 +326,7 @@ fn schedule(h: &Hyper, total: u64) -> Schedule {
 /// Prepares `out` for a stage: returns the saved state when resuming a run of the same stage.
 pub fn open_run(opts: &RunOptions, stage: &str) -> Result<Option<TrainerState>> {
     fsx::create_dir_all(&opts.out)?;
+    models::recover_interrupted_save(&opts.out)?;
     let state = models::load_state(&opts.out)?;
     match state {
         Some(s) if opts.resume => {
