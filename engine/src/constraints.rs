@@ -384,6 +384,12 @@ impl ConstrainedDecoder {
         self.notes_in_span = 0;
     }
 
+    /// Moves the end of the current span, keeping what it holds (the live answer's first note
+    /// is placed in its first beat, then the span opens to the answer's bars).
+    pub fn set_span_end(&mut self, end_ms: f64) {
+        self.span_end_ms = end_ms;
+    }
+
     /// Like [`set_span`](Self::set_span), but the span may stay empty: nothing forces a note
     /// into it (the live accompaniment's look-ahead, where silence is a fine answer).
     pub fn set_optional_span(&mut self, start_ms: f64, end_ms: f64) {

@@ -10,6 +10,7 @@ use crate::capture::Capture;
 use crate::constraints::{Constraints, Scale, ScaleKind};
 use crate::generate::{Backend, Flow, GenRequest, GeneratedNote, Generator, Snippets, Target};
 use crate::handover::{EngineLink, RingSizes, Shared, link};
+use crate::live::driver::{LiveRun, LiveStart};
 use crate::messages::{Command, Event, Form, Outcome, RequestId};
 use crate::sampling::SamplingParams;
 use crate::schedule::{Added, Scheduler};
@@ -135,7 +136,18 @@ struct Worker {
     warm_style: u8,
     /// The newest request id a cancel has named (through the ring or `Shared::cancel_upto`).
     cancelled_upto: RequestId,
+    /// The live session (`crate::live::driver`), if one runs.
+    live: Option<Box<LiveRun>>,
+    /// A `LiveStart` that arrived while a section was being generated (served after it).
+    live_start: Option<LiveStart>,
 }
+
+/// Live notes are pushed this far ahead of the playhead (seconds): little enough that an
+/// answer cut by the performer never has notes queued beyond it, enough for the wake-up
+/// jitter of the engine thread.
+const LIVE_PUSH_AHEAD_SECS: f64 = 0.03;
+/// While a live session runs the engine thread wakes at least this often.
+const LIVE_POLL: Duration = Duration::from_millis(2);
 
 /// Capturing must have been quiet this long before the idle engine warms the prompt.
 const WARM_QUIET: Duration = Duration::from_millis(150);
@@ -182,6 +194,8 @@ impl Worker {
             warm_form: Form::new(),
             warm_style: 0,
             cancelled_upto: 0,
+            live: None,
+            live_start: None,
         }
     }
 
@@ -199,12 +213,14 @@ impl Worker {
                     continue;
                 }
                 self.pump();
+                self.live_pump();
                 self.warm_prompt();
                 self.wait();
             }
         }));
         match result {
             Ok(()) => {
+                self.end_live();
                 if let Some(id) = self.newest_request() {
                     self.push_done(id, Outcome::Interrupted);
                 }
@@ -235,6 +251,10 @@ impl Worker {
         }
         if self.incoming.is_some() {
             std::thread::park_timeout(self.cfg.poll_interval);
+            return;
+        }
+        if self.live.is_some() || self.live_start.is_some() {
+            self.park_idle(LIVE_POLL.max(self.cfg.poll_interval));
             return;
         }
         if playing_out {
@@ -303,6 +323,7 @@ impl Worker {
             self.prompt_stale = true;
         }
         if !self.prompt_stale
+            || self.live.is_some()
             || self.pending.is_some()
             || self.last_capture.elapsed() < QUIET
             || !self
@@ -457,6 +478,51 @@ impl Worker {
                 }
                 false
             }
+            Command::LiveStart {
+                request_id,
+                mode,
+                origin_beat,
+                response_bars,
+                seed,
+            } => {
+                self.live_start = Some(LiveStart {
+                    request_id,
+                    mode,
+                    origin_beat,
+                    response_bars,
+                    seed,
+                });
+                if self.generating {
+                    self.interrupt = Some(Interrupt::Stopped);
+                }
+                false
+            }
+            Command::LiveNoteOn {
+                pitch,
+                velocity,
+                beat,
+            } => {
+                self.with_live(|run, g, link| run.note_on(g, link, pitch, velocity, beat));
+                false
+            }
+            Command::LiveNoteOff { pitch, beat } => {
+                self.with_live(|run, g, link| run.note_off(g, link, pitch, beat));
+                false
+            }
+            Command::Handover { request_id, beat } => {
+                if self.live.is_none() {
+                    // No session to answer: the request is over before it began.
+                    self.push_done(request_id, Outcome::Finished);
+                } else {
+                    self.with_live(|run, g, link| run.handover(g, link, request_id, beat));
+                }
+                false
+            }
+            Command::LiveStop => {
+                self.live_start = None;
+                self.end_live();
+                false
+            }
             Command::Cancel { request_id } => {
                 self.cancelled_upto = self.cancelled_upto.max(request_id);
                 if let Some(p) = self.pending.take_if(|p| p.id <= request_id) {
@@ -508,6 +574,8 @@ impl Worker {
         let Some((generator, name)) = self.incoming.take() else {
             return;
         };
+        // The session's cache belongs to the old model.
+        self.end_live();
         // Notes of the old model must not ring on under the new one.
         self.stop_all(Interrupt::Stopped);
         self.generator = Some(generator);
@@ -549,6 +617,8 @@ impl Worker {
     }
 
     fn serve(&mut self, req: Pending) {
+        // A section request takes the model (and its cache) from a live session.
+        self.end_live();
         let shared = self.link.shared.clone();
         let status = &shared.status;
         if !req.start_beat.is_finite() || req.bars == 0 {
@@ -690,6 +760,83 @@ impl Worker {
                 // Far enough ahead of a playhead that is not moving: wait for the transport.
                 self.park_idle(self.cfg.idle_timeout);
             }
+        }
+    }
+}
+
+impl Worker {
+    /// Runs `f` on the live session, if one runs; a failure ends the session, silenced, with
+    /// the reason in the status.
+    fn with_live(
+        &mut self,
+        f: impl FnOnce(&mut LiveRun, &mut Generator, &mut EngineLink) -> crate::generate::Result<()>,
+    ) {
+        let (Some(run), Some(g)) = (self.live.as_mut(), self.generator.as_mut()) else {
+            return;
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| f(run, g, &mut self.link)));
+        let failure = match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("live session failed: {e}"),
+            Err(p) => format!("live session panicked: {}", panic_text(p.as_ref())),
+        };
+        self.link.shared.status.set_error(failure);
+        self.end_live();
+    }
+
+    /// Starts a waiting `LiveStart` (not while a section is being generated), then lets the
+    /// session do what is due and pushes its notes.
+    fn live_pump(&mut self) {
+        if !self.generating
+            && let Some(start) = self.live_start.take()
+        {
+            self.end_live();
+            // The section requests end: a live session has the model to itself.
+            self.stop_all(Interrupt::Stopped);
+            let t = self.link.shared.transport.read();
+            let params = self.link.shared.params.values();
+            let snippets = self.snippets(t.playhead, Target::Section(SectionLabel::A));
+            let Some(g) = self.generator.as_mut() else {
+                self.link.shared.status.set_error("live: no model loaded");
+                self.push_done(start.request_id, Outcome::Failed);
+                return;
+            };
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                LiveRun::start(g, &snippets, start, &t, &params)
+            }));
+            match started {
+                Ok(Ok(run)) => {
+                    self.live = Some(Box::new(run));
+                    self.prompt_stale = true;
+                }
+                Ok(Err(e)) => {
+                    self.link
+                        .shared
+                        .status
+                        .set_error(format!("live session could not start: {e}"));
+                    self.push_done(start.request_id, Outcome::Failed);
+                }
+                Err(p) => {
+                    self.link
+                        .shared
+                        .status
+                        .set_error(format!("live session panicked: {}", panic_text(p.as_ref())));
+                    self.push_done(start.request_id, Outcome::Failed);
+                }
+            }
+        }
+        if self.live.is_none() {
+            return;
+        }
+        let t = self.link.shared.transport.read();
+        let ahead = secs_to_beats(LIVE_PUSH_AHEAD_SECS, t.tempo_bpm);
+        self.with_live(|run, g, link| run.pump(g, link, &t, ahead));
+    }
+
+    /// Ends the live session, if one runs; what it plays is silenced.
+    fn end_live(&mut self) {
+        if let Some(mut run) = self.live.take() {
+            run.stop(&mut self.link);
         }
     }
 }

@@ -155,6 +155,28 @@ pub enum Command {
     },
     /// Stop generating `request_id` and silence it now.
     Cancel { request_id: RequestId },
+    /// Start a live session (`crate::live`): the snippets captured so far are its prompt,
+    /// `origin_beat` (a bar line) its time zero, at the tempo of that moment. Accompaniment
+    /// plays as request `request_id`; call and response answers under the ids of the
+    /// `Handover`s. A running section request, and any earlier session, ends.
+    LiveStart {
+        request_id: RequestId,
+        mode: crate::live::LiveMode,
+        origin_beat: f64,
+        /// Call and response: bars per answer.
+        response_bars: u8,
+        seed: u32,
+    },
+    /// The performer's key goes down (live session).
+    LiveNoteOn { pitch: u8, velocity: u8, beat: f64 },
+    /// The performer's key goes up (live session).
+    LiveNoteOff { pitch: u8, beat: f64 },
+    /// Call and response: the musician hands over at `beat` (a keyswitch, CC 67, a parameter,
+    /// or a silence the audio side measured); the answer plays as request `request_id` and is
+    /// cancelled (silenced) when the performer plays again.
+    Handover { request_id: RequestId, beat: f64 },
+    /// End the live session: what it plays is silenced now.
+    LiveStop,
 }
 
 /// Why a request stopped being served.

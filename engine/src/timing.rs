@@ -211,9 +211,77 @@ impl TransportTracker {
     }
 }
 
+/// The live modes' time line on the audio side: the host's transport while it plays, the audio
+/// samples otherwise ("live use with no transport running"). Feed each block's host frame
+/// through [`LiveClock::frame`] and hand the result to `AudioSide::process_block`: while the
+/// host is stopped the clock runs on from where the host last was, at the host's tempo, so
+/// the engine's playhead keeps moving and live notes play; when the host starts again its
+/// position takes over (a relocation, as any jump). Copies a few numbers; allocation-free.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LiveClock {
+    /// The beat the next block starts at while the host is stopped.
+    next_beat: f64,
+}
+
+impl LiveClock {
+    pub fn new(start_beat: f64) -> LiveClock {
+        LiveClock {
+            next_beat: if start_beat.is_finite() {
+                start_beat
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// The frame the engine should see for this block.
+    pub fn frame(&mut self, host: &TransportFrame) -> TransportFrame {
+        if host.playing {
+            let end = host.pos_beats + host.len_beats();
+            if end.is_finite() {
+                self.next_beat = end;
+            }
+            return *host;
+        }
+        let frame = TransportFrame {
+            playing: true,
+            pos_beats: self.next_beat,
+            ..*host
+        };
+        self.next_beat += frame.len_beats();
+        frame
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_live_clock_runs_on_audio_samples_while_the_host_is_stopped() {
+        let frame = |playing, pos_beats| TransportFrame {
+            playing,
+            pos_beats,
+            tempo_bpm: 120.0,
+            samples: 24_000,
+            sample_rate: 48_000.0,
+        };
+        let mut clock = LiveClock::new(0.0);
+        // Playing: the host's frame as it is.
+        assert_eq!(clock.frame(&frame(true, 8.0)), frame(true, 8.0));
+        // Stopped: half a second (one beat) per block from where the host got to.
+        let a = clock.frame(&frame(false, 3.0));
+        assert!(a.playing && a.pos_beats == 9.0);
+        let b = clock.frame(&frame(false, 3.0));
+        assert_eq!(b.pos_beats, 10.0);
+        assert_eq!(
+            TransportTracker::default().observe(&a),
+            TransportChange::Started
+        );
+        // The host plays again: its position takes over.
+        assert_eq!(clock.frame(&frame(true, 0.0)).pos_beats, 0.0);
+        assert_eq!(clock.frame(&frame(false, 0.0)).pos_beats, 1.0);
+    }
 
     fn frame(playing: bool, pos: f64, tempo: f64) -> TransportFrame {
         TransportFrame {

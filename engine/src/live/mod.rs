@@ -21,7 +21,8 @@
 //! - **Call and response**: a [`handover`](LiveSession::handover) (the engine maps a command to
 //!   it; the simulation a silence of [`LiveSettings::handover_silence_beats`]) continues the
 //!   phrase from that instant for [`LiveSettings::response_bars`] bars on the session's beat
-//!   grid: the first note is sampled before `handover` returns. A performer note during the
+//!   grid: the first note is sampled before `handover` returns and starts within the first
+//!   beat after the handover. A performer note during the
 //!   response ends it at that note ([`LiveEvent::ResponseEnd`] `interrupted`): model notes
 //!   sounding then are cut there, later ones never sound, the cache is rewound to the last
 //!   model note that started before it, and listening goes on.
@@ -41,7 +42,9 @@
 //! - Backend: the fast backend (the engine's default on the CPU); it keeps the token record
 //!   the grammar state is replayed from after a rewind. Candle is refused by name.
 
+pub mod driver;
 pub mod listen;
+pub mod outbox;
 pub mod sim;
 
 use std::collections::VecDeque;

@@ -43,13 +43,20 @@ impl LiveSession {
         }
         self.feed_batch(g)?;
         let span = self.settings.response_bars as f64 * self.settings.bar_ms();
-        self.cd.set_span(start, start + span);
+        // The answer starts at once: its first note within the first beat.
+        self.cd
+            .set_span(start, start + span.min(self.settings.beat_ms()));
         self.fed.clear();
         self.base_pos = g.position();
         self.listener.mark_answered();
         self.stats.responses += 1;
         out(LiveEvent::ResponseStart { at_ms });
-        let stop = self.sample_notes(g, f64::INFINITY, true)?;
+        let mut stop = self.sample_notes(g, f64::INFINITY, true)?;
+        self.cd.set_span_end(start + span);
+        if stop != StopReason::Stopped && stop != StopReason::MaxSeqLen {
+            // No note fitted the first beat (every voice busy): the answer goes on.
+            stop = StopReason::Stopped;
+        }
         if !self.fed.is_empty() && self.stats.handover_ms.len() < self.stats.handover_ms.capacity()
         {
             self.stats.handover_ms.push(ms_since(t0));

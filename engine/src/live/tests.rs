@@ -135,6 +135,11 @@ fn a_handover_answers_within_its_bars_and_ends() {
         })
         .collect();
     assert!(!played.is_empty(), "an answer is never silent");
+    assert!(
+        played[0].start_ms < at + 500.0,
+        "the answer waited: {:?}",
+        played[0]
+    );
     for n in &played {
         assert!(
             n.start_ms >= at && n.start_ms < end,

@@ -1,0 +1,254 @@
+//! A live session on the engine thread: the live commands (`Command::LiveStart`,
+//! `LiveNoteOn`/`LiveNoteOff`, `Handover`, `LiveStop`) in, note events and request outcomes out
+//! through the same lock-free rings as section requests.
+//!
+//! Contract with the audio side:
+//! - Time is the published playhead (host beats): the host's transport while it plays, the
+//!   audio side's free-running clock otherwise (`timing::LiveClock`). Session ms are beats from
+//!   the start's origin at the tempo of the start ([`BeatClock`]). A relocation (a jump, the
+//!   switch between host and audio clock) moves the time line with it; notes that had started
+//!   are released by the audio side, the rest play at their new beats.
+//! - Accompaniment notes are request `LiveStart::request_id`; each answer of call and response
+//!   is its `Handover`'s request. An answer ends with `Outcome::Finished` (bars full) or
+//!   `Outcome::Cancelled` when the performer plays again (the audio side then releases every
+//!   note of it at once and drops the rest); `LiveStop`, a section request, a model swap or
+//!   shutdown cancel what the session plays.
+//! - Notes are pushed only `push_ahead` beats before they sound, so a revision or an
+//!   interruption never has to take back an event already queued on the audio side.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::outbox::{BeatClock, Outbox};
+use super::{LiveEvent, LiveMode, LiveSession, LiveSettings};
+use crate::constraints::Constraints;
+use crate::generate::{Generator, Result, Snippets};
+use crate::handover::EngineLink;
+use crate::messages::{Event, Outcome, RequestId};
+use crate::sampling::SamplingParams;
+use crate::status::ParamValues;
+use crate::timing::TransportReading;
+
+/// How a live session on the engine thread starts (the fields of `Command::LiveStart`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveStart {
+    pub request_id: RequestId,
+    pub mode: LiveMode,
+    pub origin_beat: f64,
+    pub response_bars: u8,
+    pub seed: u32,
+}
+
+/// The running session and what it has handed out.
+pub struct LiveRun {
+    session: LiveSession,
+    clock: BeatClock,
+    outbox: Outbox,
+    /// Accompaniment: the session's request; call and response: the current answer (0: none).
+    request_id: RequestId,
+    /// What the session said during the current call (allocated once).
+    events: Vec<LiveEvent>,
+    last_playhead: f64,
+    epoch: u32,
+}
+
+impl std::fmt::Debug for LiveRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveRun")
+            .field("session", &self.session)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}
+
+/// The session settings from the engine's parameters: sampling as for sections; the voice's
+/// pitch range from the range parameter when it is narrowed, else the mode's default.
+pub fn settings_from(start: &LiveStart, bpm: f64, p: &ParamValues) -> LiveSettings {
+    let mut s = LiveSettings::new(start.mode, bpm);
+    s.response_bars = start.response_bars.max(1) as u32;
+    // The audio side measures silences and sends `Handover`s.
+    s.handover_silence_beats = None;
+    s.sampling = SamplingParams {
+        temperature: p.temperature,
+        top_p: p.top_p,
+        min_p: p.min_p,
+        seed: start.seed as u64,
+        follow_bias: p.follow_bias,
+    };
+    if (p.pitch_low, p.pitch_high) != (0, 127) && p.pitch_low <= p.pitch_high {
+        s.voice.pitch_min = p.pitch_low;
+        s.voice.pitch_max = p.pitch_high.min(127);
+    }
+    s.voice = Constraints {
+        max_polyphony: Some(p.max_polyphony.max(1)),
+        ..s.voice
+    };
+    s.style = p.style_name();
+    s
+}
+
+/// Pushes a request outcome, retrying a full ring for up to 250 ms (as section requests do).
+fn push_done(link: &mut EngineLink, request_id: RequestId, outcome: Outcome) {
+    let deadline = Instant::now() + Duration::from_millis(250);
+    while !link.push_event(Event::RequestDone {
+        request_id,
+        outcome,
+    }) {
+        if Instant::now() >= deadline {
+            link.shared.status.dropped_events.fetch_add(1, Relaxed);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+impl LiveRun {
+    pub fn start(
+        g: &mut Generator,
+        snippets: &Snippets,
+        start: LiveStart,
+        t: &TransportReading,
+        params: &ParamValues,
+    ) -> Result<LiveRun> {
+        let settings = settings_from(&start, t.tempo_bpm, params);
+        let session = LiveSession::start(g, snippets, settings)?;
+        Ok(LiveRun {
+            session,
+            clock: BeatClock {
+                origin_beat: start.origin_beat,
+                bpm: t.tempo_bpm,
+            },
+            outbox: Outbox::new(params.channel, t.epoch),
+            request_id: match start.mode {
+                LiveMode::Accompany => start.request_id,
+                LiveMode::Respond => 0,
+            },
+            events: Vec::with_capacity(256),
+            last_playhead: t.playhead,
+            epoch: t.epoch,
+        })
+    }
+
+    pub fn session(&self) -> &LiveSession {
+        &self.session
+    }
+
+    pub fn note_on(
+        &mut self,
+        g: &mut Generator,
+        link: &mut EngineLink,
+        pitch: u8,
+        velocity: u8,
+        beat: f64,
+    ) -> Result<()> {
+        let at = self.clock.ms(beat);
+        let events = &mut self.events;
+        self.session
+            .note_on(g, pitch, velocity, at, &mut |e| events.push(e))?;
+        self.apply(link);
+        Ok(())
+    }
+
+    pub fn note_off(
+        &mut self,
+        g: &mut Generator,
+        link: &mut EngineLink,
+        pitch: u8,
+        beat: f64,
+    ) -> Result<()> {
+        let at = self.clock.ms(beat);
+        let events = &mut self.events;
+        self.session
+            .note_off(g, pitch, at, &mut |e| events.push(e))?;
+        self.apply(link);
+        Ok(())
+    }
+
+    /// An answer from `beat` as request `request_id`; one refused (accompaniment, an answer
+    /// already under way) is reported `Finished` with no notes.
+    pub fn handover(
+        &mut self,
+        g: &mut Generator,
+        link: &mut EngineLink,
+        request_id: RequestId,
+        beat: f64,
+    ) -> Result<()> {
+        let at = self.clock.ms(beat);
+        let events = &mut self.events;
+        if self.session.mode() != LiveMode::Respond || self.session.is_responding() {
+            push_done(link, request_id, Outcome::Finished);
+            return Ok(());
+        }
+        self.request_id = request_id;
+        self.session.handover(g, at, &mut |e| events.push(e))?;
+        self.apply(link);
+        Ok(())
+    }
+
+    /// Follows the transport, lets the session do what is due and pushes the notes due within
+    /// `push_ahead` beats.
+    pub fn pump(
+        &mut self,
+        g: &mut Generator,
+        link: &mut EngineLink,
+        t: &TransportReading,
+        push_ahead: f64,
+    ) -> Result<()> {
+        if t.epoch != self.epoch {
+            let shift = t.playhead - self.last_playhead;
+            self.clock.origin_beat += shift;
+            self.outbox.relocate(shift, t.epoch);
+            self.epoch = t.epoch;
+        }
+        self.last_playhead = t.playhead;
+        let events = &mut self.events;
+        self.session
+            .advance(g, self.clock.ms(t.playhead), &mut |e| events.push(e))?;
+        self.apply(link);
+        self.outbox.pump(t.playhead + push_ahead, |ev| {
+            link.push_event(Event::Note(ev))
+        });
+        Ok(())
+    }
+
+    /// The session ends: what it plays is cancelled (the audio side silences it now).
+    pub fn stop(&mut self, link: &mut EngineLink) {
+        if self.request_id != 0 {
+            push_done(link, self.request_id, Outcome::Cancelled);
+            self.outbox.drop_request(self.request_id);
+            self.request_id = 0;
+        }
+    }
+
+    /// The host beat of the next event to push, if any.
+    pub fn next_event_beat(&self) -> Option<f64> {
+        self.outbox.next_beat()
+    }
+
+    fn apply(&mut self, link: &mut EngineLink) {
+        for i in 0..self.events.len() {
+            match self.events[i] {
+                LiveEvent::Play(n) => {
+                    let (s, e) = (self.clock.beat(n.start_ms), self.clock.beat(n.end_ms));
+                    self.outbox.add(self.request_id, n.pitch, n.velocity, s, e);
+                    link.shared.status.notes_generated.fetch_add(1, Relaxed);
+                }
+                LiveEvent::Cut { pitch, at_ms } => self.outbox.cut(pitch, self.clock.beat(at_ms)),
+                LiveEvent::ResponseStart { .. } => {}
+                LiveEvent::ResponseEnd { interrupted, .. } => {
+                    let id = std::mem::take(&mut self.request_id);
+                    if id == 0 {
+                        continue;
+                    }
+                    if interrupted {
+                        self.outbox.drop_request(id);
+                        push_done(link, id, Outcome::Cancelled);
+                    } else {
+                        push_done(link, id, Outcome::Finished);
+                    }
+                }
+            }
+        }
+        self.events.clear();
+    }
+}

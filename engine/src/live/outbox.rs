@@ -1,0 +1,216 @@
+//! The engine thread's side of a live session: host beats to session ms and back, and the
+//! model's handed-out notes waiting to be pushed to the audio side as note events.
+//!
+//! Contract: a note-on is pushed once its beat is within the push limit the engine passes
+//! (a few tens of ms ahead), a note-off likewise; every pushed note-on gets a note-off (a cut
+//! moves it earlier, never before the note-on plus `schedule::MIN_NOTE_BEATS`); a note not
+//! yet pushed that a cut reaches is dropped whole. At equal beats note-offs go first, so a key
+//! struck again re-strikes. Storage is allocated once (`Outbox::new`).
+
+use crate::messages::{NoteEvent, RequestId};
+use crate::schedule::MIN_NOTE_BEATS;
+
+/// Session ms <-> host beats at the tempo the session started with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeatClock {
+    /// Host beat of session time 0.
+    pub origin_beat: f64,
+    pub bpm: f64,
+}
+
+impl BeatClock {
+    pub fn ms(&self, beat: f64) -> f64 {
+        (beat - self.origin_beat) * 60_000.0 / self.bpm
+    }
+
+    pub fn beat(&self, ms: f64) -> f64 {
+        self.origin_beat + ms * self.bpm / 60_000.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct OutNote {
+    request_id: RequestId,
+    pitch: u8,
+    velocity: u8,
+    start: f64,
+    end: f64,
+    on_pushed: bool,
+}
+
+/// Notes handed out by the session, in beats, until both their events are pushed.
+#[derive(Debug)]
+pub struct Outbox {
+    notes: Vec<OutNote>,
+    channel: u8,
+    pub epoch: u32,
+}
+
+impl Outbox {
+    pub fn new(channel: u8, epoch: u32) -> Outbox {
+        Outbox {
+            notes: Vec::with_capacity(256),
+            channel: channel.min(15),
+            epoch,
+        }
+    }
+
+    /// Notes not completely pushed.
+    pub fn len(&self) -> usize {
+        self.notes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.notes.is_empty()
+    }
+
+    /// A handed-out note (beats). A note of the same key still sounding ends where it starts.
+    pub fn add(&mut self, request_id: RequestId, pitch: u8, velocity: u8, start: f64, end: f64) {
+        if pitch > 127 || !(start.is_finite() && end.is_finite()) {
+            return;
+        }
+        self.cut(pitch, start);
+        self.notes.push(OutNote {
+            request_id,
+            pitch,
+            velocity: velocity.clamp(1, 127),
+            start,
+            end: end.max(start + MIN_NOTE_BEATS),
+            on_pushed: false,
+        });
+    }
+
+    /// The notes on `pitch` stop at `beat`: one not started (not pushed) is dropped, one pushed
+    /// ends at `beat` (not before its note-on plus the shortest note).
+    pub fn cut(&mut self, pitch: u8, beat: f64) {
+        self.notes.retain_mut(|n| {
+            if n.pitch != pitch || n.end <= beat {
+                return true;
+            }
+            if !n.on_pushed {
+                return n.start < beat && {
+                    n.end = beat;
+                    true
+                };
+            }
+            n.end = beat.max(n.start + MIN_NOTE_BEATS);
+            true
+        });
+    }
+
+    /// Forgets the notes of `request_id` (the audio side silenced the request).
+    pub fn drop_request(&mut self, request_id: RequestId) {
+        self.notes.retain(|n| n.request_id != request_id);
+    }
+
+    /// The transport moved by `shift` beats (a new `epoch`): the audio side released what
+    /// sounded, so started notes are over; the rest move with the time line.
+    pub fn relocate(&mut self, shift: f64, epoch: u32) {
+        self.epoch = epoch;
+        self.notes.retain_mut(|n| {
+            n.start += shift;
+            n.end += shift;
+            !n.on_pushed
+        });
+    }
+
+    /// Pushes the events due by `limit` in time order (note-offs first at equal beats); stops
+    /// at the first `push` that fails and resumes there next time.
+    pub fn pump(&mut self, limit: f64, mut push: impl FnMut(NoteEvent) -> bool) {
+        loop {
+            let mut best: Option<(usize, f64, bool)> = None;
+            for (i, n) in self.notes.iter().enumerate() {
+                let (beat, on) = if n.on_pushed {
+                    (n.end, false)
+                } else {
+                    (n.start, true)
+                };
+                let better = best.is_none_or(|(_, b, bon)| beat < b || (beat == b && bon && !on));
+                if beat <= limit && better {
+                    best = Some((i, beat, on));
+                }
+            }
+            let Some((i, beat, on)) = best else { return };
+            let n = self.notes[i];
+            let ev = NoteEvent {
+                beat,
+                request_id: n.request_id,
+                epoch: self.epoch,
+                on,
+                pitch: n.pitch,
+                velocity: n.velocity,
+                channel: self.channel,
+            };
+            if !push(ev) {
+                return;
+            }
+            if on {
+                self.notes[i].on_pushed = true;
+            } else {
+                self.notes.swap_remove(i);
+            }
+        }
+    }
+
+    /// The earliest event still to push (for the engine's sleep).
+    pub fn next_beat(&self) -> Option<f64> {
+        self.notes
+            .iter()
+            .map(|n| if n.on_pushed { n.end } else { n.start })
+            .min_by(f64::total_cmp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(o: &mut Outbox, limit: f64) -> Vec<(f64, bool, u8)> {
+        let mut got = Vec::new();
+        o.pump(limit, |e| {
+            got.push((e.beat, e.on, e.pitch));
+            true
+        });
+        got
+    }
+
+    #[test]
+    fn events_go_out_in_order_and_cuts_never_leave_a_key_down() {
+        let mut o = Outbox::new(1, 0);
+        o.add(3, 48, 90, 1.0, 2.0);
+        o.add(3, 52, 90, 1.5, 3.0);
+        o.add(3, 48, 90, 2.0, 2.5); // re-strike: the first 48 ends at 2.0
+        assert_eq!(drain(&mut o, 0.9), []);
+        assert_eq!(
+            drain(&mut o, 2.0),
+            [
+                (1.0, true, 48),
+                (1.5, true, 52),
+                (2.0, false, 48),
+                (2.0, true, 48)
+            ]
+        );
+        // The performer strikes 52 at 2.2: it stops there; 48 plays on.
+        o.cut(52, 2.2);
+        o.add(3, 55, 90, 2.4, 3.0);
+        o.cut(55, 2.3); // not started: dropped whole
+        assert_eq!(drain(&mut o, 10.0), [(2.2, false, 52), (2.5, false, 48)]);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_relocation_keeps_only_what_had_not_started() {
+        let mut o = Outbox::new(0, 0);
+        o.add(1, 60, 90, 1.0, 2.0);
+        o.add(1, 62, 90, 3.0, 4.0);
+        drain(&mut o, 1.5);
+        o.relocate(10.0, 1);
+        assert_eq!(drain(&mut o, 20.0), [(13.0, true, 62), (14.0, false, 62)]);
+        let clock = BeatClock {
+            origin_beat: 8.0,
+            bpm: 120.0,
+        };
+        assert_eq!(clock.ms(10.0), 1000.0);
+        assert_eq!(clock.beat(1000.0), 10.0);
+    }
+}

@@ -1,0 +1,294 @@
+//! Live modes through the engine thread: a tiny checkpoint loaded by the engine, driven only
+//! through the audio side's rings and a simulated host transport in real time (48 kHz,
+//! 512-sample blocks, 120 bpm).
+
+use staria_engine::engine_thread::{Engine, EngineConfig};
+use staria_engine::live::LiveMode;
+use staria_engine::messages::{Command, Event, NoteEvent, Outcome};
+use staria_engine::swap::EngineControl;
+use staria_engine::timing::{LiveClock, TransportFrame};
+use staria_engine::{AudioSide, EngineState};
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+const SR: f64 = 48_000.0;
+const BLOCK: u32 = 512;
+const TEMPO: f64 = 120.0;
+
+struct Host {
+    audio: AudioSide,
+    control: EngineControl,
+    clock: LiveClock,
+    pos: f64,
+    host_playing: bool,
+    notes: Vec<NoteEvent>,
+    outcomes: Vec<(u32, Outcome)>,
+}
+
+impl Host {
+    fn start(dir: &Path) -> Host {
+        let config = EngineConfig {
+            model_dir: Some(dir.to_path_buf()),
+            ..EngineConfig::default()
+        };
+        let (audio, control) = Engine::spawn(config).expect("engine thread starts");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while control.status().model_generation.load(Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "model never loaded");
+            assert_ne!(control.status().state(), EngineState::Error);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Host {
+            audio,
+            control,
+            clock: LiveClock::new(0.0),
+            pos: 0.0,
+            host_playing: true,
+            notes: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// One block in real time; the engine sees the host's transport, or the audio clock while
+    /// the host is stopped.
+    fn block(&mut self) {
+        let host = TransportFrame {
+            playing: self.host_playing,
+            pos_beats: self.pos,
+            tempo_bpm: TEMPO,
+            samples: BLOCK,
+            sample_rate: SR,
+        };
+        let frame = self.clock.frame(&host);
+        let (notes, outcomes) = (&mut self.notes, &mut self.outcomes);
+        self.audio.process_block(&frame, |_, ev| match ev {
+            Event::Note(n) => notes.push(n),
+            Event::RequestDone {
+                request_id,
+                outcome,
+            } => outcomes.push((request_id, outcome)),
+        });
+        if self.host_playing {
+            self.pos = frame.block().end_beat;
+        }
+        std::thread::sleep(Duration::from_secs_f64(BLOCK as f64 / SR));
+    }
+
+    /// The beat the next block starts at (what the engine's playhead reads).
+    fn now(&self) -> f64 {
+        let mut clock = self.clock;
+        clock
+            .frame(&TransportFrame {
+                playing: self.host_playing,
+                pos_beats: self.pos,
+                tempo_bpm: TEMPO,
+                samples: 0,
+                sample_rate: SR,
+            })
+            .pos_beats
+    }
+
+    fn send(&mut self, cmd: Command) {
+        assert!(self.audio.send(cmd), "command ring full");
+    }
+
+    fn run_until_beat(&mut self, beat: f64) {
+        while self.now() < beat {
+            self.block();
+        }
+    }
+
+    fn outcome(&self, id: u32) -> Option<Outcome> {
+        self.outcomes
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, o)| *o)
+    }
+
+    /// Plays `pitches` as eighth notes from the current beat; returns (pitch, on, off) beats.
+    fn perform(&mut self, pitches: &[u8]) -> Vec<(u8, f64, f64)> {
+        let mut played = Vec::new();
+        for &p in pitches {
+            let beat = self.now();
+            self.send(Command::LiveNoteOn {
+                pitch: p,
+                velocity: 90,
+                beat,
+            });
+            self.run_until_beat(beat + 0.45);
+            let off = self.now();
+            self.send(Command::LiveNoteOff {
+                pitch: p,
+                beat: off,
+            });
+            played.push((p, beat, off));
+            self.run_until_beat(beat + 0.5);
+        }
+        played
+    }
+}
+
+/// Every note-on has a later (or simultaneous) note-off of the same key and request.
+fn assert_paired(notes: &[NoteEvent]) {
+    let mut down = std::collections::HashMap::new();
+    for n in notes {
+        let key = (n.channel, n.pitch);
+        if n.on {
+            assert!(
+                down.insert(key, n.request_id).is_none(),
+                "{n:?} struck twice"
+            );
+        } else {
+            down.remove(&key);
+        }
+    }
+    assert!(down.is_empty(), "left sounding: {down:?}");
+}
+
+/// Call, handover, the answer starts within a beat of the handover on the model's channel;
+/// the performer plays again, the answer is cancelled and every note released at once; the
+/// session listens again and its end leaves nothing sounding.
+#[test]
+fn handover_answer_then_the_performer_returns_and_everything_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+    let mut h = Host::start(dir.path());
+    h.audio.params().set_channel(2);
+    let session = h.audio.next_request_id();
+    h.send(Command::LiveStart {
+        request_id: session,
+        mode: LiveMode::Respond,
+        origin_beat: 0.0,
+        response_bars: 4,
+        seed: 7,
+    });
+    h.run_until_beat(0.1);
+    h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);
+    assert!(h.notes.is_empty(), "the model played while listening");
+    let answer = h.audio.next_request_id();
+    let handover = h.now();
+    h.send(Command::Handover {
+        request_id: answer,
+        beat: handover,
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.audio.sounding_count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no answer: {:?}",
+            h.control.snapshot()
+        );
+        h.block();
+    }
+    let first = h.notes.iter().find(|n| n.on).copied().unwrap();
+    assert_eq!(first.request_id, answer);
+    assert_eq!(first.channel, 2);
+    assert!(
+        first.beat >= handover - 1e-9 && first.beat < handover + 1.0,
+        "the answer starts at beat {} after a handover at {handover}",
+        first.beat
+    );
+    // Let it play a little, then the performer comes back.
+    let back_at = h.now() + 0.5;
+    h.run_until_beat(back_at);
+    let back = h.now();
+    h.send(Command::LiveNoteOn {
+        pitch: 72,
+        velocity: 90,
+        beat: back,
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.outcome(answer).is_none() {
+        assert!(Instant::now() < deadline, "the answer was never ended");
+        h.block();
+    }
+    assert_eq!(h.outcome(answer), Some(Outcome::Cancelled));
+    assert_eq!(h.audio.sounding_count(), 0, "answer notes ring on");
+    let ended = h.notes.len();
+    h.run_until_beat(back + 4.0);
+    assert!(
+        h.notes[ended..].iter().all(|n| !n.on),
+        "the answer played on after the performer returned: {:?}",
+        &h.notes[ended..]
+    );
+    assert!(
+        h.notes.iter().filter(|n| n.on).all(|n| n.beat < back + 0.1),
+        "a note started after the performer's return"
+    );
+    h.send(Command::LiveNoteOff {
+        pitch: 72,
+        beat: h.now(),
+    });
+    // Listening again: a second handover answers again.
+    let second = h.audio.next_request_id();
+    let at = h.now();
+    h.send(Command::Handover {
+        request_id: second,
+        beat: at,
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !h.notes.iter().any(|n| n.on && n.request_id == second) {
+        assert!(Instant::now() < deadline, "no second answer");
+        h.block();
+    }
+    h.send(Command::LiveStop);
+    for _ in 0..20 {
+        h.block();
+    }
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_paired(&h.notes);
+    let status = h.control.snapshot();
+    assert!(status.last_error.is_empty(), "{status:?}");
+}
+
+/// The host stopped: the audio clock carries the accompaniment; its notes keep to the voice
+/// (48..=60 here) on the model's channel and never sound a key while the performer holds it
+/// (the melody dips into the voice's range).
+#[test]
+fn accompaniment_plays_on_the_audio_clock_with_the_transport_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+    let mut h = Host::start(dir.path());
+    h.host_playing = false;
+    h.audio.params().set_channel(3);
+    h.audio.params().set_pitch_range(48, 60);
+    let session = h.audio.next_request_id();
+    h.send(Command::LiveStart {
+        request_id: session,
+        mode: LiveMode::Accompany,
+        origin_beat: 0.0,
+        response_bars: 1,
+        seed: 2,
+    });
+    h.run_until_beat(0.2);
+    let melody = [60u8, 62, 59, 57, 60, 55, 57, 59, 60, 64, 55, 57, 59, 60];
+    let start = h.now();
+    let played = h.perform(&melody);
+    let end = h.now();
+    h.send(Command::LiveStop);
+    for _ in 0..20 {
+        h.block();
+    }
+    assert!(end - start > 5.0, "the audio clock did not run");
+    let model: Vec<&NoteEvent> = h.notes.iter().filter(|n| n.on).collect();
+    assert!(!model.is_empty(), "{:?}", h.control.snapshot());
+    for n in &model {
+        assert_eq!((n.request_id, n.channel), (session, 3));
+        assert!((48..=60).contains(&n.pitch), "{n:?}");
+        let off = h
+            .notes
+            .iter()
+            .find(|m| !m.on && m.pitch == n.pitch && m.beat >= n.beat)
+            .map_or(f64::INFINITY, |m| m.beat);
+        for &(p, on, p_off) in &played {
+            let overlap = n.beat.max(on) + 1e-9 < off.min(p_off);
+            assert!(
+                !(p == n.pitch && overlap),
+                "model {n:?}..{off} with performer {p} {on}..{p_off}"
+            );
+        }
+    }
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_paired(&h.notes);
+}
