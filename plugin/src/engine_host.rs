@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::gui_state::GuiShared;
+use crate::model_info::ModelFacts;
 use crate::params::{StariaParams, StatusRecord};
 
 /// How often the monitor looks at the model path and the engine status.
@@ -64,7 +66,7 @@ pub struct EngineHost {
 
 impl EngineHost {
     /// Starts the engine thread and the monitor. The model loads in the background.
-    pub fn start(params: Arc<StariaParams>) -> std::io::Result<Self> {
+    pub fn start(params: Arc<StariaParams>, gui: Arc<GuiShared>) -> std::io::Result<Self> {
         let (audio, control) = Engine::spawn(EngineConfig::default())?;
         let control = Arc::new(control);
         let stop = Arc::new(AtomicBool::new(false));
@@ -72,7 +74,7 @@ impl EngineHost {
             let (control, stop) = (control.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("staria-monitor".into())
-                .spawn(move || monitor(&params, &control, &stop))?
+                .spawn(move || monitor(&params, &control, &stop, &gui))?
         };
         Ok(Self {
             audio,
@@ -100,8 +102,41 @@ impl Drop for EngineHost {
     }
 }
 
-fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
+/// Tokens per second while the engine generates, for the window: averaged over the monitor's
+/// periods in which tokens were made.
+#[derive(Default)]
+struct Speed {
+    last: Option<(std::time::Instant, u64)>,
+    rate: f32,
+}
+
+impl Speed {
+    fn update(&mut self, tokens: u64, generating: bool) -> f32 {
+        let now = std::time::Instant::now();
+        if let Some((t, n)) = self.last
+            && generating
+            && tokens > n
+        {
+            let dt = now.duration_since(t).as_secs_f32();
+            if dt > 0.0 {
+                let r = (tokens - n) as f32 / dt;
+                self.rate = if self.rate == 0.0 {
+                    r
+                } else {
+                    0.8 * self.rate + 0.2 * r
+                };
+            }
+        }
+        self.last = Some((now, tokens));
+        self.rate
+    }
+}
+
+fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gui: &GuiShared) {
     let mut requested: Option<Option<String>> = None;
+    let mut requested_dir: Option<PathBuf> = None;
+    let mut facts_for_generation = 0u64;
+    let mut speed = Speed::default();
     let mut resolve_error: Option<String> = None;
     let mut shown: Option<StatusRecord> = None;
     while !stop.load(Ordering::Acquire) {
@@ -111,6 +146,7 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
                 Ok(dir) => {
                     nice_log!("Staria: loading model {}", dir.display());
                     control.load_model(&dir);
+                    requested_dir = Some(dir);
                     resolve_error = None;
                 }
                 Err(e) => resolve_error = Some(e),
@@ -118,6 +154,19 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool) {
             requested = Some(custom);
         }
         let snap = control.snapshot();
+        // The generated notes for the window's export, and its facts about the model.
+        gui.drain_log();
+        gui.tokens_per_second.store(
+            speed.update(snap.tokens_generated, snap.state == EngineState::Generating),
+            Ordering::Relaxed,
+        );
+        if snap.model_generation != facts_for_generation {
+            facts_for_generation = snap.model_generation;
+            // The folder swapped in is the newest one asked for (only the newest load swaps).
+            *gui.model_facts.lock() = requested_dir
+                .as_deref()
+                .and_then(|d| ModelFacts::read(d).ok());
+        }
         let mut record = StatusRecord {
             model: snap.model_name,
             state: snap.state,

@@ -7,9 +7,14 @@
 //! through preallocated tables, the engine's lock-free rings and atomics.
 
 pub mod choices;
+pub mod editor;
 pub mod engine_host;
+pub mod export;
+mod gui_link;
+pub mod gui_state;
 pub mod keyswitch;
 pub mod midi_out;
+pub mod model_info;
 pub mod params;
 pub mod snippets;
 pub mod timeline;
@@ -21,6 +26,7 @@ use staria_models::SectionLabel;
 use std::sync::Arc;
 
 use engine_host::EngineHost;
+use gui_state::{GuiShared, LogTap};
 use keyswitch::KeyAction;
 use midi_out::{Event, EventQueue, NoteTable};
 use params::{StariaParams, StatusRecord};
@@ -34,15 +40,15 @@ const REPLAY_BUDGET: usize = 64;
 
 /// Last seen values of the edge-triggered parameters.
 ///
-/// The Record A..D parameters are not written back when a keyswitch or a transport stop starts
-/// or ends a recording, so the host can show a stale value: nice-plug 0.4.2 gives `process()` no
-/// way to change the plugin's own parameters (`ProcessContext` has no `set_parameter`; it is a
-/// TODO in nice-plug-core's `context/process.rs`), and the only way that exists,
-/// `GuiContext::set_parameter` (which queues an output parameter event and calls the host's
-/// `request_flush`), is handed only to an editor while the host has it open (`editor` feature),
-/// and Staria has no editor. So the parameters act on their *changes* only: a stale "on" is
-/// harmless (off, then on again arms), and a restored project's values are not edges (see
-/// `activate`).
+/// nice-plug 0.4.2 gives `process()` no way to change the plugin's own parameters
+/// (`ProcessContext` has no `set_parameter`; it is a TODO in nice-plug-core's
+/// `context/process.rs`); the only way that exists, `GuiContext::set_parameter`, is handed only
+/// to an editor while the host has it open. So while the window is open it writes the Record
+/// A..D parameters back when a keyswitch or a transport stop starts or ends a recording (see
+/// `editor::sync_record_params`); with it closed they can go stale. The parameters therefore act
+/// on their *changes* only: a stale "on" is harmless (off, then on again arms), an "on" edge for
+/// the section already recording (the window's write-back) does not restart it, and a restored
+/// project's values are not edges (see `activate`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Edges {
     arm: [bool; 4],
@@ -139,6 +145,10 @@ struct Live {
     last_request: RequestId,
     replay: Replay,
     rng: u64,
+    /// Generated notes and section requests, for the window's export (lock-free ring).
+    tap: LogTap,
+    /// The section requested last, for the window's lights and the form walk.
+    section_playing: Option<gui_link::SectionPlay>,
     /// The sustain pedal (CC 64) is down: captured notes released meanwhile sound on until it
     /// comes up, as the musician heard them.
     pedal_down: bool,
@@ -146,9 +156,11 @@ struct Live {
     sustained: [bool; 128],
 }
 
-impl Default for Live {
-    fn default() -> Self {
+impl Live {
+    fn new(tap: LogTap) -> Self {
         Self {
+            tap,
+            section_playing: None,
             recorder: Recorder::default(),
             scratch: Box::default(),
             out: EventQueue::default(),
@@ -184,6 +196,8 @@ impl Live {
 
 pub struct Staria {
     params: Arc<StariaParams>,
+    /// What the audio thread and the editor window share (atomics, a ring).
+    gui: Arc<GuiShared>,
     sample_rate: f64,
     live: Box<Live>,
     /// Started on the first activation, dropped (threads joined) with the plugin.
@@ -193,10 +207,12 @@ pub struct Staria {
 impl Default for Staria {
     /// Cheap: hosts create instances just to scan them. No threads, no model.
     fn default() -> Self {
+        let (gui, tap) = GuiShared::new();
         Self {
             params: Arc::new(StariaParams::default()),
+            gui,
             sample_rate: 48_000.0,
-            live: Box::default(),
+            live: Box::new(Live::new(tap)),
             engine: None,
         }
     }
@@ -216,9 +232,10 @@ fn note_off(timing: u32, channel: u8, key: u8) -> Event {
     }
 }
 
-/// A generated note as a host event.
-fn generated(out: &mut EventQueue, offset: u32, ev: EngineEvent) {
+/// A generated note as a host event (and into the export log).
+fn generated(out: &mut EventQueue, tap: &mut LogTap, offset: u32, ev: EngineEvent) {
     if let EngineEvent::Note(n) = ev {
+        tap.note(offset, &n);
         let (channel, key) = (Channel::Number(n.channel & 15), Key::Number(n.pitch & 127));
         out.push(if n.on {
             NoteEvent::NoteOn {
@@ -431,6 +448,7 @@ impl Staria {
         };
         if engine.audio.send(cmd) {
             self.live.last_request = request_id;
+            self.note_section_request(request_id, target, start_beat, bars, grid);
         }
     }
 
@@ -442,11 +460,12 @@ impl Staria {
             if last != 0 {
                 engine.audio.send(Command::Cancel { request_id: last });
             }
-            let out = &mut live.out;
+            let (out, tap) = (&mut live.out, &mut live.tap);
             engine
                 .audio
-                .all_notes_off(|off, ev| generated(out, off, ev));
+                .all_notes_off(|off, ev| generated(out, tap, off, ev));
         }
+        self.forget_section_playing();
     }
 
     /// Performs a musician's action at host beat `beat`.
@@ -485,7 +504,12 @@ impl Staria {
             if now.clear[i] && !before.clear[i] {
                 self.clear_section(section);
             }
-            if now.arm[i] && !before.arm[i] && !bypassed {
+            // Already recording this section (the window wrote the parameter back): no restart.
+            if now.arm[i]
+                && !before.arm[i]
+                && !bypassed
+                && self.live.recorder.section() != Some(section)
+            {
                 self.start_capture(section, beat, grid);
             } else if !now.arm[i] && before.arm[i] && self.live.recorder.section() == Some(section)
             {
@@ -752,12 +776,19 @@ impl Plugin for Staria {
     const MIDI_OUTPUT: MidiConfig = MidiConfig::MidiCCs;
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
-    type Editor = ();
+    type Editor = editor::StariaEditor;
     type SysExMessage = ();
     type BackgroundTask = ();
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        Some(editor::StariaEditor::new(
+            self.params.clone(),
+            self.gui.clone(),
+        ))
     }
 
     fn activate(
@@ -771,7 +802,7 @@ impl Plugin for Staria {
         self.live.edges = Edges::read(&self.params);
         if self.engine.is_none() {
             // Hosts may activate repeatedly (state loads, buffer size changes): one engine.
-            match EngineHost::start(self.params.clone()) {
+            match EngineHost::start(self.params.clone(), self.gui.clone()) {
                 Ok(engine) => {
                     self.engine = Some(engine);
                     self.live.replay.restart();
@@ -838,6 +869,7 @@ impl Plugin for Staria {
         let samples = buffer.samples() as u32;
         let grid = self.timeline(context.transport(), samples);
         self.live.out.clear();
+        self.gui_begin_block(&grid);
 
         if self.live.release_on_resume {
             self.live.release_on_resume = false;
@@ -859,10 +891,10 @@ impl Plugin for Staria {
             sample_rate: self.sample_rate,
         };
         if let Some(engine) = self.engine.as_mut() {
-            let out = &mut self.live.out;
+            let (out, tap) = (&mut self.live.out, &mut self.live.tap);
             engine
                 .audio
-                .update_transport(&frame, |off, ev| generated(out, off, ev));
+                .update_transport(&frame, |off, ev| generated(out, tap, off, ev));
         }
         // A stop or a jump ends a capture where the music stopped.
         let live = &*self.live;
@@ -895,16 +927,17 @@ impl Plugin for Staria {
             self.stop_playback();
         }
         self.handle_param_edges(&grid, bypassed);
+        self.handle_gui_requests(&grid, bypassed);
 
         while let Some(ev) = context.next_event() {
             self.handle_input(ev, &grid, bypassed);
         }
 
         if let Some(engine) = self.engine.as_mut() {
-            let out = &mut self.live.out;
+            let (out, tap) = (&mut self.live.out, &mut self.live.tap);
             engine
                 .audio
-                .pop_due(&frame.block(), |off, ev| generated(out, off, ev));
+                .pop_due(&frame.block(), |off, ev| generated(out, tap, off, ev));
         }
 
         for ev in self.live.out.as_slice() {
@@ -914,6 +947,7 @@ impl Plugin for Staria {
             }
         }
 
+        self.publish_gui(&grid);
         let live = &mut *self.live;
         live.was_playing = grid.playing;
         if grid.playing {
@@ -1093,7 +1127,7 @@ mod tests {
 
     #[test]
     fn random_seeds_differ() {
-        let mut live = Live::default();
+        let mut live = Live::new(GuiShared::new().1);
         let a = live.next_seed();
         let b = live.next_seed();
         assert_ne!(a, b);

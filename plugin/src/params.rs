@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::choices::{FormChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
+use crate::editor::EditorSize;
 use crate::snippets::SnippetStore;
 use staria_engine::Form;
 use staria_engine::status::{EngineParams, EngineState};
+use staria_models::SectionLabel;
 
 /// The engine status as last seen by the plugin's monitor thread; saved with the project so a
 /// host or a later GUI can show why a model failed even before the engine restarts.
@@ -34,6 +36,12 @@ pub struct StariaParams {
     pub model_path: RwLock<String>,
     #[persist = "status"]
     pub status: Arc<RwLock<StatusRecord>>,
+    /// The editor window's size (logical pixels), saved with the project.
+    #[persist = "editor-size"]
+    pub editor_size: RwLock<EditorSize>,
+    /// The folder the window exports MIDI into.
+    #[persist = "export-folder"]
+    pub export_folder: RwLock<String>,
 
     #[id = "bypass"]
     pub bypass: BoolParam,
@@ -101,6 +109,10 @@ pub struct StariaParams {
     pub pitch_low: IntParam,
     #[id = "pitch_high"]
     pub pitch_high: IntParam,
+    /// Generated notes sounding at once, at most (a constraint while sampling; the engine's
+    /// default is 16).
+    #[id = "polyphony"]
+    pub polyphony: IntParam,
 
     // MIDI routing.
     #[id = "channel"]
@@ -186,6 +198,8 @@ impl Default for StariaParams {
             snippets: SnippetStore::default(),
             model_path: RwLock::new(String::new()),
             status: Arc::new(RwLock::new(StatusRecord::default())),
+            editor_size: RwLock::new(EditorSize::default()),
+            export_folder: RwLock::new(String::new()),
             bypass: BoolParam::new("Bypass", false).make_bypass(),
             arm_a: BoolParam::new("Record A", false),
             arm_b: BoolParam::new("Record B", false),
@@ -250,6 +264,8 @@ impl Default for StariaParams {
             pitch_high: IntParam::new("Highest pitch", 108, IntRange::Linear { min: 0, max: 127 })
                 .with_value_to_string(note.clone())
                 .with_string_to_value(parse.clone()),
+            polyphony: IntParam::new("Max polyphony", 16, IntRange::Linear { min: 1, max: 64 })
+                .with_unit(" notes"),
             // Generated notes default to channel 2, apart from what is played (usually on
             // channel 1) and passed through: on one channel they would cut each other off.
             channel: IntParam::new(
@@ -291,6 +307,30 @@ impl StariaParams {
         self.status.read().clone()
     }
 
+    /// The Record parameter of a section.
+    pub fn arm(&self, s: SectionLabel) -> &BoolParam {
+        match s {
+            SectionLabel::A => &self.arm_a,
+            SectionLabel::B => &self.arm_b,
+            SectionLabel::C => &self.arm_c,
+            SectionLabel::D => &self.arm_d,
+        }
+    }
+
+    /// The folder the window exports into: the saved one, else the home folder.
+    pub fn export_folder(&self) -> String {
+        let saved = self.export_folder.read().trim().to_string();
+        if saved.is_empty() {
+            std::env::var("HOME").unwrap_or_default()
+        } else {
+            saved
+        }
+    }
+
+    pub fn set_export_folder(&self, folder: &str) {
+        *self.export_folder.write() = folder.to_string();
+    }
+
     /// Copies the sampling, constraint and routing parameters into the engine's atomics, where
     /// the next request reads them. Atomics only: called from `process()` every block.
     pub fn write_engine_params(&self, e: &EngineParams) {
@@ -304,6 +344,7 @@ impl StariaParams {
         );
         e.set_key_mask(self.scale.value().key_mask(self.key_root.value()));
         e.set_channel((self.channel.value() - 1).clamp(0, 15) as u8);
+        e.set_max_polyphony(self.polyphony.value().clamp(1, 64) as u8);
         e.set_style(self.style.value().engine_code());
         e.set_form(Form::parse(self.form.value().letters()).unwrap_or_default());
     }

@@ -1,0 +1,156 @@
+//! The form strip: the transport, the form with the position in it (click a letter to queue that
+//! section next), "play the whole form", and the play / continue / stop buttons.
+
+use egui::{self, Color32, RichText, Sense, Stroke, StrokeKind, vec2};
+use nice_plug::prelude::ParamSetter;
+use nice_plug_egui::widgets::ParamSlider;
+use staria_models::SectionLabel;
+
+use super::{Shared, palette};
+use crate::gui_state::{TransportView, request};
+
+/// Bar and beat (1-based) of a host position in beats.
+pub fn bar_beat(view: &TransportView) -> (i64, i64) {
+    let bpb = view.beats_per_bar();
+    let bar = (view.pos_beats / bpb).floor();
+    let beat = (view.pos_beats - bar * bpb).floor();
+    (bar as i64 + 1, beat as i64 + 1)
+}
+
+pub fn draw(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &ParamSetter) {
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Staria").size(22.0).strong());
+        ui.separator();
+        let (bar, beat) = bar_beat(view);
+        let transport = if view.playing {
+            format!(
+                "Playing  bar {bar} beat {beat}   {:.0} bpm  {}/{}",
+                view.tempo_bpm, view.ts_num, view.ts_den
+            )
+        } else {
+            format!(
+                "Stopped  bar {bar}   {:.0} bpm  {}/{}",
+                view.tempo_bpm, view.ts_num, view.ts_den
+            )
+        };
+        ui.label(RichText::new(transport).monospace());
+    });
+    ui.add_space(4.0);
+    ui.horizontal(|ui| {
+        ui.label("Form");
+        ui.add(ParamSlider::for_param(&shared.params.form, setter).with_width(90.0));
+        let letters = shared.params.form.value().letters();
+        let sounding = view.sounding();
+        // The section sounding is the one before the form position when it came from the form.
+        let current = view
+            .form_pos
+            .checked_sub(1)
+            .map(|i| i as usize % letters.len().max(1));
+        for (i, c) in letters.chars().enumerate() {
+            let Some(label) = SectionLabel::from_letter(c) else {
+                continue;
+            };
+            let is_current = sounding.is_some_and(|p| p.label == Some(label)) && current == Some(i);
+            let is_next = view.walking_form && i == view.form_pos as usize;
+            let (rect, resp) = ui.allocate_exact_size(vec2(30.0, 30.0), Sense::click());
+            let fill = if is_current {
+                palette::PLAY
+            } else if view.queued == Some(label) {
+                palette::QUEUED
+            } else {
+                Color32::from_gray(50)
+            };
+            let painter = ui.painter();
+            painter.rect_filled(rect, 4.0, fill);
+            if is_next {
+                let stroke = Stroke::new(2.0, palette::QUEUED);
+                painter.rect_stroke(rect, 4.0, stroke, StrokeKind::Inside);
+            }
+            painter.text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                c.to_string(),
+                egui::FontId::proportional(17.0),
+                if is_current {
+                    Color32::BLACK
+                } else {
+                    Color32::WHITE
+                },
+            );
+            if resp
+                .on_hover_text(format!(
+                    "Queue {c} next: it starts when the section playing ends \
+                     (or on the next bar line)"
+                ))
+                .clicked()
+            {
+                shared.gui.queue_next(Some(label));
+            }
+        }
+        ui.separator();
+        let mut walk = view.walking_form;
+        if ui
+            .checkbox(&mut walk, "Play the whole form")
+            .on_hover_text(
+                "Plays the form's sections one after another from its start (or where it \
+                 is), then stops",
+            )
+            .changed()
+        {
+            shared.gui.set_walk_form(walk);
+        }
+        if let Some(q) = view.queued {
+            ui.label(RichText::new(format!("next: {}", q.letter())).color(palette::QUEUED));
+            if ui.small_button("x").on_hover_text("Unqueue").clicked() {
+                shared.gui.queue_next(None);
+            }
+        }
+    });
+    ui.add_space(2.0);
+    ui.horizontal(|ui| {
+        if ui.button("Play next in form").clicked() {
+            shared.gui.request(request::PLAY_NEXT);
+        }
+        if ui
+            .button("Continue")
+            .on_hover_text("Carry on from the music heard last")
+            .clicked()
+        {
+            shared.gui.request(request::CONTINUE);
+        }
+        if ui
+            .button("Stop")
+            .on_hover_text("Silence generated notes now")
+            .clicked()
+        {
+            shared.gui.request(request::STOP);
+        }
+        ui.separator();
+        let status = shared.params.status();
+        ui.label(
+            RichText::new(format!("engine: {}", state_word(status.state))).color(palette::TEXT_DIM),
+        );
+        if let Some(p) = view.sounding() {
+            let what = p.label.map_or("continuation".to_string(), |l| {
+                format!("section {}", l.letter())
+            });
+            let bars_left = ((p.end_beat - view.pos_beats) / view.beats_per_bar()).ceil();
+            ui.label(
+                RichText::new(format!("playing {what}, {bars_left} bars left"))
+                    .color(palette::PLAY),
+            );
+        }
+    });
+}
+
+pub fn state_word(s: staria_engine::EngineState) -> &'static str {
+    use staria_engine::EngineState as S;
+    match s {
+        S::Idle => "idle (no model yet)",
+        S::Loading => "loading a model",
+        S::Ready => "ready",
+        S::Generating => "generating",
+        S::Error => "error",
+        S::Stopped => "stopped",
+    }
+}

@@ -1,0 +1,226 @@
+//! The model panel (what is loaded, its facts, loading, the last error, choosing a folder) and
+//! the export panel (the generated MIDI into a folder).
+//!
+//! Choosing a model only writes the model path: the plugin's monitor thread sees it and the
+//! engine loads the folder on its own thread while the old model keeps playing, so the window
+//! never waits. There is no native file dialog (no dialog crate builds here without a desktop
+//! stack); the folder is typed or pasted.
+
+use egui::{self, RichText};
+use std::path::Path;
+
+use super::form_strip::state_word;
+use super::{Shared, WindowState, palette};
+use crate::export::{self, Scope};
+
+/// A model folder typed into the window, checked before it is handed to the engine: what can be
+/// told without reading the files (the engine's load names anything else wrong with them).
+pub fn check_model_folder(text: &str) -> Result<String, String> {
+    let path = text.trim();
+    if path.is_empty() {
+        return Err("type or paste a model folder first (or use the default model)".into());
+    }
+    let p = Path::new(path);
+    match std::fs::metadata(p) {
+        Err(e) => return Err(format!("{path}: {e}")),
+        Ok(m) if !m.is_dir() => {
+            return Err(format!(
+                "{path} is a file: choose the checkpoint folder that holds config.json, \
+                 tokenizer.json and model.safetensors"
+            ));
+        }
+        Ok(_) => {}
+    }
+    let missing: Vec<&str> = ["config.json", "tokenizer.json", "model.safetensors"]
+        .into_iter()
+        .filter(|f| !p.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{path} is not a Staria checkpoint: it has no {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(path.to_string())
+}
+
+pub fn draw(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
+    ui.columns(2, |cols| {
+        model(&mut cols[0], shared, state);
+        export_panel(&mut cols[1], shared, state);
+    });
+}
+
+fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
+    let status = shared.params.status();
+    let custom = shared.params.model_path();
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("Model").strong());
+        if status.state == staria_engine::EngineState::Loading {
+            ui.spinner();
+        }
+        ui.label(RichText::new(state_word(status.state)).color(palette::TEXT_DIM));
+    });
+    let facts = shared.gui.model_facts.lock().clone();
+    match &facts {
+        Some(f) => {
+            ui.label(format!("{} ({}, preset {})", f.name, f.kind, f.preset));
+            ui.label(RichText::new(f.size_line()).color(palette::TEXT_DIM));
+            ui.label(RichText::new(f.shape_line()).color(palette::TEXT_DIM));
+        }
+        None if !status.model.is_empty() => {
+            ui.label(status.model.clone());
+        }
+        None => {
+            ui.label(RichText::new("no model loaded").color(palette::TEXT_DIM));
+        }
+    }
+    let speed = shared
+        .gui
+        .tokens_per_second
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if speed > 0.0 {
+        ui.label(
+            RichText::new(format!("generating at about {speed:.0} tokens/s"))
+                .color(palette::TEXT_DIM),
+        );
+    }
+    ui.label(
+        RichText::new(match &custom {
+            Some(p) => format!("custom folder: {p}"),
+            None => "the default model".to_string(),
+        })
+        .color(palette::TEXT_DIM),
+    );
+    ui.horizontal(|ui| {
+        ui.add(
+            egui::TextEdit::singleline(&mut state.model_path_text)
+                .hint_text("/path/to/checkpoint folder")
+                .desired_width(260.0),
+        );
+        if ui.button("Load model folder").clicked() {
+            match check_model_folder(&state.model_path_text) {
+                Ok(path) => {
+                    shared.params.set_model_path(&path);
+                    state.model_message = None;
+                }
+                Err(e) => state.model_message = Some(e),
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(custom.is_some(), egui::Button::new("Use the default model"))
+            .clicked()
+        {
+            shared.params.set_model_path("");
+            state.model_path_text.clear();
+            state.model_message = None;
+        }
+    });
+    if let Some(m) = &state.model_message {
+        ui.label(RichText::new(m).color(palette::ERROR));
+    }
+    if !status.last_error.is_empty() {
+        ui.label(RichText::new(format!("last error: {}", status.last_error)).color(palette::ERROR));
+    }
+}
+
+fn export_panel(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
+    ui.label(RichText::new("Export MIDI").strong());
+    let (sections, notes) = shared
+        .gui
+        .with_log(|log| (log.sounded_sections(), log.notes().len()));
+    let letters: String = sections
+        .iter()
+        .map(|s| s.label.map_or('+', |l| l.letter()))
+        .collect();
+    ui.label(
+        RichText::new(if sections.is_empty() {
+            "nothing generated since the transport started".to_string()
+        } else {
+            format!(
+                "since the transport started: {} sections ({letters}), {notes} notes",
+                sections.len()
+            )
+        })
+        .color(palette::TEXT_DIM),
+    );
+    ui.horizontal(|ui| {
+        ui.label("Folder");
+        let edit = ui.add(
+            egui::TextEdit::singleline(&mut state.export_folder_text)
+                .hint_text("/path/to/folder")
+                .desired_width(260.0),
+        );
+        if edit.changed() {
+            shared.params.set_export_folder(&state.export_folder_text);
+        }
+    });
+    ui.horizontal(|ui| {
+        for (text, scope) in [
+            ("Export last section", Scope::LastSection),
+            ("Export all since start", Scope::SinceTransportStart),
+        ] {
+            if ui
+                .add_enabled(!sections.is_empty(), egui::Button::new(text))
+                .clicked()
+            {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let folder = state.export_folder_text.trim().to_string();
+                state.export_message = Some(
+                    shared
+                        .gui
+                        .with_log(|log| export::export(log, scope, Path::new(&folder), now))
+                        .map(|p| p.display().to_string())
+                        .map_err(|e| e.0),
+                );
+            }
+        }
+    });
+    match &state.export_message {
+        Some(Ok(path)) => {
+            ui.label(RichText::new(format!("saved {path}")).color(palette::PLAY));
+        }
+        Some(Err(e)) => {
+            ui.label(RichText::new(e).color(palette::ERROR));
+        }
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bad model folders are refused in words naming the problem; a checkpoint folder passes.
+    #[test]
+    fn model_folder_checks_name_the_problem() {
+        assert!(
+            check_model_folder("  ")
+                .unwrap_err()
+                .contains("model folder first")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = check_model_folder(missing.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+        let file = dir.path().join("model.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        let err = check_model_folder(file.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("is a file"), "{err}");
+        let err = check_model_folder(dir.path().to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains("not a Staria checkpoint") && err.contains("config.json, tokenizer.json"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
+        assert_eq!(
+            check_model_folder(dir.path().to_str().unwrap()).unwrap(),
+            dir.path().to_str().unwrap()
+        );
+    }
+}
