@@ -196,6 +196,10 @@ pub fn sync_record_params(shared: &Shared, setter: &ParamSetter) {
     }
 }
 
+/// Frames the editor windows of this process have drawn (the `open_window` example checks a
+/// real window draws).
+pub static FRAMES_DRAWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The egui app behind the editor.
 struct App {
     shared: Shared,
@@ -220,6 +224,7 @@ impl NiceEguiApp for App {
             return;
         };
         let setter = ctx.param_setter();
+        FRAMES_DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         sync_record_params(&self.shared, &setter);
         nice_plug_egui::resizable_window::ResizableWindow::new("staria")
             .min_size(egui::vec2(MIN_SIZE.width as f32, MIN_SIZE.height as f32))
