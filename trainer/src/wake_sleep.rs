@@ -219,23 +219,36 @@ fn recognizer_config(exp: &ExperimentConfig, vocab: usize) -> RecognizerConfig {
     }
 }
 
-/// Token accuracy and form accuracy of the recognizer on held-out labelled pieces.
+/// Token accuracy and form accuracy of the recognizer on held-out labelled pieces: the
+/// synthetic pieces it never trains on (every tenth) and, separately, the real validation
+/// pieces with section markers (whether its labels transfer to real music). `(NaN, NaN)` for a
+/// set without pieces.
 fn recognizer_validation(
     shards: &Shards,
     rec: &Recognizer,
     device: &Device,
     n: usize,
+) -> Result<((f64, f64), (f64, f64))> {
+    let real: Vec<(&'static str, &PieceMeta)> = shards
+        .pieces(VALIDATION)
+        .iter()
+        .filter(|p| p.origin == SectionOrigin::Markers)
+        .map(|p| (VALIDATION, p))
+        .collect();
+    Ok((
+        recognizer_accuracy(shards, rec, device, labelled_pool(shards, true), n)?,
+        recognizer_accuracy(shards, rec, device, real, n)?,
+    ))
+}
+
+fn recognizer_accuracy(
+    shards: &Shards,
+    rec: &Recognizer,
+    device: &Device,
+    pool: Vec<(&'static str, &PieceMeta)>,
+    n: usize,
 ) -> Result<(f64, f64)> {
     let tok = &shards.tokenizer;
-    let mut pool = labelled_pool(shards, true);
-    // Real annotated validation pieces count too: they say whether labels transfer to real music.
-    pool.extend(
-        shards
-            .pieces(VALIDATION)
-            .iter()
-            .filter(|p| p.origin == SectionOrigin::Markers)
-            .map(|p| (VALIDATION, p)),
-    );
     let (mut hit, mut total, mut forms, mut count) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (split, p) in pool.into_iter().take(n) {
         let (ids, labels) = recognizer_example(
@@ -257,7 +270,10 @@ fn recognizer_validation(
         forms += f64::from(u8::from(want.is_some() && want == have));
         count += 1.0;
     }
-    Ok((hit / total.max(1.0), forms / count.max(1.0)))
+    if count == 0.0 {
+        return Ok((f64::NAN, f64::NAN));
+    }
+    Ok((hit / total.max(1.0), forms / count))
 }
 
 /// `wake-sleep`, continuing the generator in `model_dir` (a decoder-only or Staria checkpoint).
@@ -420,6 +436,7 @@ pub fn wake_sleep(
     };
 
     // Warm-up (skipped when resuming after it).
+    let warming = rsteps < ws.recognizer_warmup_steps;
     while rsteps < ws.recognizer_warmup_steps {
         let mut rng = step_rng(exp.seed, "wake-sleep-warmup", rsteps);
         let seqs = synth_batch(&mut rng)?;
@@ -431,6 +448,25 @@ pub fn wake_sleep(
         )?;
     }
 
+    if warming {
+        // What the recognizer reads before any wake or sleep phase: the "before" of its
+        // accuracy on real pieces.
+        let ((acc, form), (real_acc, real_form)) =
+            recognizer_validation(shards, &rec, device, h.eval_batches * h.batch_size)?;
+        mon.write(
+            "recognizer_warmup_eval",
+            rsteps,
+            &[
+                ("recognizer_val_accuracy", acc),
+                ("recognizer_val_form_accuracy", form),
+                ("recognizer_real_accuracy", real_acc),
+                ("recognizer_real_form_accuracy", real_form),
+            ],
+        )?;
+        mon.println(&format!(
+            "wake-sleep recognizer after warm-up: accuracy {acc:.3}, form accuracy {form:.3} (held-out synthetic); on real validation pieces with markers {real_acc:.3}, form {real_form:.3}"
+        ));
+    }
     let stop = opts
         .max_steps
         .map_or(total_rounds, |m| (round_of(&state) + m).min(total_rounds));
@@ -504,7 +540,7 @@ pub fn wake_sleep(
             let (l, _) = recognizer_step(&seqs, &mut opt_r, &mut rsteps)?;
             sleep_loss += l / ws.sleep_steps.max(1) as f64;
         }
-        let (val_acc, val_form) =
+        let ((val_acc, val_form), (real_acc, real_form)) =
             recognizer_validation(shards, &rec, device, h.eval_batches * h.batch_size)?;
         state.extra = serde_json::json!({"round": round + 1, "recognizer_steps": rsteps});
         mon.step(
@@ -515,6 +551,8 @@ pub fn wake_sleep(
                 ("sleep_loss", sleep_loss),
                 ("recognizer_val_accuracy", val_acc),
                 ("recognizer_val_form_accuracy", val_form),
+                ("recognizer_real_accuracy", real_acc),
+                ("recognizer_real_form_accuracy", real_form),
                 (
                     "dream_form_accuracy",
                     dream_form_hits / (n_dreams.max(1)) as f64,
@@ -523,7 +561,7 @@ pub fn wake_sleep(
             ],
         )?;
         mon.println(&format!(
-            "wake-sleep round {}: wake loss {wake_loss:.4}, sleep loss {sleep_loss:.4}, recognizer accuracy {val_acc:.3}, form accuracy {val_form:.3}",
+            "wake-sleep round {}: wake loss {wake_loss:.4}, sleep loss {sleep_loss:.4}, recognizer accuracy {val_acc:.3}, form accuracy {val_form:.3} (held-out synthetic); on real validation pieces with markers {real_acc:.3}, form {real_form:.3}",
             round + 1
         ));
         // Checkpoint every round.

@@ -193,6 +193,17 @@ fn every_stage_runs_end_to_end() {
     assert!(ws.join("recognizer/model.safetensors").exists());
     let log = std::fs::read_to_string(ws.join("metrics.jsonl")).unwrap();
     assert!(log.lines().any(|l| l.contains("recognizer_val_accuracy")));
+    // The recognizer on real annotated pieces, after its warm-up and after every round.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("recognizer_warmup_eval") && l.contains("recognizer_real_accuracy"))
+    );
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"kind\":\"train\"") && l.contains("recognizer_real_accuracy"))
+            .count(),
+        2
+    );
 
     let data = EvalData::load(&tmp.path().join("corpus"), &eval_opts()).unwrap();
     assert_eq!(data.skipped.len(), 1);
