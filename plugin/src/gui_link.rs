@@ -312,6 +312,133 @@ mod tests {
         assert_eq!(p.gui.arm_seen(), [true, false, false, false]);
     }
 
+    /// End to end with the shipped model: section A generated in real time through the engine,
+    /// its notes sent to the host as `process()` sends them, and the export of the last section
+    /// re-opened with `read_midi`: the same notes (pitch, channel, start, end) as the host got,
+    /// and an "A" marker at the file's start.
+    #[test]
+    fn what_the_host_heard_is_what_exports() {
+        use nice_plug::prelude::NoteEvent;
+        let mut p = with_engine();
+        let waited = std::time::Instant::now();
+        while p.params.status().state != staria_engine::EngineState::Ready {
+            assert!(
+                waited.elapsed().as_secs() < 120,
+                "no model: {:?}",
+                p.params.status()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Two bars of A from beat 4, at 120 bpm, 10 ms blocks played in real time.
+        let ptr = p.params.bars.as_ptr();
+        // SAFETY: `ptr` points into `p.params`, alive for the whole test.
+        unsafe { ptr._internal_set_normalized_value(ptr.preview_normalized(2.0)) };
+        let (rate, block) = (48_000.0, 480u32);
+        let block_at = |beat: f64| {
+            Timeline::from_host(HostReport {
+                playing: true,
+                tempo: Some(120.0),
+                time_sig: (Some(4), Some(4)),
+                pos_beats: Some(beat),
+                pos_seconds: Some(beat / 2.0),
+                bar_start_beats: Some((beat / 4.0).floor() * 4.0),
+                samples: block,
+                sample_rate: rate,
+            })
+        };
+        // (pitch, channel, on beat, off beat) of what went to the host.
+        let mut heard: Vec<(u8, u8, f64, f64)> = Vec::new();
+        // 0.02 beats a block.
+        for i in 0..625 {
+            let pos = i as f64 * 0.02;
+            let grid = block_at(pos);
+            p.gui_begin_block(&grid);
+            p.push_engine_params();
+            let frame = staria_engine::TransportFrame {
+                playing: true,
+                pos_beats: pos,
+                tempo_bpm: 120.0,
+                samples: block,
+                sample_rate: rate,
+            };
+            let live = &mut *p.live;
+            let engine = p.engine.as_mut().unwrap();
+            let (out, tap) = (&mut live.out, &mut live.tap);
+            engine
+                .audio
+                .update_transport(&frame, |o, e| crate::generated(out, tap, o, e));
+            if i == 1 {
+                p.perform(KeyAction::Play(SectionLabel::A), pos, &grid);
+            }
+            let live = &mut *p.live;
+            let engine = p.engine.as_mut().unwrap();
+            let (out, tap) = (&mut live.out, &mut live.tap);
+            engine
+                .audio
+                .pop_due(&frame.block(), |o, e| crate::generated(out, tap, o, e));
+            for ev in live.out.as_slice() {
+                let beat = grid.beat_at(ev.timing());
+                match *ev {
+                    NoteEvent::NoteOn { key, channel, .. } => heard.push((
+                        key.number().unwrap(),
+                        channel.number().unwrap(),
+                        beat,
+                        f64::NAN,
+                    )),
+                    NoteEvent::NoteOff { key, channel, .. } => {
+                        let (k, c) = (key.number().unwrap(), channel.number().unwrap());
+                        if let Some(n) = heard
+                            .iter_mut()
+                            .rev()
+                            .find(|n| n.0 == k && n.1 == c && n.3.is_nan())
+                        {
+                            n.3 = beat;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            live.out.clear();
+            live.was_playing = true;
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!heard.is_empty(), "nothing was generated");
+        assert!(heard.iter().all(|n| n.3.is_finite()), "a note was left on");
+        assert!(
+            heard.iter().all(|n| n.2 >= 4.0 - 1e-6 && n.1 == 1),
+            "{heard:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = p
+            .gui
+            .with_log(|log| {
+                crate::export::export(log, crate::export::Scope::LastSection, dir.path(), 0)
+            })
+            .unwrap();
+        let song = staria_models::midi::read_midi_file(&path).unwrap();
+        let ms = |beat: f64| (beat - 4.0) * 500.0;
+        let mut want: Vec<(u8, u8, f64, f64)> =
+            heard.iter().map(|n| (n.0, n.1, ms(n.2), ms(n.3))).collect();
+        want.sort_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
+        let got: Vec<(u8, u8, f64, f64)> = song
+            .notes
+            .iter()
+            .map(|n| (n.pitch, n.channel, n.start_ms, n.end_ms))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{got:?}\n{want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            // One tick at 480 per quarter and 120 bpm is 1.04 ms.
+            assert!(
+                g.0 == w.0 && g.1 == w.1 && (g.2 - w.2).abs() < 1.1 && (g.3 - w.3).abs() < 1.1,
+                "{g:?} != {w:?}"
+            );
+        }
+        assert_eq!(song.sections.len(), 1);
+        assert_eq!(song.sections[0].label, SectionLabel::A);
+        assert_eq!(song.sections[0].start_ms, 0.0);
+    }
+
     /// Generated notes as they go out reach the export log with their sample-accurate beats,
     /// and the section they belong to.
     #[test]
