@@ -105,17 +105,33 @@ pub fn bundled_clap() -> PathBuf {
 /// child succeeded. The plugin's allocation checker aborts the whole process on an allocation in
 /// `process()`; isolating each scenario turns that into an ordinary test failure with a message.
 pub fn run_isolated(test_name: &str, body: impl FnOnce()) {
+    run_isolated_with_env(test_name, &[], &[], body);
+}
+
+/// [`run_isolated`] with environment variables set (`set`) and removed (`remove`) in the child
+/// process, before the plugin is loaded there.
+pub fn run_isolated_with_env(
+    test_name: &str,
+    set: &[(&str, &std::ffi::OsStr)],
+    remove: &[&str],
+    body: impl FnOnce(),
+) {
     if std::env::var_os(CHILD_ENV).is_some() {
         body();
         return;
     }
     let clap = bundled_clap();
-    let out = Command::new(std::env::current_exe().expect("current_exe"))
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([test_name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
-        .env(CLAP_ENV, &clap)
-        .output()
-        .expect("spawn the scenario process");
+        .env(CLAP_ENV, &clap);
+    for (key, value) in set {
+        cmd.env(key, value);
+    }
+    for key in remove {
+        cmd.env_remove(key);
+    }
+    let out = cmd.output().expect("spawn the scenario process");
     let text = format!(
         "--- stdout\n{}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -571,6 +587,11 @@ impl Session {
     /// The block offset and block count to reach a beat from the current position: plays blocks
     /// until the beat falls inside the next block and returns its offset there.
     pub fn advance_to_beat(&mut self, beat: f64) -> u32 {
+        // A stopped transport never reaches the beat: fail instead of looping forever.
+        assert!(
+            self.playing,
+            "advance_to_beat({beat}) with the transport stopped"
+        );
         let target = self.sample_of_beat(beat);
         assert!(target >= self.song_sample, "beat {beat} is in the past");
         while target >= self.song_sample + BLOCK as u64 {

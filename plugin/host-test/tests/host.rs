@@ -881,3 +881,63 @@ fn broken_checkpoints_are_refused_and_the_old_model_keeps_playing() {
         },
     );
 }
+
+/// Where the portability scenario's parent hands its scratch folder to the child process.
+const PORTABLE_DIR_ENV: &str = "STARIA_HOST_TEST_PORTABLE_DIR";
+
+#[test]
+fn a_copied_bundle_plays_the_model_it_carries() {
+    // The parent makes a scratch folder; the child copies the bundle into it, and finds the
+    // model only through the bundle: `$STARIA_MODEL` is removed and the engine's resolver never
+    // looks in the source tree (`staria_engine::default_model`), so the model must come out of
+    // the plugin binary into the (empty) cache folder named here.
+    let scratch = std::env::var_os(PORTABLE_DIR_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let dir = target_dir()
+                .join("staria-host-test")
+                .join(format!("portable-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir
+        });
+    let cache = scratch.join("cache");
+    run_isolated_with_env(
+        "a_copied_bundle_plays_the_model_it_carries",
+        &[
+            (PORTABLE_DIR_ENV, scratch.as_os_str()),
+            ("STARIA_CACHE_DIR", cache.as_os_str()),
+        ],
+        &["STARIA_MODEL"],
+        || {
+            let elsewhere = scratch.join("elsewhere");
+            std::fs::create_dir_all(&elsewhere).unwrap();
+            let copy = elsewhere.join("Staria.clap");
+            std::fs::copy(bundled_clap(), &copy).unwrap();
+
+            let mut inst = Instance::load(&copy);
+            // Activated (the engine starts) with the transport stopped until the model is in.
+            let mut s = inst.start();
+            let st = inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| st["state"] == "ready");
+            assert_eq!(st["model"], "baseline-small", "{st}");
+            let unpacked: Vec<_> = std::fs::read_dir(cache.join("models"))
+                .expect("the model was unpacked into the cache folder")
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(unpacked.len(), 1, "{unpacked:?}");
+            assert!(unpacked[0].join("model.safetensors").is_file());
+
+            s.playing = true;
+            capture_a(&inst, &mut s);
+            assert_still_plays(&mut inst, &mut s);
+            // A transport stop releases what sounds.
+            s.playing = false;
+            let stop_sample = s.song_sample;
+            s.block(&[], &[]);
+            s.run_blocks(20);
+            assert_released_at(&generated(&s.notes), stop_sample);
+            inst.stop(s);
+        },
+    );
+    let _ = std::fs::remove_dir_all(&scratch);
+}
