@@ -94,6 +94,9 @@ pub struct AudioSide {
     /// Note-ons arriving later than this (in beats) are dropped rather than played at the block
     /// start: a note that was due long ago would land off the beat.
     pub late_tolerance_beats: f64,
+    /// Keys the live performer holds (`performer_key`), one bit per pitch: generated notes
+    /// never sound them.
+    performer_keys: [u64; 2],
 }
 
 fn key_of(channel: u8, pitch: u8) -> usize {
@@ -134,7 +137,35 @@ impl AudioSide {
             now_beat: 0.0,
             tracker: TransportTracker::default(),
             late_tolerance_beats: 0.25,
+            performer_keys: [0; 2],
         }
+    }
+
+    /// Live modes: the performer's key `pitch` goes down (`true`) or up at this point of the
+    /// block, as the plugin sees it, before the engine can react. While it is down no generated
+    /// note sounds that pitch (on any channel): one sounding is released now (offset 0 of the
+    /// current block) and generated note-ons of that pitch are skipped. Call it for the
+    /// performer's notes in the live modes only (section capture lets the model double the
+    /// player). Allocation-free.
+    pub fn performer_key(&mut self, pitch: u8, down: bool, mut emit: impl FnMut(u32, Event)) {
+        let (word, bit) = ((pitch as usize & 127) / 64, 1u64 << (pitch % 64));
+        if !down {
+            self.performer_keys[word] &= !bit;
+            return;
+        }
+        self.performer_keys[word] |= bit;
+        for channel in 0..16u8 {
+            let key = key_of(channel, pitch);
+            let owner = self.tables.owner[key];
+            if owner != 0 {
+                self.release_key(key, owner, self.now_beat, 0, &mut emit);
+            }
+        }
+    }
+
+    /// Whether the performer holds `pitch` (see [`Self::performer_key`]).
+    pub fn performer_holds(&self, pitch: u8) -> bool {
+        self.performer_keys[(pitch as usize & 127) / 64] & (1u64 << (pitch % 64)) != 0
     }
 
     pub fn status(&self) -> &EngineStatus {
@@ -258,6 +289,7 @@ impl AudioSide {
     pub fn reset(&mut self, mut emit: impl FnMut(u32, Event)) {
         self.relocate(self.now_beat, &mut emit);
         self.tracker.reset();
+        self.performer_keys = [0; 2];
     }
 
     /// The transport moved to `pos`: what sounds is released, what was queued for the old
@@ -426,7 +458,7 @@ impl AudioSide {
             }
             return;
         }
-        if ev.request_id < self.floor || self.cut_covers(ev) {
+        if ev.request_id < self.floor || self.cut_covers(ev) || self.performer_holds(ev.pitch) {
             return;
         }
         if ev.beat < block.start_beat - self.late_tolerance_beats {

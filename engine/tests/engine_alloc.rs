@@ -114,6 +114,17 @@ fn audio_side_never_allocates() {
                 });
             }
             audio.process_block(&frame, |_, _| emitted += 1);
+            // A live performer's key (the live modes' guard on the audio side).
+            if block % 50 == 25 {
+                let pitch = 48 + (block % 24) as u8;
+                audio.performer_key(pitch, true, |_, _| emitted += 1);
+                audio.send(Command::LiveNoteOn {
+                    pitch,
+                    velocity: 90,
+                    beat: pos,
+                });
+                audio.performer_key(pitch, false, |_, _| emitted += 1);
+            }
             if block % 333 == 0 {
                 audio.all_notes_off(|_, _| emitted += 1);
                 sounding_after_stop += audio.sounding_count();

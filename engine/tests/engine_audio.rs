@@ -662,3 +662,49 @@ fn stopped_transport_emits_no_notes_but_reports_outcomes() {
     assert_eq!(h.out.len(), 1);
     assert_eq!(h.audio.staged_len(), 2);
 }
+
+/// Live modes: a key the performer strikes is taken from the model at once (its sounding note
+/// released in the same block, before the engine hears of it), the model's note-ons of that
+/// key are skipped while it is held, and play again once it is released.
+#[test]
+fn the_performers_keys_are_never_sounded_by_the_model() {
+    let mut h = Host::new(RingSizes::default());
+    h.note(1, true, 48, 0.1);
+    h.note(1, false, 48, 2.0);
+    h.note(1, true, 52, 0.1);
+    h.note(1, false, 52, 2.0);
+    h.run_until(0.5);
+    assert_eq!(h.audio.sounding_count(), 2);
+    let mut released = Vec::new();
+    h.audio.performer_key(48, true, |_, ev| released.push(ev));
+    assert!(h.audio.performer_holds(48));
+    assert!(
+        matches!(
+            released[..],
+            [Event::Note(NoteEvent {
+                on: false,
+                pitch: 48,
+                ..
+            })]
+        ),
+        "{released:?}"
+    );
+    assert_eq!(h.audio.sounding_count(), 1);
+    // Struck again by the model while the performer holds it: skipped.
+    h.note(1, true, 48, 2.5);
+    h.note(1, false, 48, 3.0);
+    h.run_until(3.5);
+    h.audio
+        .performer_key(48, false, |_, _| panic!("a release emits nothing"));
+    h.note(1, true, 48, 4.0);
+    h.note(1, false, 48, 4.5);
+    h.run_until(5.0);
+    let notes = h.notes();
+    let model_48: Vec<(bool, f64)> = notes
+        .iter()
+        .filter(|(_, e)| e.pitch == 48)
+        .map(|(_, e)| (e.on, e.beat))
+        .collect();
+    assert_eq!(model_48, [(true, 0.1), (true, 4.0), (false, 4.5)]);
+    assert_eq!(h.audio.sounding_count(), 0);
+}

@@ -111,6 +111,14 @@ impl Host {
         let mut played = Vec::new();
         for &p in pitches {
             let beat = self.now();
+            // As the plugin does in `process()`: the audio side takes the key from the model at
+            // once, the engine hears of the note through the ring.
+            let notes = &mut self.notes;
+            self.audio.performer_key(p, true, |_, ev| {
+                if let Event::Note(n) = ev {
+                    notes.push(n)
+                }
+            });
             self.send(Command::LiveNoteOn {
                 pitch: p,
                 velocity: 90,
@@ -118,6 +126,7 @@ impl Host {
             });
             self.run_until_beat(beat + 0.45);
             let off = self.now();
+            self.audio.performer_key(p, false, |_, _| {});
             self.send(Command::LiveNoteOff {
                 pitch: p,
                 beat: off,
