@@ -203,6 +203,9 @@ pub(crate) struct LiveArgs {
     /// Simulation step in ms (the engine's wake-up interval).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub(crate) tick_ms: f64,
+    /// Also draw the performer and the model as two piano rolls on one time scale (PNG).
+    #[arg(long)]
+    pub(crate) png: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) model: ModelArgs,
     #[command(flatten)]

@@ -75,6 +75,9 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
         a.tick_ms,
     )?;
     write_song(&duet(&perf, &report, bpm), &a.out)?;
+    if let Some(png) = &a.png {
+        draw(&a, &perf, &report, bpm, png)?;
+    }
     let what = match a.mode {
         LiveMode::Respond => format!(
             "{} answers, {} cut short by the performer",
@@ -120,4 +123,43 @@ pub(crate) fn duet(perf: &Performance, report: &SimReport, bpm: f64) -> Song {
             .then(a.channel.cmp(&b.channel))
     });
     Song::from_ms_notes(notes, Vec::new(), bpm)
+}
+
+/// The performer above the model, one piano roll each (`staria render`'s drawing).
+fn draw(
+    a: &LiveArgs,
+    perf: &Performance,
+    report: &SimReport,
+    bpm: f64,
+    png: &std::path::Path,
+) -> Result<(), Failure> {
+    let part = |channel: u8| {
+        let mut song = duet(perf, report, bpm);
+        song.notes.retain(|n| n.channel == channel);
+        song
+    };
+    let (performer, model) = (part(PERFORMER_CHANNEL), part(MODEL_CHANNEL));
+    let name = a.performer.file_name().map_or_else(
+        || a.performer.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mode = match a.mode {
+        LiveMode::Respond => "response",
+        LiveMode::Accompany => "accompaniment",
+    };
+    let titles = (
+        format!("performer: {name}"),
+        format!("staria live {mode} (seed {})", a.sample.seed),
+    );
+    staria_engine::render::render_png(
+        png,
+        &[(titles.0.as_str(), &performer), (titles.1.as_str(), &model)],
+        &staria_engine::render::RenderOptions::default(),
+    )
+    .map_err(|e| Failure {
+        code: 1,
+        msg: e.to_string(),
+    })?;
+    eprintln!("staria: drew {}", png.display());
+    Ok(())
 }
