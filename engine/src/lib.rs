@@ -37,6 +37,8 @@
 //!   [`timing`], [`schedule`];
 //! - engine thread: [`engine_thread`], [`capture`], [`status`], [`swap`], [`default_model`];
 //! - generation: [`generate`], [`sampling`], [`constraints`];
+//! - live modes (call and response, accompaniment): [`live`] (the session, its simulation and
+//!   its engine-thread driver);
 //! - command line helpers: [`render`] (piano rolls), and the `staria` binary (`src/bin`).
 
 pub mod audio;
