@@ -81,6 +81,8 @@ pub struct WindowState {
     pub export_message: Option<Result<String, String>>,
     /// The window's own message about the model field (an empty path, ...).
     pub model_message: Option<String>,
+    /// When the engine was first seen loading (the panel shows how long it has been).
+    pub loading_since: Option<std::time::Instant>,
     snippets: [Box<SnippetData>; 4],
     snippets_seen: Option<u64>,
 }
@@ -92,6 +94,7 @@ impl WindowState {
             export_folder_text: shared.params.export_folder(),
             export_message: None,
             model_message: None,
+            loading_since: None,
             snippets: Default::default(),
             snippets_seen: None,
         }
@@ -335,5 +338,91 @@ impl Editor for StariaEditor {
         if let Some(e) = self.open.lock().as_ref() {
             e.track_info_updated(info);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nice_plug::context::PluginApi;
+    use nice_plug::prelude::{GuiContextInner, Param, ParamPtr, PluginState};
+
+    /// Parameter changes land in the parameters at once (the host's part, without a host).
+    struct Direct;
+
+    impl GuiContextInner for Direct {
+        fn plugin_api(&self) -> PluginApi {
+            PluginApi::Clap
+        }
+        unsafe fn raw_begin_set_parameter(&self, _param: ParamPtr) {}
+        unsafe fn raw_set_parameter_normalized(&self, param: ParamPtr, normalized: f32) {
+            unsafe { param._internal_set_normalized_value(normalized) };
+        }
+        unsafe fn raw_end_set_parameter(&self, _param: ParamPtr) {}
+        fn get_state(&self) -> PluginState {
+            PluginState {
+                version: String::new(),
+                params: Default::default(),
+                fields: Default::default(),
+            }
+        }
+        fn set_state(&self, _state: PluginState) {}
+        fn request_restart(&self) {}
+    }
+
+    fn arms(p: &StariaParams) -> [bool; 4] {
+        SectionLabel::ALL.map(|s| p.arm(s).value())
+    }
+
+    /// The window writes Record A..D back to what the audio thread does (a keyswitch armed B,
+    /// a transport stop ended A), but never undoes a change the audio thread has not seen yet.
+    #[test]
+    fn record_parameters_follow_the_audio_thread_once_it_has_seen_them() {
+        let (gui, _tap) = GuiShared::new();
+        let shared = Shared {
+            params: Arc::new(StariaParams::default()),
+            gui,
+        };
+        let ctx = Direct;
+        let setter = ParamSetter::new(&ctx);
+        let publish = |recording, seen| {
+            shared
+                .gui
+                .publish(true, 0.0, 120.0, (4, 4), recording, seen, 0)
+        };
+        // A keyswitch armed B.
+        publish(Some(SectionLabel::B), [false; 4]);
+        sync_record_params(&shared, &setter);
+        assert_eq!(arms(&shared.params), [false, true, false, false]);
+        // Record A switched on in the host; the audio thread has not seen it yet.
+        let a = shared.params.arm_a.as_ptr();
+        // SAFETY: `a` points into `shared.params`, alive for the whole test.
+        unsafe { a._internal_set_normalized_value(1.0) };
+        sync_record_params(&shared, &setter);
+        assert_eq!(arms(&shared.params), [true, true, false, false]);
+        // It has: A records now (which ended B).
+        publish(Some(SectionLabel::A), [true, true, false, false]);
+        sync_record_params(&shared, &setter);
+        assert_eq!(arms(&shared.params), [true, false, false, false]);
+        // A transport stop ended A.
+        publish(None, [true, false, false, false]);
+        sync_record_params(&shared, &setter);
+        assert_eq!(arms(&shared.params), [false; 4]);
+    }
+
+    #[test]
+    fn saved_sizes_are_made_sane() {
+        let tiny = EditorSize {
+            width: 0,
+            height: 1,
+        };
+        assert_eq!(tiny.sane(), MIN_SIZE);
+        let huge = EditorSize {
+            width: u32::MAX,
+            height: 900,
+        };
+        assert_eq!(huge.sane().width, 8192);
+        assert_eq!(huge.sane().height, 900);
+        assert_eq!(DEFAULT_SIZE.sane(), DEFAULT_SIZE);
     }
 }

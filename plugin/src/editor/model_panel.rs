@@ -56,10 +56,17 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
     let custom = shared.params.model_path();
     ui.horizontal(|ui| {
         ui.label(RichText::new("Model").strong());
+        let mut word = state_word(status.state).to_string();
         if status.state == staria_engine::EngineState::Loading {
             ui.spinner();
+            let since = *state
+                .loading_since
+                .get_or_insert_with(std::time::Instant::now);
+            word = format!("{word}, {:.1} s", since.elapsed().as_secs_f32());
+        } else {
+            state.loading_since = None;
         }
-        ui.label(RichText::new(state_word(status.state)).color(palette::TEXT_DIM));
+        ui.label(RichText::new(word).color(palette::TEXT_DIM));
     });
     let facts = shared.gui.model_facts.lock().clone();
     match &facts {
