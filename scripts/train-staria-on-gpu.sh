@@ -31,6 +31,11 @@
 #                     STARIA_CORPUS and on each folder of STARIA_HELDOUT -> OUT/eval-*.jsonl and
 #                     .txt. CPU work (the engine's fast decoder): run it where the checkpoints
 #                     come back to, not on a lent GPU.
+#   seed-probe        (not in the default) a few real steps at the seed size: untrained seed
+#                     decoder and encoder (train-decoder 3 steps, train-encoder 2 steps), then
+#                     3 steps of train-staria with everything trainable (stage C, the most
+#                     memory), from STARIA_SEED_CONFIG (default trainer/configs/seed.toml); GPU
+#                     memory polled with nvidia-smi each second -> OUT/seed-probe.txt
 #
 # Environment:
 #   STARIA_DEVICE   cuda (default) or cpu, to try the whole script where there is no GPU
@@ -206,6 +211,51 @@ for n, r in zip(names, rows):
     print(f"| {n} | " + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for _, k in keys) + " |")
 PY
         done
+        ;;
+    seed-probe)
+        sc=$out/seed.toml
+        if [ ! -f "$sc" ]; then
+            cp "${STARIA_SEED_CONFIG:-trainer/configs/seed.toml}" "$sc.tmp"
+            toml_set "$sc.tmp" staria.stage_a_steps=0 staria.stage_b_steps=0 staria.stage_c_steps=10000
+            mv "$sc.tmp" "$sc"
+        fi
+        mem=$out/seed-gpu-memory.txt
+        poll=
+        if command -v nvidia-smi > /dev/null; then
+            (while sleep 1; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; done) > "$mem" &
+            poll=$!
+        fi
+        backend=(--backend candle)
+        [ "$device" = cpu ] && backend=(--backend fast)
+        for sub in "seed-decoder train-decoder 3 ${backend[*]}" "seed-encoder train-encoder 2" \
+            "seed-staria train-staria 3 --decoder $out/seed-decoder --encoder $out/seed-encoder"; do
+            read -r dir cmd steps extra <<< "$sub"
+            if [ -f "$out/$dir/trainer_state.json" ]; then
+                say "seed-probe $dir: exists, skipped"
+                continue
+            fi
+            say "seed-probe $dir: $cmd, $steps steps"
+            s=$(date +%s)
+            # shellcheck disable=SC2086
+            "$bin" "$cmd" --config "$sc" --data "$shards" --out "$out/$dir" --device "$device" \
+                --max-steps "$steps" --quiet $extra 2>&1 | tee -a "$log"
+            say "seed-probe $dir: done in $(( $(date +%s) - s ))s"
+        done
+        [ -n "$poll" ] && kill "$poll"
+        python3 - "$out" "$mem" <<'PY' | tee "$out/seed-probe.txt" | tee -a "$log"
+import json, os, sys
+out, mem = sys.argv[1], sys.argv[2]
+for d in ["seed-decoder", "seed-encoder", "seed-staria"]:
+    rows = [json.loads(l) for l in open(os.path.join(out, d, "metrics.jsonl")) if '"train"' in l]
+    t = [r["elapsed_s"] for r in rows]
+    steps = [round(b - a, 2) for a, b in zip([0.0] + t, t)]
+    tok = [r["tokens_per_s"] for r in rows]
+    print(f"{d}: seconds per step {steps} (the first includes start-up), last tokens/s {tok[-1]:.0f}")
+if os.path.exists(mem):
+    used = [int(x) for x in open(mem).read().split() if x.isdigit()]
+    if used:
+        print(f"GPU memory used, most seen: {max(used)} MiB (polled each second)")
+PY
         ;;
     *) say "unknown leg $l"; exit 1 ;;
     esac
