@@ -28,8 +28,8 @@
 #                     staria's                                  -> OUT/baseline-more/
 #   eval              one `staria-train eval` with the four models (TRUNK, OUT/staria,
 #                     OUT/wake-sleep, OUT/baseline-more) on the validation split of
-#                     STARIA_CORPUS and on each folder of STARIA_HELDOUT -> OUT/eval-*.jsonl and
-#                     .txt. CPU work (the engine's fast decoder): run it where the checkpoints
+#                     STARIA_CORPUS and on each folder of STARIA_HELDOUT, at each follow bias
+#                     of STARIA_FOLLOW_BIAS -> OUT/eval-SET-fbB.jsonl and .txt. CPU work (the engine's fast decoder): run it where the checkpoints
 #                     come back to, not on a lent GPU.
 #   seed-probe        (not in the default) a few real steps at the seed size: untrained seed
 #                     decoder and encoder (train-decoder 3 steps, train-encoder 2 steps), then
@@ -46,13 +46,16 @@
 #                   seed 0, fraction 0.05, as the shards)
 #   STARIA_HELDOUT  folders of held-out MIDI (default: /work/runs/heldout/oneills and airds)
 #   STARIA_EVAL     extra arguments for every eval (default: the model card's, see below)
+#   STARIA_FOLLOW_BIAS  snippet-following biases to evaluate at, each its own run and files
+#                   (default "4 0": the engine's default, and the models alone)
 set -euo pipefail
 bin=$(realpath "$1") config=$2 shards=$3 trunk=$4 out=$5
 device=${STARIA_DEVICE:-cuda}
 legs=${STARIA_LEGS:-retrieval-before encoder retrieval-after staria wake-sleep baseline}
 corpus=${STARIA_CORPUS:-../shared/data/corpus}
 heldout=${STARIA_HELDOUT:-/work/runs/heldout/oneills /work/runs/heldout/airds}
-eval_args=${STARIA_EVAL:---min-p 0.15 --follow-bias 4 --seq-len 1024 --pieces 60 --max-pieces 211}
+eval_args=${STARIA_EVAL:---min-p 0.15 --seq-len 1024 --pieces 60 --max-pieces 211}
+follow_biases=${STARIA_FOLLOW_BIAS:-4 0}
 mkdir -p "$out"
 log=$out/log
 t0=$(date +%s)
@@ -181,17 +184,18 @@ PY
         models=(--model "$trunk" --model "$out/staria" --model "$out/wake-sleep" --model "$out/baseline-more")
         sets=("validation:$corpus")
         for h in $heldout; do [ -d "$h" ] && sets+=("$(basename "$h"):$h"); done
-        for set in "${sets[@]}"; do
+        for set0 in "${sets[@]}"; do for fb in $follow_biases; do
+            set=${set0%%:*}-fb$fb:${set0#*:}
             name=${set%%:*} dir=${set#*:}
             split=()
-            [ "$name" = validation ] && split=(--split-seed 0 --split-fraction 0.05)
+            [ "${name%-fb*}" = validation ] && split=(--split-seed 0 --split-fraction 0.05)
             if [ -s "$out/eval-$name.jsonl" ]; then
                 say "eval $name: exists, skipped"
                 continue
             fi
             say "eval $name: $dir"
             # shellcheck disable=SC2086
-            "$bin" eval "${models[@]}" --data "$dir" "${split[@]}" $eval_args --json \
+            "$bin" eval "${models[@]}" --data "$dir" "${split[@]}" $eval_args --follow-bias "$fb" --json \
                 > "$out/eval-$name.jsonl.tmp"
             mv "$out/eval-$name.jsonl.tmp" "$out/eval-$name.jsonl"
             python3 - "$out/eval-$name.jsonl" <<'PY' | tee "$out/eval-$name.txt" | tee -a "$log"
@@ -210,7 +214,7 @@ for n, r in zip(names, rows):
     # NaN (nothing to measure) is null in the JSON.
     print(f"| {n} | " + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for _, k in keys) + " |")
 PY
-        done
+        done; done
         ;;
     seed-probe)
         sc=$out/seed.toml
