@@ -12,6 +12,7 @@
 //! (`plugin/tests/window_png.rs`, `docs/plugin-window.png`) calls the same function.
 
 mod controls;
+mod folder_dialog;
 mod form_strip;
 mod model_panel;
 pub mod pads;
@@ -83,6 +84,9 @@ pub struct WindowState {
     pub model_message: Option<String>,
     /// When the engine was first seen loading (the panel shows how long it has been).
     pub loading_since: Option<std::time::Instant>,
+    /// "Browse..." dialogs in flight (model folder, export folder).
+    model_dialog: Option<folder_dialog::FolderDialog>,
+    export_dialog: Option<folder_dialog::FolderDialog>,
     snippets: [Box<SnippetData>; 4],
     snippets_seen: Option<u64>,
 }
@@ -95,6 +99,8 @@ impl WindowState {
             export_message: None,
             model_message: None,
             loading_since: None,
+            model_dialog: None,
+            export_dialog: None,
             snippets: Default::default(),
             snippets_seen: None,
         }

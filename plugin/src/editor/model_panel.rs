@@ -3,12 +3,13 @@
 //!
 //! Choosing a model only writes the model path: the plugin's monitor thread sees it and the
 //! engine loads the folder on its own thread while the old model keeps playing, so the window
-//! never waits. There is no native file dialog (no dialog crate builds here without a desktop
-//! stack); the folder is typed or pasted.
+//! never waits. Folders are typed, pasted or chosen with *Browse...* (a native dialog on a thread
+//! of its own, see `folder_dialog`).
 
 use egui::{self, RichText};
 use std::path::Path;
 
+use super::folder_dialog::{FolderDialog, NO_FOLDER};
 use super::form_strip::state_word;
 use super::{Shared, WindowState, palette};
 use crate::export::{self, Scope};
@@ -99,22 +100,40 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
         })
         .color(palette::TEXT_DIM),
     );
+    let mut load = false;
+    if let Some(answer) = state.model_dialog.as_ref().and_then(|d| d.poll()) {
+        state.model_dialog = None;
+        match answer {
+            Some(dir) => {
+                state.model_path_text = dir.display().to_string();
+                load = true;
+            }
+            None => state.model_message = Some(NO_FOLDER.into()),
+        }
+    }
     ui.horizontal(|ui| {
         ui.add(
             egui::TextEdit::singleline(&mut state.model_path_text)
                 .hint_text("/path/to/checkpoint folder")
-                .desired_width(260.0),
+                .desired_width(220.0),
         );
-        if ui.button("Load model folder").clicked() {
-            match check_model_folder(&state.model_path_text) {
-                Ok(path) => {
-                    shared.params.set_model_path(&path);
-                    state.model_message = None;
-                }
-                Err(e) => state.model_message = Some(e),
-            }
-        }
+        browse(
+            ui,
+            &mut state.model_dialog,
+            "Choose a model folder",
+            &state.model_path_text,
+        );
+        load |= ui.button("Load model folder").clicked();
     });
+    if load {
+        match check_model_folder(&state.model_path_text) {
+            Ok(path) => {
+                shared.params.set_model_path(&path);
+                state.model_message = None;
+            }
+            Err(e) => state.model_message = Some(e),
+        }
+    }
     ui.horizontal(|ui| {
         if ui
             .add_enabled(custom.is_some(), egui::Button::new("Use the default model"))
@@ -130,6 +149,20 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
     }
     if !status.last_error.is_empty() {
         ui.label(RichText::new(format!("last error: {}", status.last_error)).color(palette::ERROR));
+    }
+}
+
+/// A "Browse..." button: opens a folder dialog unless one is already open.
+fn browse(ui: &mut egui::Ui, dialog: &mut Option<FolderDialog>, title: &str, start: &str) {
+    let open = dialog.is_some();
+    let text = if open { "Choosing..." } else { "Browse..." };
+    if ui.add_enabled(!open, egui::Button::new(text)).clicked() {
+        *dialog = Some(FolderDialog::open(title, start));
+    }
+    if open {
+        // Poll for the answer.
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_millis(100));
     }
 }
 
@@ -153,16 +186,32 @@ fn export_panel(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
         })
         .color(palette::TEXT_DIM),
     );
+    if let Some(answer) = state.export_dialog.as_ref().and_then(|d| d.poll()) {
+        state.export_dialog = None;
+        match answer {
+            Some(dir) => {
+                state.export_folder_text = dir.display().to_string();
+                shared.params.set_export_folder(&state.export_folder_text);
+            }
+            None => state.export_message = Some(Err(NO_FOLDER.into())),
+        }
+    }
     ui.horizontal(|ui| {
         ui.label("Folder");
         let edit = ui.add(
             egui::TextEdit::singleline(&mut state.export_folder_text)
                 .hint_text("/path/to/folder")
-                .desired_width(260.0),
+                .desired_width(220.0),
         );
         if edit.changed() {
             shared.params.set_export_folder(&state.export_folder_text);
         }
+        browse(
+            ui,
+            &mut state.export_dialog,
+            "Choose the export folder",
+            &state.export_folder_text,
+        );
     });
     ui.horizontal(|ui| {
         for (text, scope) in [
