@@ -422,6 +422,28 @@ mod tests {
         assert_eq!(engine.values().follow_bias, 0.0);
     }
 
+    /// "Max polyphony" (1..64, the engine's default 16) reaches the engine's settings.
+    #[test]
+    fn polyphony_reaches_the_engine() {
+        let p = StariaParams::default();
+        assert_eq!(p.polyphony.name(), "Max polyphony");
+        assert_eq!(p.polyphony.value(), 16);
+        let engine = EngineParams::default();
+        assert_eq!(
+            engine.values().max_polyphony,
+            16,
+            "the engine's own default"
+        );
+        let ptr = p.polyphony.as_ptr();
+        // SAFETY: `ptr` points into `p`, alive for the whole test.
+        unsafe { ptr._internal_set_normalized_value(ptr.preview_normalized(3.0)) };
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().max_polyphony, 3);
+        unsafe { ptr._internal_set_normalized_value(1.0) };
+        p.write_engine_params(&engine);
+        assert_eq!(engine.values().max_polyphony, 64);
+    }
+
     #[test]
     fn note_text_parses_back() {
         for n in 0..=127 {
