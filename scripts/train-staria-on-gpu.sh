@@ -31,6 +31,12 @@
 #                     STARIA_CORPUS and on each folder of STARIA_HELDOUT, at each follow bias
 #                     of STARIA_FOLLOW_BIAS -> OUT/eval-SET-fbB.jsonl and .txt. CPU work (the engine's fast decoder): run it where the checkpoints
 #                     come back to, not on a lent GPU.
+#   pack              (not in the default) the run folders named in STARIA_PACK (default
+#                     "staria baseline-more") as f16 tar parts of at most 15.5 MiB, with the
+#                     logs, retrieval figures and every leg's metrics, into STARIA_PACK_TO
+#                     (scripts/pack-checkpoint.py: a lent machine hands back 8 files of 16 MiB
+#                     per call, so "staria baseline-more" in one call, "wake-sleep" in the next;
+#                     `scripts/pack-checkpoint.py unpack PARTS DEST` here)
 #   seed-probe        (not in the default) a few real steps at the seed size: untrained seed
 #                     decoder and encoder (train-decoder 3 steps, train-encoder 2 steps), then
 #                     3 steps of train-staria with everything trainable (stage C, the most
@@ -215,6 +221,17 @@ for n, r in zip(names, rows):
     print(f"| {n} | " + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for _, k in keys) + " |")
 PY
         done; done
+        ;;
+    pack)
+        to=${STARIA_PACK_TO:?STARIA_PACK_TO: the folder to pack into (the device machine\'s \$OUT)}
+        specs=()
+        for n in ${STARIA_PACK:-staria baseline-more}; do specs+=("$n=$out/$n"); done
+        files=("$log")
+        for f in "$out"/*.json "$out"/*.toml "$out"/*/metrics.jsonl "$out"/seed-probe.txt; do
+            [ -f "$f" ] && files+=("$f")
+        done
+        say "pack: ${specs[*]} -> $to"
+        python3 "$(dirname "$0")/pack-checkpoint.py" pack "$to" "${specs[@]}" --files "${files[@]}" | tee -a "$log"
         ;;
     seed-probe)
         sc=$out/seed.toml
