@@ -147,7 +147,7 @@ fn pad(
                         setter.end_set_parameter(param);
                     }
                     if ui
-                        .add_enabled(!snippet.is_empty(), egui::Button::new("Play"))
+                        .button("Play")
                         .on_hover_text("Generate this section from the next bar line")
                         .clicked()
                     {
