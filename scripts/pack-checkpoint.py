@@ -8,7 +8,8 @@ A lent machine hands back at most 8 files of at most 16 MiB each (64 MiB in all)
 
     pack-checkpoint.py pack OUT NAME=DIR [NAME=DIR ...] [--files F ...] [--max-mib 15.5]
 
-writes, for each checkpoint folder DIR, `OUT/NAME.tar.partNN` (NN from 00): a tar of its
+writes, for each checkpoint folder DIR, `OUT/NAME.tar.partNN` (NN from 00; with --compress the
+tar is zlib-compressed first, `OUT/NAME.tar.z.partNN`, about 8% smaller for f16 weights): a tar of its
 `config.json`, `tokenizer.json`, `trainer_state.json`, `metrics.jsonl` (those present) and its
 `model.safetensors` with every F32 tensor stored as F16 (`config.json`'s `weights_dtype` says
 so; the safetensors metadata, the tokenizer hash among it, is kept), cut into parts of at most
@@ -17,7 +18,7 @@ resuming. `--files` adds loose small files (logs) as one more tar, `OUT/files.ta
 
     pack-checkpoint.py unpack PARTS_DIR DEST
 
-joins every `NAME.tar.partNN` found in PARTS_DIR in order and extracts it to `DEST/NAME/`
+joins every `NAME.tar.partNN` (or `NAME.tar.z.partNN`) found in PARTS_DIR in order and extracts it to `DEST/NAME/`
 (files.tar to `DEST/files/`). Stored in F16 the weights are what the engine's default fast path
 reads anyway (it packs f16); candle's evaluation reads them back to f32. Needs numpy for speed
 when it is there (the GPU image has it), else converts with the standard library (slower).
@@ -30,6 +31,7 @@ import os
 import struct
 import sys
 import tarfile
+import zlib
 
 try:
     import numpy as np
@@ -75,10 +77,13 @@ def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_parts(out: str, name: str, data: bytes, max_bytes: int) -> list:
+def write_parts(out: str, name: str, data: bytes, max_bytes: int, compress: bool = False) -> list:
     paths = []
+    ext = "tar"
+    if compress:
+        data, ext = zlib.compress(data, 6), "tar.z"
     for k in range(0, max(1, (len(data) + max_bytes - 1) // max_bytes)):
-        path = os.path.join(out, f"{name}.tar.part{k:02d}")
+        path = os.path.join(out, f"{name}.{ext}.part{k:02d}")
         with open(path + ".tmp", "wb") as f:
             f.write(data[k * max_bytes : (k + 1) * max_bytes])
         os.replace(path + ".tmp", path)
@@ -110,7 +115,7 @@ def pack(args) -> None:
             if not os.path.isfile(weights):
                 sys.exit(f"pack: {weights} is missing")
             add_bytes(tar, "model.safetensors", safetensors_to_f16(open(weights, "rb").read()))
-        written += write_parts(args.out, name, buf.getvalue(), max_bytes)
+        written += write_parts(args.out, name, buf.getvalue(), max_bytes, args.compress)
     if args.files:
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -123,17 +128,22 @@ def pack(args) -> None:
         print(f"{p}: {os.path.getsize(p) / 1e6:.1f} MB")
     print(f"{len(written)} files, {total / 1e6:.1f} MB in all")
     if len(written) > 8 or total > 64 << 20:
-        print("more than one call brings back (8 files, 64 MiB): pack fewer at a time", file=sys.stderr)
+        for p in written:
+            os.remove(p)
+        print("more than one call brings back (8 files, 64 MiB): nothing packed; pack fewer at a time", file=sys.stderr)
         sys.exit(2)
 
 
 def unpack(args) -> None:
-    names = sorted({f.split(".tar.part")[0] for f in os.listdir(args.parts) if ".tar.part" in f})
-    if not names:
-        sys.exit(f"unpack: no NAME.tar.partNN in {args.parts}")
-    for name in names:
-        parts = sorted(f for f in os.listdir(args.parts) if f.startswith(name + ".tar.part"))
+    stems = sorted({f.split(".part")[0] for f in os.listdir(args.parts) if ".tar.part" in f or ".tar.z.part" in f})
+    if not stems:
+        sys.exit(f"unpack: no NAME.tar.partNN or NAME.tar.z.partNN in {args.parts}")
+    for stem in stems:
+        name = stem.removesuffix(".z").removesuffix(".tar")
+        parts = sorted(f for f in os.listdir(args.parts) if f.startswith(stem + ".part"))
         data = b"".join(open(os.path.join(args.parts, p), "rb").read() for p in parts)
+        if stem.endswith(".z"):
+            data = zlib.decompress(data)
         dest = os.path.join(args.dest, name)
         os.makedirs(dest, exist_ok=True)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -149,6 +159,7 @@ def main() -> None:
     p.add_argument("checkpoints", nargs="*", metavar="NAME=DIR")
     p.add_argument("--files", nargs="*", default=[])
     p.add_argument("--max-mib", type=float, default=15.5)
+    p.add_argument("--compress", action="store_true", help="zlib each checkpoint's tar (~8%% smaller)")
     u = sub.add_parser("unpack")
     u.add_argument("parts")
     u.add_argument("dest")

@@ -23,7 +23,7 @@
 #   staria            stages A/B/C from TRUNK and OUT/encoder     -> OUT/staria/
 #   wake-sleep        wake-sleep from OUT/staria                  -> OUT/wake-sleep/
 #   baseline          TRUNK continued (train-decoder --init) on as many training sequences as
-#                     staria + wake-sleep took: decoder.steps = ceil((staria steps x staria
+#                     staria + wake-sleep took (the steps they did, finished or not): decoder.steps = ceil((staria steps x staria
 #                     batch + wake steps x wake batch) / staria batch), decoder.batch_size =
 #                     staria's                                  -> OUT/baseline-more/
 #   eval              one `staria-train eval` with the four models (TRUNK, OUT/staria,
@@ -32,10 +32,11 @@
 #                     of STARIA_FOLLOW_BIAS -> OUT/eval-SET-fbB.jsonl and .txt. CPU work (the engine's fast decoder): run it where the checkpoints
 #                     come back to, not on a lent GPU.
 #   pack              (not in the default) the run folders named in STARIA_PACK (default
-#                     "staria baseline-more") as f16 tar parts of at most 15.5 MiB, with the
+#                     "staria baseline-more") as f16 zlib'd tar parts of at most 15.5 MiB (the
+#                     first one alone when all would be over what one call brings back), with the
 #                     logs, retrieval figures and every leg's metrics, into STARIA_PACK_TO
 #                     (scripts/pack-checkpoint.py: a lent machine hands back 8 files of 16 MiB
-#                     per call, so "staria baseline-more" in one call, "wake-sleep" in the next;
+#                     per call: "staria wake-sleep" just fit, 66.1 of 67.1 MB, for the small preset);
 #                     `scripts/pack-checkpoint.py unpack PARTS DEST` here)
 #   seed-probe        (not in the default) a few real steps at the seed size: untrained seed
 #                     decoder and encoder (train-decoder 3 steps, train-encoder 2 steps), then
@@ -164,8 +165,10 @@ for l in $legs; do
         ;;
     wake-sleep) leg "$l" "$out/wake-sleep" wake-sleep --config "$run" --data "$shards" --model "$out/staria" ;;
     baseline)
-        finished "$out/staria" || { say "baseline: $out/staria is not finished"; exit 1; }
-        finished "$out/wake-sleep" || { say "baseline: $out/wake-sleep is not finished"; exit 1; }
+        for d in staria wake-sleep; do
+            [ -f "$out/$d/trainer_state.json" ] || { say "baseline: $out/$d has no run yet"; exit 1; }
+            finished "$out/$d" || say "baseline: $out/$d is not finished; matching the steps it did"
+        done
         if [ ! -f "$out/baseline.toml" ]; then
             steps=$(python3 - "$out/staria/trainer_state.json" "$out/wake-sleep/trainer_state.json" \
                 "$(toml_get "$run" staria.batch_size)" "$(toml_get "$run" wake_sleep.batch_size)" <<'PY'
@@ -231,7 +234,13 @@ PY
             [ -f "$f" ] && files+=("$f")
         done
         say "pack: ${specs[*]} -> $to"
-        python3 "$(dirname "$0")/pack-checkpoint.py" pack "$to" "${specs[@]}" --files "${files[@]}" | tee -a "$log"
+        if ! python3 "$(dirname "$0")/pack-checkpoint.py" pack "$to" "${specs[@]}" --files "${files[@]}" \
+            --compress 2>&1 | tee -a "$log"; then
+            # Over what one call brings back: the first one alone (the rest in the next call).
+            say "pack: too much for one call; ${specs[0]} alone"
+            python3 "$(dirname "$0")/pack-checkpoint.py" pack "$to" "${specs[0]}" --files "${files[@]}" \
+                --compress 2>&1 | tee -a "$log"
+        fi
         ;;
     seed-probe)
         sc=$out/seed.toml
