@@ -47,6 +47,8 @@
 # Environment:
 #   STARIA_DEVICE   cuda (default) or cpu, to try the whole script where there is no GPU
 #   STARIA_LEGS     legs to run, space separated (default: every leg but eval)
+#   STARIA_BASELINE_STEPS  the baseline leg's step count, when staria and wake-sleep ran elsewhere
+#                   (another call, a machine since given back): their steps, e.g. 250
 #   STARIA_SET      config overrides for a fresh OUT, space separated TABLE.KEY=VALUE (e.g.
 #                   "staria.stage_a_steps=2 staria.batch_size=2" for a quick check)
 #   STARIA_CORPUS   MIDI corpus for the validation split (default ../shared/data/corpus; split
@@ -165,12 +167,14 @@ for l in $legs; do
         ;;
     wake-sleep) leg "$l" "$out/wake-sleep" wake-sleep --config "$run" --data "$shards" --model "$out/staria" ;;
     baseline)
-        for d in staria wake-sleep; do
-            [ -f "$out/$d/trainer_state.json" ] || { say "baseline: $out/$d has no run yet"; exit 1; }
-            finished "$out/$d" || say "baseline: $out/$d is not finished; matching the steps it did"
-        done
+        if [ -z "${STARIA_BASELINE_STEPS:-}" ]; then
+            for d in staria wake-sleep; do
+                [ -f "$out/$d/trainer_state.json" ] || { say "baseline: $out/$d has no run yet"; exit 1; }
+                finished "$out/$d" || say "baseline: $out/$d is not finished; matching the steps it did"
+            done
+        fi
         if [ ! -f "$out/baseline.toml" ]; then
-            steps=$(python3 - "$out/staria/trainer_state.json" "$out/wake-sleep/trainer_state.json" \
+            [ -n "${STARIA_BASELINE_STEPS:-}" ] && steps=$STARIA_BASELINE_STEPS || steps=$(python3 - "$out/staria/trainer_state.json" "$out/wake-sleep/trainer_state.json" \
                 "$(toml_get "$run" staria.batch_size)" "$(toml_get "$run" wake_sleep.batch_size)" <<'PY'
 import json, math, sys
 sta, ws = (json.load(open(p)) for p in sys.argv[1:3])
