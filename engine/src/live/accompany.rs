@@ -20,6 +20,28 @@ impl LiveSession {
         if now_ms < self.next_generate_ms {
             return Ok(());
         }
+        // Rebase between performer notes, before the context is critically full, rather than
+        // inside a revision, whose time is the reaction margin.
+        if g.position() + 2 * super::context_reserve(g) >= g.max_seq_len() {
+            // The look-ahead not handed out yet goes in again after it too: a rebase never
+            // leaves the next beat to be sampled against the clock.
+            let mut planned = std::mem::take(&mut self.refeed);
+            planned.clear();
+            planned.extend(self.fed.iter().filter(|f| !f.committed).map(|f| f.note));
+            self.rebase_upto(g, now_ms, f64::INFINITY)?;
+            for note in &planned {
+                self.batch.clear();
+                if self.encode(note) {
+                    self.feed_batch(g)?;
+                    self.fed.push(FedNote {
+                        note: *note,
+                        pos_after: g.position(),
+                        committed: false,
+                    });
+                }
+            }
+            self.refeed = planned;
+        }
         let horizon = now_ms + self.settings.lookahead_beats * self.settings.beat_ms();
         let earliest = now_ms + self.settings.reaction_ms;
         if horizon > earliest && g.position() + 64 < g.max_seq_len() {

@@ -17,7 +17,8 @@
 //!   grammar state ([`listen::note_tokens`]); nothing is ever re-encoded, except when the
 //!   context is nearly full: then the prompt (reused from the cache) and the last
 //!   [`LiveSettings::keep_ms`] of music are fed again from a bar line (a *rebase*, counted in
-//!   [`LiveStats::rebases`]).
+//!   [`LiveStats::rebases`]; the accompaniment rebases between performer notes, early, so a
+//!   revision does not pay for it).
 //! - **Call and response**: a [`handover`](LiveSession::handover) (the engine maps a command to
 //!   it; the simulation a silence of [`LiveSettings::handover_silence_beats`]) continues the
 //!   phrase from that instant for [`LiveSettings::response_bars`] bars on the session's beat
@@ -215,6 +216,8 @@ pub struct LiveStats {
     pub interrupted: usize,
     /// Times the context was nearly full and was fed again from the last `keep_ms`.
     pub rebases: usize,
+    /// Milliseconds each rebase took.
+    pub rebase_ms: Vec<f64>,
     /// Accompaniment: performer notes that revised the look-ahead.
     pub revisions: usize,
 }
@@ -348,6 +351,7 @@ impl LiveSession {
             stats: LiveStats {
                 absorb_ms: Vec::with_capacity(LiveStats::MAX_SAMPLES),
                 handover_ms: Vec::with_capacity(1024),
+                rebase_ms: Vec::with_capacity(256),
                 ..LiveStats::default()
             },
         };
@@ -488,8 +492,13 @@ impl LiveSession {
     }
 
     /// The context is nearly full: the prompt, the opening tag at a bar line `keep_ms` before
-    /// `at_ms`, and the music remembered from there (up to `at_ms`) are fed again.
+    /// `at_ms`, and the music remembered from there (up to `upto_ms`) are fed again.
     fn rebase(&mut self, g: &mut Generator, at_ms: f64) -> Result<()> {
+        self.rebase_upto(g, at_ms, at_ms)
+    }
+
+    fn rebase_upto(&mut self, g: &mut Generator, at_ms: f64, upto_ms: f64) -> Result<()> {
+        let t0 = Instant::now();
         let bar = self.settings.bar_ms();
         let from = at_ms - self.settings.keep_ms;
         let origin = self.origin_ms + ((from - self.origin_ms) / bar).floor().max(0.0) * bar;
@@ -501,13 +510,16 @@ impl LiveSession {
         self.batch.clear();
         for i in 0..self.history.len() {
             let n = self.history[i];
-            if n.start_ms <= at_ms {
+            if n.start_ms <= upto_ms {
                 self.encode(&n);
             }
         }
         self.feed_batch(g)?;
         self.base_pos = g.position();
         self.stats.rebases += 1;
+        if self.stats.rebase_ms.len() < self.stats.rebase_ms.capacity() {
+            self.stats.rebase_ms.push(ms_since(t0));
+        }
         Ok(())
     }
 

@@ -221,6 +221,7 @@ fn live_bench(g: &mut Generator, minutes: f64) -> Result<serde_json::Value, Fail
         "collisions": accompany.collisions,
         "accompany_max_lag_ms": round2(accompany.max_lag_ms),
         "accompany_rebases": accompany.stats.rebases,
+        "accompany_rebase_ms_max": round(accompany.stats.rebase_ms.iter().copied().reduce(f64::max)),
         "respond_late_notes": respond.late_notes,
         "respond_collisions": respond.collisions,
     }))
