@@ -341,3 +341,43 @@ fn settings_errors_name_the_setting() {
     assert_eq!("accompany".parse::<LiveMode>(), Ok(LiveMode::Accompany));
     assert!("duet".parse::<LiveMode>().unwrap_err().contains("duet"));
 }
+
+/// A model note sounding (or handed out) on the key the performer strikes is cut at that
+/// instant.
+#[test]
+fn the_struck_key_is_taken_from_the_model_at_once() {
+    let (_dir, mut g) = generator();
+    let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+    settings.voice.pitch_min = 50;
+    settings.voice.pitch_max = 50;
+    settings.voice.max_polyphony = Some(1);
+    settings.sampling.seed = 11;
+    let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+    let mut events = Vec::new();
+    s.note_on(&mut g, 72, 80, 0.0, &mut collect(&mut events))
+        .unwrap();
+    let mut t = 0.0;
+    let played = loop {
+        assert!(t < 10_000.0, "the model never played its one key");
+        s.advance(&mut g, t, &mut collect(&mut events)).unwrap();
+        if let Some(n) = events.iter().find_map(|e| match e {
+            LiveEvent::Play(n) => Some(*n),
+            _ => None,
+        }) {
+            break n;
+        }
+        t += 10.0;
+    };
+    let strike = played.start_ms + 1.0;
+    assert!(strike < played.end_ms && strike >= t);
+    events.clear();
+    s.note_on(&mut g, 50, 80, strike, &mut collect(&mut events))
+        .unwrap();
+    assert!(
+        events.contains(&LiveEvent::Cut {
+            pitch: 50,
+            at_ms: strike
+        }),
+        "{events:?}"
+    );
+}
