@@ -542,20 +542,20 @@ impl LiveSession {
         }
     }
 
-    /// A performer's key goes up at `at_ms`.
+    /// A performer's key goes up at `at_ms`. Nothing is handed out here today (`_out` keeps
+    /// the calls alike for the drivers).
     pub fn note_off(
         &mut self,
         g: &mut Generator,
         pitch: u8,
         at_ms: f64,
-        out: &mut dyn FnMut(LiveEvent),
+        _out: &mut dyn FnMut(LiveEvent),
     ) -> Result<()> {
         self.check_cache(g)?;
         self.listener.note_off(pitch, at_ms);
         if self.settings.mode == LiveMode::Respond && self.phase == Phase::Listening {
             self.absorb_ready(g, at_ms, false)?;
         }
-        let _ = out;
         Ok(())
     }
 
