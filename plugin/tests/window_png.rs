@@ -10,7 +10,9 @@ use egui::{Rect, pos2, vec2};
 use nice_plug::context::PluginApi;
 use nice_plug::prelude::{GuiContextInner, ParamPtr, ParamSetter, PluginState};
 use staria_models::SectionLabel;
-use staria_plugin::editor::{self, DEFAULT_SIZE, Shared, WindowState, palette};
+use staria_plugin::editor::{
+    self, DEFAULT_SIZE, EditorSize, MIN_SIZE, Shared, WindowState, palette,
+};
 use staria_plugin::gui_state::{GuiShared, LogEntry};
 use staria_plugin::model_info::ModelFacts;
 use staria_plugin::params::{StariaParams, StatusRecord};
@@ -166,8 +168,8 @@ fn sample(tex: &Texture, u: f32, v: f32) -> [f32; 4] {
 fn rasterize(
     prims: &[ClippedPrimitive],
     textures: &HashMap<TextureId, Texture>,
-    w: usize,
-    h: usize,
+    (w, h): (usize, usize),
+    s: f32,
 ) -> Image {
     let bg = palette::BG;
     let mut img = Image {
@@ -175,7 +177,6 @@ fn rasterize(
         h,
         px: vec![[bg.r(), bg.g(), bg.b(), 255].map(|v| v as f32 / 255.0); w * h],
     };
-    let s = PIXELS_PER_POINT;
     for prim in prims {
         let Primitive::Mesh(mesh) = &prim.primitive else {
             continue;
@@ -259,17 +260,14 @@ fn rasterize(
 }
 
 /// Renders the window as the editor draws it; returns the image and each pad's rectangle (in
-/// pixels).
-fn render(shared: &Shared) -> (Image, Vec<Rect>) {
+/// pixels), then the pads' visible area.
+fn render(shared: &Shared, size: EditorSize, scale: f32) -> (Image, Vec<Rect>) {
     let ctx = egui::Context::default();
     editor::apply_style(&ctx);
     let mut state = WindowState::new(shared);
     let setter_ctx = OffscreenContext;
     let setter = ParamSetter::new(&setter_ctx);
-    let screen = Rect::from_min_size(
-        pos2(0.0, 0.0),
-        vec2(DEFAULT_SIZE.width as f32, DEFAULT_SIZE.height as f32),
-    );
+    let screen = Rect::from_min_size(pos2(0.0, 0.0), vec2(size.width as f32, size.height as f32));
     let mut textures: HashMap<TextureId, Texture> = HashMap::new();
     let mut output = None;
     // A few passes: egui sizes some widgets from the previous frame.
@@ -283,7 +281,7 @@ fn render(shared: &Shared) -> (Image, Vec<Rect>) {
             .viewports
             .entry(egui::ViewportId::ROOT)
             .or_default()
-            .native_pixels_per_point = Some(PIXELS_PER_POINT);
+            .native_pixels_per_point = Some(scale);
         let mut out = ctx.run_ui(input, |ui| {
             egui::CentralPanel::default()
                 .frame(egui::Frame::new().fill(palette::BG))
@@ -316,24 +314,34 @@ fn render(shared: &Shared) -> (Image, Vec<Rect>) {
     }
     let out = output.unwrap();
     let prims = ctx.tessellate(out.shapes, out.pixels_per_point);
-    assert_eq!(out.pixels_per_point, PIXELS_PER_POINT);
+    assert_eq!(out.pixels_per_point, scale);
     let (w, h) = (
-        (screen.width() * PIXELS_PER_POINT) as usize,
-        (screen.height() * PIXELS_PER_POINT) as usize,
+        (screen.width() * scale) as usize,
+        (screen.height() * scale) as usize,
     );
-    let img = rasterize(&prims, &textures, w, h);
-    let pads = SectionLabel::ALL
+    let img = rasterize(&prims, &textures, (w, h), scale);
+    let to_pixels = |r: Rect| {
+        Rect::from_min_max(
+            (r.min.to_vec2() * scale).to_pos2(),
+            (r.max.to_vec2() * scale).to_pos2(),
+        )
+    };
+    let area = ctx
+        .data(|d| d.get_temp::<Rect>(editor::pads::area_id()))
+        .expect("the pads' area is laid out");
+    let mut pads: Vec<Rect> = SectionLabel::ALL
         .iter()
         .map(|s| {
             let r = ctx
                 .data(|d| d.get_temp::<Rect>(editor::pads::pad_id(*s)))
                 .expect("every pad is laid out");
             Rect::from_min_max(
-                (r.min.to_vec2() * PIXELS_PER_POINT).to_pos2(),
-                (r.max.to_vec2() * PIXELS_PER_POINT).to_pos2(),
+                (r.min.to_vec2() * scale).to_pos2(),
+                (r.max.to_vec2() * scale).to_pos2(),
             )
         })
         .collect();
+    pads.push(to_pixels(area));
     (img, pads)
 }
 
@@ -365,7 +373,8 @@ fn docs_png() -> PathBuf {
 #[test]
 fn window_renders_pads_notes_and_panels() {
     let shared = staged();
-    let (img, pads) = render(&shared);
+    let (img, mut pads) = render(&shared, DEFAULT_SIZE, PIXELS_PER_POINT);
+    let area = pads.pop().unwrap();
     assert_eq!((img.w, img.h), (1560, 1050));
 
     // Not blank: many pixels differ from the background, in many colours.
@@ -383,6 +392,10 @@ fn window_renders_pads_notes_and_panels() {
     // background, and the pads do not overlap.
     for (i, r) in pads.iter().enumerate() {
         assert!(r.width() > 200.0 && r.height() > 150.0, "pad {i}: {r:?}");
+        assert!(
+            area.contains_rect(*r),
+            "pad {i} is not all visible: {r:?} in {area:?}"
+        );
         let inside = (r.min.y as usize + 4..r.max.y as usize - 4)
             .flat_map(|y| (r.min.x as usize + 4..r.max.x as usize - 4).map(move |x| (x, y)))
             .filter(|&(x, y)| !close(img.at(x, y), bg, 4))
@@ -436,4 +449,29 @@ fn window_renders_pads_notes_and_panels() {
         (reader.info().width, reader.info().height),
         (img.w as u32, img.h as u32)
     );
+}
+
+/// At its smallest size and a 1.0 scale every pad is still all visible (no scrolling), apart
+/// from the others, with A's and B's notes drawn.
+#[test]
+fn window_fits_its_minimum_size() {
+    let (img, mut pads) = render(&staged(), MIN_SIZE, 1.0);
+    let area = pads.pop().unwrap();
+    assert_eq!(
+        (img.w, img.h),
+        (MIN_SIZE.width as usize, MIN_SIZE.height as usize)
+    );
+    for (i, r) in pads.iter().enumerate() {
+        assert!(
+            area.contains_rect(*r),
+            "pad {i} is not all visible: {r:?} in {area:?}"
+        );
+        assert!(r.width() > 100.0 && r.height() > 80.0, "pad {i}: {r:?}");
+        for other in &pads[i + 1..] {
+            assert!(!r.intersects(other.shrink(2.0)), "pads overlap");
+        }
+    }
+    let notes: Vec<usize> = pads.iter().map(|r| note_pixels(&img, *r)).collect();
+    assert!(notes[0] > 100 && notes[1] > 100, "{notes:?}");
+    assert_eq!(&notes[2..], &[0, 0], "{notes:?}");
 }

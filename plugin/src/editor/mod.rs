@@ -46,9 +46,10 @@ pub const DEFAULT_SIZE: EditorSize = EditorSize {
     width: 1040,
     height: 700,
 };
+/// The smallest window in which all four pads show without scrolling.
 pub const MIN_SIZE: EditorSize = EditorSize {
-    width: 760,
-    height: 520,
+    width: 900,
+    height: 640,
 };
 
 impl Default for EditorSize {
@@ -173,7 +174,14 @@ pub fn draw(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState, setter:
         });
     egui::CentralPanel::default()
         .frame(egui::Frame::new().fill(palette::BG).inner_margin(8.0))
-        .show(ui, |ui| pads::draw(ui, shared, state, &view, setter));
+        .show(ui, |ui| {
+            // The pads' visible area (the off-screen test checks every pad lies inside it).
+            let visible = ui.clip_rect();
+            ui.ctx()
+                .data_mut(|d| d.insert_temp(pads::area_id(), visible));
+            egui::ScrollArea::vertical()
+                .show(ui, |ui| pads::draw(ui, shared, state, &view, setter));
+        });
     // Lights follow the host: redraw at the display rate while something moves.
     let moving = view.playing
         || view.recording.is_some()

@@ -20,6 +20,11 @@ pub fn pad_id(s: SectionLabel) -> egui::Id {
     egui::Id::unique(("staria-pad", s.index()))
 }
 
+/// Where the pads' visible area was drawn last frame.
+pub fn area_id() -> egui::Id {
+    egui::Id::unique("staria-pads-area")
+}
+
 pub fn draw(
     ui: &mut egui::Ui,
     shared: &Shared,
