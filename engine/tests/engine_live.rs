@@ -4,6 +4,7 @@
 
 use staria_engine::engine_thread::{Engine, EngineConfig};
 use staria_engine::live::LiveMode;
+use staria_engine::live::silence::SilenceWatch;
 use staria_engine::messages::{Command, Event, NoteEvent, Outcome};
 use staria_engine::swap::EngineControl;
 use staria_engine::timing::{LiveClock, TransportFrame};
@@ -157,7 +158,7 @@ fn assert_paired(notes: &[NoteEvent]) {
 
 /// Call, handover, the answer starts within a beat of the handover on the model's channel;
 /// the performer plays again, the answer is cancelled and every note released at once; the
-/// session listens again and its end leaves nothing sounding.
+/// session listens again, a silence hands over again, and its end leaves nothing sounding.
 #[test]
 fn handover_answer_then_the_performer_returns_and_everything_is_released() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,13 +226,24 @@ fn handover_answer_then_the_performer_returns_and_everything_is_released() {
         h.notes.iter().filter(|n| n.on).all(|n| n.beat < back + 0.1),
         "a note started after the performer's return"
     );
+    let released = h.now();
     h.send(Command::LiveNoteOff {
         pitch: 72,
-        beat: h.now(),
+        beat: released,
     });
-    // Listening again: a second handover answers again.
+    // Listening again: a beat of silence hands over a second time, measured on the audio side
+    // as the plugin does (`SilenceWatch`).
+    let mut watch = SilenceWatch::new(1.0);
+    watch.note_on(72, back);
+    watch.note_off(72, released);
+    let at = loop {
+        if let Some(at) = watch.poll(h.now()) {
+            break at;
+        }
+        h.block();
+    };
+    assert!((at - (released + 1.0)).abs() < 1e-9);
     let second = h.audio.next_request_id();
-    let at = h.now();
     h.send(Command::Handover {
         request_id: second,
         beat: at,

@@ -46,6 +46,7 @@
 pub mod driver;
 pub mod listen;
 pub mod outbox;
+pub mod silence;
 pub mod sim;
 
 use std::collections::VecDeque;
