@@ -105,6 +105,11 @@ stage!(
         stage_c_steps: u64 = 20,
         /// LR multiplier for pretrained decoder (stage B, C) and encoder (stage C) weights.
         pretrained_lr_scale: f64 = 0.1,
+        /// LR multiplier for the cross-attention sites' gates (`xattn.*.attn_gate`,
+        /// `ff_gate`: scalars starting at 0, used as tanh): AdamW moves a parameter by about
+        /// the LR a step, so at 1e-3 a gate needs hundreds of steps to open; a short run
+        /// raises this.
+        gate_lr_scale: f64 = 1.0,
     }
 );
 
@@ -287,6 +292,12 @@ impl ExperimentConfig {
                 s.pretrained_lr_scale
             ));
         }
+        if !(s.gate_lr_scale > 0.0 && s.gate_lr_scale <= 1000.0) {
+            return bad(format!(
+                "staria.gate_lr_scale = {} must be within (0, 1000]",
+                s.gate_lr_scale
+            ));
+        }
         let w = &self.wake_sleep;
         if w.recognizer_dim == 0
             || w.recognizer_heads == 0
@@ -364,6 +375,9 @@ mod tests {
         let e =
             ExperimentConfig::from_toml_str(&format!("{base}[decoder]\nlr = 2.0\n")).unwrap_err();
         assert!(e.to_string().contains("decoder.lr"), "{e}");
+        let e = ExperimentConfig::from_toml_str(&format!("{base}[staria]\ngate_lr_scale = 0\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("staria.gate_lr_scale"), "{e}");
         let e = ExperimentConfig::from_toml_str(&format!("{base}[encoder]\nbatch_size = 1\n"))
             .unwrap_err();
         assert!(e.to_string().contains("encoder.batch_size"), "{e}");

@@ -608,7 +608,8 @@ pub fn staria_trainable(exp: &ExperimentConfig, n_layers: usize, step: u64, name
 /// checkpoint, fresh gated cross-attention. Stage A trains only the cross-attention sites and
 /// section embedding (trunk and encoder frozen); stage B also unfreezes the decoder progressively
 /// from the top at `pretrained_lr_scale` times the LR; stage C trains everything, pretrained
-/// weights still at the lower LR. One warmup + cosine schedule spans A+B+C.
+/// weights still at the lower LR. One warmup + cosine schedule spans A+B+C. The gates of the
+/// cross-attention sites train at `gate_lr_scale` times the LR throughout.
 pub fn train_staria(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -664,7 +665,9 @@ pub fn train_staria(
     let trainable =
         |lm: &LmModel, step: u64| lm.vars.select(|n| staria_trainable(exp, n_layers, step, n));
     let is_new = |n: &str| n.starts_with("xattn.") || n.starts_with("section_emb.");
+    let is_gate = |n: &str| n.starts_with("xattn.") && n.ends_with("_gate");
     let scale = exp.staria.pretrained_lr_scale;
+    let gate_scale = exp.staria.gate_lr_scale;
     let mut opt = AdamW::new(Vec::new(), adamw(&h))?;
     let state = match saved {
         Some(s) => {
@@ -672,6 +675,7 @@ pub fn train_staria(
             lm.vars.load(&tensors)?;
             opt.add(trainable(&lm, s.step), 1.0)?;
             opt.set_lr_scale(|n| !is_new(n), scale);
+            opt.set_lr_scale(is_gate, gate_scale);
             opt.load(&opts.out.join(models::OPTIMIZER_FILE), s.step)?;
             s
         }
@@ -710,6 +714,7 @@ pub fn train_staria(
             lm.rebuild(&device)?;
             opt.add(vars, 1.0)?;
             opt.set_lr_scale(|n| !is_new(n), scale);
+            opt.set_lr_scale(is_gate, gate_scale);
             Ok(())
         },
     )

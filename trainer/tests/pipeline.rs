@@ -604,3 +604,37 @@ fn a_run_adds_the_beat_grid_head_and_the_data_sits_on_its_grid() {
     assert!(r.nll_bits_per_token.is_finite() && r.nll_bits_per_token > 0.0);
     assert_eq!(r.generations, 2);
 }
+
+#[test]
+fn gate_lr_scale_opens_the_cross_attention_gates_faster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let mut exp = common::tiny_config();
+    let dec = tmp.path().join("decoder");
+    let enc = tmp.path().join("encoder");
+    train::train_decoder(&exp, &shards, &run_opts(&dec)).unwrap();
+    contrastive::train_encoder(&exp, &shards, &run_opts(&enc)).unwrap();
+    exp.staria.stage_a_steps = 4;
+    exp.staria.stage_b_steps = 0;
+    exp.staria.stage_c_steps = 0;
+    // The mean |gate| over the sites after stage A at each scale.
+    let mut gates = Vec::new();
+    for scale in [1.0, 20.0] {
+        exp.staria.gate_lr_scale = scale;
+        let out = tmp.path().join(format!("staria-{scale}"));
+        train::train_staria(&exp, &shards, &run_opts(&out), &dec, &enc).unwrap();
+        let t =
+            candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+        let g: Vec<f32> = t
+            .iter()
+            .filter(|(k, _)| k.starts_with("xattn.") && k.ends_with("_gate"))
+            .map(|(_, v)| v.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].abs())
+            .collect();
+        assert!(!g.is_empty());
+        gates.push(g.iter().sum::<f32>() / g.len() as f32);
+    }
+    assert!(
+        gates[1] > 5.0 * gates[0],
+        "gates at scale 1 and 20: {gates:?}"
+    );
+}
