@@ -42,9 +42,13 @@ impl LiveSession {
             }
             self.refeed = planned;
         }
+        // The accompaniment pauses with the performer: a bar with no key down and nothing
+        // played or released, and no new look-ahead is sampled until the next note.
+        let paused = !self.listener.any_held()
+            && now_ms >= self.listener.last_activity_ms() + self.settings.bar_ms();
         let horizon = now_ms + self.settings.lookahead_beats * self.settings.beat_ms();
         let earliest = now_ms + self.settings.reaction_ms;
-        if horizon > earliest && g.position() + 64 < g.max_seq_len() {
+        if !paused && horizon > earliest && g.position() + 64 < g.max_seq_len() {
             let (from, to) = (self.piece_ms(earliest), self.piece_ms(horizon));
             self.cd.set_optional_span(from, to);
             self.sample_notes(g, horizon, false)?;

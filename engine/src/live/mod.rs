@@ -34,7 +34,9 @@
 //!   out ([`LiveEvent::Play`]) are fed again after it, and generation goes on from
 //!   [`LiveSettings::reaction_ms`] after it. The model never sounds a pitch the performer holds:
 //!   held pitches are masked while sampling, and a model note on the pitch the performer just
-//!   struck is cut at that instant ([`LiveEvent::Cut`]).
+//!   struck is cut at that instant ([`LiveEvent::Cut`]). It pauses with the performer: after a
+//!   bar with no key down and nothing played or released, no new look-ahead is sampled until
+//!   the next performer note.
 //! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within
 //!   [`LiveSettings::commit_ahead_ms`] of "now" and is final from then on, except for a
 //!   [`LiveEvent::Cut`], which only shortens it (to nothing when it has not started).

@@ -221,7 +221,8 @@ fn the_performer_coming_back_cuts_the_answer_and_listening_resumes() {
 }
 
 /// Accompaniment: every note lies in the voice's range, none sounds a pitch the performer
-/// sounds, none is handed out late on the exact clock, and the same seed gives the same notes.
+/// sounds, none is handed out late on the exact clock, it pauses when the performer stops, and
+/// the same seed gives the same notes.
 #[test]
 fn accompaniment_keeps_its_range_never_collides_and_is_reproducible() {
     let (_dir, mut g) = generator();
@@ -254,6 +255,14 @@ fn accompaniment_keeps_its_range_never_collides_and_is_reproducible() {
     }
     assert_eq!(a.collisions, 0);
     assert_eq!(count_collisions(&a.model_notes, &perf.notes), 0);
+    // It pauses a bar after the performer stops (plus at most the look-ahead sampled by then).
+    let stopped = perf.end_ms();
+    assert!(
+        a.model_notes
+            .iter()
+            .all(|n| n.start_ms < stopped + 2000.0 + 500.0),
+        "played on after the performer stopped at {stopped} ms"
+    );
     assert_eq!(a.late_notes, 0);
     assert_eq!(a.stats.revisions, perf.notes.len());
     let b = simulate(
