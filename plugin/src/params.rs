@@ -14,7 +14,7 @@ use staria_engine::status::{EngineParams, EngineState};
 use staria_models::SectionLabel;
 
 /// The engine status as last seen by the plugin's monitor thread; saved with the project so a
-/// host or a later GUI can show why a model failed even before the engine restarts.
+/// host or the window can show why a model failed even before the engine restarts.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StatusRecord {
     /// The loaded model's name (empty before one is loaded).
@@ -30,8 +30,8 @@ pub struct StariaParams {
     /// Captured snippets of sections A..D.
     #[persist = "snippets"]
     pub snippets: SnippetStore,
-    /// A custom checkpoint folder; empty means the shipped default model. Set it through the
-    /// plugin state (a GUI comes later) or [`StariaParams::set_model_path`].
+    /// A custom checkpoint folder; empty means the shipped default model. Set it in the window's
+    /// Model panel, through the plugin state or [`StariaParams::set_model_path`].
     #[persist = "model-path"]
     pub model_path: RwLock<String>,
     #[persist = "status"]
