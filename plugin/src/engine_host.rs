@@ -201,3 +201,23 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
         std::thread::park_timeout(MONITOR_PERIOD);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window's "tokens/s" is measured only over stretches where tokens were generated.
+    #[test]
+    fn speed_counts_tokens_while_generating() {
+        let mut s = Speed::default();
+        assert_eq!(s.update(0, true), 0.0);
+        std::thread::sleep(Duration::from_millis(50));
+        // 100 tokens in at least 50 ms (at most a second on a loaded machine).
+        let r = s.update(100, true);
+        assert!(r > 100.0 && r <= 2000.0, "{r}");
+        // Idle (or not generating): the last figure stays.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(s.update(100, true), r);
+        assert_eq!(s.update(150, false), r);
+    }
+}
