@@ -146,6 +146,8 @@ pub fn run_isolated_with_env(
         text.contains("1 passed"),
         "scenario {test_name} did not run\n{text}"
     );
+    // What the scenario printed (figures), shown with --nocapture like a test's own output.
+    print!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// Host callbacks: the plugin may ask for a restart, a process call or a main-thread callback.
@@ -174,7 +176,7 @@ impl HostHandlers for TestHost {
 }
 
 /// A parameter as the host sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ParamMeta {
     pub id: ClapId,
     pub min: f64,
