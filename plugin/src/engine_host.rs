@@ -139,6 +139,9 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
     let mut speed = Speed::default();
     let mut resolve_error: Option<String> = None;
     let mut shown: Option<StatusRecord> = None;
+    // A capture that overflowed its snippet is said in the status until an engine error.
+    let mut overflow_seen = gui.capture_overflow();
+    let mut capture_notice: Option<String> = None;
     while !stop.load(Ordering::Acquire) {
         let custom = params.model_path();
         if requested.as_ref() != Some(&custom) {
@@ -177,6 +180,16 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
             if record.model.is_empty() {
                 record.state = EngineState::Error;
             }
+        }
+        let overflow = gui.capture_overflow();
+        if overflow != overflow_seen {
+            overflow_seen = overflow;
+            capture_notice = overflow.map(|o| o.notice());
+        }
+        if let Some(notice) = &capture_notice
+            && record.last_error.is_empty()
+        {
+            record.last_error = notice.clone();
         }
         if shown.as_ref() != Some(&record) {
             if !record.last_error.is_empty()

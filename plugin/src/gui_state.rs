@@ -19,7 +19,8 @@ use ringbuf::traits::{Consumer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
 use staria_models::SectionLabel;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 
 use crate::export::GeneratedLog;
 use crate::model_info::ModelFacts;
@@ -134,6 +135,8 @@ pub struct GuiShared {
     arm_seen: AtomicU8,
     /// Entries the ring had no room for.
     pub log_dropped: AtomicU64,
+    /// The last capture that overflowed its snippet ([`CaptureOverflow`], packed).
+    capture_overflow: AtomicU64,
     // Window -> audio thread.
     requests: AtomicU32,
     queued: AtomicU8,
@@ -150,7 +153,52 @@ pub struct GuiShared {
     pub model_facts: Mutex<Option<ModelFacts>>,
 }
 
+/// A capture that played more notes than a snippet holds: the first
+/// [`crate::snippets::MAX_SNIPPET_NOTES`] were kept, `dropped` more were not recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CaptureOverflow {
+    /// Bumped for each overflowing capture, so a reader tells a new one from the last.
+    pub generation: u32,
+    pub section: SectionLabel,
+    pub dropped: u32,
+}
+
+impl CaptureOverflow {
+    /// What the status says (until the next overflow or error).
+    pub fn notice(&self) -> String {
+        format!(
+            "section {}: a snippet holds {} notes; the first {} were kept and {} more played during \
+             the recording were not captured (record a shorter phrase)",
+            self.section.letter(),
+            crate::snippets::MAX_SNIPPET_NOTES,
+            crate::snippets::MAX_SNIPPET_NOTES,
+            self.dropped
+        )
+    }
+}
+
 impl GuiShared {
+    /// Audio thread: a finished capture of `section` refused `dropped` notes (> 0). Lock-free.
+    pub fn report_capture_overflow(&self, section: SectionLabel, dropped: u64) {
+        let generation = (self.capture_overflow.load(Relaxed) >> 40).wrapping_add(1) & 0xFF_FFFF;
+        let packed =
+            generation << 40 | (section.index() as u64) << 32 | dropped.min(u64::from(u32::MAX));
+        self.capture_overflow.store(packed, Release);
+    }
+
+    /// The last capture that overflowed, if any.
+    pub fn capture_overflow(&self) -> Option<CaptureOverflow> {
+        let packed = self.capture_overflow.load(Acquire);
+        if packed == 0 {
+            return None;
+        }
+        Some(CaptureOverflow {
+            generation: (packed >> 40) as u32,
+            section: SectionLabel::ALL[((packed >> 32) & 0xFF) as usize % 4],
+            dropped: packed as u32,
+        })
+    }
+
     /// The shared state and the ring's producer half, which the audio thread owns.
     pub fn new() -> (Arc<Self>, LogTap) {
         let (tx, rx) = HeapRb::<LogEntry>::new(LOG_RING_CAPACITY).split();
@@ -166,6 +214,7 @@ impl GuiShared {
             form_pos: AtomicU32::new(0),
             arm_seen: AtomicU8::new(0),
             log_dropped: AtomicU64::new(0),
+            capture_overflow: AtomicU64::new(0),
             requests: AtomicU32::new(0),
             queued: AtomicU8::new(0),
             walk_form: AtomicBool::new(false),

@@ -383,6 +383,10 @@ impl Staria {
         {
             self.params.snippets.publish(section, &self.live.scratch);
             self.live.last_captured = Some(section);
+            if self.live.recorder.dropped > 0 {
+                self.gui
+                    .report_capture_overflow(section, self.live.recorder.dropped);
+            }
             let off_beat = end_beat.min(snippet_end);
             for (pitch, _) in held.iter().enumerate().filter(|(_, h)| **h) {
                 self.send(Command::CaptureNoteOff {
@@ -1003,6 +1007,42 @@ mod tests {
             samples: 512,
             sample_rate: 48_000.0,
         })
+    }
+
+    /// More notes than a snippet holds: the first ones are kept and the overflow is published
+    /// for the status (never dropped silently).
+    #[test]
+    fn an_overflowing_capture_keeps_the_first_notes_and_says_so() {
+        let mut plugin = Staria::default();
+        let grid = playing_grid();
+        assert_eq!(plugin.gui.capture_overflow(), None);
+        plugin.live.recorder.arm(SectionLabel::B);
+        let extra = 37;
+        for i in 0..snippets::MAX_SNIPPET_NOTES + extra {
+            let key = 40 + (i % 40) as u8;
+            plugin.handle_input(Event::from_midi(0, &[0x90, key, 90]).unwrap(), &grid, false);
+            plugin.handle_input(Event::from_midi(0, &[0x80, key, 0]).unwrap(), &grid, false);
+        }
+        plugin.finish_capture(12.0, &grid);
+        let overflow = plugin
+            .gui
+            .capture_overflow()
+            .expect("the overflow is published");
+        assert_eq!(overflow.section, SectionLabel::B);
+        assert_eq!(overflow.dropped, extra as u32);
+        let notice = overflow.notice();
+        assert!(
+            notice.contains("section B") && notice.contains("37"),
+            "{notice}"
+        );
+        let saved = plugin.params.snippets.snapshot();
+        let b = saved.get(SectionLabel::B).expect("B was captured");
+        assert_eq!(b.notes.len(), snippets::MAX_SNIPPET_NOTES);
+        // A second capture that fits says nothing new.
+        plugin.live.recorder.arm(SectionLabel::C);
+        plugin.handle_input(Event::from_midi(0, &[0x90, 60, 90]).unwrap(), &grid, false);
+        plugin.finish_capture(16.0, &grid);
+        assert_eq!(plugin.gui.capture_overflow(), Some(overflow));
     }
 
     /// Raw MIDI with data bytes above 127 (nice-plug passes them on as they come) is dropped or

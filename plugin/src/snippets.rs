@@ -403,7 +403,7 @@ pub struct Recorder {
     count: usize,
     /// Index into `notes` of the held note on each key.
     open: [u16; 128],
-    /// Notes refused because the snippet was full.
+    /// Notes refused because the snippet was full, since the last `arm`.
     pub dropped: u64,
 }
 
@@ -441,6 +441,7 @@ impl Recorder {
     pub fn arm(&mut self, section: SectionLabel) {
         self.section = Some(section);
         self.count = 0;
+        self.dropped = 0;
         self.open = [NO_NOTE; 128];
     }
 
