@@ -139,9 +139,10 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
     let mut speed = Speed::default();
     let mut resolve_error: Option<String> = None;
     let mut shown: Option<StatusRecord> = None;
-    // A capture that overflowed its snippet is said in the status until an engine error.
+    // A capture that overflowed its snippet, or a state load that could not read a field, is
+    // said in the status while the engine has no error to report.
     let mut overflow_seen = gui.capture_overflow();
-    let mut capture_notice: Option<String> = None;
+    let mut notice: Option<String> = None;
     while !stop.load(Ordering::Acquire) {
         let custom = params.model_path();
         if requested.as_ref() != Some(&custom) {
@@ -184,9 +185,12 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
         let overflow = gui.capture_overflow();
         if overflow != overflow_seen {
             overflow_seen = overflow;
-            capture_notice = overflow.map(|o| o.notice());
+            notice = overflow.map(|o| o.notice());
         }
-        if let Some(notice) = &capture_notice
+        if let Some(unread) = params.snippets.take_load_notice() {
+            notice = Some(unread);
+        }
+        if let Some(notice) = &notice
             && record.last_error.is_empty()
         {
             record.last_error = notice.clone();

@@ -16,6 +16,7 @@ pub mod keyswitch;
 pub mod midi_out;
 pub mod model_info;
 pub mod params;
+pub mod saved_state;
 pub mod snippets;
 pub mod timeline;
 
@@ -786,6 +787,10 @@ impl Plugin for Staria {
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn filter_state(state: &mut PluginState) {
+        saved_state::check_fields(state);
     }
 
     fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {

@@ -262,6 +262,10 @@ pub struct SavedSnippet {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SavedSnippets {
     pub sections: Vec<SavedSnippet>,
+    /// Set only on the way in, when parts of a saved state did not read
+    /// ([`crate::saved_state::check_fields`]); never saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_notice: Option<String>,
 }
 
 impl SavedSnippets {
@@ -279,6 +283,9 @@ pub struct SnippetStore {
     applied_gen: AtomicU64,
     /// Bumped whenever `published` changes.
     changes: AtomicU64,
+    /// What a state load could not read, until the status has shown it (main and monitor
+    /// threads only).
+    load_notice: parking_lot::Mutex<Option<String>>,
 }
 
 impl Default for SnippetStore {
@@ -289,11 +296,17 @@ impl Default for SnippetStore {
             restore_gen: AtomicU64::new(0),
             applied_gen: AtomicU64::new(0),
             changes: AtomicU64::new(0),
+            load_notice: parking_lot::Mutex::new(None),
         }
     }
 }
 
 impl SnippetStore {
+    /// What the last state load could not read (once; the monitor puts it in the status).
+    pub fn take_load_notice(&self) -> Option<String> {
+        self.load_notice.lock().take()
+    }
+
     /// Audio thread: publish a section's snippet (a finished capture or a clear).
     pub fn publish(&self, section: SectionLabel, data: &SnippetData) {
         self.published[section.index()].write(data);
@@ -356,6 +369,9 @@ impl SnippetStore {
 impl<'a> PersistentField<'a, SavedSnippets> for SnippetStore {
     /// State load (main thread): stage the snippets for the audio thread.
     fn set(&self, new_value: SavedSnippets) {
+        if let Some(notice) = &new_value.load_notice {
+            *self.load_notice.lock() = Some(notice.clone());
+        }
         let mut data = Box::<SnippetData>::default();
         for (section, slot) in SectionLabel::ALL.into_iter().zip(&self.restore) {
             match new_value.get(section) {

@@ -295,9 +295,15 @@ impl Instance {
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) {
+        self.try_load_state(bytes).expect("load state");
+    }
+
+    /// Loads a state the way a host does, returning the plugin's refusal instead of panicking.
+    pub fn try_load_state(&mut self, bytes: &[u8]) -> Result<(), String> {
         let handle = self.instance.plugin_handle();
         let ext: PluginState = handle.get_extension().expect("state extension");
-        ext.load(&handle, &mut &bytes[..]).expect("load state");
+        ext.load(&handle, &mut &bytes[..])
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// The JSON part of a saved state (nice-plug writes an 8-byte length, then JSON).

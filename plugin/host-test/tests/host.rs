@@ -941,3 +941,41 @@ fn a_copied_bundle_plays_the_model_it_carries() {
     );
     let _ = std::fs::remove_dir_all(&scratch);
 }
+
+#[test]
+fn a_corrupt_state_leaves_the_defaults_and_says_so() {
+    run_isolated("a_corrupt_state_leaves_the_defaults_and_says_so", || {
+        let model = tiny_model("plugin-test-corrupt-state");
+        let mut inst = Instance::load(&bundled_clap());
+        let fresh = inst.save_state();
+
+        // A truncated state does not read at all: the host is told, the instance keeps its own.
+        assert!(inst.try_load_state(&fresh[..fresh.len() / 2]).is_err());
+        assert!(inst.try_load_state(b"").is_err());
+        assert_eq!(inst.save_state(), fresh);
+
+        // A state whose snippets field is damaged: it loads, the snippets start empty, the
+        // model path (readable) is kept, and the status names the field.
+        let with_model = with_field(
+            &fresh,
+            "model-path",
+            &serde_json::Value::String(model.display().to_string()),
+        );
+        let damaged = with_field(
+            &with_model,
+            "snippets",
+            &serde_json::Value::String("{\"sections\": [{\"section\": \"A\", ".into()),
+        );
+        inst.load_state(&damaged);
+        let mut s = inst.start();
+        let st = inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+            st["state"] == "ready" && st["last_error"].as_str().unwrap().contains("`snippets`")
+        });
+        assert_eq!(st["model"], "plugin-test-corrupt-state", "{st}");
+        let state = Instance::state_json(&inst.save_state());
+        assert_eq!(snippets(&state)["sections"], serde_json::json!([]));
+        // ...and it plays.
+        assert_still_plays(&mut inst, &mut s);
+        inst.stop(s);
+    });
+}
