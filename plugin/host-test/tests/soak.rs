@@ -491,7 +491,7 @@ fn a_long_session_with_everything_at_random_stays_sound() {
                 "soak: {minutes} simulated minutes in {:.1} s: {} blocks, {} events in, {} notes out \
              ({} generated), {} model swaps, {} fresh instances, {} stops checked; process() p50 \
              {p50} us, p99 {p99} us; after warm-up (block {}) to the end: heap in use {:.2} -> \
-             {:.2} MB ({:+.2}%), resident {:.2} -> {:.2} MB ({:+.2}%)",
+             {:.2} MB ({:+.2}%), resident {:.2} -> {:.2} MB ({:+.2}%; last {:.2} MB)",
                 started.elapsed().as_secs_f64(),
                 tally.blocks,
                 tally.events_in,
@@ -506,7 +506,8 @@ fn a_long_session_with_everything_at_random_stays_sound() {
                 heap_growth * 100.0,
                 rss.0 / 1e6,
                 rss.1 / 1e6,
-                rss_growth * 100.0
+                rss_growth * 100.0,
+                memory.last().map_or(0.0, |m| m.1 as f64 / 1e6)
             );
             assert!(hanging.is_empty(), "notes left hanging: {hanging:?}");
             assert!(tally.generated_ons > 0, "the session generated nothing");
