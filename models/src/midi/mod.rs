@@ -1,11 +1,11 @@
 //! Standard MIDI File (SMF) in and out: what the corpus, the CLI and the plugin read into a
 //! [`Song`](crate::song::Song), and what generated songs are saved as: [`read_midi`] ([`read`]),
-//! [`write_midi`] ([`write`]) and the rule that turns a Marker's text into a section label
+//! [`write_midi`] ([`write`](mod@write)) and the rule that turns a Marker's text into a section label
 //! ([`section_label_for_marker`], [`marker`]). Each submodule states its rules.
 
-mod marker;
-mod read;
-mod write;
+pub mod marker;
+pub mod read;
+pub mod write;
 
 pub use marker::section_label_for_marker;
 pub use read::{read_midi, read_midi_file};

@@ -34,7 +34,7 @@
 //!   and channel (so notes never overlap). Notes are sorted by (start tick, pitch, channel).
 //! - Time signatures: from meta events, one per tick, 4/4 at tick 0 when none is there.
 //! - Sections: Marker meta events (FF 06) in any track whose text maps to a label by
-//!   [`section_label_for_marker`](super::section_label_for_marker) start a section; it ends where the next one starts, the last at
+//!   [`section_label_for_marker`] start a section; it ends where the next one starts, the last at
 //!   the end of the piece (the later of the last note end and the last event tick). Two markers at
 //!   one tick: the later in file order wins. Sections with no length are dropped. Other markers are
 //!   ignored. The corpus convention, one marker per section start in track 0 with the letter as its
