@@ -219,13 +219,14 @@ keys = [("NLL bits/token", "nll_bits_per_token"), ("balanced form adherence", "f
         ("adherence 95% low", "form_adherence_lo"), ("adherence 95% high", "form_adherence_hi"),
         ("verbatim-copy share", "verbatim_copy_share"), ("density ±30%", "density_match_rate"),
         ("onset grid", "onset_grid_agreement"), ("window-edge piling", "window_edge_piling"),
-        ("snippet gain bits", "snippet_gain_bits"), ("valid rate", "valid_rate")]
+        ("snippet gain bits", "snippet_gain_bits"), ("snippet content bits", "snippet_content_bits"),
+        ("valid rate", "valid_rate")]
 print(f"{sys.argv[1]}: {rows[0]['pieces']} NLL pieces, {rows[0]['generations']} generations, form {rows[0]['form']}")
 print("| model | " + " | ".join(k for k, _ in keys) + " |")
 print("|---" * (len(keys) + 1) + "|")
 for n, r in zip(names, rows):
     # NaN (nothing to measure) is null in the JSON.
-    print(f"| {n} | " + " | ".join("-" if r[k] is None else f"{r[k]:.3f}" for _, k in keys) + " |")
+    print(f"| {n} | " + " | ".join("-" if r.get(k) is None else f"{r[k]:.3f}" for _, k in keys) + " |")
 PY
         done; done
         ;;

@@ -9,6 +9,11 @@
 //!   with the snippets' letters rotated (A's material under the B tag, B's under the next
 //!   letter's, the last letter's under A) minus it with their own: what the model reads from
 //!   which snippet belongs to which section, teacher-forced (0: it ignores the assignment).
+//! - `snippet_content_bits`: on the NLL pieces whose every letter the next NLL piece (in folder
+//!   order, the last one's: the first) also has, their NLL with that piece's snippets under the
+//!   same letters minus it with their own: what the model reads from the snippets' music at
+//!   all, teacher-forced (0: it ignores their content). Unlike removing the snippets, this
+//!   keeps a Staria model's cross-attention sites on (they are skipped without snippets).
 //! - Generation: the pieces whose snippets A and B (first occurrence of each letter, at most
 //!   the snippet budget) are non-empty are eligible; `pieces` of them (default 60), spread
 //!   evenly over the eligible ones in folder order (all when fewer), each give one generation:
@@ -182,6 +187,9 @@ pub struct EvalResult {
     /// rotated (A's material under the B tag...), teacher-forced, on the NLL pieces with two or
     /// more snippets: how much the model reads which snippet belongs to which section.
     pub snippet_gain_bits: f64,
+    /// Bits per token the pieces' own snippets save over another piece's under the same
+    /// letters, teacher-forced: how much the model reads the snippets' music at all.
+    pub snippet_content_bits: f64,
     /// Balanced form adherence: per generation the mean over letters (A, B) of the share of that
     /// letter's sections that adhere, averaged over generations.
     pub form_adherence: f64,
@@ -637,7 +645,9 @@ pub fn evaluate_model(
             }
             Ok((nats, count))
         };
-    for p in &data.pieces[..nll_pieces] {
+    // NLL with the own snippets and with the next piece's under the same letters.
+    let (mut own_c, mut foreign) = ((0.0, 0.0), (0.0, 0.0));
+    for (i, p) in data.pieces[..nll_pieces].iter().enumerate() {
         let snippets = snippets_of(tok, &p.song, tok.config().snippet_tokens);
         let (n, c) = piece_nll(p, &snippets)?;
         nats += n;
@@ -647,10 +657,28 @@ pub fn evaluate_model(
             own = (own.0 + n, own.1 + c);
             rotated = (rotated.0 + rn, rotated.1 + rc);
         }
+        if nll_pieces >= 2 && !snippets.is_empty() {
+            let other = &data.pieces[(i + 1) % nll_pieces];
+            let theirs = snippets_of(tok, &other.song, tok.config().snippet_tokens);
+            let swapped: Vec<(SectionLabel, Vec<u32>)> = snippets
+                .iter()
+                .filter_map(|(l, _)| theirs.iter().find(|(m, _)| m == l).cloned())
+                .collect();
+            if swapped.len() == snippets.len() {
+                let (fnats, fc) = piece_nll(p, &swapped)?;
+                own_c = (own_c.0 + n, own_c.1 + c);
+                foreign = (foreign.0 + fnats, foreign.1 + fc);
+            }
+        }
         seconds += p.song.notes.iter().map(|n| n.end_ms).fold(0.0, f64::max) / 1000.0;
     }
     let snippet_gain_bits = if own.1 > 0.0 && rotated.1 > 0.0 {
         (rotated.0 / rotated.1 - own.0 / own.1) / std::f64::consts::LN_2
+    } else {
+        f64::NAN
+    };
+    let snippet_content_bits = if own_c.1 > 0.0 && foreign.1 > 0.0 {
+        (foreign.0 / foreign.1 - own_c.0 / own_c.1) / std::f64::consts::LN_2
     } else {
         f64::NAN
     };
@@ -844,6 +872,7 @@ pub fn evaluate_model(
         nll_bits_per_token: bits / count.max(1.0),
         nll_bits_per_second: bits / f64::max(seconds, 1e-9),
         snippet_gain_bits,
+        snippet_content_bits,
         form_adherence: if balanced.is_empty() {
             f64::NAN
         } else {
@@ -908,10 +937,15 @@ pub fn table(results: &[EvalResult]) -> String {
     fn f(x: f64) -> String {
         format!("{x:.4}")
     }
-    let rows: [Row; 18] = [
+    let rows: [Row; 19] = [
         ("nll bits/token", |r| f(r.nll_bits_per_token), None),
         ("nll bits/second", |r| f(r.nll_bits_per_second), None),
         ("snippet gain bits/token", |r| f(r.snippet_gain_bits), None),
+        (
+            "snippet content bits/token",
+            |r| f(r.snippet_content_bits),
+            None,
+        ),
         (
             "form adherence [95%]",
             |r| {

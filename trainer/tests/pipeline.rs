@@ -220,6 +220,11 @@ fn every_stage_runs_end_to_end() {
         assert!((0.0..=1.0).contains(&r.valid_rate));
         // The fixture's pieces have A and B sections: the snippet gain is measured.
         assert!(r.snippet_gain_bits.is_finite(), "{}", r.snippet_gain_bits);
+        assert!(
+            r.snippet_content_bits.is_finite(),
+            "{}",
+            r.snippet_content_bits
+        );
         assert!(r.reference_repeats > 0);
         assert!((0.0..=1.0).contains(&r.reference_form_adherence));
     }
