@@ -55,7 +55,7 @@ pub enum LogEntry {
     },
 }
 
-/// Window -> audio thread one-shot requests (bits of [`GuiShared::requests`]).
+/// Window -> audio thread one-shot requests (bits of `GuiShared::requests`).
 pub mod request {
     use staria_models::SectionLabel;
     /// Play section X (bits 0..4).
