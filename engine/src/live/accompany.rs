@@ -23,23 +23,21 @@ impl LiveSession {
         // Rebase between performer notes, before the context is critically full, rather than
         // inside a revision, whose time is the reaction margin.
         if g.position() + 2 * super::context_reserve(g) >= g.max_seq_len() {
-            // The look-ahead not handed out yet goes in again after it too: a rebase never
-            // leaves the next beat to be sampled against the clock.
+            // The look-ahead is handed out first (it cannot be revised now, but nothing falls
+            // due while the rebase runs) and goes in again after it: a rebase never leaves the
+            // next beat to be sampled or handed out against the clock.
+            let ahead = self.settings.lookahead_beats * self.settings.beat_ms();
+            self.commit_due(now_ms + ahead, out);
             let mut planned = std::mem::take(&mut self.refeed);
             planned.clear();
-            planned.extend(self.fed.iter().filter(|f| !f.committed).map(|f| f.note));
+            planned.extend(
+                self.fed
+                    .iter()
+                    .filter(|f| !f.committed)
+                    .map(|f| (f.note, false)),
+            );
             self.rebase_upto(g, now_ms, f64::INFINITY)?;
-            for note in &planned {
-                self.batch.clear();
-                if self.encode(note) {
-                    self.feed_batch(g)?;
-                    self.fed.push(FedNote {
-                        note: *note,
-                        pos_after: g.position(),
-                        committed: false,
-                    });
-                }
-            }
+            self.feed_again(g, &planned)?;
             self.refeed = planned;
         }
         // The accompaniment pauses with the performer: a bar with no key down and nothing
@@ -55,6 +53,28 @@ impl LiveSession {
         }
         self.next_generate_ms = now_ms + self.generate_quantum_ms();
         self.commit_due(now_ms, out);
+        Ok(())
+    }
+
+    /// Feeds model notes again (after a revision's performer note or a rebase) with one
+    /// `extend`, and lists them in `fed` with their cache positions.
+    fn feed_again(&mut self, g: &mut Generator, notes: &[(TimedNote, bool)]) -> Result<()> {
+        let start = g.position();
+        self.batch.clear();
+        let first = self.fed.len();
+        for &(note, committed) in notes {
+            if self.encode(&note) {
+                self.fed.push(FedNote {
+                    note,
+                    pos_after: start + self.batch.len(),
+                    committed,
+                });
+            }
+        }
+        if let Err(e) = self.feed_batch(g) {
+            self.fed.truncate(first);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -83,14 +103,16 @@ impl LiveSession {
         } else {
             self.base_pos
         };
-        // Handed-out notes after the performer's go in again after it; the rest is revised.
+        // Handed-out notes after the performer's, and those planned to start within the
+        // reaction time of it, go in again after it; the rest of the look-ahead is revised.
+        let keep_until = at_ms + self.settings.reaction_ms;
         let mut refeed = std::mem::take(&mut self.refeed);
         refeed.clear();
         refeed.extend(
             self.fed[keep..]
                 .iter()
-                .filter(|f| f.committed && f.note.pitch != pitch)
-                .map(|f| f.note),
+                .filter(|f| (f.committed || f.note.start_ms < keep_until) && f.note.pitch != pitch)
+                .map(|f| (f.note, f.committed)),
         );
         self.fed.clear();
         self.rewind_to(g, pos)?;
@@ -105,17 +127,7 @@ impl LiveSession {
                 end_ms: at_ms + expected,
             },
         )?;
-        for note in &refeed {
-            self.batch.clear();
-            if self.encode(note) {
-                self.feed_batch(g)?;
-                self.fed.push(FedNote {
-                    note: *note,
-                    pos_after: g.position(),
-                    committed: true,
-                });
-            }
-        }
+        self.feed_again(g, &refeed)?;
         self.refeed = refeed;
         self.next_generate_ms = at_ms;
         self.advance_accompaniment(g, at_ms, out)

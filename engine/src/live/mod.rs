@@ -31,8 +31,8 @@
 //!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead. Every
 //!   performer note revises that look-ahead: the cache is rewound to before the first model
 //!   note after the performer's, the performer's note is fed, the model notes already handed
-//!   out ([`LiveEvent::Play`]) are fed again after it, and generation goes on from
-//!   [`LiveSettings::reaction_ms`] after it. The model never sounds a pitch the performer holds:
+//!   out ([`LiveEvent::Play`]) and those planned within [`LiveSettings::reaction_ms`] (30 ms)
+//!   of it are fed again after it, and the look-ahead beyond is sampled again. The model never sounds a pitch the performer holds:
 //!   held pitches are masked while sampling, and a model note on the pitch the performer just
 //!   struck is cut at that instant ([`LiveEvent::Cut`]). It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
@@ -99,8 +99,9 @@ pub struct LiveSettings {
     pub handover_silence_beats: Option<f64>,
     /// Accompaniment: how far ahead the model's notes are generated (beats, at most 1).
     pub lookahead_beats: f64,
-    /// Accompaniment: after a performer's note, revised notes start at least this much later
-    /// (the time a revision may take without a note coming late).
+    /// Accompaniment: new notes start at least this much after "now"; after a performer's
+    /// note the look-ahead planned within this time of it is kept and only what lies beyond
+    /// is sampled again (the time a revision may take without a note coming late).
     pub reaction_ms: f64,
     /// A model note is handed out this long before it starts.
     pub commit_ahead_ms: f64,
@@ -283,8 +284,9 @@ pub struct LiveSession {
     history: VecDeque<TimedNote>,
     scratch: Vec<u32>,
     batch: Vec<u32>,
-    /// Accompaniment: handed-out notes fed again after a revision's performer note.
-    refeed: Vec<TimedNote>,
+    /// Accompaniment: notes fed again after a revision's performer note (and whether they
+    /// were handed out).
+    refeed: Vec<(TimedNote, bool)>,
     /// Accompaniment: the next time the look-ahead is extended.
     next_generate_ms: f64,
     stats: LiveStats,
