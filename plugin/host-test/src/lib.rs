@@ -21,6 +21,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod vst3_host;
+
 pub const PLUGIN_ID: &CStr = c"org.staria.midi-generator"; // `tests::plugin_ids_are_stable` pins it in the plugin
 pub const SAMPLE_RATE: f64 = 48_000.0;
 pub const BLOCK: usize = 512;
@@ -56,23 +58,18 @@ fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
-/// Builds `Staria.clap` with the project's bundler (release or debug, as this binary was built)
-/// into the same target directory, copies it to a private path and returns that path. Runs the
-/// bundler once per process; child processes reuse their parent's copy.
-pub fn bundled_clap() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        if let Some(p) = std::env::var_os(CLAP_ENV) {
-            return PathBuf::from(p);
-        }
+/// Runs the project's bundler (`cargo xtask bundle staria-plugin`, release or debug as this binary
+/// was built) into this binary's target directory, once per process. Returns `<target>/bundled`.
+fn run_bundler() -> PathBuf {
+    static DONE: OnceLock<PathBuf> = OnceLock::new();
+    DONE.get_or_init(|| {
         let target = target_dir();
-        let release = !cfg!(debug_assertions);
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace_root())
             .env("CARGO_TARGET_DIR", &target)
             .args(["xtask", "bundle", "staria-plugin"]);
-        if release {
+        if !cfg!(debug_assertions) {
             cmd.arg("--release");
         }
         let status = cmd
@@ -82,20 +79,76 @@ pub fn bundled_clap() -> PathBuf {
             status.success(),
             "`cargo xtask bundle staria-plugin` failed: {status}"
         );
-        let bundle = target.join("bundled").join("Staria.clap");
-        assert!(
-            bundle.exists(),
-            "the bundler did not write {}",
-            bundle.display()
-        );
-        let dir = target
-            .join("staria-host-test")
-            .join(if release { "release" } else { "debug" });
-        std::fs::create_dir_all(&dir).expect("create the test bundle folder");
-        let private = dir.join(format!("Staria-{}.clap", std::process::id()));
-        let tmp = dir.join(format!(".Staria-{}.tmp", std::process::id()));
-        std::fs::copy(&bundle, &tmp).expect("copy the bundle");
-        std::fs::rename(&tmp, &private).expect("move the bundle copy in place");
+        target.join("bundled")
+    })
+    .clone()
+}
+
+/// Where this process keeps its private copies of the bundles.
+fn private_bundle_dir() -> PathBuf {
+    let dir = target_dir()
+        .join("staria-host-test")
+        .join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        });
+    std::fs::create_dir_all(&dir).expect("create the test bundle folder");
+    dir
+}
+
+/// Copies `from` to `to` through a temporary name, so `to` is never a half-written library.
+fn copy_in_place(from: &Path, to: &Path) {
+    assert!(
+        from.exists(),
+        "the bundler did not write {}",
+        from.display()
+    );
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).expect("copy the bundle");
+    std::fs::rename(&tmp, to).expect("move the bundle copy in place");
+}
+
+/// Builds `Staria.clap` with the project's bundler (release or debug, as this binary was built)
+/// into the same target directory, copies it to a private path (so a later re-bundle cannot
+/// replace a library that is loaded) and returns that path. Runs the bundler once per process;
+/// child processes reuse their parent's copy.
+pub fn bundled_clap() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os(CLAP_ENV) {
+            return PathBuf::from(p);
+        }
+        let bundle = run_bundler().join("Staria.clap");
+        let private = private_bundle_dir().join(format!("Staria-{}.clap", std::process::id()));
+        copy_in_place(&bundle, &private);
+        private
+    })
+    .clone()
+}
+
+/// Hands the VST3 bundle path from a parent test process to its children.
+pub const VST3_ENV: &str = "STARIA_HOST_TEST_VST3";
+
+/// Like [`bundled_clap`], for `Staria.vst3`: a private copy of the bundle folder (Linux layout,
+/// `Staria-<pid>.vst3/Contents/x86_64-linux/Staria.so`). Child processes reuse their parent's
+/// copy through [`VST3_ENV`] (see `tests/vst3.rs`).
+pub fn bundled_vst3() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os(VST3_ENV) {
+            return PathBuf::from(p);
+        }
+        let arch = vst3_host::ARCH_DIR;
+        let so = run_bundler()
+            .join("Staria.vst3")
+            .join("Contents")
+            .join(arch)
+            .join("Staria.so");
+        let private = private_bundle_dir().join(format!("Staria-{}.vst3", std::process::id()));
+        let dir = private.join("Contents").join(arch);
+        std::fs::create_dir_all(&dir).expect("create the VST3 bundle copy");
+        copy_in_place(&so, &dir.join("Staria.so"));
         private
     })
     .clone()
