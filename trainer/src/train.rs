@@ -161,6 +161,29 @@ pub fn validation_examples(
     Ok(out)
 }
 
+/// The examples whose next example (the last one's: the first) has snippets of exactly the
+/// same letters, and the same examples with that example's snippets instead of their own;
+/// `None` when fewer than two qualify. Only the `snippets` (a Staria model's encoder input)
+/// change: a Staria decoder's tokens hold the letters' tags alone, so they stay the same.
+pub fn swapped_snippets(examples: &[Example]) -> Option<(Vec<Example>, Vec<Example>)> {
+    let n = examples.len();
+    let letters = |e: &Example| -> Vec<staria_models::SectionLabel> {
+        e.snippets.iter().map(|s| s.0).collect()
+    };
+    let (mut own, mut theirs) = (Vec::new(), Vec::new());
+    for (i, e) in examples.iter().enumerate() {
+        let next = &examples[(i + 1) % n];
+        if n >= 2 && !e.snippets.is_empty() && letters(e) == letters(next) {
+            own.push(e.clone());
+            theirs.push(Example {
+                snippets: next.snippets.clone(),
+                ..e.clone()
+            });
+        }
+    }
+    (own.len() >= 2).then_some((own, theirs))
+}
+
 /// A model being trained with next-token loss.
 pub struct LmModel {
     pub model: AnyModel,
@@ -385,6 +408,13 @@ pub fn run_lm(
         synthetic_fraction: exp.data.synthetic_fraction,
     };
     let val = validation_examples(exp, shards, hyper.eval_batches * hyper.batch_size)?;
+    // For a Staria model: the validation examples whose next example has snippets of the same
+    // letters, with their own and with that example's snippets (the decoder's tokens are the
+    // same: tags only), so the log says how much it reads its snippets' music.
+    let swapped = match lm.layout {
+        Layout::Staria => swapped_snippets(&val),
+        Layout::Inline => None,
+    };
     let mut mon = Monitor::new(
         stage,
         total_steps,
@@ -421,16 +451,24 @@ pub fn run_lm(
         if (hyper.eval_every > 0 && state.step.is_multiple_of(hyper.eval_every)) || at_end {
             let v = lm.eval_loss(&val, hyper.batch_size, device)?;
             state.val_loss = Some(v);
-            mon.write(
-                "eval",
-                state.step,
-                &[
-                    ("val_loss", v),
-                    ("val_bits_per_token", v / std::f64::consts::LN_2),
-                ],
-            )?;
+            let mut row = vec![
+                ("val_loss", v),
+                ("val_bits_per_token", v / std::f64::consts::LN_2),
+            ];
+            let mut content = String::new();
+            if let Some((own, theirs)) = &swapped {
+                let o = lm.eval_loss(own, hyper.batch_size, device)?;
+                let t = lm.eval_loss(theirs, hyper.batch_size, device)?;
+                let bits = (t - o) / std::f64::consts::LN_2;
+                row.push(("val_snippet_content_bits", bits));
+                content = format!(
+                    "; snippets' music worth {bits:.4} bits/token on {} pieces",
+                    own.len()
+                );
+            }
+            mon.write("eval", state.step, &row)?;
             mon.println(&format!(
-                "{stage} step {}: val loss {v:.4} nats/token",
+                "{stage} step {}: val loss {v:.4} nats/token{content}",
                 state.step
             ));
         }

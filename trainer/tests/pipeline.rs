@@ -188,6 +188,14 @@ fn every_stage_runs_end_to_end() {
     assert!(e.last_loss.unwrap().is_finite());
     let s = train::train_staria(&exp, &shards, &run_opts(&sta), &dec, &enc).unwrap();
     assert_eq!(s.steps, 8);
+    // Staria's validation also says what its snippets' music is worth (other pieces' snippets
+    // under the same letters).
+    let log = std::fs::read_to_string(sta.join("metrics.jsonl")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"eval\"") && l.contains("val_snippet_content_bits")),
+        "{log}"
+    );
     let w = wake_sleep::wake_sleep(&exp, &shards, &run_opts(&ws), &sta).unwrap();
     assert_eq!(w.steps, 4);
     assert!(ws.join("recognizer/model.safetensors").exists());
