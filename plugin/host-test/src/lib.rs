@@ -94,7 +94,39 @@ fn private_bundle_dir() -> PathBuf {
             "release"
         });
     std::fs::create_dir_all(&dir).expect("create the test bundle folder");
+    remove_copies_of_exited_processes(&dir);
     dir
+}
+
+/// Deletes the bundle copies (`Staria-<pid>.clap`, `Staria-<pid>.vst3`; a debug copy is about
+/// 400 MB) of test processes that have exited, so repeated runs do not fill the disk. Linux only
+/// (a process is alive while `/proc/<pid>` exists); elsewhere copies stay.
+fn remove_copies_of_exited_processes(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("Staria-"))
+            .and_then(|n| n.split('.').next())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
 }
 
 /// Copies `from` to `to` through a temporary name, so `to` is never a half-written library.
