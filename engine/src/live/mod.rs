@@ -144,7 +144,12 @@ impl LiveSettings {
             voice,
             sampling: SamplingParams::default(),
             style: None,
-            keep_ms: 8000.0,
+            // An accompaniment's rebase must fit in the reaction time of a revision that may
+            // follow it: 3 s of two voices is about 80 tokens.
+            keep_ms: match mode {
+                LiveMode::Respond => 8000.0,
+                LiveMode::Accompany => 3000.0,
+            },
         }
     }
 
