@@ -71,6 +71,12 @@ pub struct CheckpointConfig {
     pub weights_dtype: String,
     #[serde(default)]
     pub provenance: Provenance,
+    /// The velocity the training corpus's notes carry. A model follows a snippet only at the
+    /// velocities it was trained on (the shipped one: 70-90, its corpus at 80 shifted by one
+    /// level), so the engine hands it every snippet note at this velocity, whatever was played
+    /// (`staria_engine::generate::Generator::prompt_for`). Absent: snippets as played.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_velocity: Option<u8>,
     #[serde(flatten)]
     pub model: ModelConfig,
 }
@@ -84,6 +90,7 @@ impl CheckpointConfig {
             tokenizer_hash: tokenizer.hash(),
             weights_dtype: "f32".to_string(),
             provenance: Provenance::default(),
+            prompt_velocity: None,
             model,
         }
     }
