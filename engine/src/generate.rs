@@ -806,12 +806,18 @@ impl Generator {
         Ok(self.tok.build_prompt(&spec)?)
     }
 
+    /// The velocity the model is handed played notes at (the checkpoint's `prompt_velocity`),
+    /// if its checkpoint names one.
+    pub fn prompt_velocity(&self) -> Option<u8> {
+        self.checkpoint.as_ref().and_then(|c| c.prompt_velocity)
+    }
+
     /// A snippet's tokens, its notes at the checkpoint's `prompt_velocity` when it has one: a
     /// musician plays at any velocity, and a model follows only snippets at the velocities it
     /// was trained on (measured with the shipped model: a C major scale at velocity 80 or 90 is
     /// restated 14-16 pitches of 16, at 64, 100 or 110 0-3).
     fn snippet_tokens(&self, notes: &[Note], budget: usize) -> Vec<u32> {
-        match self.checkpoint.as_ref().and_then(|c| c.prompt_velocity) {
+        match self.prompt_velocity() {
             Some(velocity) => {
                 let at_velocity: Vec<Note> = notes
                     .iter()

@@ -546,6 +546,9 @@ impl LiveSession {
             return Ok(());
         }
         self.check_cache(g)?;
+        // The performance reaches the model at the velocity it was trained on, as the snippets
+        // do (`Generator::prompt_velocity`).
+        let velocity = g.prompt_velocity().unwrap_or(velocity);
         match self.settings.mode {
             LiveMode::Respond => self.respond_note_on(g, pitch, velocity, at_ms, out),
             LiveMode::Accompany => self.accompany_note_on(g, pitch, velocity, at_ms, out),
