@@ -525,6 +525,8 @@ pub fn train_encoder(
             init: vec![],
             extra: serde_json::Value::Null,
             val_loss: None,
+            // The encoder's checkpoint is not one the engine plays from.
+            prompt_velocity: None,
         },
     };
     let train_pool = section_pool(shards, TRAIN, max_len);

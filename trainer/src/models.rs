@@ -108,6 +108,11 @@ pub struct TrainerState {
     /// Last validation loss (nats per target token), if measured.
     #[serde(default)]
     pub val_loss: Option<f64>,
+    /// Written into every checkpoint's config (`CheckpointConfig::prompt_velocity`): the
+    /// velocity of the training corpus, taken from the checkpoint the run started from (a
+    /// fine-tune of the shipped model keeps its 80); `None` for a run from scratch.
+    #[serde(default)]
+    pub prompt_velocity: Option<u8>,
 }
 
 pub fn load_state(dir: &Path) -> Result<Option<TrainerState>> {
@@ -153,6 +158,7 @@ pub fn save_model(
         model.clone(),
         tok,
     );
+    cfg.prompt_velocity = state.prompt_velocity;
     cfg.provenance = Provenance {
         created_by: format!("staria-train {}", env!("CARGO_PKG_VERSION")),
         command: state.stage.clone(),

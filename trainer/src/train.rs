@@ -519,6 +519,7 @@ fn new_state(
         init,
         extra: serde_json::Value::Null,
         val_loss: None,
+        prompt_velocity: None,
     }
 }
 
@@ -554,8 +555,10 @@ pub fn train_decoder_from(
     let saved = open_run(opts, STAGE)?;
     let cfg = models::model_config(exp, ModelKind::Decoder, shards.tokenizer.vocab_size())?;
     let vars = SeededVars::new(exp.seed);
+    let mut init_prompt_velocity = None;
     if let (Some(dir), None) = (init, &saved) {
         let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
+        init_prompt_velocity = icfg.prompt_velocity;
         models::check_init_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer)?;
         // A checkpoint without the window-position input or the beat-grid head may start a
         // run that adds them: the new tables start at zero, so the model starts out computing
@@ -592,7 +595,10 @@ pub fn train_decoder_from(
         }
         None => {
             let init = init.map(|d| d.display().to_string()).into_iter().collect();
-            new_state(STAGE, exp, shards, h.steps, init)
+            TrainerState {
+                prompt_velocity: init_prompt_velocity,
+                ..new_state(STAGE, exp, shards, h.steps, init)
+            }
         }
     };
     if opts.backend.use_fast(&opts.device)? {
@@ -669,8 +675,10 @@ pub fn train_staria(
         decoder_dir.display().to_string(),
         encoder_dir.display().to_string(),
     ];
+    let mut trunk_prompt_velocity = None;
     if saved.is_none() {
         let (dcfg, _, dec) = models::load_model_tensors(decoder_dir, &opts.device)?;
+        trunk_prompt_velocity = dcfg.prompt_velocity;
         models::check_tokenizer(decoder_dir, &dcfg.tokenizer_hash, &tok.hash())?;
         if dcfg.kind() != ModelKind::Decoder || dcfg.model.decoder() != &scfg.decoder {
             return Err(TrainError::file(
@@ -717,7 +725,10 @@ pub fn train_staria(
             opt.load(&opts.out.join(models::OPTIMIZER_FILE), s.step)?;
             s
         }
-        None => new_state(STAGE, exp, shards, total, init),
+        None => TrainerState {
+            prompt_velocity: trunk_prompt_velocity,
+            ..new_state(STAGE, exp, shards, total, init)
+        },
     };
     // The trainable set in force; when it grows the network is rebuilt with the rest frozen
     // (detached), so frozen weights cost no gradient work.

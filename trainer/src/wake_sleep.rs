@@ -353,6 +353,7 @@ pub fn wake_sleep(
             init: vec![model_dir.display().to_string()],
             extra: serde_json::json!({"round": 0, "recognizer_steps": 0}),
             val_loss: None,
+            prompt_velocity: ccfg.prompt_velocity,
         },
     };
     let started = std::time::Instant::now();
