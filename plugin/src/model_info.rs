@@ -3,7 +3,6 @@
 //! `tokenizer.json` and the `model.safetensors` header only (the weights are not read), on the
 //! plugin's monitor thread, never the audio thread.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +32,8 @@ impl ModelFacts {
         let weights_bytes = std::fs::metadata(&weights)
             .map_err(|e| format!("{}: {e}", weights.display()))?
             .len();
-        let parameters = count_parameters(&weights)?;
+        let parameters =
+            staria_models::checkpoint::count_parameters(&weights).map_err(|e| e.to_string())?;
         let dc = config.model.decoder();
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -68,38 +68,6 @@ impl ModelFacts {
             self.dim, self.layers, self.heads, self.context
         )
     }
-}
-
-/// Sum of tensor sizes from a safetensors header (8-byte length, then JSON).
-fn count_parameters(path: &Path) -> Result<u64, String> {
-    let bad = |why: String| format!("{}: {why}", path.display());
-    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len)
-        .map_err(|e| bad(format!("no safetensors header ({e})")))?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(bad(format!(
-            "a safetensors header of {len} bytes is not plausible"
-        )));
-    }
-    let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header)
-        .map_err(|e| bad(format!("truncated safetensors header ({e})")))?;
-    let json: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("safetensors header: {e}")))?;
-    let tensors = json
-        .as_object()
-        .ok_or_else(|| bad("the safetensors header is not an object".into()))?;
-    Ok(tensors
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .filter_map(|(_, v)| {
-            v.get("shape")?
-                .as_array()
-                .map(|d| d.iter().filter_map(|x| x.as_u64()).product::<u64>())
-        })
-        .sum())
 }
 
 #[cfg(test)]

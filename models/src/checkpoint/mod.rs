@@ -23,7 +23,7 @@ mod read;
 mod save;
 
 pub use limits::check_sizes;
-pub use read::{MAX_TEXT_FILE_BYTES, load_config, load_tensors, load_weights};
+pub use read::{MAX_TEXT_FILE_BYTES, count_parameters, load_config, load_tensors, load_weights};
 pub use save::{WEIGHTS_TOKENIZER_HASH, save, save_tensors};
 
 use read::unused_message;

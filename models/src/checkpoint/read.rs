@@ -192,6 +192,18 @@ fn read_header(path: &Path) -> Result<(std::fs::File, u64, safetensors::tensor::
     Ok((file, len, meta))
 }
 
+/// How many parameters a safetensors file holds (every tensor's element count, summed), from its
+/// header alone (checked as for loading; the weights are not read): what `staria info` and the
+/// plugin's model panel show.
+pub fn count_parameters(path: &Path) -> Result<u64> {
+    let (_, _, meta) = read_header(path)?;
+    Ok(meta
+        .tensors()
+        .values()
+        .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum())
+}
+
 fn read_weights(
     dir: &Path,
     config: Option<&ModelConfig>,
