@@ -3,39 +3,15 @@
 //! machine, e.g. under Xvfb: `xvfb-run -a cargo run -p staria-plugin --example open_window`.
 //! Exits 0 when frames were drawn, 1 otherwise.
 
-use nice_plug::context::PluginApi;
 use nice_plug::context::gui::GuiContext;
 use nice_plug::editor::{Editor, EditorHandle};
-use nice_plug::prelude::{GuiContextInner, ParamPtr, PluginState};
+use staria_plugin::editor::no_host::NoHost;
 use staria_plugin::editor::{FRAMES_DRAWN, StariaEditor};
 use staria_plugin::gui_state::GuiShared;
 use staria_plugin::params::StariaParams;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// No host: parameter changes go straight into the parameters.
-struct NoHost;
-
-impl GuiContextInner for NoHost {
-    fn plugin_api(&self) -> PluginApi {
-        PluginApi::Clap
-    }
-    unsafe fn raw_begin_set_parameter(&self, _param: ParamPtr) {}
-    unsafe fn raw_set_parameter_normalized(&self, param: ParamPtr, normalized: f32) {
-        unsafe { param._internal_set_normalized_value(normalized) };
-    }
-    unsafe fn raw_end_set_parameter(&self, _param: ParamPtr) {}
-    fn get_state(&self) -> PluginState {
-        PluginState {
-            version: String::new(),
-            params: Default::default(),
-            fields: Default::default(),
-        }
-    }
-    fn set_state(&self, _state: PluginState) {}
-    fn request_restart(&self) {}
-}
 
 fn main() {
     let seconds: u64 = std::env::args()

@@ -7,9 +7,9 @@
 
 use egui::epaint::{ClippedPrimitive, Color32, Primitive, TextureId};
 use egui::{Rect, pos2, vec2};
-use nice_plug::context::PluginApi;
-use nice_plug::prelude::{GuiContextInner, ParamPtr, ParamSetter, PluginState};
+use nice_plug::prelude::ParamSetter;
 use staria_models::SectionLabel;
+use staria_plugin::editor::no_host::NoHost;
 use staria_plugin::editor::{
     self, DEFAULT_SIZE, EditorSize, MIN_SIZE, Shared, WindowState, palette,
 };
@@ -23,29 +23,6 @@ use std::sync::Arc;
 
 /// The window's scale: a 1.5x (HiDPI) display.
 const PIXELS_PER_POINT: f32 = 1.5;
-
-/// Parameter changes from the render go straight into the parameters (there is no host).
-struct OffscreenContext;
-
-impl GuiContextInner for OffscreenContext {
-    fn plugin_api(&self) -> PluginApi {
-        PluginApi::Clap
-    }
-    unsafe fn raw_begin_set_parameter(&self, _param: ParamPtr) {}
-    unsafe fn raw_set_parameter_normalized(&self, param: ParamPtr, normalized: f32) {
-        unsafe { param._internal_set_normalized_value(normalized) };
-    }
-    unsafe fn raw_end_set_parameter(&self, _param: ParamPtr) {}
-    fn get_state(&self) -> PluginState {
-        PluginState {
-            version: String::new(),
-            params: Default::default(),
-            fields: Default::default(),
-        }
-    }
-    fn set_state(&self, _state: PluginState) {}
-    fn request_restart(&self) {}
-}
 
 /// A snippet of `bars` 4/4 bars from (beat, beats, pitch) notes.
 fn snippet(bars: u16, notes: &[(f64, f64, u8)]) -> SnippetData {
@@ -265,7 +242,7 @@ fn render(shared: &Shared, size: EditorSize, scale: f32) -> (Image, Vec<Rect>) {
     let ctx = egui::Context::default();
     editor::apply_style(&ctx);
     let mut state = WindowState::new(shared);
-    let setter_ctx = OffscreenContext;
+    let setter_ctx = NoHost;
     let setter = ParamSetter::new(&setter_ctx);
     let screen = Rect::from_min_size(pos2(0.0, 0.0), vec2(size.width as f32, size.height as f32));
     let mut textures: HashMap<TextureId, Texture> = HashMap::new();

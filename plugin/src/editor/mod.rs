@@ -15,6 +15,7 @@ mod controls;
 mod folder_dialog;
 mod form_strip;
 mod model_panel;
+pub mod no_host;
 pub mod pads;
 
 use nice_plug::context::gui::GuiContext;
@@ -357,32 +358,9 @@ impl Editor for StariaEditor {
 
 #[cfg(test)]
 mod tests {
+    use super::no_host::NoHost;
     use super::*;
-    use nice_plug::context::PluginApi;
-    use nice_plug::prelude::{GuiContextInner, Param, ParamPtr, PluginState};
-
-    /// Parameter changes land in the parameters at once (the host's part, without a host).
-    struct Direct;
-
-    impl GuiContextInner for Direct {
-        fn plugin_api(&self) -> PluginApi {
-            PluginApi::Clap
-        }
-        unsafe fn raw_begin_set_parameter(&self, _param: ParamPtr) {}
-        unsafe fn raw_set_parameter_normalized(&self, param: ParamPtr, normalized: f32) {
-            unsafe { param._internal_set_normalized_value(normalized) };
-        }
-        unsafe fn raw_end_set_parameter(&self, _param: ParamPtr) {}
-        fn get_state(&self) -> PluginState {
-            PluginState {
-                version: String::new(),
-                params: Default::default(),
-                fields: Default::default(),
-            }
-        }
-        fn set_state(&self, _state: PluginState) {}
-        fn request_restart(&self) {}
-    }
+    use nice_plug::prelude::Param;
 
     fn arms(p: &StariaParams) -> [bool; 4] {
         SectionLabel::ALL.map(|s| p.arm(s).value())
@@ -397,7 +375,7 @@ mod tests {
             params: Arc::new(StariaParams::default()),
             gui,
         };
-        let ctx = Direct;
+        let ctx = NoHost;
         let setter = ParamSetter::new(&ctx);
         let publish = |recording, seen| {
             shared
