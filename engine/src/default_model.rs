@@ -11,8 +11,7 @@
 //! where they differ, so a damaged copy repairs itself.
 //!
 //! Contract of [`resolve_model_dir`]: the folder the user chose, else `$STARIA_MODEL`, else the
-//! built-in model; never a path into the source tree (that is [`pretrained_dir`], for tools that
-//! write the shipped model).
+//! built-in model; never a path into the source tree.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -25,7 +24,7 @@ macro_rules! shipped_model_name {
     };
 }
 
-/// The shipped checkpoint's folder name under [`pretrained_dir`].
+/// The shipped checkpoint's folder name under `models/pretrained`.
 pub const SHIPPED_MODEL: &str = shipped_model_name!();
 
 /// Overrides the cache folder the built-in model is unpacked into ([`cache_root`]).
@@ -50,17 +49,6 @@ static SHIPPED_FILES: [(&str, &[u8]); 3] = [
     ("tokenizer.json", shipped_file!("tokenizer.json")),
     ("config.json", shipped_file!("config.json")),
 ];
-
-/// The folder holding the shipped checkpoint(s) in the source tree, resolved at compile time:
-/// where training tools write the model that the next build carries.
-pub fn pretrained_dir() -> PathBuf {
-    // `engine/..` shown to users without the detour.
-    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    crate_dir.parent().map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/pretrained")),
-        |ws| ws.join("models/pretrained"),
-    )
-}
 
 /// The model folder to use: `custom` if given, else `$STARIA_MODEL`, else the built-in model
 /// unpacked into [`cache_root`]. The error names the folder that could not be written.
@@ -157,7 +145,9 @@ mod tests {
     fn built_in_files_are_the_shipped_checkpoint() {
         let names: Vec<&str> = SHIPPED_FILES.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, [WEIGHTS_FILE, TOKENIZER_FILE, CONFIG_FILE]);
-        let source = pretrained_dir().join(SHIPPED_MODEL);
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/pretrained")
+            .join(SHIPPED_MODEL);
         for (name, bytes) in &SHIPPED_FILES {
             assert_eq!(
                 std::fs::read(source.join(name)).unwrap(),

@@ -31,7 +31,7 @@ pub(crate) struct RenderArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ModelArgs {
     /// Checkpoint folder (config.json, tokenizer.json, model.safetensors). Default: $STARIA_MODEL,
-    /// else the shipped model in models/pretrained/.
+    /// else the shipped model (built into this binary, unpacked into the cache folder).
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
     /// cpu, cuda[:N] or metal[:N].
