@@ -508,6 +508,7 @@ fn new_state(
     shards: &Shards,
     total: u64,
     init: Vec<String>,
+    prompt_velocity: Option<u8>,
 ) -> TrainerState {
     TrainerState {
         stage: stage.into(),
@@ -519,7 +520,7 @@ fn new_state(
         init,
         extra: serde_json::Value::Null,
         val_loss: None,
-        prompt_velocity: None,
+        prompt_velocity,
     }
 }
 
@@ -595,10 +596,7 @@ pub fn train_decoder_from(
         }
         None => {
             let init = init.map(|d| d.display().to_string()).into_iter().collect();
-            TrainerState {
-                prompt_velocity: init_prompt_velocity,
-                ..new_state(STAGE, exp, shards, h.steps, init)
-            }
+            new_state(STAGE, exp, shards, h.steps, init, init_prompt_velocity)
         }
     };
     if opts.backend.use_fast(&opts.device)? {
@@ -725,10 +723,7 @@ pub fn train_staria(
             opt.load(&opts.out.join(models::OPTIMIZER_FILE), s.step)?;
             s
         }
-        None => TrainerState {
-            prompt_velocity: trunk_prompt_velocity,
-            ..new_state(STAGE, exp, shards, total, init)
-        },
+        None => new_state(STAGE, exp, shards, total, init, trunk_prompt_velocity),
     };
     // The trainable set in force; when it grows the network is rebuilt with the rest frozen
     // (detached), so frozen weights cost no gradient work.
