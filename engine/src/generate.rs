@@ -812,24 +812,27 @@ impl Generator {
         self.checkpoint.as_ref().and_then(|c| c.prompt_velocity)
     }
 
-    /// A snippet's tokens, its notes at the checkpoint's `prompt_velocity` when it has one: a
-    /// musician plays at any velocity, and a model follows only snippets at the velocities it
-    /// was trained on (measured with the shipped model: a C major scale at velocity 80 or 90 is
-    /// restated 14-16 pitches of 16, at 64, 100 or 110 0-3).
-    fn snippet_tokens(&self, notes: &[Note], budget: usize) -> Vec<u32> {
+    /// Played notes as the model is handed them: at the checkpoint's `prompt_velocity` when it
+    /// has one (snippets and the `Continue` context alike). A musician plays at any velocity,
+    /// and a model follows only notes at the velocities it was trained on (measured with the
+    /// shipped model: a C major scale at velocity 80 or 90 is restated 14-16 pitches of 16, at
+    /// 64, 100 or 110 0-3).
+    fn at_prompt_velocity<'a>(&self, notes: &'a [Note]) -> std::borrow::Cow<'a, [Note]> {
         match self.prompt_velocity() {
-            Some(velocity) => {
-                let at_velocity: Vec<Note> = notes
-                    .iter()
-                    .map(|n| Note {
-                        velocity: velocity.clamp(1, 127),
-                        ..*n
-                    })
-                    .collect();
-                self.tok.snippet_tokens(&at_velocity, 0.0, budget)
-            }
-            None => self.tok.snippet_tokens(notes, 0.0, budget),
+            Some(velocity) => notes
+                .iter()
+                .map(|n| Note {
+                    velocity: velocity.clamp(1, 127),
+                    ..*n
+                })
+                .collect(),
+            None => std::borrow::Cow::Borrowed(notes),
         }
+    }
+
+    fn snippet_tokens(&self, notes: &[Note], budget: usize) -> Vec<u32> {
+        self.tok
+            .snippet_tokens(&self.at_prompt_velocity(notes), 0.0, budget)
     }
 
     /// Generates one request, calling `on_note` for each note as soon as it is complete (notes
@@ -1050,13 +1053,14 @@ impl Generator {
         if context.is_empty() {
             return Ok((Vec::new(), 0.0, 0.0));
         }
+        let context = self.at_prompt_velocity(context);
         // Keep at least a quarter of the context for new tokens.
         let max_len = self.max_seq_len();
         let budget = (max_len - max_len / 4).saturating_sub(prompt_len);
         let window_ms = self.tok.config().window_ms as f64;
         let mut cut = 0.0;
         loop {
-            let ids = self.tok.snippet_tokens(context, cut, usize::MAX);
+            let ids = self.tok.snippet_tokens(&context, cut, usize::MAX);
             if ids.len() <= budget {
                 return Ok((ids, end_ms - cut, cut));
             }
