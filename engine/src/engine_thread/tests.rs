@@ -1,8 +1,12 @@
 //! Unit tests of the engine thread's request handling.
 
+use super::serve::{continue_context, gen_request};
 use super::*;
+use crate::messages::{Command, Event, Outcome};
+use crate::sampling::SamplingParams;
 use crate::status::EngineParams;
-use staria_models::TokenizerConfig;
+use staria_models::{SectionLabel, Tokenizer, TokenizerConfig};
+use std::sync::atomic::Ordering::Relaxed;
 
 fn generated_from(start_beat: f64, pitch: u8) -> Scheduler {
     let params = EngineParams::default().values();
