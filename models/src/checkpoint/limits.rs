@@ -23,6 +23,13 @@ pub const N_LATENTS: usize = 1 << 10;
 pub const KV_VALUES: u128 = 1 << 29;
 /// `max_seq_len × dim`: the RoPE tables hold three times this many values (`seed`: 1.3e7).
 pub const CONTEXT_VALUES: u128 = 1 << 26;
+/// Bytes of run-time state (f32 at worst) a model may allocate when it is built: the KV cache,
+/// the cross-attention caches and the RoPE tables. The fast decoder checks the config it is
+/// handed against it, which need not have come through [`check_sizes`]: it bounds what the
+/// weights do not imply (`max_seq_len`, the fast decoder's `max_latents`).
+pub const STATE_BYTES: u128 = 16 << 30;
+// Whatever the bounds above let a checkpoint ask for fits inside it.
+const _: () = assert!(4 * (2 * KV_VALUES + 3 * CONTEXT_VALUES) <= STATE_BYTES);
 
 use super::*;
 

@@ -13,11 +13,8 @@ use super::{
     CrossSite, FastConfig, FastDecoder, Isa, KvStore, Layer, PREFILL_CHUNK, State, WeightFormat,
     Weights, blocked, names,
 };
+use crate::checkpoint::limits;
 use crate::error::{Error, Result};
-
-/// The most run-time state (KV cache and RoPE tables, f32) a config may ask for: sizes the
-/// weights do not imply (`max_seq_len`, `max_latents`) are bounded here instead.
-const MAX_STATE_BYTES: u128 = 16 << 30;
 
 /// Walks every tensor `cfg` implies, in load order, and checks it exists with the shape the
 /// config gives it; then bounds the run-time state the config asks for. Allocates nothing sized
@@ -112,14 +109,14 @@ where
             &format!("grid_bins = {gb}, dim = {d}"),
         )?;
     }
-    // What the weights do not imply: the KV cache (keys and values of every layer and position,
-    // worst case f32), the cross-attention caches and the RoPE tables.
+    // What the weights do not imply (`limits::STATE_BYTES`): the KV cache (keys and values of
+    // every layer and position, worst case f32), the cross-attention caches and the RoPE tables.
     let (layers, seq) = (cfg.n_layers as u128, cfg.max_seq_len as u128);
     let state_bytes = 4
         * (2 * layers * d as u128 * seq
             + 2 * cfg.n_cross_sites() as u128 * d as u128 * cfg.max_latents as u128
             + seq * d as u128);
-    if state_bytes > MAX_STATE_BYTES {
+    if state_bytes > limits::STATE_BYTES {
         return Err(Error::Config(format!(
             "fast decoder: the model config (config.json: max_seq_len = {}, max_latents = {}, \
              n_layers = {}, dim = {d}) asks for {} MiB of run-time state, more than the {} MiB \
@@ -128,7 +125,7 @@ where
             cfg.max_latents,
             cfg.n_layers,
             state_bytes >> 20,
-            MAX_STATE_BYTES >> 20
+            limits::STATE_BYTES >> 20
         )));
     }
     Ok(())
