@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use staria_models::SectionLabel;
-use staria_models::tokenizer::Tokenizer;
+use staria_models::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Result, TrainError, fsx};
 
@@ -27,6 +27,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const TRAIN: &str = "train";
 pub const VALIDATION: &str = "validation";
 pub const SYNTHETIC: &str = "synthetic";
+
+/// See [`Shards::snippet_velocity`].
+pub const PROMPT_VELOCITY_SHARE: f64 = 0.9;
 
 /// A run of tokens inside a split's token file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,6 +351,29 @@ impl Shards {
     /// The whole-piece tokens (`<S> ... <E>`).
     pub fn piece_tokens(&self, split: &str, piece: &PieceMeta) -> &[u32] {
         self.span(split, piece.piece)
+    }
+
+    /// The velocity level shared by at least [`PROMPT_VELOCITY_SHARE`] of the snippet notes a run
+    /// trains on (the train and synthetic splits), if one is: a run from scratch records it as
+    /// its checkpoints' `prompt_velocity`. A corpus written at one velocity (the fiddle tunes and
+    /// chorales: 80) teaches the model to follow snippets at that velocity only, so the engine
+    /// hands played notes to it there; a corpus with real dynamics records none.
+    pub fn snippet_velocity(&self) -> Option<u8> {
+        let mut count_by_level = BTreeMap::<u8, u64>::new();
+        for split in [TRAIN, SYNTHETIC] {
+            for piece in self.pieces(split) {
+                for snippet in &piece.snippets {
+                    for &id in self.span(split, snippet.span) {
+                        if let Some(Token::Note { velocity, .. }) = self.tokenizer.token(id) {
+                            *count_by_level.entry(*velocity).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let notes: u64 = count_by_level.values().sum();
+        let (&level, &at_level) = count_by_level.iter().max_by_key(|&(_, &n)| n)?;
+        (at_level as f64 >= PROMPT_VELOCITY_SHARE * notes as f64).then_some(level)
     }
 
     /// The piece's snippets in A..D order, empty ones left out.

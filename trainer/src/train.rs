@@ -556,7 +556,9 @@ pub fn train_decoder_from(
     let saved = open_run(opts, STAGE)?;
     let cfg = models::model_config(exp, ModelKind::Decoder, shards.tokenizer.vocab_size())?;
     let vars = SeededVars::new(exp.seed);
-    let mut init_prompt_velocity = None;
+    // From scratch the data says at which velocity snippets are followed; a fine-tune keeps
+    // its starting checkpoint's.
+    let mut init_prompt_velocity = shards.snippet_velocity();
     if let (Some(dir), None) = (init, &saved) {
         let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
         init_prompt_velocity = icfg.prompt_velocity;

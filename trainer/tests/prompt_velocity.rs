@@ -1,6 +1,7 @@
 //! A checkpoint's `prompt_velocity` (the velocity the engine hands the model played notes at)
 //! survives fine-tuning: a run started from a checkpoint writes the starting checkpoint's value
-//! into every checkpoint it saves; a run from scratch writes none.
+//! into every checkpoint it saves; a run from scratch writes the level its data's snippets share
+//! (`Shards::snippet_velocity`), none when their velocities vary.
 
 mod common;
 
@@ -65,4 +66,51 @@ fn a_fine_tune_keeps_the_starting_checkpoints_prompt_velocity() {
     train::train_decoder_from(&exp, &shards, &resumed, Some(&scratch)).unwrap();
     let (cfg, _) = checkpoint::load_config(&tuned).unwrap();
     assert_eq!(cfg.prompt_velocity, Some(80));
+}
+
+/// Shards of the fixture corpus with every note at `velocity` (`None`: as the fixture plays them,
+/// 70 to 100).
+fn shards_at(dir: &Path, velocity: Option<u8>) -> Shards {
+    let corpus = dir.join("corpus");
+    match velocity {
+        None => {
+            common::write_corpus(&corpus);
+        }
+        Some(v) => {
+            for i in 0..8u64 {
+                let mut song = common::song(["AABB", "ABA"][i as usize % 2], 300 + i, 60, true);
+                for n in &mut song.notes {
+                    n.velocity = v;
+                }
+                let path = corpus.join(format!("tune_{i}.mid"));
+                std::fs::create_dir_all(&corpus).unwrap();
+                std::fs::write(&path, staria_models::midi::write_midi(&song).unwrap()).unwrap();
+            }
+        }
+    }
+    let tok = Tokenizer::new(TokenizerConfig::default()).unwrap();
+    let prep = PrepareOptions {
+        val_fraction: 0.2,
+        seed: 3,
+        synthetic: 4,
+        verbose: false,
+    };
+    prepare::prepare(&corpus, &dir.join("shards"), &tok, &prep).unwrap();
+    Shards::open(&dir.join("shards")).unwrap()
+}
+
+#[test]
+fn a_run_from_scratch_records_the_velocity_its_snippets_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 64 is quantized to the tokenizer's level 60.
+    let shards = shards_at(tmp.path(), Some(64));
+    assert_eq!(shards.snippet_velocity(), Some(60));
+    let out = tmp.path().join("scratch");
+    train::train_decoder(&common::tiny_config(), &shards, &opts(&out)).unwrap();
+    let (cfg, _) = checkpoint::load_config(&out).unwrap();
+    assert_eq!(cfg.prompt_velocity, Some(60));
+
+    // The fixture corpus plays its notes at 70 to 100: no level to map played notes to.
+    let varied = tempfile::tempdir().unwrap();
+    assert_eq!(shards_at(varied.path(), None).snippet_velocity(), None);
 }
