@@ -22,13 +22,22 @@ use staria_models::window::{WindowBins, latest_onsets};
 use crate::config::DataSection;
 use crate::error::{Result, TrainError};
 
+/// The note values `data.note_value_fraction` of the training sequences are played in, against
+/// the beat: doubled.
+pub const LONGER_NOTE_VALUES: f64 = 2.0;
+
 /// One random augmentation, applied alike to a piece and its snippets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Augment {
     pub semitones: i32,
+    /// Plays everything this many times slower, the beat grid with it.
     pub tempo: f64,
     /// In velocity levels of the tokenizer.
     pub velocity: i32,
+    /// Multiplies every note value against the beat: the notes are played this many times
+    /// slower and the beat grid is not (2: a reel's running eighths become quarters at the
+    /// piece's tempo).
+    pub note_value: f64,
 }
 
 impl Augment {
@@ -36,6 +45,7 @@ impl Augment {
         semitones: 0,
         tempo: 1.0,
         velocity: 0,
+        note_value: 1.0,
     };
 
     pub fn sample(d: &DataSection, rng: &mut impl Rng) -> Self {
@@ -55,6 +65,12 @@ impl Augment {
             } else {
                 0
             },
+            // Drawn only when asked for, so runs without it keep their random streams.
+            note_value: if d.note_value_fraction > 0.0 && rng.random_bool(d.note_value_fraction) {
+                LONGER_NOTE_VALUES
+            } else {
+                1.0
+            },
         }
     }
 
@@ -67,8 +83,10 @@ impl Augment {
         if self.velocity != 0 {
             out = tok.velocity_shift(&out, self.velocity);
         }
-        if self.tempo != 1.0 {
-            out = tok.tempo_scale(&out, self.tempo)?;
+        // One pass for both: times are quantized once, so a doubled note stays on its beat.
+        let slower = self.tempo * self.note_value;
+        if slower != 1.0 {
+            out = tok.tempo_scale(&out, slower)?;
         }
         Ok(out)
     }

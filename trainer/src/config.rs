@@ -166,6 +166,11 @@ pub struct DataSection {
     pub snippet_tokens: usize,
     /// Share of training sequences drawn from synthetic form pieces (when the shards have them).
     pub synthetic_fraction: f64,
+    /// Share of training sequences whose note values are doubled against the beat
+    /// (`batch::LONGER_NOTE_VALUES`; the beat grid stays at the piece's tempo). The corpus is
+    /// mostly running eighths, and a model that never met a line in quarters does not follow a
+    /// snippet played in them. 0: off.
+    pub note_value_fraction: f64,
 }
 
 impl Default for DataSection {
@@ -177,6 +182,7 @@ impl Default for DataSection {
             velocity_shift: 1,
             snippet_tokens: 64,
             synthetic_fraction: 0.3,
+            note_value_fraction: 0.0,
         }
     }
 }
@@ -235,6 +241,12 @@ impl ExperimentConfig {
             return bad(format!(
                 "data.tempo_scale = {} must be within [0, 0.5]",
                 d.tempo_scale
+            ));
+        }
+        if !(0.0..=1.0).contains(&d.note_value_fraction) {
+            return bad(format!(
+                "data.note_value_fraction = {} must be within [0, 1]",
+                d.note_value_fraction
             ));
         }
         if !(0..=12).contains(&d.velocity_shift) {

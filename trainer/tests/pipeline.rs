@@ -521,13 +521,10 @@ fn a_run_adds_the_window_input_to_a_decoder_without_it() {
 
 #[test]
 fn a_run_adds_the_beat_grid_head_and_the_data_sits_on_its_grid() {
-    use staria_models::grid::GridRows;
-    use staria_models::tokenizer::TokenKind;
-    use staria_trainer::batch::{Augment, Layout, collate, prepare_piece};
+    use staria_trainer::batch::Augment;
 
     let tmp = tempfile::tempdir().unwrap();
     let shards = prepared(tmp.path());
-    let tok = &shards.tokenizer;
     // The fixtures keep 120 bpm: every piece records its quarter note.
     for split in [TRAIN, VALIDATION, SYNTHETIC] {
         for p in shards.pieces(split) {
@@ -537,55 +534,27 @@ fn a_run_adds_the_beat_grid_head_and_the_data_sits_on_its_grid() {
     // Training rows put every onset the data plays on an eighth (the fixtures play eighths),
     // through windows, cut points and a tempo augmentation whose beat (535 ms) does not divide
     // the 5 s window.
-    let rows = GridRows::new(48, tok).unwrap();
     let aug = Augment {
         tempo: 1.07,
         ..Augment::NONE
     };
-    let (mut onsets, mut checked_later_windows) = (0, 0);
-    for p in shards.pieces(TRAIN).iter().take(6) {
-        let prepared = prepare_piece(
-            tok,
-            shards.piece_tokens(TRAIN, p),
-            &shards.snippets(TRAIN, p),
-            p.style.as_deref(),
-            &p.form,
-            p.quarter_ms,
-            aug,
-            64,
-        )
-        .unwrap();
-        for ex in prepared.all_examples(tok, 320).unwrap() {
-            let b = collate(
-                std::slice::from_ref(&ex),
-                Layout::Inline,
-                0,
-                None,
-                Some(rows),
-                0,
-                &Device::Cpu,
-            )
-            .unwrap();
-            let grid = b.grid.unwrap().rows.flatten_all().unwrap();
-            let grid = grid.to_vec1::<u32>().unwrap();
-            for (i, &target) in ex.inline[1..].iter().enumerate() {
-                if i + 1 < ex.inline_given {
-                    continue;
-                }
-                if let TokenKind::Onset { .. } = tok.kind(target) {
-                    let row = &grid[i * rows.onsets..(i + 1) * rows.onsets];
-                    let bin = row[(target - rows.first_onset) as usize];
-                    assert!(bin == 0 || bin == 24, "{}: onset on bin {bin}", p.id);
-                    onsets += 1;
-                    checked_later_windows += usize::from(ex.inline_grid_windows[i] > 0);
-                }
-            }
-        }
-    }
+    let (bins, checked_later_windows) = onset_grid_bins(&shards, aug);
+    assert!(bins.iter().all(|&b| b == 0 || b == 24), "{bins:?}");
     assert!(
-        onsets > 50 && checked_later_windows > 10,
-        "{onsets} {checked_later_windows}"
+        bins.len() > 50 && checked_later_windows > 10,
+        "{} {checked_later_windows}",
+        bins.len()
     );
+    // Doubled note values against the same beat: the eighths become quarters, every onset on a
+    // beat (with the grid stretched alike they would stay on eighths).
+    let aug = Augment {
+        tempo: 1.07,
+        note_value: staria_trainer::batch::LONGER_NOTE_VALUES,
+        ..Augment::NONE
+    };
+    let (bins, _) = onset_grid_bins(&shards, aug);
+    assert!(bins.len() > 25, "{}", bins.len());
+    assert!(bins.iter().all(|&b| b == 0), "{bins:?}");
 
     // A decoder without the head gets one added by a run from it (the head starts at zero).
     let exp = common::tiny_config();
@@ -650,4 +619,54 @@ fn gate_lr_scale_opens_the_cross_attention_gates_faster() {
         gates[1] > 5.0 * gates[0],
         "gates at scale 1 and 20: {gates:?}"
     );
+}
+
+/// The beat-grid bin (48 per quarter note) of every target onset in the training rows of the
+/// first six train pieces under `aug`, and how many of them sit in a later grid window.
+fn onset_grid_bins(shards: &Shards, aug: staria_trainer::batch::Augment) -> (Vec<u32>, usize) {
+    use staria_models::grid::GridRows;
+    use staria_models::tokenizer::TokenKind;
+    use staria_trainer::batch::{Layout, collate, prepare_piece};
+
+    let tok = &shards.tokenizer;
+    let rows = GridRows::new(48, tok).unwrap();
+    let (mut bins, mut later_windows) = (Vec::new(), 0);
+    for p in shards.pieces(TRAIN).iter().take(6) {
+        let prepared = prepare_piece(
+            tok,
+            shards.piece_tokens(TRAIN, p),
+            &shards.snippets(TRAIN, p),
+            p.style.as_deref(),
+            &p.form,
+            p.quarter_ms,
+            aug,
+            64,
+        )
+        .unwrap();
+        for ex in prepared.all_examples(tok, 320).unwrap() {
+            let b = collate(
+                std::slice::from_ref(&ex),
+                Layout::Inline,
+                0,
+                None,
+                Some(rows),
+                0,
+                &Device::Cpu,
+            )
+            .unwrap();
+            let grid = b.grid.unwrap().rows.flatten_all().unwrap();
+            let grid = grid.to_vec1::<u32>().unwrap();
+            for (i, &target) in ex.inline[1..].iter().enumerate() {
+                if i + 1 < ex.inline_given {
+                    continue;
+                }
+                if let TokenKind::Onset { .. } = tok.kind(target) {
+                    let row = &grid[i * rows.onsets..(i + 1) * rows.onsets];
+                    bins.push(row[(target - rows.first_onset) as usize]);
+                    later_windows += usize::from(ex.inline_grid_windows[i] > 0);
+                }
+            }
+        }
+    }
+    (bins, later_windows)
 }

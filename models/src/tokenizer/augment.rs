@@ -223,11 +223,13 @@ impl Tokenizer {
     /// `<T>`s recomputed); every other token is kept in order. Time restarts at `<S>` and, inside
     /// the prompt, after each section tag (each snippet has its own time line); with section
     /// windows the onset before a body section tag is scaled like a note's and the next window
-    /// counts from it. `<D>` keeps its place among the notes. `factor` must be in 0.5..=2.0.
+    /// counts from it. `<D>` keeps its place among the notes. `factor` must be in 0.25..=4.0
+    /// (training composes a tempo change with doubled note values in one pass, so onsets are
+    /// quantized once).
     pub fn tempo_scale(&self, tokens: &[u32], factor: f64) -> Result<Vec<u32>> {
-        if !(factor.is_finite() && (0.5..=2.0).contains(&factor)) {
+        if !(factor.is_finite() && (0.25..=4.0).contains(&factor)) {
             return Err(Error::Tokenizer(format!(
-                "tempo_scale factor {factor} is outside 0.5..=2.0"
+                "tempo_scale factor {factor} is outside 0.25..=4.0"
             )));
         }
         Ok(self.rescale(tokens, factor, false).out)

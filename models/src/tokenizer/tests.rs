@@ -779,7 +779,7 @@ fn velocity_shift_clamps() {
 #[test]
 fn tempo_scale_piece_and_prompt() {
     let t = tok();
-    for f in [0.49, 2.01, f64::NAN, f64::INFINITY] {
+    for f in [0.24, 4.01, f64::NAN, f64::INFINITY] {
         assert!(err_text(t.tempo_scale(&[], f)).contains("factor"));
     }
     let piece = t.encode_piece(&example());
