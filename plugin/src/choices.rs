@@ -1,7 +1,42 @@
-//! The enum parameters' choices: sections, forms, styles, key roots and scales.
+//! The enum parameters' choices: the mode, sections, forms, styles, key roots and scales.
 
 use nice_plug::prelude::Enum;
 use staria_models::SectionLabel;
+
+/// What Staria does with the musician's playing (the *Mode* parameter, issue 11).
+///
+/// Saved by the variant IDs (`#[id]`), not by position, so the list can grow or be reordered
+/// without changing what a saved project means; the IDs must never change. *Sections* is the
+/// default: projects saved before the parameter existed (their state has no `live_mode`) open
+/// in it and behave as before.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModeChoice {
+    /// Capture sections and play generated ones on triggers (the behaviour before the live
+    /// modes).
+    #[default]
+    #[id = "sections"]
+    #[name = "Sections"]
+    Sections,
+    /// The model listens and answers after a handover, until the musician plays again.
+    #[id = "call-and-response"]
+    #[name = "Call and response"]
+    CallAndResponse,
+    /// The model plays a second voice along with the musician.
+    #[id = "accompany"]
+    #[name = "Accompany"]
+    Accompany,
+}
+
+impl ModeChoice {
+    /// The engine's live mode, `None` for *Sections*.
+    pub fn live(self) -> Option<staria_engine::live::LiveMode> {
+        match self {
+            Self::Sections => None,
+            Self::CallAndResponse => Some(staria_engine::live::LiveMode::Respond),
+            Self::Accompany => Some(staria_engine::live::LiveMode::Accompany),
+        }
+    }
+}
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SectionChoice {
@@ -225,6 +260,21 @@ impl ScaleChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mode is saved by these IDs: changing one silently changes what saved projects do.
+    #[test]
+    fn mode_ids_are_stable() {
+        assert_eq!(
+            ModeChoice::ids(),
+            Some(&["sections", "call-and-response", "accompany"][..])
+        );
+        assert_eq!(ModeChoice::default(), ModeChoice::Sections);
+        assert_eq!(ModeChoice::Sections.live(), None);
+        assert_eq!(
+            ModeChoice::Accompany.live(),
+            Some(staria_engine::live::LiveMode::Accompany)
+        );
+    }
 
     #[test]
     fn key_masks() {

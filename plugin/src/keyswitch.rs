@@ -17,6 +17,11 @@
 //! | A  | play the next section of the form |
 //! | A# | stop generated playback |
 //! | B  | clear the section being recorded, else the last captured one |
+//!
+//! In the live modes (*Call and response*, *Accompany*) one more key is a keyswitch: the key
+//! just below the octave ([`handover_key`], B0 = 23 by default) hands over to the model in
+//! call and response (it does nothing in accompaniment). The octave is full, and the keys
+//! below it sound as played in *Sections*, so projects that play B0 keep it there.
 
 use staria_models::SectionLabel;
 
@@ -52,9 +57,27 @@ pub fn action(key: u8, base: u8) -> Option<KeyAction> {
     })
 }
 
+/// The live modes' hand-over key: the one just below the keyswitch octave (`None` when the
+/// octave starts at 0).
+pub fn handover_key(base: u8) -> Option<u8> {
+    base.checked_sub(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-over key is free: no octave keyswitch, and B0 (23) on the default octave, a key
+    /// of an 88-key piano.
+    #[test]
+    fn the_handover_key_is_below_the_octave() {
+        assert_eq!(handover_key(24), Some(23));
+        assert_eq!(handover_key(0), None);
+        for base in 1..=116u8 {
+            let k = handover_key(base).unwrap();
+            assert_eq!(action(k, base), None);
+        }
+    }
 
     #[test]
     fn one_octave_from_the_base() {

@@ -6,7 +6,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::choices::{FormChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
+use crate::choices::{FormChoice, ModeChoice, RootChoice, ScaleChoice, SectionChoice, StyleChoice};
 use crate::editor::EditorSize;
 use crate::snippets::SnippetStore;
 use staria_engine::Form;
@@ -123,6 +123,31 @@ pub struct StariaParams {
     pub keyswitches: BoolParam,
     #[id = "ks_base"]
     pub keyswitch_base: IntParam,
+
+    // Live modes (issue 11). Added after the first saved projects: a state without these IDs
+    // loads with their defaults, and the Mode default (Sections) is the behaviour such a
+    // project was saved with. The IDs must never change.
+    /// Sections (the default), Call and response, Accompany.
+    #[id = "live_mode"]
+    pub mode: EnumParam<ModeChoice>,
+    /// Call and response: a silence of this many beats after the musician's phrase hands over
+    /// (0 = off: only the keyswitch, CC 67 or *Hand over*).
+    #[id = "live_silence"]
+    pub handover_silence: FloatParam,
+    /// Call and response: an answer's length.
+    #[id = "live_bars"]
+    pub response_bars: IntParam,
+    /// Call and response: the trigger that hands over (off -> on).
+    #[id = "live_handover"]
+    pub handover: BoolParam,
+    /// Accompany: the MIDI channel of the model's voice (1..16).
+    #[id = "acc_channel"]
+    pub acc_channel: IntParam,
+    /// Accompany: the model's register.
+    #[id = "acc_low"]
+    pub acc_low: IntParam,
+    #[id = "acc_high"]
+    pub acc_high: IntParam,
 }
 
 /// The keyswitch octave's default start: MIDI 24 (C1), the lowest whole octave of an 88-key
@@ -135,6 +160,12 @@ pub const DEFAULT_KEYSWITCH_BASE: i32 = 24;
 /// The MIDI channel (1..16) generated notes go out on by default: not channel 1, where played and
 /// passed-through notes usually are.
 pub const DEFAULT_OUTPUT_CHANNEL: i32 = 2;
+/// The accompaniment's channel by default: apart from the performer (1) and the sections and
+/// answers (2).
+pub const DEFAULT_ACCOMPANIMENT_CHANNEL: i32 = 3;
+/// The accompaniment's register by default: C2..B3 (36..59), a lower voice under a melody
+/// (`staria live --mode accompany`'s default).
+pub const DEFAULT_ACCOMPANIMENT_RANGE: (i32, i32) = (36, 59);
 
 fn note_name(n: i32) -> String {
     const NAMES: [&str; 12] = [
@@ -280,6 +311,43 @@ impl Default for StariaParams {
                 DEFAULT_KEYSWITCH_BASE,
                 IntRange::Linear { min: 0, max: 116 },
             )
+            .with_value_to_string(note.clone())
+            .with_string_to_value(parse.clone()),
+            mode: EnumParam::new("Mode", ModeChoice::Sections),
+            handover_silence: FloatParam::new(
+                "Handover silence",
+                2.0,
+                FloatRange::Linear {
+                    min: 0.0,
+                    max: 16.0,
+                },
+            )
+            .with_step_size(0.5)
+            .with_unit(" beats"),
+            response_bars: IntParam::new(
+                "Response length",
+                2,
+                IntRange::Linear { min: 1, max: 16 },
+            )
+            .with_unit(" bars"),
+            handover: trigger("Hand over"),
+            acc_channel: IntParam::new(
+                "Accompaniment channel",
+                DEFAULT_ACCOMPANIMENT_CHANNEL,
+                IntRange::Linear { min: 1, max: 16 },
+            ),
+            acc_low: IntParam::new(
+                "Accompaniment lowest note",
+                DEFAULT_ACCOMPANIMENT_RANGE.0,
+                IntRange::Linear { min: 0, max: 127 },
+            )
+            .with_value_to_string(note.clone())
+            .with_string_to_value(parse.clone()),
+            acc_high: IntParam::new(
+                "Accompaniment highest note",
+                DEFAULT_ACCOMPANIMENT_RANGE.1,
+                IntRange::Linear { min: 0, max: 127 },
+            )
             .with_value_to_string(note)
             .with_string_to_value(parse),
         }
@@ -347,6 +415,26 @@ impl StariaParams {
         e.set_max_polyphony(self.polyphony.value().clamp(1, 64) as u8);
         e.set_style(self.style.value().engine_code());
         e.set_form(Form::parse(self.form.value().letters()).unwrap_or_default());
+        if self.mode.value() == ModeChoice::Accompany {
+            // The engine reads the voice's channel and register from here when a live session
+            // starts; no section plays meanwhile (a live session has the model to itself).
+            let (low, high) = self.accompaniment_range();
+            e.set_pitch_range(low, high);
+            e.set_channel((self.acc_channel.value() - 1).clamp(0, 15) as u8);
+        }
+    }
+
+    /// The accompaniment's register, lowest first (a range set backwards is swapped).
+    pub fn accompaniment_range(&self) -> (u8, u8) {
+        let a = self.acc_low.value().clamp(0, 127) as u8;
+        let b = self.acc_high.value().clamp(0, 127) as u8;
+        (a.min(b), a.max(b))
+    }
+
+    /// The silence that hands over, in beats; `None` when off (0).
+    pub fn handover_silence_beats(&self) -> Option<f64> {
+        let b = self.handover_silence.value() as f64;
+        (b.is_finite() && b > 0.0).then_some(b)
     }
 }
 
@@ -494,6 +582,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The live parameters: Sections by default (projects saved before them behave as before),
+    /// the accompaniment's channel and register reach the engine only in Accompany.
+    #[test]
+    fn live_parameters_and_what_the_engine_is_told() {
+        let p = StariaParams::default();
+        assert_eq!(p.mode.value(), ModeChoice::Sections);
+        assert_eq!(p.mode.name(), "Mode");
+        assert_eq!(p.handover_silence_beats(), Some(2.0));
+        assert_eq!(p.response_bars.value(), 2);
+        assert_eq!(p.accompaniment_range(), (36, 59));
+        let engine = EngineParams::default();
+        p.write_engine_params(&engine);
+        assert_eq!(
+            (engine.values().channel, engine.values().pitch_low),
+            (1, 21)
+        );
+        let set = |param: nice_plug::prelude::ParamPtr, plain: f32| {
+            // SAFETY: the pointers point into `p`, alive for the whole test.
+            unsafe { param._internal_set_normalized_value(param.preview_normalized(plain)) };
+        };
+        set(p.mode.as_ptr(), 2.0);
+        assert_eq!(p.mode.value(), ModeChoice::Accompany);
+        set(p.acc_low.as_ptr(), 60.0);
+        set(p.acc_high.as_ptr(), 48.0);
+        set(p.acc_channel.as_ptr(), 5.0);
+        p.write_engine_params(&engine);
+        let v = engine.values();
+        assert_eq!((v.channel, v.pitch_low, v.pitch_high), (4, 48, 60));
+        set(p.handover_silence.as_ptr(), 0.0);
+        assert_eq!(p.handover_silence_beats(), None);
+        // The register's text is a note name that parses back.
+        assert_eq!(p.acc_low.to_string(), "C4 (60)");
+        assert_eq!(
+            p.acc_low.string_to_normalized_value("C2"),
+            Some(p.acc_low.preview_normalized(36))
+        );
     }
 
     #[test]

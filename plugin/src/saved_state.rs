@@ -7,7 +7,16 @@
 //! to its default and the musician is told which: the notice travels in the snippets field (the
 //! hook has no instance to write to) and the store hands it to the status
 //! ([`crate::snippets::SnippetStore::take_load_notice`]).
+//!
+//! **Parameters added later.** nice-plug sets only the parameters a state holds and leaves the
+//! others as the instance has them: an old project loaded into an instance switched to
+//! *Accompany* would stay in it. So a state without a parameter added since projects were first
+//! saved gets that parameter's default here ([`ADDED_PARAMS`]), which is the behaviour it was
+//! saved with (*Mode*: *Sections*). Parameter IDs never change; a new parameter goes into
+//! [`ADDED_PARAMS`] (a test checks that every parameter is either there or in the first saved
+//! states, `plugin/host-test/fixtures/state/`).
 
+use nice_plug::plugin::ParamValue;
 use nice_plug::prelude::PluginState;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,8 +35,63 @@ pub const PERSIST_KEYS: [&str; 5] = [
     "export-folder",
 ];
 
-/// Sets every persisted field that does not read to its default and records a notice naming them.
+/// Parameters added after the first saved states (*Max polyphony*, then issue 11's live
+/// modes), with the plain value a state without them opens with: their defaults (a test
+/// checks).
+pub const ADDED_PARAMS: [(&str, AddedDefault); 8] = [
+    ("polyphony", AddedDefault::Int(16)),
+    ("live_mode", AddedDefault::EnumId("sections")),
+    ("live_silence", AddedDefault::Float(2.0)),
+    ("live_bars", AddedDefault::Int(2)),
+    ("live_handover", AddedDefault::Bool(false)),
+    (
+        "acc_channel",
+        AddedDefault::Int(crate::params::DEFAULT_ACCOMPANIMENT_CHANNEL),
+    ),
+    (
+        "acc_low",
+        AddedDefault::Int(crate::params::DEFAULT_ACCOMPANIMENT_RANGE.0),
+    ),
+    (
+        "acc_high",
+        AddedDefault::Int(crate::params::DEFAULT_ACCOMPANIMENT_RANGE.1),
+    ),
+];
+
+/// A parameter's saved value, as a constant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AddedDefault {
+    Float(f32),
+    Int(i32),
+    Bool(bool),
+    EnumId(&'static str),
+}
+
+impl AddedDefault {
+    fn value(self) -> ParamValue {
+        match self {
+            Self::Float(v) => ParamValue::F32(v),
+            Self::Int(v) => ParamValue::I32(v),
+            Self::Bool(v) => ParamValue::Bool(v),
+            Self::EnumId(id) => ParamValue::String(id.to_string()),
+        }
+    }
+}
+
+/// Gives a state saved before [`ADDED_PARAMS`] existed their defaults (see the module notes).
+pub fn fill_added_params(state: &mut PluginState) {
+    for (id, default) in ADDED_PARAMS {
+        state
+            .params
+            .entry(id.to_string())
+            .or_insert_with(|| default.value());
+    }
+}
+
+/// Sets every persisted field that does not read to its default and records a notice naming
+/// them; parameters a state predates get their defaults ([`fill_added_params`]).
 pub fn check_fields(state: &mut PluginState) {
+    fill_added_params(state);
     let mut unreadable = Vec::new();
     check::<SavedSnippets>(state, PERSIST_KEYS[0], &mut unreadable);
     check::<String>(state, PERSIST_KEYS[1], &mut unreadable);
@@ -98,6 +162,87 @@ mod tests {
         keys.sort_unstable();
         listed.sort_unstable();
         assert_eq!(keys, listed);
+    }
+
+    /// The parameters of the first saved states (`fixtures/state/2026-12-04.bin`).
+    const FIRST_SAVED: [&str; 32] = [
+        "adherence",
+        "arm_a",
+        "arm_b",
+        "arm_c",
+        "arm_d",
+        "bars",
+        "bypass",
+        "channel",
+        "clear_a",
+        "clear_b",
+        "clear_c",
+        "clear_d",
+        "continue",
+        "form",
+        "immediate",
+        "key_root",
+        "keyswitches",
+        "ks_base",
+        "min_p",
+        "pitch_high",
+        "pitch_low",
+        "play",
+        "play_next",
+        "quantize",
+        "scale",
+        "section",
+        "seed",
+        "stop",
+        "style",
+        "temperature",
+        "thru",
+        "top_p",
+    ];
+
+    /// Every parameter is in the first saved states or listed as added, with its default.
+    #[test]
+    fn added_parameters_are_listed_with_their_defaults() {
+        let params = StariaParams::default();
+        for (id, ptr, _) in params.param_map() {
+            if FIRST_SAVED.contains(&id.as_str()) {
+                continue;
+            }
+            let (_, default) = ADDED_PARAMS
+                .iter()
+                .find(|(a, _)| *a == id)
+                .unwrap_or_else(|| panic!("parameter {id} is neither first-saved nor added"));
+            // SAFETY: `ptr` points into `params`, alive for the whole test.
+            let plain = unsafe { ptr.preview_plain(ptr.default_normalized_value()) };
+            let want = match *default {
+                AddedDefault::Float(v) => v,
+                AddedDefault::Int(v) => v as f32,
+                AddedDefault::Bool(v) => v as u8 as f32,
+                AddedDefault::EnumId(id) => {
+                    use nice_plug::prelude::Enum;
+                    let ids = crate::choices::ModeChoice::ids().unwrap();
+                    ids.iter().position(|i| *i == id).unwrap() as f32
+                }
+            };
+            assert_eq!(plain, want, "{id}");
+        }
+    }
+
+    /// A state saved before the live modes opens in Sections even in an instance switched to
+    /// Accompany; one that has them keeps its own.
+    #[test]
+    fn a_state_without_the_live_parameters_gets_their_defaults() {
+        let mut old = saved();
+        old.params.insert("channel".into(), ParamValue::I32(5));
+        check_fields(&mut old);
+        assert!(matches!(&old.params["live_mode"], ParamValue::String(s) if s == "sections"));
+        assert!(matches!(old.params["acc_channel"], ParamValue::I32(3)));
+        assert!(matches!(old.params["channel"], ParamValue::I32(5)));
+        let mut new = saved();
+        new.params
+            .insert("live_mode".into(), ParamValue::String("accompany".into()));
+        check_fields(&mut new);
+        assert!(matches!(&new.params["live_mode"], ParamValue::String(s) if s == "accompany"));
     }
 
     #[test]
