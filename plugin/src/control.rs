@@ -16,6 +16,7 @@ use crate::Staria;
 use crate::gui_link;
 use crate::gui_state::LogTap;
 use crate::keyswitch::{self, KeyAction};
+use crate::live_control::LiveModes;
 use crate::midi_out::{Event, EventQueue, NoteTable};
 use crate::params::StariaParams;
 use crate::snippets::{Finished, Recorder, ReplayCursor, ReplayStep, SnippetData};
@@ -140,6 +141,8 @@ pub(crate) struct Live {
     pub(crate) pedal_down: bool,
     /// Captured keys released while the pedal was down (their note-off waits for pedal up).
     pub(crate) sustained: [bool; 128],
+    /// The live modes (`live_control`).
+    pub(crate) live_modes: LiveModes,
 }
 
 impl Live {
@@ -162,6 +165,7 @@ impl Live {
             last_request: 0,
             pedal_down: false,
             sustained: [false; 128],
+            live_modes: LiveModes::default(),
             replay: Replay::default(),
             rng: 0x9E37_79B9_7F4A_7C15,
         }
@@ -344,6 +348,7 @@ impl Staria {
         }) = done
         {
             self.params.snippets.publish(section, &self.live.scratch);
+            self.live.live_modes.snippets += 1;
             self.live.last_captured = Some(section);
             if self.live.recorder.dropped > 0 {
                 self.gui
@@ -373,6 +378,7 @@ impl Staria {
         }
         live.scratch.clear();
         self.params.snippets.publish(section, &self.live.scratch);
+        self.live.live_modes.snippets += 1;
         if self.live.last_captured == Some(section) {
             self.live.last_captured = None;
         }
@@ -383,7 +389,8 @@ impl Staria {
     /// `beat` (in a loop's last bar: the loop's first bar), or at `beat` with "play immediately"
     /// or while the transport is stopped.
     pub(crate) fn generate(&mut self, target: Target, beat: f64, grid: &Timeline) {
-        if self.engine.is_none() {
+        // In the live modes the session has the model (a section request would end it).
+        if self.engine.is_none() || self.live.live_modes.mode().is_some() {
             return;
         }
         let p = &self.params;
@@ -420,6 +427,9 @@ impl Staria {
 
     /// Silences generated notes now and stops the request in flight.
     pub(crate) fn stop_playback(&mut self) {
+        if self.live.live_modes.mode().is_some() {
+            self.live_stop_output();
+        }
         let last = self.live.last_request;
         let live = &mut *self.live;
         if let Some(engine) = self.engine.as_mut() {
@@ -586,8 +596,18 @@ impl Staria {
                     self.perform(action, grid.beat_at(timing), grid);
                     return;
                 }
+                let live = self.live.live_modes.mode().is_some();
+                if live && ks_on && keyswitch::handover_key(ks_base) == Some(k) {
+                    self.live.consumed.press(ch, k);
+                    let beat = self.live.live_modes.beat_at(timing);
+                    self.live_handover(beat);
+                    return;
+                }
                 if !bypassed && grid.playing {
                     self.record_note_on(k, velocity_u8(velocity), grid.beat_at(timing), grid);
+                }
+                if live {
+                    self.live_note_on(k, velocity_u8(velocity), timing);
                 }
                 if thru {
                     self.live.thru.press(ch, k);
@@ -616,6 +636,9 @@ impl Staria {
                     return;
                 }
                 self.record_note_off(k, grid.beat_at(timing));
+                if self.live.live_modes.mode().is_some() {
+                    self.live_note_off(k, timing);
+                }
                 if self.live.thru.release(ch, k) || thru {
                     self.live.out.push(ev);
                 }
@@ -630,6 +653,16 @@ impl Staria {
                 if thru {
                     self.live.out.push(ev);
                 }
+            }
+            // Call and response: the soft pedal hands over (and is consumed: it is a gesture
+            // for Staria there, not for the instrument).
+            NoteEvent::MidiCC {
+                timing,
+                cc: 67,
+                value,
+                ..
+            } if self.live.live_modes.mode() == Some(staria_engine::live::LiveMode::Respond) => {
+                self.live_soft_pedal(value >= 0.5, timing);
             }
             _ => {
                 if thru {
@@ -690,6 +723,7 @@ impl Staria {
                     None => {
                         r.section += 1;
                         r.phase = ReplayPhase::Clear;
+                        live.live_modes.snippets += 1;
                         continue;
                     }
                 },

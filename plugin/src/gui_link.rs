@@ -109,6 +109,10 @@ impl Staria {
         if bits & request::PLAY_NEXT != 0 {
             self.perform(KeyAction::PlayNext, beat, grid);
         }
+        if bits & request::HANDOVER != 0 {
+            let now = self.live.live_modes.now();
+            self.live_handover(now);
+        }
         self.step_form_walk(grid);
     }
 

@@ -69,6 +69,8 @@ pub mod request {
     pub const STOP: u32 = 1 << 8;
     pub const CONTINUE: u32 = 1 << 9;
     pub const PLAY_NEXT: u32 = 1 << 10;
+    /// Call and response: hand over to the model now.
+    pub const HANDOVER: u32 = 1 << 11;
 }
 
 /// `0` = none, else a section's index + 1.
@@ -79,6 +81,46 @@ pub fn encode_section(s: Option<SectionLabel>) -> u8 {
 pub fn decode_section(v: u8) -> Option<SectionLabel> {
     v.checked_sub(1)
         .and_then(|i| SectionLabel::from_index(i as usize))
+}
+
+/// What a live mode is doing, as the window shows it (one atomic byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum LivePhase {
+    /// *Sections* (or bypassed).
+    #[default]
+    Off = 0,
+    /// A live mode is chosen; the session waits for a model (or was refused: see the status).
+    Waiting = 1,
+    /// Call and response: the model listens.
+    Listening = 2,
+    /// Call and response: the model answers.
+    Responding = 3,
+    /// The model plays along.
+    Accompanying = 4,
+}
+
+impl LivePhase {
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Waiting,
+            2 => Self::Listening,
+            3 => Self::Responding,
+            4 => Self::Accompanying,
+            _ => Self::Off,
+        }
+    }
+
+    /// The window's words for it.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Off => "",
+            Self::Waiting => "waiting for the model",
+            Self::Listening => "listening",
+            Self::Responding => "responding",
+            Self::Accompanying => "accompanying",
+        }
+    }
 }
 
 /// What the section being played is, as the window shows it.
@@ -104,6 +146,8 @@ pub struct TransportView {
     pub form_pos: u32,
     pub walking_form: bool,
     pub queued: Option<SectionLabel>,
+    /// What a live mode is doing.
+    pub live: LivePhase,
 }
 
 impl TransportView {
@@ -131,6 +175,8 @@ pub struct GuiShared {
     section_start: AtomicF64,
     section_end: AtomicF64,
     form_pos: AtomicU32,
+    /// [`LivePhase`] as a byte.
+    live: AtomicU8,
     /// The Record A..D parameters as the audio thread last read them (bit per section).
     arm_seen: AtomicU8,
     /// Entries the ring had no room for.
@@ -212,6 +258,7 @@ impl GuiShared {
             section_start: AtomicF64::new(0.0),
             section_end: AtomicF64::new(0.0),
             form_pos: AtomicU32::new(0),
+            live: AtomicU8::new(0),
             arm_seen: AtomicU8::new(0),
             log_dropped: AtomicU64::new(0),
             capture_overflow: AtomicU64::new(0),
@@ -268,6 +315,11 @@ impl GuiShared {
         self.section_start.store(start_beat, Relaxed);
         self.section_end.store(end_beat, Relaxed);
         self.section.store(code, Relaxed);
+    }
+
+    /// What the live mode is doing (once per block).
+    pub fn publish_live(&self, phase: LivePhase) {
+        self.live.store(phase as u8, Relaxed);
     }
 
     pub fn clear_section(&self) {
@@ -333,6 +385,7 @@ impl GuiShared {
             form_pos: self.form_pos.load(Relaxed),
             walking_form: self.walking_form(),
             queued: self.queued(),
+            live: LivePhase::from_u8(self.live.load(Relaxed)),
         }
     }
 

@@ -11,6 +11,8 @@
 //! - what `process()` does with the host's input: `control` (capture, keyswitches, parameter
 //!   edges and triggers, input sanitising and pass-through, the sustain pedal, replaying restored
 //!   snippets), with [`snippets`], [`keyswitch`], [`timeline`] and [`midi_out`];
+//! - the live modes (call and response, accompaniment): `live_control` (the live clock, the
+//!   engine's live session, the performer's notes, handovers);
 //! - the engine: [`engine_host`] (its thread, the model monitor, the status);
 //! - the window: [`editor`], [`gui_state`] (what the audio thread publishes), `gui_link` (the
 //!   window's buttons as the audio thread reads them), [`export`], [`model_info`];
@@ -24,6 +26,7 @@ pub mod export;
 mod gui_link;
 pub mod gui_state;
 pub mod keyswitch;
+mod live_control;
 pub mod midi_out;
 pub mod model_info;
 pub mod params;
@@ -171,6 +174,7 @@ impl Plugin for Staria {
             });
         }
         live.release_on_resume = live.thru.count() > 0 || live.orphaned.count() > 0;
+        live.live_modes.deactivated();
     }
 
     fn process(
@@ -197,18 +201,26 @@ impl Plugin for Staria {
 
         // Transport: the engine re-times on starts, stops and jumps (its notes are released).
         self.push_engine_params();
-        let frame = TransportFrame {
+        let host_frame = TransportFrame {
             playing: grid.playing,
             pos_beats: grid.pos_beats,
             tempo_bpm: grid.tempo_bpm,
             samples,
             sample_rate: self.sample_rate,
         };
+        // The live modes run on the host's transport while it plays, else the audio clock.
+        let mode = self.live_mode_wanted();
+        let frame = self.live.live_modes.frame(&host_frame, mode);
         if let Some(engine) = self.engine.as_mut() {
-            let (out, tap) = (&mut self.live.out, &mut self.live.tap);
-            engine
-                .audio
-                .update_transport(&frame, |off, ev| generated(out, tap, off, ev));
+            let live = &mut *self.live;
+            let (out, tap, lm) = (&mut live.out, &mut live.tap, &mut live.live_modes);
+            let change = engine.audio.update_transport(&frame, |off, ev| {
+                lm.on_event(&ev);
+                generated(out, tap, off, ev)
+            });
+            if change.relocates() {
+                lm.relocated();
+            }
         }
         // A stop or a jump ends a capture where the music stopped.
         let live = &*self.live;
@@ -242,17 +254,21 @@ impl Plugin for Staria {
         }
         self.handle_param_edges(&grid, bypassed);
         self.handle_gui_requests(&grid, bypassed);
+        self.step_live(grid.beats_per_bar());
 
         while let Some(ev) = context.next_event() {
             self.handle_input(ev, &grid, bypassed);
         }
 
         if let Some(engine) = self.engine.as_mut() {
-            let (out, tap) = (&mut self.live.out, &mut self.live.tap);
-            engine
-                .audio
-                .pop_due(&frame.block(), |off, ev| generated(out, tap, off, ev));
+            let live = &mut *self.live;
+            let (out, tap, lm) = (&mut live.out, &mut live.tap, &mut live.live_modes);
+            engine.audio.pop_due(&frame.block(), |off, ev| {
+                lm.on_event(&ev);
+                generated(out, tap, off, ev)
+            });
         }
+        self.end_live_block();
 
         for ev in self.live.out.as_slice() {
             // A full host queue drops the rest; nothing else can be done from here.
