@@ -8,7 +8,12 @@ use nice_plug_egui::widgets::ParamSlider;
 use super::Shared;
 
 fn row<P: Param>(ui: &mut egui::Ui, param: &P, setter: &ParamSetter) {
-    ui.label(param.name());
+    labelled(ui, param.name(), param, setter);
+}
+
+/// A row under a shorter label than the parameter's name (the host shows the full name).
+fn labelled<P: Param>(ui: &mut egui::Ui, label: &str, param: &P, setter: &ParamSetter) {
+    ui.label(label).on_hover_text(param.name());
     ui.add(ParamSlider::for_param(param, setter).with_width(120.0));
     ui.end_row();
 }
@@ -24,6 +29,14 @@ fn group(ui: &mut egui::Ui, title: &str, id: &str, rows: impl FnOnce(&mut egui::
 
 pub fn draw(ui: &mut egui::Ui, shared: &Shared, setter: &ParamSetter) {
     let p = &*shared.params;
+    group(ui, "Live", "staria-live", |ui| {
+        row(ui, &p.mode, setter);
+        labelled(ui, "Hand over after", &p.handover_silence, setter);
+        labelled(ui, "Answer length", &p.response_bars, setter);
+        labelled(ui, "Accomp. channel", &p.acc_channel, setter);
+        labelled(ui, "Accomp. lowest", &p.acc_low, setter);
+        labelled(ui, "Accomp. highest", &p.acc_high, setter);
+    });
     group(ui, "Generate", "staria-generate", |ui| {
         row(ui, &p.section, setter);
         row(ui, &p.bars, setter);

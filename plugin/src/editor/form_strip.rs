@@ -7,7 +7,7 @@ use nice_plug_egui::widgets::ParamSlider;
 use staria_models::SectionLabel;
 
 use super::{Shared, palette};
-use crate::gui_state::{TransportView, request};
+use crate::gui_state::{LivePhase, TransportView, request};
 
 /// Bar and beat (1-based) of a host position in beats.
 pub fn bar_beat(view: &TransportView) -> (i64, i64) {
@@ -34,6 +34,8 @@ pub fn draw(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &P
             )
         };
         ui.label(RichText::new(transport).monospace());
+        ui.separator();
+        live_mode(ui, shared, view, setter);
     });
     ui.add_space(4.0);
     ui.horizontal(|ui| {
@@ -141,6 +143,34 @@ pub fn draw(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &P
             );
         }
     });
+}
+
+/// The Mode selector, what the live mode is doing (a light and its word) and, in call and
+/// response, a button that hands over.
+fn live_mode(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &ParamSetter) {
+    ui.label("Mode");
+    ui.add(ParamSlider::for_param(&shared.params.mode, setter).with_width(130.0));
+    let colour = match view.live {
+        LivePhase::Off => return,
+        LivePhase::Waiting => palette::TEXT_DIM,
+        LivePhase::Listening => palette::NOTE,
+        LivePhase::Responding => palette::PLAY,
+        LivePhase::Accompanying => palette::QUEUED,
+    };
+    let (rect, _) = ui.allocate_exact_size(vec2(14.0, 14.0), Sense::hover());
+    ui.painter().circle_filled(rect.center(), 6.0, colour);
+    ui.label(RichText::new(view.live.text()).color(colour).strong());
+    if shared.params.mode.value() == crate::choices::ModeChoice::CallAndResponse
+        && ui
+            .button("Hand over")
+            .on_hover_text(
+                "The model answers now (also: the key below the keyswitch octave, the soft \
+                 pedal, or a silence of Handover silence beats)",
+            )
+            .clicked()
+    {
+        shared.gui.request(request::HANDOVER);
+    }
 }
 
 pub fn state_word(s: staria_engine::EngineState) -> &'static str {
