@@ -1,0 +1,447 @@
+//! The live modes (issue 11) through the bundled Staria.clap in a CLAP host (clack-host):
+//! 48 kHz, 512-sample blocks, 120 bpm 4/4, blocks paced in real time (the engine listens and
+//! answers as it would on stage). A recorded phrase and a recorded melody are played into the
+//! plugin as host note events on channel 1; the model is a tiny random-weight checkpoint the
+//! test writes (timing, routing and note pairing do not depend on what it learnt).
+//!
+//! The model's notes start on its 10 ms time grid from the session's origin, a bar line: at
+//! 48 kHz every onset is a multiple of 480 samples. A note the audio side received late would be
+//! played at the start of a block (a multiple of 512 samples) and fall off that grid, so "on the
+//! grid" also says "not late".
+
+use staria_plugin_host_test::*;
+
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+/// Samples per 10 ms at 48 kHz: the model's time step.
+const GRID: u64 = 480;
+/// Samples per beat at 120 bpm.
+const BEAT: u64 = 24_000;
+
+fn on(offset: u32, key: u16, velocity: f64) -> InNote {
+    InNote::On {
+        offset,
+        key,
+        velocity,
+    }
+}
+
+fn off(offset: u32, key: u16) -> InNote {
+    InNote::Off { offset, key }
+}
+
+fn set(inst: &Instance, name: &str, value: f64) -> (clack_host::utils::ClapId, f64) {
+    let p = inst.param(name);
+    assert!(
+        value >= p.min && value <= p.max,
+        "{name}: {value} outside {}..{}",
+        p.min,
+        p.max
+    );
+    (p.id, value)
+}
+
+/// A fresh random-weight `tiny` checkpoint for this process.
+fn tiny_model(name: &str) -> std::path::PathBuf {
+    let dir = target_dir()
+        .join("staria-host-test")
+        .join("models")
+        .join(format!("{name}-{}", std::process::id()));
+    if !dir.join("config.json").exists() {
+        tiny_checkpoint(&dir, name);
+    }
+    dir
+}
+
+/// A note of a recorded performance: start beat, length in beats, key, velocity.
+type Played = (f64, f64, u16, f64);
+
+/// A call: a D major phrase as it was played (uneven velocities and lengths), two bars.
+const CALL: &[Played] = &[
+    (0.0, 0.45, 62, 0.71),
+    (0.5, 0.40, 66, 0.64),
+    (1.0, 0.48, 69, 0.77),
+    (1.5, 0.42, 74, 0.69),
+    (2.0, 0.90, 73, 0.74),
+    (3.0, 0.45, 71, 0.62),
+    (3.5, 0.40, 69, 0.66),
+    (4.0, 1.70, 66, 0.72),
+];
+
+/// A melody for the accompaniment, dipping into the accompaniment's register (G3..G4 here).
+const MELODY: &[Played] = &[
+    (0.0, 0.95, 67, 0.70),
+    (1.0, 0.45, 66, 0.66),
+    (1.5, 0.45, 64, 0.63),
+    (2.0, 0.95, 62, 0.72),
+    (3.0, 0.95, 59, 0.68),
+    (4.0, 0.45, 60, 0.70),
+    (4.5, 0.45, 62, 0.65),
+    (5.0, 0.95, 64, 0.71),
+    (6.0, 1.90, 55, 0.69),
+    (8.0, 0.45, 57, 0.66),
+    (8.5, 0.45, 59, 0.64),
+    (9.0, 0.95, 60, 0.73),
+    (10.0, 0.95, 64, 0.70),
+    (11.0, 0.95, 62, 0.67),
+    (12.0, 1.90, 67, 0.74),
+    (14.0, 1.90, 66, 0.70),
+];
+
+/// Plays `notes` from beat `from`, block by block. Returns each note's (key, on, off) samples.
+fn perform(s: &mut Session, notes: &[Played], from: f64) -> Vec<(u16, u64, u64)> {
+    let mut events: Vec<(u64, bool, u16, f64)> = Vec::new();
+    for &(start, len, key, vel) in notes {
+        events.push((s.sample_of_beat(from + start), true, key, vel));
+        events.push((s.sample_of_beat(from + start + len), false, key, 0.0));
+    }
+    events.sort_by_key(|e| (e.0, e.1));
+    assert!(
+        events[0].0 >= s.song_sample,
+        "the performance starts at sample {}, behind the playhead {}",
+        events[0].0,
+        s.song_sample
+    );
+    let mut i = 0;
+    while i < events.len() {
+        let block_end = s.song_sample + BLOCK as u64;
+        let mut batch = Vec::new();
+        while i < events.len() && events[i].0 < block_end {
+            let (at, is_on, key, vel) = events[i];
+            let offset = at.saturating_sub(s.song_sample) as u32;
+            batch.push(if is_on {
+                on(offset, key, vel)
+            } else {
+                off(offset, key)
+            });
+            i += 1;
+        }
+        s.block(&batch, &[]);
+    }
+    notes
+        .iter()
+        .map(|&(start, len, key, _)| {
+            (
+                key,
+                s.sample_of_beat(from + start),
+                s.sample_of_beat(from + start + len),
+            )
+        })
+        .collect()
+}
+
+/// (key, on sample, off sample) of every note in `notes` on `channel`, paired in order.
+fn spans(notes: &[OutNote], channel: u16) -> Vec<(u16, u64, u64)> {
+    let mut open: std::collections::HashMap<u16, u64> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for n in notes.iter().filter(|n| n.channel == channel) {
+        if n.on {
+            assert!(
+                open.insert(n.key, n.sample).is_none(),
+                "key {} struck twice on channel {channel} without a note-off (at {})",
+                n.key,
+                n.sample
+            );
+        } else if let Some(start) = open.remove(&n.key) {
+            out.push((n.key, start, n.sample));
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "left sounding on channel {channel}: {open:?}"
+    );
+    out.sort_by_key(|&(_, on, _)| on);
+    out
+}
+
+fn assert_on_grid(what: &str, sample: u64, origin: u64) {
+    let phase = (sample - origin) % GRID;
+    assert!(
+        phase <= 1 || phase >= GRID - 1,
+        "{what} at sample {sample} is off the model's 10 ms grid by {phase} samples \
+         (a late note played at a block start?)"
+    );
+}
+
+/// Runs real-time blocks until a note-on comes on `channel` (at most `seconds`).
+fn until_note_on(s: &mut Session, channel: u16, seconds: f64) -> Option<OutNote> {
+    let blocks = (seconds * SAMPLE_RATE / BLOCK as f64) as usize;
+    for _ in 0..blocks {
+        if let Some(n) = s
+            .block(&[], &[])
+            .into_iter()
+            .find(|n| n.on && n.channel == channel)
+        {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// Call and response: a phrase is played, the soft pedal (CC 67) hands over, the answer's
+/// first note starts within one beat of the handover on the model's grid; the performer plays
+/// again during the answer: every answer note sounding is released by the performer's first
+/// note (in its block, not after it) and nothing of the answer starts while the performer
+/// plays; the hand-over key (B0) hands over again; Mode back to Sections releases everything.
+/// Every note-on of every channel gets its note-off, and the performer's notes pass through.
+#[test]
+fn call_and_response_answers_within_a_beat_and_stops_when_the_performer_returns() {
+    run_isolated(
+        "call_and_response_answers_within_a_beat_and_stops_when_the_performer_returns",
+        || {
+            let model = tiny_model("live-respond-tiny");
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+                st["state"] == "ready" && st["model"] == "live-respond-tiny"
+            });
+            // Answers on MIDI channel 3 (index 2), 2 bars, only explicit handovers.
+            let setup = [
+                set(&inst, "Mode", 1.0),
+                set(&inst, "Output channel", 2.0),
+                set(&inst, "Response length", 1.0),
+                set(&inst, "Handover silence", 0.0),
+                set(&inst, "Seed (0 = random)", 7.0),
+            ];
+            s.playing = true;
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            // The session starts on the bar line the mode was chosen in (beat 0).
+            let origin = 0;
+            s.run_until_beat(3.9);
+            let call = perform(&mut s, CALL, 4.0);
+            assert!(
+                s.notes.iter().all(|n| n.channel == 0),
+                "the model played while listening: {:?}",
+                s.notes
+                    .iter()
+                    .filter(|n| n.channel != 0)
+                    .collect::<Vec<_>>()
+            );
+            // Hand over with the soft pedal half a beat after the last note ends.
+            let last_off = call.iter().map(|c| c.2).max().unwrap();
+            let o = s.advance_to_beat(last_off as f64 / BEAT as f64 + 0.5);
+            let handover = s.song_sample + o as u64;
+            s.block(
+                &[InNote::Cc {
+                    offset: o,
+                    cc: 67,
+                    value: 127,
+                }],
+                &[],
+            );
+            s.block(
+                &[InNote::Cc {
+                    offset: 0,
+                    cc: 67,
+                    value: 0,
+                }],
+                &[],
+            );
+            let first = until_note_on(&mut s, 2, 5.0).unwrap_or_else(|| {
+                panic!("no answer after the handover; status {}", inst.status())
+            });
+            let wait = first.sample - handover;
+            println!(
+                "handover at sample {handover}: first answer note {} at +{wait} samples ({:.3} beat)",
+                first.key,
+                wait as f64 / BEAT as f64
+            );
+            assert!(
+                first.sample >= handover && wait <= BEAT,
+                "the answer started {wait} samples after the handover (a beat is {BEAT})"
+            );
+            assert_on_grid("the answer's first note", first.sample, origin);
+
+            // The answer plays on; the performer comes back while a note of it sounds.
+            let sounding_now = |s: &Session| {
+                let mut down = std::collections::HashSet::new();
+                for n in s.notes.iter().filter(|n| n.channel == 2) {
+                    if n.on {
+                        down.insert(n.key);
+                    } else {
+                        down.remove(&n.key);
+                    }
+                }
+                down
+            };
+            let mut waited = 0;
+            while sounding_now(&s).is_empty() {
+                waited += 1;
+                assert!(waited < 400, "no answer note sounding to interrupt");
+                s.block(&[], &[]);
+            }
+            let answer_so_far: Vec<OutNote> =
+                s.notes.iter().copied().filter(|n| n.channel == 2).collect();
+            let back_beat = s.beat() + 0.002;
+            let before_back = s.notes.len();
+            let again = perform(&mut s, &CALL[..4], back_beat);
+            let back = again[0].1;
+            let performer_done = again.iter().map(|c| c.2).max().unwrap();
+            // Quiet for two more beats (no silence handover: it is off).
+            s.run_until_beat(performer_done as f64 / BEAT as f64 + 2.0);
+            let mut sounding = std::collections::HashSet::new();
+            for n in &answer_so_far {
+                if n.on {
+                    sounding.insert(n.key);
+                } else {
+                    sounding.remove(&n.key);
+                }
+            }
+            let back_block = back - back % BLOCK as u64;
+            let interrupted = sounding.len();
+            assert!(
+                interrupted > 0,
+                "nothing of the answer sounded at the return"
+            );
+            for n in &s.notes[before_back..] {
+                if n.channel == 2 && !n.on && sounding.remove(&n.key) {
+                    assert!(
+                        n.sample >= back_block && n.sample <= back,
+                        "answer note {} released at sample {}, the performer came back at {back}",
+                        n.key,
+                        n.sample
+                    );
+                }
+            }
+            assert!(
+                sounding.is_empty(),
+                "answer notes not released when the performer came back: {sounding:?}"
+            );
+            let late: Vec<&OutNote> = s.notes[before_back..]
+                .iter()
+                .filter(|n| n.channel == 2 && n.on && n.sample >= back_block)
+                .collect();
+            assert!(
+                late.is_empty(),
+                "the model played while (or after) the performer played: {late:?}"
+            );
+            let answer_notes = answer_so_far.iter().filter(|n| n.on).count();
+            println!(
+                "answer notes before the performer came back: {answer_notes}; {interrupted} \
+                 sounding then, released in its block (performer's note at sample {back})"
+            );
+
+            // The hand-over key (B0 = 23, just below the C1 keyswitch octave) hands over again.
+            let o = s.advance_to_beat(s.beat() + 0.25);
+            let key_handover = s.song_sample + o as u64;
+            s.block(&[on(o, 23, 0.8)], &[]);
+            s.block(&[off(0, 23)], &[]);
+            let second = until_note_on(&mut s, 2, 5.0)
+                .unwrap_or_else(|| panic!("no answer after B0; status {}", inst.status()));
+            assert!(
+                second.sample >= key_handover && second.sample - key_handover <= BEAT,
+                "the second answer started {} samples after B0",
+                second.sample - key_handover
+            );
+            assert_on_grid("the second answer's first note", second.sample, origin);
+            assert!(
+                s.notes.iter().all(|n| n.key != 23),
+                "the hand-over key passed through"
+            );
+
+            // Back to Sections: the session ends and everything is released.
+            s.block(&[], &[set(&inst, "Mode", 0.0)]);
+            s.run_blocks(40);
+            let notes = s.notes.clone();
+            inst.stop(s);
+            assert_balanced(&notes);
+            let performer = spans(&notes, 0);
+            assert_eq!(
+                performer.len(),
+                CALL.len() + 4,
+                "the performer's notes pass through"
+            );
+            for (key, on_sample, _) in &performer {
+                assert!(
+                    call.iter()
+                        .chain(&again)
+                        .any(|&(k, at, _)| k == *key && at == *on_sample),
+                    "performer note {key} at {on_sample} was not played then"
+                );
+            }
+            let model = spans(&notes, 2);
+            assert!(model.len() >= 2, "{model:?}");
+            let st = inst.status();
+            assert_eq!(st["last_error"], "", "{st}");
+        },
+    );
+}
+
+/// Accompany against a recorded melody: the model's voice goes out on its own channel (4) in
+/// its register (G2..G4, which the melody dips into), every note-on on the model's grid (none
+/// late), every note paired, and no model note sounds a key while the performer holds it.
+/// The melody passes through on its own channel, untouched.
+#[test]
+fn accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_performer() {
+    run_isolated(
+        "accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_performer",
+        || {
+            let model = tiny_model("live-accompany-tiny");
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+                st["state"] == "ready" && st["model"] == "live-accompany-tiny"
+            });
+            let (low, high) = (43u16, 67u16);
+            // Channel 4 is index 3; the note parameters' plain values are MIDI numbers.
+            let setup = [
+                set(&inst, "Mode", 2.0),
+                set(&inst, "Accompaniment channel", 3.0),
+                set(&inst, "Accompaniment lowest note", low as f64),
+                set(&inst, "Accompaniment highest note", high as f64),
+                set(&inst, "Seed (0 = random)", 3.0),
+            ];
+            s.playing = true;
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            s.run_until_beat(3.9);
+            let played = perform(&mut s, MELODY, 4.0);
+            s.run_until_beat(4.0 + 17.0);
+            s.block(&[], &[set(&inst, "Mode", 0.0)]);
+            s.run_blocks(40);
+            let notes = s.notes.clone();
+            inst.stop(s);
+
+            assert_balanced(&notes);
+            let channels: std::collections::BTreeSet<u16> =
+                notes.iter().map(|n| n.channel).collect();
+            assert!(
+                channels.iter().all(|c| *c == 0 || *c == 3),
+                "notes on channels {channels:?}"
+            );
+            let performer = spans(&notes, 0);
+            assert_eq!(performer, played, "the melody passes through as played");
+            let model = spans(&notes, 3);
+            println!(
+                "accompaniment: {} notes against {} melody notes; keys {:?}",
+                model.len(),
+                MELODY.len(),
+                model.iter().map(|m| m.0).collect::<Vec<_>>()
+            );
+            assert!(
+                model.len() >= 4,
+                "the model hardly played: {model:?}; status {}",
+                inst.status()
+            );
+            for &(key, start, end) in &model {
+                assert!(
+                    (low..=high).contains(&key),
+                    "accompaniment note {key} outside {low}..={high}"
+                );
+                // Origin: the bar line the session started on (beat 0).
+                assert_on_grid("an accompaniment note", start, 0);
+                for &(p, p_on, p_off) in &performer {
+                    assert!(
+                        !(p == key && start.max(p_on) < end.min(p_off)),
+                        "accompaniment {key} {start}..{end} sounds with the performer's {p} \
+                         {p_on}..{p_off}"
+                    );
+                }
+            }
+            let st = inst.status();
+            assert_eq!(st["last_error"], "", "{st}");
+        },
+    );
+}
