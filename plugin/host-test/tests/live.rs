@@ -445,3 +445,126 @@ fn accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_per
         },
     );
 }
+
+/// No transport running (the host stopped, as on stage without a DAW session playing): call
+/// and response runs on the audio clock. A phrase is played, the *Hand over* parameter hands
+/// over, the answer's first note comes within a beat of audio time, and Mode back to Sections
+/// releases everything it played.
+#[test]
+fn call_and_response_runs_on_the_audio_clock_with_the_transport_stopped() {
+    run_isolated(
+        "call_and_response_runs_on_the_audio_clock_with_the_transport_stopped",
+        || {
+            let model = tiny_model("live-stopped-tiny");
+            let mut inst = Instance::load(&bundled_clap());
+            inst.set_model_path(&model);
+            let mut s = inst.start();
+            inst.wait_status(Some(&mut s), LOAD_TIMEOUT, |st| {
+                st["state"] == "ready" && st["model"] == "live-stopped-tiny"
+            });
+            assert!(!s.playing);
+            let setup = [
+                set(&inst, "Mode", 1.0),
+                set(&inst, "Output channel", 2.0),
+                set(&inst, "Handover silence", 0.0),
+                set(&inst, "Seed (0 = random)", 5.0),
+            ];
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            // (audio sample since the setup block, note) for everything sent.
+            let mut a = AudioClock {
+                clock: BLOCK as u64,
+                heard: Vec::new(),
+            };
+            for _ in 0..20 {
+                a.step(&mut s, &[], &[]);
+            }
+            // The phrase, one note per 24 blocks (about half a beat at 120 bpm).
+            for &(_, _, key, vel) in CALL {
+                a.step(&mut s, &[on(0, key, vel)], &[]);
+                for _ in 0..20 {
+                    a.step(&mut s, &[], &[]);
+                }
+                a.step(&mut s, &[off(0, key)], &[]);
+                for _ in 0..3 {
+                    a.step(&mut s, &[], &[]);
+                }
+            }
+            assert!(
+                a.heard.iter().all(|(_, n)| n.channel == 0),
+                "the model played while listening"
+            );
+            let handover = a.clock;
+            a.step(&mut s, &[], &[set(&inst, "Hand over", 1.0)]);
+            let mut first = None;
+            for _ in 0..200 {
+                a.step(&mut s, &[], &[]);
+                if let Some((at, _)) = a.heard.iter().find(|(_, n)| n.on && n.channel == 2) {
+                    first = Some(*at);
+                    break;
+                }
+            }
+            let first = first.unwrap_or_else(|| {
+                panic!(
+                    "no answer with the transport stopped; status {}",
+                    inst.status()
+                )
+            });
+            println!(
+                "transport stopped: first answer note {} samples after the Hand over parameter",
+                first - handover
+            );
+            assert!(
+                first >= handover && first - handover <= BEAT,
+                "the answer started {} samples after the handover",
+                first - handover
+            );
+            for _ in 0..100 {
+                a.step(&mut s, &[], &[]);
+            }
+            a.step(
+                &mut s,
+                &[],
+                &[set(&inst, "Hand over", 0.0), set(&inst, "Mode", 0.0)],
+            );
+            for _ in 0..20 {
+                a.step(&mut s, &[], &[]);
+            }
+            inst.stop(s);
+            let notes: Vec<OutNote> = a
+                .heard
+                .iter()
+                .map(|&(at, n)| OutNote { sample: at, ..n })
+                .collect();
+            assert_balanced(&notes);
+            assert_eq!(
+                spans(&notes, 0).len(),
+                CALL.len(),
+                "the phrase passed through"
+            );
+            assert!(!spans(&notes, 2).is_empty());
+        },
+    );
+}
+
+/// Blocks counted in audio samples (the host's song position stands still while stopped).
+struct AudioClock {
+    clock: u64,
+    /// (audio sample, note) of everything the plugin sent.
+    heard: Vec<(u64, OutNote)>,
+}
+
+impl AudioClock {
+    fn step(
+        &mut self,
+        s: &mut Session,
+        notes: &[InNote],
+        params: &[(clack_host::utils::ClapId, f64)],
+    ) {
+        let base = s.song_sample;
+        for n in s.block(notes, params) {
+            self.heard.push((self.clock + n.sample - base, n));
+        }
+        self.clock += BLOCK as u64;
+    }
+}
