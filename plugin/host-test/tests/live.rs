@@ -401,8 +401,20 @@ fn accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_per
             s.block(&[], &setup);
             s.set_realtime(true);
             s.run_until_beat(3.9);
+            s.timing = true;
             let played = perform(&mut s, MELODY, 4.0);
             s.run_until_beat(4.0 + 17.0);
+            s.timing = false;
+            let mut times = s.process_times.clone();
+            times.sort();
+            println!(
+                "process() while accompanying, {} blocks (debug bundle, allocation checker on): \
+                 p50 {:?}, p99 {:?}, max {:?}",
+                times.len(),
+                times[times.len() / 2],
+                times[times.len() * 99 / 100],
+                times[times.len() - 1]
+            );
             s.block(&[], &[set(&inst, "Mode", 0.0)]);
             s.run_blocks(40);
             let notes = s.notes.clone();
