@@ -184,3 +184,75 @@ pub fn state_word(s: staria_engine::EngineState) -> &'static str {
         S::Stopped => "stopped",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::no_host::NoHost;
+    use super::super::{WindowState, draw};
+    use super::*;
+    use crate::gui_state::GuiShared;
+    use crate::params::StariaParams;
+    use egui::epaint::Shape;
+    use nice_plug::prelude::Param;
+    use std::sync::Arc;
+
+    fn texts(shape: &Shape, out: &mut Vec<String>) {
+        match shape {
+            Shape::Text(t) => out.push(t.galley.text().to_string()),
+            Shape::Vec(v) => v.iter().for_each(|s| texts(s, out)),
+            _ => {}
+        }
+    }
+
+    /// The words the whole window shows for this state.
+    fn window_text(shared: &Shared) -> Vec<String> {
+        let ctx = egui::Context::default();
+        let mut state = WindowState::new(shared);
+        let host = NoHost;
+        let setter = ParamSetter::new(&host);
+        let mut found = Vec::new();
+        for _ in 0..2 {
+            let input = egui::RawInput {
+                screen_rect: Some(egui::Rect::from_min_size(
+                    egui::pos2(0.0, 0.0),
+                    vec2(1040.0, 700.0),
+                )),
+                ..Default::default()
+            };
+            let mut out = ctx.run_ui(input, |ui| draw(ui, shared, &mut state, &setter));
+            // Nothing is drawn on a GPU here: the font atlas is not uploaded.
+            out.textures_delta.clear();
+            found.clear();
+            for s in &out.shapes {
+                texts(&s.shape, &mut found);
+            }
+        }
+        found
+    }
+
+    /// The top strip says what the live mode does, and offers Hand over in call and response
+    /// only; in Sections it shows neither.
+    #[test]
+    fn the_live_phase_and_the_hand_over_button_show() {
+        let (gui, _tap) = GuiShared::new();
+        let shared = Shared {
+            params: Arc::new(StariaParams::default()),
+            gui,
+        };
+        let has = |t: &[String], w: &str| t.iter().any(|s| s == w);
+        let t = window_text(&shared);
+        assert!(has(&t, "Sections") && !has(&t, "Hand over"), "{t:?}");
+        assert!(!has(&t, "listening") && !has(&t, "responding"));
+        let mode = shared.params.mode.as_ptr();
+        // SAFETY: `mode` points into `shared.params`, alive for the whole test.
+        unsafe { mode._internal_set_normalized_value(mode.preview_normalized(1.0)) };
+        shared.gui.publish_live(LivePhase::Responding);
+        let t = window_text(&shared);
+        assert!(has(&t, "responding") && has(&t, "Hand over"), "{t:?}");
+        // SAFETY: as above.
+        unsafe { mode._internal_set_normalized_value(mode.preview_normalized(2.0)) };
+        shared.gui.publish_live(LivePhase::Accompanying);
+        let t = window_text(&shared);
+        assert!(has(&t, "accompanying") && !has(&t, "Hand over"), "{t:?}");
+    }
+}
