@@ -35,7 +35,8 @@
 //! Modules by room:
 //! - real-time core (audio thread side, no allocation): [`audio`], [`messages`], [`handover`],
 //!   [`timing`], [`schedule`];
-//! - engine thread: [`engine_thread`], [`capture`], [`status`], [`swap`], [`default_model`];
+//! - engine thread: [`engine_thread`], [`capture`], [`status`], [`swap`], [`default_model`],
+//!   [`memory`];
 //! - generation: [`generate`], [`sampling`], [`constraints`];
 //! - live modes (call and response, accompaniment): [`live`] (the session, its simulation and
 //!   its engine-thread driver);
@@ -49,6 +50,7 @@ pub mod engine_thread;
 pub mod generate;
 pub mod handover;
 pub mod live;
+pub mod memory;
 pub mod messages;
 pub mod render;
 pub mod sampling;

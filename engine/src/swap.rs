@@ -180,6 +180,8 @@ impl EngineControl {
                         crate::engine_thread::panic_text(p.as_ref())
                     )),
                 }
+                // Reading a checkpoint frees its file buffers (and a failed load all it built).
+                crate::memory::release_freed_memory();
                 shared.status.loads_in_flight.fetch_sub(1, Relaxed);
                 if let Some(t) = engine_thread {
                     t.unpark();

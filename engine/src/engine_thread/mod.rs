@@ -96,7 +96,11 @@ impl Engine {
         let worker = Worker::new(engine_link, rx, config.clone(), latest_load.clone());
         let thread = std::thread::Builder::new()
             .name("staria-engine".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || {
+                // `run` drops the worker, and with it the model and the captured snippets.
+                worker.run();
+                crate::memory::release_freed_memory();
+            })?;
         let control = EngineControl::new(shared, tx, thread, config.device.clone(), latest_load);
         if let Some(dir) = &config.model_dir {
             control.load_model(dir);

@@ -24,7 +24,11 @@ impl Worker {
         self.end_live();
         // Notes of the old model must not ring on under the new one.
         self.stop_all(Interrupt::Stopped);
-        self.generator = Some(generator);
+        let old = self.generator.replace(generator);
+        if old.is_some() {
+            drop(old);
+            crate::memory::release_freed_memory();
+        }
         self.prompt_stale = true;
         let status = &self.link.shared.status;
         status.set_model_name(name);
