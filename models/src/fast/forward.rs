@@ -2,7 +2,7 @@
 //! the KV cache, attention, SwiGLU), the Staria cross-attention sites, the LM head and the
 //! beat-grid scores. Allocation-free: every buffer lives in [`State`].
 
-use super::kernels::{self, padded};
+use super::kernels::{self, Rows, RowsMut, padded};
 use super::matrix::Matrix;
 use super::{CrossSite, FastConfig, Isa, KvStore, PREFILL_CHUNK, State, Weights, blocked};
 use crate::grid;
@@ -54,14 +54,14 @@ pub(super) fn forward_chunk(
     for (li, layer) in w.layers.iter().enumerate() {
         // Attention.
         norm_rows(isa, s, &layer.attn_norm, eps, dim, n);
-        layer
-            .qkv
-            .matmul(isa, &s.xn, dim_padded, &mut s.qkv, 3 * dim, n, &mut s.qs);
+        let xn = Rows::new(&s.xn, n, dim_padded, dim_padded);
+        let qkv = RowsMut::new(&mut s.qkv, n, 3 * dim, 3 * dim);
+        layer.qkv.matmul(isa, xn, qkv, &mut s.qs);
         append_to_cache(w, s, cfg, head_dim, li, n);
         attend(s, cfg, head_dim, isa, li, n);
-        layer
-            .out
-            .matmul(isa, &s.att, dim_padded, &mut s.tmp, dim, n, &mut s.qs);
+        let att = Rows::new(&s.att, n, dim_padded, dim_padded);
+        let tmp = RowsMut::new(&mut s.tmp, n, dim, dim);
+        layer.out.matmul(isa, att, tmp, &mut s.qs);
         kernels::add_assign(isa, &mut s.x[..n * dim], &s.tmp[..n * dim]);
 
         // Feed-forward.
@@ -158,7 +158,6 @@ fn attend(s: &mut State, cfg: &FastConfig, head_dim: usize, isa: Isa, li: usize,
     let kcap = blocked(cap);
     let pos = s.pos;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let scores_stride = s.scores_stride;
     let State {
         kv,
         kv_tile,
@@ -166,26 +165,34 @@ fn attend(s: &mut State, cfg: &FastConfig, head_dim: usize, isa: Isa, li: usize,
         qkv,
         att,
         scores,
+        scores_stride,
         ..
     } = s;
+    let qkv = Rows::new(&qkv[..], n, 3 * dim, 3 * dim);
+    let mut att = RowsMut::new(&mut att[..], n, dim_padded, dim_padded);
+    let mut scores = RowsMut::new(&mut scores[..], n, *scores_stride, *scores_stride);
 
     // Query i sees positions 0 ..= pos + i; `first(b)` is the first query that sees key block b.
     let end = pos + n;
     let first = |b: usize| (b * kernels::KEY_BLOCK).saturating_sub(pos);
+    // The positions of key block b that query i sees.
+    let in_block = |i: usize, b: usize| {
+        b * kernels::KEY_BLOCK..(pos + i + 1).min((b + 1) * kernels::KEY_BLOCK)
+    };
     for hh in 0..h {
         let kbase = (li * h + hh) * head_dim * kcap;
         let vbase = (li * h + hh) * head_dim * cap;
-        let q = |i: usize| i * 3 * dim + hh * head_dim..i * 3 * dim + (hh + 1) * head_dim;
-        let o = |i: usize| i * dim_padded + hh * head_dim..i * dim_padded + (hh + 1) * head_dim;
+        // Head hh's values in a row of queries or of outputs.
+        let head = hh * head_dim..(hh + 1) * head_dim;
         match kv {
             KvStore::F32 { kt, v: vc } => {
                 let kb = &kt[kbase..kbase + head_dim * kcap];
                 for i in 0..n {
-                    let sc = &mut scores[i * scores_stride..i * scores_stride + pos + i + 1];
-                    kernels::scores_blocked(isa, &qkv[q(i)], kb, scale, sc);
+                    let sc = &mut scores.row_mut(i)[..pos + i + 1];
+                    kernels::scores_blocked(isa, &qkv.row(i)[head.clone()], kb, scale, sc);
                     kernels::softmax(isa, sc);
                     let vs = &vc[vbase..vbase + sc.len() * head_dim];
-                    kernels::weighted_sum(isa, sc, vs, &mut att[o(i)]);
+                    kernels::weighted_sum(isa, sc, vs, &mut att.row_mut(i)[head.clone()]);
                 }
             }
             KvStore::F16 { kt, v: vc } => {
@@ -200,29 +207,21 @@ fn attend(s: &mut State, cfg: &FastConfig, head_dim: usize, isa: Isa, li: usize,
                     }
                     kernels::f16_to_f32(isa, blk, tile);
                     for i in first(b)..n {
-                        let lo = i * scores_stride + b * kernels::KEY_BLOCK;
-                        let hi =
-                            i * scores_stride + (pos + i + 1).min((b + 1) * kernels::KEY_BLOCK);
-                        kernels::scores_blocked(isa, &qkv[q(i)], tile, scale, &mut scores[lo..hi]);
+                        let sc = &mut scores.row_mut(i)[in_block(i, b)];
+                        kernels::scores_blocked(isa, &qkv.row(i)[head.clone()], tile, scale, sc);
                     }
                 }
                 for i in 0..n {
-                    kernels::softmax(
-                        isa,
-                        &mut scores[i * scores_stride..i * scores_stride + pos + i + 1],
-                    );
-                    att[o(i)].fill(0.0);
+                    kernels::softmax(isa, &mut scores.row_mut(i)[..pos + i + 1]);
+                    att.row_mut(i)[head.clone()].fill(0.0);
                 }
                 let vs = &vc[vbase..vbase + end * head_dim];
                 for (b, vblk) in vs.chunks(kernels::KEY_BLOCK * head_dim).enumerate() {
                     let t = &mut tile[..vblk.len()];
                     kernels::f16_to_f32(isa, vblk, t);
                     for i in first(b)..n {
-                        let lo = i * scores_stride + b * kernels::KEY_BLOCK;
-                        let hi =
-                            i * scores_stride + (pos + i + 1).min((b + 1) * kernels::KEY_BLOCK);
-                        kernels::weighted_sum(isa, &scores[lo..hi], t, head_tmp);
-                        kernels::add_assign(isa, &mut att[o(i)], head_tmp);
+                        kernels::weighted_sum(isa, &scores.row(i)[in_block(i, b)], t, head_tmp);
+                        kernels::add_assign(isa, &mut att.row_mut(i)[head.clone()], head_tmp);
                     }
                 }
             }
@@ -241,22 +240,20 @@ fn swiglu_residual(
     n: usize,
 ) {
     let hidden = w2.cols();
-    let (hs, gs) = (s.ffh_stride, s.ffg_stride);
-    w13.matmul(isa, &s.xn, padded(dim), &mut s.ffh, hs, n, &mut s.qs);
-    for (h, g) in s
-        .ffh
-        .chunks_exact(hs)
-        .zip(s.ffg.chunks_exact_mut(gs))
-        .take(n)
-    {
-        let (a, b) = h[..2 * hidden].split_at(hidden);
-        let (g, pad) = g[..padded(hidden)].split_at_mut(hidden);
+    let xn = Rows::new(&s.xn, n, padded(dim), padded(dim));
+    let mut ffh = RowsMut::new(&mut s.ffh, n, 2 * hidden, s.ffh_stride);
+    w13.matmul(isa, xn, ffh.reborrow(), &mut s.qs);
+    let mut ffg = RowsMut::new(&mut s.ffg, n, padded(hidden), s.ffg_stride);
+    for i in 0..n {
+        let (a, b) = ffh.row(i).split_at(hidden);
+        let (g, pad) = ffg.row_mut(i).split_at_mut(hidden);
         kernels::swiglu(isa, a, b, g);
         // The padding feeds the mat-mul too: zero it (a wider SwiGLU may have written there, and
         // a q8 block's scale depends on all its 32 values).
         pad.fill(0.0);
     }
-    w2.matmul(isa, &s.ffg, gs, &mut s.tmp, dim, n, &mut s.qs);
+    let tmp = RowsMut::new(&mut s.tmp, n, dim, dim);
+    w2.matmul(isa, ffg.as_rows(), tmp, &mut s.qs);
     match gate {
         None => kernels::add_assign(isa, &mut s.x[..n * dim], &s.tmp[..n * dim]),
         Some(g) => gated_add(&mut s.x, &s.tmp, g, n),
@@ -292,26 +289,28 @@ fn cross_site(
         return;
     }
     norm_rows(isa, s, &site.norm, eps, dim, n);
-    site.q
-        .matmul(isa, &s.xn, dim_padded, &mut s.qkv, 3 * dim, n, &mut s.qs);
+    // The queries go where the self-attention's QKV went (`[chunk][3 * dim]`, the first dim).
+    let xn = Rows::new(&s.xn, n, dim_padded, dim_padded);
+    let q_out = RowsMut::new(&mut s.qkv, n, dim, 3 * dim);
+    site.q.matmul(isa, xn, q_out, &mut s.qs);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let mk = blocked(m);
-    let scores_stride = s.scores_stride;
+    let queries = Rows::new(&s.qkv, n, dim, 3 * dim);
+    let mut scores = RowsMut::new(&mut s.scores, n, nl, s.scores_stride);
+    let mut att = RowsMut::new(&mut s.att, n, dim_padded, dim_padded);
     for i in 0..n {
         for hh in 0..cfg.n_heads {
-            let scores = &mut s.scores[i * scores_stride..i * scores_stride + nl];
-            let q = &s.qkv[i * 3 * dim + hh * head_dim..i * 3 * dim + (hh + 1) * head_dim];
+            let head = hh * head_dim..(hh + 1) * head_dim;
             let kt = &site.kt[hh * head_dim * mk..(hh + 1) * head_dim * mk];
-            kernels::scores_blocked(isa, q, kt, scale, scores);
-            kernels::softmax(isa, scores);
+            let sc = scores.row_mut(i);
+            kernels::scores_blocked(isa, &queries.row(i)[head.clone()], kt, scale, sc);
+            kernels::softmax(isa, sc);
             let v = &site.v_cache[hh * m * head_dim..(hh * m + nl) * head_dim];
-            let out =
-                &mut s.att[i * dim_padded + hh * head_dim..i * dim_padded + (hh + 1) * head_dim];
-            kernels::weighted_sum(isa, scores, v, out);
+            kernels::weighted_sum(isa, sc, v, &mut att.row_mut(i)[head]);
         }
     }
-    site.out
-        .matmul(isa, &s.att, dim_padded, &mut s.tmp, dim, n, &mut s.qs);
+    let tmp = RowsMut::new(&mut s.tmp, n, dim, dim);
+    site.out.matmul(isa, att.as_rows(), tmp, &mut s.qs);
     gated_add(&mut s.x, &s.tmp, &site.attn_gate, n);
     norm_rows(isa, s, &site.ff_norm, eps, dim, n);
     swiglu_residual(isa, &site.w13, &site.w2, Some(&site.ff_gate), s, dim, n);

@@ -3,7 +3,7 @@
 use std::ops::{Deref, DerefMut};
 
 use super::WeightFormat;
-use super::kernels::{self, Isa, QActs, QBLOCK, padded};
+use super::kernels::{self, Isa, QActs, QBLOCK, Rows, RowsMut, padded};
 
 /// A fixed-length, zeroed buffer whose first element sits on a 64-byte boundary, so the kernels'
 /// 64-byte loads of weight rows, cache tiles and activation rows (all multiples of 64 bytes
@@ -145,51 +145,44 @@ impl Matrix {
         }
     }
 
-    /// `y[t] = W x[t]` for `n` tokens: row `t` of `x` starts at `t * xs` and holds
-    /// `padded(cols)` values whose padding is zero, row `t` of `y` starts at `t * ys`. Each
-    /// token's result is bit-for-bit its [`matvec`](Self::matvec); the q8 activations are
-    /// quantized per token. Allocation-free; `scratch` must have room for `n` inputs.
-    #[allow(clippy::too_many_arguments)]
+    /// `y[t] = W x[t]` for every token row: `x` rows hold `padded(cols)` values whose padding is
+    /// zero, `y` rows one value per weight row. Each token's result is bit-for-bit its
+    /// [`matvec`](Self::matvec); the q8 activations are quantized per token. Allocation-free;
+    /// `scratch` must have room for `x.rows()` inputs.
     pub(crate) fn matmul(
         &self,
         isa: Isa,
-        x: &[f32],
-        xs: usize,
-        y: &mut [f32],
-        ys: usize,
-        n: usize,
+        x: Rows<f32>,
+        mut y: RowsMut<f32>,
         scratch: &mut QScratch,
     ) {
-        if n == 1 {
+        assert_eq!(x.rows(), y.rows());
+        if x.rows() == 1 {
             // One token: the decode step's mat-vec (same result, tuned for a single input).
-            return self.matvec(isa, x, y, scratch);
+            return self.matvec(isa, x.row(0), y.row_mut(0), scratch);
         }
-        let x = &x[..(n - 1) * xs + self.kp];
-        let y = &mut y[..(n - 1) * ys + self.rows];
         match &self.data {
-            Packed::F32(w) => kernels::matmul_f32(isa, w, self.kp, x, xs, y, ys, n),
+            Packed::F32(w) => kernels::matmul_f32(isa, w, self.kp, x, y),
             Packed::F16(w) => {
                 let wf = &mut scratch.wf[..2 * self.kp];
-                kernels::matmul_f16(isa, w, self.kp, x, xs, y, ys, n, wf)
+                kernels::matmul_f16(isa, w, self.kp, x, y, wf)
             }
             Packed::Q8 { q, scales } => {
-                let (kp, k4) = (self.kp, self.kp / 4);
+                let (n, kp, k4) = (x.rows(), self.kp, self.kp / 4);
                 let (xq, dx, bias) = (
                     &mut scratch.xq[..n * kp],
                     &mut scratch.dx[..n * k4],
                     &mut scratch.bias[..n * k4],
                 );
-                for t in 0..n {
-                    kernels::quantize_acts(
-                        isa,
-                        &x[t * xs..t * xs + kp],
-                        &mut xq[t * kp..(t + 1) * kp],
-                        &mut dx[t * k4..(t + 1) * k4],
-                        &mut bias[t * k4..(t + 1) * k4],
-                    );
+                let token_rows = xq
+                    .chunks_exact_mut(kp)
+                    .zip(dx.chunks_exact_mut(k4))
+                    .zip(bias.chunks_exact_mut(k4));
+                for (t, ((xq, dx), bias)) in token_rows.enumerate() {
+                    kernels::quantize_acts(isa, x.row(t), xq, dx, bias);
                 }
                 let acts = QActs { xq, dx, bias };
-                kernels::matmul_q8(isa, q, scales, kp, &acts, y, ys, n);
+                kernels::matmul_q8(isa, q, scales, kp, &acts, y);
             }
         }
     }

@@ -42,9 +42,10 @@
 //! `config.rs` the settings ([`FastConfig`], [`WeightFormat`], tensor [`names`]); `load.rs`
 //! building a decoder (checks, packing, allocation); `forward.rs` the step (blocks, attention,
 //! cross sites, LM head); `kernels/` the numeric kernels (`mod.rs`: [`Isa`], dispatch and the
-//! portable versions; `x86/mod.rs`: the AVX-512 / AVX2 mat-vecs; `x86/matmul.rs`: the
-//! multi-token mat-muls); `matrix.rs` packed weight matrices; this file the decoder's state and
-//! its public methods.
+//! portable versions; `rows.rs`: the strided row views the mat-muls and the attention read and
+//! write; `x86/mod.rs`: the AVX-512 / AVX2 mat-vecs; `x86/matmul.rs`: the multi-token
+//! mat-muls); `matrix.rs` packed weight matrices; this file the decoder's state and its public
+//! methods.
 
 mod config;
 mod forward;

@@ -24,6 +24,9 @@ pub fn padded(n: usize) -> usize {
 }
 
 pub use isa::{Isa, IsaLevel};
+pub use rows::{Rows, RowsMut};
+
+mod rows;
 
 /// The instruction set in its own room, so that nothing else can build an [`Isa`]: "an `Isa`
 /// came from [`Isa::detect`]" holds by construction, and the kernels' `unsafe` dispatch on it
@@ -481,11 +484,24 @@ fn dot_f16_scalar(a: &[u16], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
-/// Quantized activations of one mat-vec input (see [`quantize_acts`]).
+/// Quantized activations of one mat-vec input (see [`quantize_acts`]), or of a mat-mul's
+/// tokens back to back.
 pub struct QActs<'a> {
     pub xq: &'a [i8],
     pub dx: &'a [f32],
     pub bias: &'a [i32],
+}
+
+impl<'a> QActs<'a> {
+    /// Token `t`'s activations of inputs of `kp` values each, quantized back to back.
+    pub fn token(&self, t: usize, kp: usize) -> QActs<'a> {
+        let k4 = kp / 4;
+        QActs {
+            xq: &self.xq[t * kp..(t + 1) * kp],
+            dx: &self.dx[t * k4..(t + 1) * k4],
+            bias: &self.bias[t * k4..(t + 1) * k4],
+        }
+    }
 }
 
 /// `y = W x` for int8 weights (`q`: rows of `kp` offset-u8 values, `s`: rows of `kp / 32`
@@ -526,123 +542,96 @@ fn dot_q8_scalar(row: &[u8], sc: &[f32], x: &QActs<'_>) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Multi-token mat-muls (prefill). `w` as above; `n` activation rows, row `t` of `x` at `t * xs`
-// (`kp` values), row `t` of `y` at `t * ys` (`rows` values). The SIMD versions keep a block of
-// weight rows x a block of tokens in registers, so a weight row is loaded (and converted) once
-// per token block instead of once per token, and every output is summed in exactly the order
-// of the matching mat-vec (same accumulators, same final reduction): a token's result is
-// bit-for-bit the same in a batch as alone.
+// Multi-token mat-muls (prefill). `w` as above; `x` holds the `n` activation rows (`kp` values
+// each) and `y` the `n` output rows (one value per weight row), both strided views ([`Rows`]).
+// The SIMD versions keep a block of weight rows x a block of tokens in registers, so a weight
+// row is loaded (and converted) once per token block instead of once per token, and every
+// output is summed in exactly the order of the matching mat-vec (same accumulators, same final
+// reduction): a token's result is bit-for-bit the same in a batch as alone.
 
-/// Checks the shapes the SIMD mat-muls rely on; returns the number of weight rows.
-fn matmul_rows(kp: usize, w_len: usize, x: (usize, usize), y: (usize, usize), n: usize) -> usize {
+/// Checks the shapes the SIMD mat-muls rely on beyond what the views checked (`x`: `x_rows`
+/// rows of `x_cols` values); returns the number of weight rows.
+fn matmul_rows(
+    kp: usize,
+    w_len: usize,
+    (x_rows, x_cols): (usize, usize),
+    y: &RowsMut<f32>,
+) -> usize {
     // Soundness of the SIMD kernels rests on these shapes: checked, not debug-asserted.
     assert!(kp > 0 && kp.is_multiple_of(PAD) && w_len.is_multiple_of(kp));
     let rows = w_len / kp;
-    let ((x_len, xs), (y_len, ys)) = (x, y);
-    assert!(n > 0 && xs >= kp && x_len >= (n - 1) * xs + kp);
-    assert!(ys >= rows && y_len >= (n - 1) * ys + rows);
+    assert!(x_rows > 0 && x_rows == y.rows() && x_cols == kp && y.cols() == rows);
     rows
 }
 
-/// `y[t] = W x[t]` for `n` tokens, f32 weights (bit-for-bit [`matvec_f32`] per token).
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_f32(
-    isa: Isa,
-    w: &[f32],
-    kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
-) {
-    let rows = matmul_rows(kp, w.len(), (x.len(), xs), (y.len(), ys), n);
+/// `y[t] = W x[t]` for every token row, f32 weights (bit-for-bit [`matvec_f32`] per token).
+pub fn matmul_f32(isa: Isa, w: &[f32], kp: usize, x: Rows<f32>, mut y: RowsMut<f32>) {
+    matmul_rows(kp, w.len(), (x.rows(), x.cols()), &y);
     match isa.level() {
         // SAFETY: features detected (see `Isa::detect`); shapes asserted by `matmul_rows`.
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx512 => unsafe { x86::matmul_f32_avx512(w, kp, x, xs, y, ys, n) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_f32_avx512(w, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx2 => unsafe { x86::matmul_f32_avx2(w, kp, x, xs, y, ys, n) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_f32_avx2(w, kp, x, y) },
         _ => {
             // Row-major: the row stays in L1 while every token reads it.
-            for r in 0..rows {
-                let row = &w[r * kp..(r + 1) * kp];
-                for t in 0..n {
-                    y[t * ys + r] = dot_f32_scalar(row, &x[t * xs..t * xs + kp]);
+            for (r, row) in w.chunks_exact(kp).enumerate() {
+                for t in 0..x.rows() {
+                    y.row_mut(t)[r] = dot_f32_scalar(row, x.row(t));
                 }
             }
         }
     }
 }
 
-/// `y[t] = W x[t]` for `n` tokens, f16 weights (bit-for-bit [`matvec_f16`] per token). `wf`
-/// (at least `2 * kp` values) holds weight rows converted to f32: converted once per call, not
-/// once per token.
-#[allow(clippy::too_many_arguments)]
+/// `y[t] = W x[t]` for every token row, f16 weights (bit-for-bit [`matvec_f16`] per token).
+/// `wf` (at least `2 * kp` values) holds weight rows converted to f32: converted once per call,
+/// not once per token.
 pub fn matmul_f16(
     isa: Isa,
     w: &[u16],
     kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    x: Rows<f32>,
+    mut y: RowsMut<f32>,
     wf: &mut [f32],
 ) {
-    let rows = matmul_rows(kp, w.len(), (x.len(), xs), (y.len(), ys), n);
+    matmul_rows(kp, w.len(), (x.rows(), x.cols()), &y);
     assert!(wf.len() >= 2 * kp);
     match isa.level() {
         // SAFETY: as in `matmul_f32`, plus the length of `wf` asserted above.
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, xs, y, ys, n, wf) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_f16_avx512(w, kp, x, y, wf) },
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, xs, y, ys, n, wf) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_f16_avx2(w, kp, x, y, wf) },
         _ => {
-            for r in 0..rows {
-                let row = &w[r * kp..(r + 1) * kp];
-                for t in 0..n {
-                    y[t * ys + r] = dot_f16_scalar(row, &x[t * xs..t * xs + kp]);
+            for (r, row) in w.chunks_exact(kp).enumerate() {
+                for t in 0..x.rows() {
+                    y.row_mut(t)[r] = dot_f16_scalar(row, x.row(t));
                 }
             }
         }
     }
 }
 
-/// `y[t] = W x[t]` for `n` tokens, int8 weights against `x` holding `n` quantized activation
-/// rows back to back (`xq`: `n * kp`, `dx` / `bias`: `n * kp / 4`); bit-for-bit [`matvec_q8`]
-/// per token.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_q8(
-    isa: Isa,
-    q: &[u8],
-    s: &[f32],
-    kp: usize,
-    x: &QActs<'_>,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
-) {
-    let rows = matmul_rows(kp, q.len(), (x.xq.len(), kp), (y.len(), ys), n);
+/// `y[t] = W x[t]` for every token row, int8 weights against `x` holding one quantized
+/// activation row per output row, back to back (`xq`: `n * kp`, `dx` / `bias`: `n * kp / 4`);
+/// bit-for-bit [`matvec_q8`] per token.
+pub fn matmul_q8(isa: Isa, q: &[u8], s: &[f32], kp: usize, x: &QActs<'_>, mut y: RowsMut<f32>) {
+    let n = y.rows();
+    let rows = matmul_rows(kp, q.len(), (n, kp), &y);
     assert!(s.len() == kp / QBLOCK * rows && x.xq.len() == n * kp);
     assert!(x.dx.len() == n * kp / 4 && x.bias.len() == n * kp / 4);
     match isa.level() {
         // SAFETY: as in `matmul_f32`, plus the activation and scale lengths asserted above.
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx512 => unsafe { x86::matmul_q8_avx512(q, s, kp, x, y, ys, n) },
+        IsaLevel::Avx512 => unsafe { x86::matmul_q8_avx512(q, s, kp, x, y) },
         #[cfg(target_arch = "x86_64")]
-        IsaLevel::Avx2 => unsafe { x86::matmul_q8_avx2(q, s, kp, x, y, ys, n) },
+        IsaLevel::Avx2 => unsafe { x86::matmul_q8_avx2(q, s, kp, x, y) },
         _ => {
-            let (nb, k4) = (kp / QBLOCK, kp / 4);
-            for r in 0..rows {
-                let (row, sc) = (&q[r * kp..(r + 1) * kp], &s[r * nb..(r + 1) * nb]);
+            let nb = kp / QBLOCK;
+            for (r, (row, sc)) in q.chunks_exact(kp).zip(s.chunks_exact(nb)).enumerate() {
                 for t in 0..n {
-                    let acts = QActs {
-                        xq: &x.xq[t * kp..(t + 1) * kp],
-                        dx: &x.dx[t * k4..(t + 1) * k4],
-                        bias: &x.bias[t * k4..(t + 1) * k4],
-                    };
-                    y[t * ys + r] = dot_q8_scalar(row, sc, &acts);
+                    y.row_mut(t)[r] = dot_q8_scalar(row, sc, &x.token(t, kp));
                 }
             }
         }

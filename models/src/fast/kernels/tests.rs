@@ -9,6 +9,21 @@ fn lcg(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
+/// Rows of `kp` f32 weights packed as f16 bits and as offset int8 with their block scales.
+fn pack(w: &[f32], kp: usize) -> (Vec<u16>, Vec<u8>, Vec<f32>) {
+    let wh = w
+        .iter()
+        .map(|v| half::f16::from_f32(*v).to_bits())
+        .collect();
+    let mut wq = vec![0u8; w.len()];
+    let mut ws = vec![0f32; w.len() / QBLOCK];
+    let rows = w.chunks_exact(kp).zip(wq.chunks_exact_mut(kp));
+    for ((row, q), s) in rows.zip(ws.chunks_exact_mut(kp / QBLOCK)) {
+        quantize_weight_row(row, q, s);
+    }
+    (wh, wq, ws)
+}
+
 #[test]
 fn f16_conversion_agrees_on_every_isa() {
     let mut seed = 5u64;
@@ -54,19 +69,7 @@ fn matvecs_agree_on_every_isa() {
                 .sum::<f64>() as f32
         })
         .collect();
-    let wh: Vec<u16> = w
-        .iter()
-        .map(|v| half::f16::from_f32(*v).to_bits())
-        .collect();
-    let mut wq = vec![0u8; rows * kp];
-    let mut ws = vec![0f32; rows * kp / QBLOCK];
-    for r in 0..rows {
-        quantize_weight_row(
-            &w[r * kp..(r + 1) * kp],
-            &mut wq[r * kp..(r + 1) * kp],
-            &mut ws[r * kp / QBLOCK..(r + 1) * kp / QBLOCK],
-        );
-    }
+    let (wh, wq, ws) = pack(&w, kp);
     let mut xq = vec![0i8; kp];
     let mut dx = vec![0f32; kp / 4];
     let mut bias = vec![0i32; kp / 4];
@@ -160,19 +163,7 @@ fn matmuls_equal_matvecs_bit_for_bit() {
         let (xs, ys) = (kp + 64, rows + 3);
         let w: Vec<f32> = (0..rows * kp).map(|_| lcg(&mut seed)).collect();
         let x: Vec<f32> = (0..n * xs).map(|_| lcg(&mut seed) * 3.0).collect();
-        let wh: Vec<u16> = w
-            .iter()
-            .map(|v| half::f16::from_f32(*v).to_bits())
-            .collect();
-        let mut wq = vec![0u8; rows * kp];
-        let mut ws = vec![0f32; rows * kp / QBLOCK];
-        for r in 0..rows {
-            quantize_weight_row(
-                &w[r * kp..(r + 1) * kp],
-                &mut wq[r * kp..(r + 1) * kp],
-                &mut ws[r * kp / QBLOCK..(r + 1) * kp / QBLOCK],
-            );
-        }
+        let (wh, wq, ws) = pack(&w, kp);
         let mut xq = vec![0i8; n * kp];
         let mut dx = vec![0f32; n * kp / 4];
         let mut bias = vec![0i32; n * kp / 4];
@@ -203,25 +194,21 @@ fn matmuls_equal_matvecs_bit_for_bit() {
                     );
                 }
             };
-            matmul_f32(isa, &w, kp, &x, xs, &mut y, ys, n);
+            let xr = Rows::new(&x, n, kp, xs);
+            matmul_f32(isa, &w, kp, xr, RowsMut::new(&mut y, n, rows, ys));
             for t in 0..n {
                 matvec_f32(isa, &w, kp, &x[t * xs..t * xs + kp], &mut one);
                 check(&y, t, &one, "f32");
             }
-            matmul_f16(isa, &wh, kp, &x, xs, &mut y, ys, n, &mut vec![0.0; 2 * kp]);
+            let yr = RowsMut::new(&mut y, n, rows, ys);
+            matmul_f16(isa, &wh, kp, xr, yr, &mut vec![0.0; 2 * kp]);
             for t in 0..n {
                 matvec_f16(isa, &wh, kp, &x[t * xs..t * xs + kp], &mut one);
                 check(&y, t, &one, "f16");
             }
-            matmul_q8(isa, &wq, &ws, kp, &all, &mut y, ys, n);
+            matmul_q8(isa, &wq, &ws, kp, &all, RowsMut::new(&mut y, n, rows, ys));
             for t in 0..n {
-                let k4 = kp / 4;
-                let acts = QActs {
-                    xq: &xq[t * kp..(t + 1) * kp],
-                    dx: &dx[t * k4..(t + 1) * k4],
-                    bias: &bias[t * k4..(t + 1) * k4],
-                };
-                matvec_q8(isa, &wq, &ws, kp, &acts, &mut one);
+                matvec_q8(isa, &wq, &ws, kp, &all.token(t, kp), &mut one);
                 check(&y, t, &one, "q8");
             }
             // The gaps between output rows are not written.

@@ -6,7 +6,7 @@
 //! Same requirements as the mat-vecs of `x86/mod.rs`: the CPU features of each
 //! `#[target_feature]` and the slice shapes documented on the safe wrappers in `kernels/mod.rs`.
 
-use super::super::{QActs, QBLOCK};
+use super::super::{QActs, QBLOCK, Rows, RowsMut};
 use super::{f16_to_f32_avx2, f16_to_f32_avx512, hsum256};
 use std::arch::x86_64::*;
 
@@ -122,13 +122,11 @@ fn prefetch<T>(v: &[T]) {
 pub(in crate::fast::kernels) unsafe fn matmul_f32_avx512(
     w: &[f32],
     kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    x: Rows<f32>,
+    mut y: RowsMut<f32>,
 ) {
-    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let (xp, xs, n) = (x.as_ptr(), x.stride(), x.rows());
+    let (yp, ys) = (y.as_mut_ptr(), y.stride());
     tile(w.len() / kp, 1, 2, 1, |r, _, rr, _| {
         prefetch(&w[(r + rr) * kp..w.len().min((r + 2 * rr) * kp)]);
         // SAFETY: rows r .. r+rr < rows, within the shapes the safe wrapper checked.
@@ -139,18 +137,15 @@ pub(in crate::fast::kernels) unsafe fn matmul_f32_avx512(
 /// f16 weights: each pair of rows is converted once into `wf` (L1) and then multiplied as
 /// f32 rows; the conversion is exact, so this is the f32 arithmetic of `matvec_f16_avx512`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 pub(in crate::fast::kernels) unsafe fn matmul_f16_avx512(
     w: &[u16],
     kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    x: Rows<f32>,
+    mut y: RowsMut<f32>,
     wf: &mut [f32],
 ) {
-    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let (xp, xs, n) = (x.as_ptr(), x.stride(), x.rows());
+    let (yp, ys) = (y.as_mut_ptr(), y.stride());
     tile(w.len() / kp, 1, 2, 1, |r, _, rr, _| {
         // SAFETY: as in `matmul_f32_avx512`; `wf` holds at least 2 * kp values (asserted by
         // the safe wrapper) and kp is a multiple of 16, so the whole rows are converted.
@@ -224,13 +219,11 @@ unsafe fn row_f32_avx2(
 pub(in crate::fast::kernels) unsafe fn matmul_f32_avx2(
     w: &[f32],
     kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    x: Rows<f32>,
+    mut y: RowsMut<f32>,
 ) {
-    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let (xp, xs, n) = (x.as_ptr(), x.stride(), x.rows());
+    let (yp, ys) = (y.as_mut_ptr(), y.stride());
     for r in 0..w.len() / kp {
         prefetch(&w[(r + 1) * kp..w.len().min((r + 2) * kp)]);
         // SAFETY: row r < rows, within the shapes the safe wrapper checked.
@@ -241,18 +234,15 @@ pub(in crate::fast::kernels) unsafe fn matmul_f32_avx2(
 /// f16 weights: each row converted once into `wf`, then multiplied as an f32 row (exact
 /// conversion: the f32 arithmetic of `matvec_f16_avx2`).
 #[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
 pub(in crate::fast::kernels) unsafe fn matmul_f16_avx2(
     w: &[u16],
     kp: usize,
-    x: &[f32],
-    xs: usize,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    x: Rows<f32>,
+    mut y: RowsMut<f32>,
     wf: &mut [f32],
 ) {
-    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
+    let (xp, xs, n) = (x.as_ptr(), x.stride(), x.rows());
+    let (yp, ys) = (y.as_mut_ptr(), y.stride());
     for r in 0..w.len() / kp {
         // SAFETY: as in `matmul_f32_avx2`; `wf` holds at least kp values, kp a multiple of 8.
         unsafe {
@@ -322,12 +312,11 @@ pub(in crate::fast::kernels) unsafe fn matmul_q8_avx512(
     s: &[f32],
     kp: usize,
     x: &QActs<'_>,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    mut y: RowsMut<f32>,
 ) {
     let (rows, nb, k4) = (q.len() / kp, kp / QBLOCK, kp / 4);
-    let (qp, sp, yp) = (q.as_ptr(), s.as_ptr(), y.as_mut_ptr());
+    let (n, ys, yp) = (y.rows(), y.stride(), y.as_mut_ptr());
+    let (qp, sp) = (q.as_ptr(), s.as_ptr());
     let (xq, dx, bias) = (x.xq.as_ptr(), x.dx.as_ptr(), x.bias.as_ptr());
     // 2 rows x 4 tokens: 8 accumulators, 2 weights, 2 scales, 3 activation registers.
     tile(rows, n, 2, 4, |r, t, rr, tt| {
@@ -402,12 +391,11 @@ pub(in crate::fast::kernels) unsafe fn matmul_q8_avx2(
     s: &[f32],
     kp: usize,
     x: &QActs<'_>,
-    y: &mut [f32],
-    ys: usize,
-    n: usize,
+    mut y: RowsMut<f32>,
 ) {
     let (rows, nb, k4) = (q.len() / kp, kp / QBLOCK, kp / 4);
-    let (qp, sp, yp) = (q.as_ptr(), s.as_ptr(), y.as_mut_ptr());
+    let (n, ys, yp) = (y.rows(), y.stride(), y.as_mut_ptr());
+    let (qp, sp) = (q.as_ptr(), s.as_ptr());
     let (xq, dx) = (x.xq.as_ptr(), x.dx.as_ptr());
     // 1 row x 4 tokens: 4 accumulators and the row's sign split fit 16 registers.
     tile(rows, n, 1, 4, |r, t, _, tt| {
