@@ -1,8 +1,11 @@
 //! Checkpoint folders: exact save/load round trips and errors that name the file at fault.
 
+mod common;
+use common::max_abs_diff;
+
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use staria_models::checkpoint::{
     self, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, create_untrained, load, load_tensors,
 };
@@ -27,19 +30,6 @@ fn prompt(tok: &Tokenizer) -> Prompt {
         ],
         snippets: vec![(SectionLabel::A, snippet)],
     }
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn err_text(dir: &Path) -> String {
@@ -73,7 +63,7 @@ fn save_load_round_trips_exactly_for_both_kinds() {
         let l1 = first.model.begin(&p).unwrap();
         let l2 = second.model.begin(&p).unwrap();
         assert_eq!(
-            max_diff(&l1, &l2),
+            max_abs_diff(&l1, &l2),
             0.0,
             "{kind}: logits differ after reload"
         );
@@ -113,7 +103,7 @@ fn half_precision_weights_load_as_f32_within_rounding() {
             .to_dtype(DType::F32)
             .unwrap();
         assert_eq!(halves[name].dtype(), DType::F32);
-        assert_eq!(max_diff(&halves[name], &expect), 0.0, "{name}");
+        assert_eq!(max_abs_diff(&halves[name], &expect), 0.0, "{name}");
     }
     let f16_size = std::fs::metadata(half.path().join(WEIGHTS_FILE))
         .unwrap()
