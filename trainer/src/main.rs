@@ -172,7 +172,7 @@ enum Cmd {
         /// (0: the model alone).
         #[arg(long, default_value_t = 0.0)]
         follow_bias: f32,
-        /// Write each generation and its reference piece as MIDI under DIR/<model>/ (NNN.gen.mid,
+        /// Write each generation and its reference piece as MIDI under `DIR/<model>/` (NNN.gen.mid,
         /// NNN.ref.mid; `staria render NNN.gen.mid --prompt NNN.ref.mid --png` draws them).
         #[arg(long, value_name = "DIR")]
         write: Option<PathBuf>,

@@ -194,7 +194,7 @@ fn letter_groups(groups: &[&[BarContent]]) -> Vec<usize> {
 ///
 /// Bars are grouped into phrases of `L` bars for `L` in 8, 4, 2 (only lengths giving at least 3
 /// groups); a last partial group shorter than `L/2` bars joins the group before it. Groups are
-/// lettered by [`letter_groups`]. The first `L` (longest) whose lettering has a repeated letter
+/// lettered by `letter_groups`. The first `L` (longest) whose lettering has a repeated letter
 /// wins, since the largest repeated unit is the section; with no repetition at any length, the
 /// 4-bar lettering (or 2-bar for short pieces) is used. Consecutive groups with the same letter
 /// merge into one section. A piece with fewer than 2 bars gets a single section A.

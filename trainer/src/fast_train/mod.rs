@@ -3,7 +3,7 @@
 //!
 //! Contract:
 //! - It computes the function of the candle path, `Decoder::forward` followed by
-//!   `batch::masked_nll` (see [`forward`] for the maths), and its exact gradient, within f32
+//!   `batch::masked_nll` (see `forward.rs` for the maths), and its exact gradient, within f32
 //!   rounding (the gradient check in `tests.rs` compares every parameter gradient with candle's).
 //! - Parameters carry the candle `VarMap` names and shapes ([`params::param_shapes`]); the
 //!   optimizer state is [`crate::optim::AdamW`]'s ([`FlatAdamW`]). [`FastTrainer::new`] takes the

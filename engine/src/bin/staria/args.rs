@@ -34,7 +34,7 @@ pub(crate) struct ModelArgs {
     /// else the shipped model (built into this binary, unpacked into the cache folder).
     #[arg(long)]
     pub(crate) model: Option<PathBuf>,
-    /// cpu, cuda[:N] or metal[:N].
+    /// cpu, cuda or cuda:N, metal or metal:N (N: the device index).
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
     /// CPU threads for tensor maths (default: candle's choice, the physical core count).

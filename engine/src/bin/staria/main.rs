@@ -5,7 +5,7 @@
 //!
 //! One module per subcommand family: [`args`] (the command line's shape), [`load`] (checkpoint,
 //! device, threads), [`generate`] (`generate`, `continue`), [`info`], [`render`],
-//! [`bench`] and [`live`] (a performer from a MIDI file into the live modes).
+//! [`bench`](mod@bench) and [`live`] (a performer from a MIDI file into the live modes).
 
 mod args;
 mod bench;
