@@ -31,6 +31,12 @@ pub const BLOCK: usize = 512;
 const CHILD_ENV: &str = "STARIA_HOST_TEST_CHILD";
 /// The bundle path handed from the parent test process to its children.
 const CLAP_ENV: &str = "STARIA_HOST_TEST_CLAP";
+/// A `Staria.clap` to test instead of the one the tests bundle themselves (the debug bundle
+/// under `cargo test`, the release one under `cargo test --release`): e.g. the release bundle
+/// `cargo xtask bundle staria-plugin --release` wrote, for the soak by hand:
+/// `STARIA_TEST_CLAP=target/bundled/Staria.clap cargo test -p staria-plugin-host-test --test soak`.
+/// It is copied first like a bundle the tests built (a rebuild cannot replace it under the run).
+pub const GIVEN_CLAP_ENV: &str = "STARIA_TEST_CLAP";
 
 /// The target directory the running test or bench binary was built in
 /// (`<target>/<profile>/deps/<binary>`, or `<target>/<triple>/<profile>/deps/<binary>`).
@@ -151,12 +157,22 @@ pub fn bundled_clap() -> PathBuf {
         if let Some(p) = std::env::var_os(CLAP_ENV) {
             return PathBuf::from(p);
         }
-        let bundle = run_bundler().join("Staria.clap");
+        let bundle = match given_clap() {
+            Some(given) => given,
+            None => run_bundler().join("Staria.clap"),
+        };
         let private = private_bundle_dir().join(format!("Staria-{}.clap", std::process::id()));
         copy_in_place(&bundle, &private);
         private
     })
     .clone()
+}
+
+/// The bundle named by [`GIVEN_CLAP_ENV`], if any (then the tests do not bundle one).
+pub fn given_clap() -> Option<PathBuf> {
+    std::env::var_os(GIVEN_CLAP_ENV)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Hands the VST3 bundle path from a parent test process to its children.

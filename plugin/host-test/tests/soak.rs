@@ -12,16 +12,20 @@
 //! - no generated note starts while the transport is stopped, and a stop (transport or *Stop
 //!   playback*) leaves no generated note sounding after its block;
 //! - memory after warm-up (8 fresh instances and 30 model swaps) stays flat: the heap in use
-//!   (glibc's `mallinfo2`) of the second half within 5% of the first half's; resident size is
-//!   printed beside it (it also holds memory freed into the arenas of engine threads that come
-//!   and go, which steps up and then stays);
-//! - `process()` p99 under 100 µs in release builds (debug builds, with their allocation checker
-//!   and unoptimised plugin, get 1 ms);
+//!   (glibc's `mallinfo2`; floor of the second half within 5% of the first half's) and the
+//!   resident size (median of the second half within 5% of the first half's in sessions of an
+//!   hour or more; within 25% in shorter ones, which end inside the allocator's warm-up);
+//! - `process()` p99 under 100 µs for the release bundle (the debug bundle, with its allocation
+//!   checker and unoptimised plugin, gets 1 ms);
 //! - no panic, no abort (the scenario runs in a child process; the debug bundle aborts on an
 //!   allocation in `process()`).
 //!
 //! `STARIA_SOAK_MINUTES` sets the simulated length (10 by default, as CI runs it; 120 by hand:
-//! figures in BENCHMARKS.md).
+//! figures in BENCHMARKS.md). The bundle is the one the tests build (debug under `cargo test`,
+//! release under `cargo test --release`), or the `Staria.clap` named by `STARIA_TEST_CLAP` (e.g.
+//! `target/bundled/Staria.clap` after `cargo xtask bundle staria-plugin --release`).
+//! `STARIA_SOAK_MEMORY=1` prints where the resident memory lies (`/proc/self/smaps` by mapping,
+//! glibc's arenas) at every tenth of the session, and every memory sample at the end.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,6 +45,8 @@ const SPEED: f64 = 20.0;
 /// and loaded into a fresh instance (besides the one half-way).
 const MODEL_SWAP_P: f64 = 0.001;
 const INSTANCE_SWAP_P: f64 = 0.0005;
+/// Sessions at least this long (simulated minutes) have the resident size judged at 5%.
+const RSS_JUDGED_MINUTES: f64 = 60.0;
 
 fn soak_minutes() -> f64 {
     match std::env::var("STARIA_SOAK_MINUTES") {
@@ -62,30 +68,99 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// glibc's `struct mallinfo2` (glibc >= 2.33), summed over its arenas.
+#[repr(C)]
+struct MallInfo2 {
+    /// Bytes taken from the system for the arenas (not counting mmapped chunks).
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    /// Chunks mmapped on their own, and their bytes.
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    /// Bytes handed out, and free bytes kept in the arenas.
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+unsafe extern "C" {
+    fn mallinfo2() -> MallInfo2;
+    fn malloc_info(options: std::ffi::c_int, stream: *mut std::ffi::c_void) -> std::ffi::c_int;
+    fn fopen(path: *const std::ffi::c_char, mode: *const std::ffi::c_char)
+    -> *mut std::ffi::c_void;
+    fn fclose(stream: *mut std::ffi::c_void) -> std::ffi::c_int;
+}
+
 /// Bytes the allocator has handed out and not had back (glibc's `mallinfo2`, summed over its
-/// arenas: `uordblks` + `hblkhd`): what a leak grows. Resident size also counts memory freed into
-/// a thread's arena and kept there for reuse, which steps up as engine threads come and go.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// arenas: `uordblks` + `hblkhd`): what a leak grows. Resident size also counts freed memory the
+/// arenas keep for reuse, until the engine trims them (`staria_engine::memory`).
 fn heap_in_use() -> u64 {
-    #[repr(C)]
-    struct MallInfo2 {
-        arena: usize,
-        ordblks: usize,
-        smblks: usize,
-        hblks: usize,
-        hblkhd: usize,
-        usmblks: usize,
-        fsmblks: usize,
-        uordblks: usize,
-        fordblks: usize,
-        keepcost: usize,
-    }
-    unsafe extern "C" {
-        fn mallinfo2() -> MallInfo2;
-    }
-    // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value (glibc >= 2.33).
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value.
     let info = unsafe { mallinfo2() };
     (info.uordblks + info.hblkhd) as u64
+}
+
+/// Where the resident memory lies (`/proc/self/smaps`, Rss summed per file, `[heap]`, anonymous
+/// mappings starting on a 64 MiB boundary = the arenas of threads, other anonymous memory) and
+/// glibc's arenas (count from `malloc_info`, bytes from `mallinfo2`), for `STARIA_SOAK_MEMORY`.
+fn memory_breakdown() -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut groups: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = parts.next().unwrap_or("");
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            let start = u64::from_str_radix(first.split('-').next().unwrap(), 16).unwrap_or(0);
+            current = if !path.is_empty() {
+                std::path::Path::new(path)
+                    .file_name()
+                    .map_or_else(|| path.into(), |n| n.to_string_lossy().into_owned())
+            } else if start % (64 << 20) == 0 && perms.starts_with("rw") {
+                "thread-arenas".into()
+            } else {
+                "anonymous".into()
+            };
+        } else if first == "Rss:" {
+            let kb: u64 = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *groups.entry(current.clone()).or_default() += kb;
+        }
+    }
+    let mut out = String::new();
+    for (name, kb) in groups.iter().filter(|(_, kb)| **kb >= 256) {
+        out += &format!("{name}={:.1}MB ", *kb as f64 / 1024.0);
+    }
+    // SAFETY: as in `heap_in_use`.
+    let info = unsafe { mallinfo2() };
+    let path = target_dir().join(format!("soak-malloc-info-{}.xml", std::process::id()));
+    let c_path = std::ffi::CString::new(path.to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: a valid path and mode; malloc_info writes XML to the stream, which is closed here.
+    let arenas = unsafe {
+        let f = fopen(c_path.as_ptr(), c"w".as_ptr());
+        if f.is_null() {
+            0
+        } else {
+            malloc_info(0, f);
+            fclose(f);
+            let xml = std::fs::read_to_string(&path).unwrap_or_default();
+            let _ = std::fs::remove_file(&path);
+            xml.matches("<heap nr=").count()
+        }
+    };
+    out += &format!(
+        "| {arenas} arenas: {:.1} MB from the system, {:.1} MB of it free; mmapped {:.1} MB \
+         ({} chunks)",
+        info.arena as f64 / 1e6,
+        info.fordblks as f64 / 1e6,
+        info.hblkhd as f64 / 1e6,
+        info.hblks,
+    );
+    out
 }
 
 fn model_dir(name: &str) -> PathBuf {
@@ -462,6 +537,9 @@ fn a_long_session_with_everything_at_random_stays_sound() {
                         std::fs::read_dir("/proc/self/task").unwrap().count(),
                         tally.generated_ons
                     );
+                    if std::env::var_os("STARIA_SOAK_MEMORY").is_some() {
+                        println!("soak: memory {}", memory_breakdown());
+                    }
                 }
             }
             // The end of the session: the performer lets go, the transport stops.
@@ -475,23 +553,34 @@ fn a_long_session_with_everything_at_random_stays_sound() {
             let hanging: Vec<_> = tally.sounding.iter().filter(|(_, c)| **c > 0).collect();
             let p50 = tally.percentile_us(0.50);
             let p99 = tally.percentile_us(0.99);
-            // The floor (least sample) of the first and of the second half after warm-up: a leak
-            // raises it; what comes and goes (a model being swapped in, a generator's caches
-            // while it plays) does not.
+            // The heap in use: the floor (least sample) of the first and of the second half
+            // after warm-up: a leak raises it; what comes and goes (a model being swapped in, a
+            // generator's caches while it plays) does not.
+            // The resident size: the median of each half. It follows what is in use plus the
+            // pages that freed memory leaves resident until the engine trims them
+            // (`staria_engine::memory`), which comes and goes by about 2 MB; the median of each
+            // half sees through that, the floor does not (a sample right after a trim).
             assert!(memory.len() >= 16, "too short a session to judge memory");
             let floor = |samples: &[(u64, u64)], pick: fn(&(u64, u64)) -> u64| {
                 samples.iter().map(pick).min().unwrap() as f64
             };
+            let median = |samples: &[(u64, u64)]| {
+                let mut v: Vec<u64> = samples.iter().map(|m| m.1).collect();
+                v.sort_unstable();
+                v[v.len() / 2] as f64
+            };
             let (first, last) = memory.split_at(memory.len() / 2);
             let heap = (floor(first, |m| m.0), floor(last, |m| m.0));
-            let rss = (floor(first, |m| m.1), floor(last, |m| m.1));
+            let rss = (median(first), median(last));
             let heap_growth = heap.1 / heap.0 - 1.0;
             let rss_growth = rss.1 / rss.0 - 1.0;
+            let rss_max = memory.iter().map(|m| m.1).max().unwrap() as f64;
             println!(
                 "soak: {minutes} simulated minutes in {:.1} s: {} blocks, {} events in, {} notes out \
              ({} generated), {} model swaps, {} fresh instances, {} stops checked; process() p50 \
-             {p50} us, p99 {p99} us; after warm-up (block {}) to the end: heap in use {:.2} -> \
-             {:.2} MB ({:+.2}%), resident {:.2} -> {:.2} MB ({:+.2}%; last {:.2} MB)",
+             {p50} us, p99 {p99} us; after warm-up (block {}) to the end: heap in use (floor) \
+             {:.2} -> {:.2} MB ({:+.2}%), resident (median) {:.2} -> {:.2} MB ({:+.2}%; last \
+             {:.2} MB, most {:.2} MB)",
                 started.elapsed().as_secs_f64(),
                 tally.blocks,
                 tally.events_in,
@@ -507,8 +596,20 @@ fn a_long_session_with_everything_at_random_stays_sound() {
                 rss.0 / 1e6,
                 rss.1 / 1e6,
                 rss_growth * 100.0,
-                memory.last().map_or(0.0, |m| m.1 as f64 / 1e6)
+                memory.last().map_or(0.0, |m| m.1 as f64 / 1e6),
+                rss_max / 1e6
             );
+            if std::env::var_os("STARIA_SOAK_MEMORY").is_some() {
+                let mb = |v: u64| format!("{:.1}", v as f64 / 1e6);
+                println!(
+                    "soak: samples (resident/heap MB) {}",
+                    memory
+                        .iter()
+                        .map(|m| format!("{}/{}", mb(m.1), mb(m.0)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
             assert!(hanging.is_empty(), "notes left hanging: {hanging:?}");
             assert!(tally.generated_ons > 0, "the session generated nothing");
             assert!(
@@ -516,7 +617,29 @@ fn a_long_session_with_everything_at_random_stays_sound() {
                 "the heap in use grew {:.1}% after warm-up",
                 heap_growth * 100.0
             );
-            let limit = if cfg!(debug_assertions) { 1_000 } else { 100 };
+            // A short session ends inside the allocator's own warm-up: the resident size is
+            // still rising to its level (about the first 15 simulated minutes), and the halves
+            // differ by up to 10% either way (nine 10-minute runs, release bundle); the long
+            // session is where 5% is judged. The short one still catches a gross leak.
+            let rss_limit = if minutes >= RSS_JUDGED_MINUTES {
+                0.05
+            } else {
+                0.25
+            };
+            assert!(
+                rss_growth <= rss_limit,
+                "the resident size grew {:.1}% after warm-up (limit {:.0}% for a {minutes}-minute \
+                 session)",
+                rss_growth * 100.0,
+                rss_limit * 100.0
+            );
+            // The debug bundle (nice-plug's allocation checker armed, the plugin unoptimised)
+            // gets 1 ms; the release bundle, or one given by STARIA_TEST_CLAP, the 100 us goal.
+            let limit = if cfg!(debug_assertions) && given_clap().is_none() {
+                1_000
+            } else {
+                100
+            };
             assert!(p99 <= limit, "process() p99 {p99} us over {limit} us");
         },
     );
