@@ -249,6 +249,30 @@ impl Song {
         TempoIndex::new(&self.tempo_map, self.ticks_per_quarter).ms_to_tick(ms)
     }
 
+    /// A song in 4/4 at one tempo throughout (`us_per_quarter`), both from tick 0, with the
+    /// notes and sections as given (their ticks and ms are not touched).
+    pub fn with_fixed_tempo(
+        ticks_per_quarter: u16,
+        us_per_quarter: u32,
+        notes: Vec<Note>,
+        sections: Vec<Section>,
+    ) -> Song {
+        Song {
+            ticks_per_quarter,
+            tempo_map: vec![TempoChange {
+                tick: 0,
+                us_per_quarter,
+            }],
+            time_signatures: vec![TimeSignature {
+                tick: 0,
+                numerator: 4,
+                denominator: 4,
+            }],
+            notes,
+            sections,
+        }
+    }
+
     /// A writable song from notes whose times are known in milliseconds only (what the tokenizer
     /// decodes): one fixed tempo `bpm`, 480 ticks per quarter, 4/4.
     ///
@@ -266,20 +290,7 @@ impl Song {
         } else {
             DEFAULT_US_PER_QUARTER
         };
-        let mut song = Song {
-            ticks_per_quarter: FROM_MS_TICKS_PER_QUARTER,
-            tempo_map: vec![TempoChange {
-                tick: 0,
-                us_per_quarter: us,
-            }],
-            time_signatures: vec![TimeSignature {
-                tick: 0,
-                numerator: 4,
-                denominator: 4,
-            }],
-            notes,
-            sections,
-        };
+        let mut song = Song::with_fixed_tempo(FROM_MS_TICKS_PER_QUARTER, us, notes, sections);
         let index = TempoIndex::new(&song.tempo_map, song.ticks_per_quarter);
         for n in &mut song.notes {
             n.start_tick = index.ms_to_tick(n.start_ms);

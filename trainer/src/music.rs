@@ -469,20 +469,7 @@ pub(crate) mod tests {
             })
             .collect();
         ns.sort_by_key(|n| (n.start_tick, n.pitch));
-        Song {
-            ticks_per_quarter: 480,
-            tempo_map: vec![TempoChange {
-                tick: 0,
-                us_per_quarter: 500_000,
-            }],
-            time_signatures: vec![TimeSignature {
-                tick: 0,
-                numerator: 4,
-                denominator: 4,
-            }],
-            notes: ns,
-            sections: vec![],
-        }
+        Song::with_fixed_tempo(480, 500_000, ns, vec![])
     }
 
     /// One bar of four quarter notes on the given pitches starting at `bar`.

@@ -28,7 +28,7 @@
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use staria_models::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+use staria_models::{Note, Section, SectionLabel, Song};
 
 /// The forms the synthetic set covers, in the order `prepare` cycles through them.
 pub const FORMS: [&str; 10] = [
@@ -391,20 +391,8 @@ pub fn assemble(pool: &[SourcePiece], form: &str, rng: &mut impl Rng) -> Option<
         t += m.len_ms;
     }
     notes.sort_by_key(|a| (a.start_tick, a.pitch));
-    let song = Song {
-        ticks_per_quarter: TICKS_PER_QUARTER,
-        tempo_map: vec![TempoChange {
-            tick: 0,
-            us_per_quarter: (q * 1000.0).round() as u32,
-        }],
-        time_signatures: vec![TimeSignature {
-            tick: 0,
-            numerator: 4,
-            denominator: 4,
-        }],
-        notes,
-        sections,
-    };
+    let us_per_quarter = (q * 1000.0).round() as u32;
+    let song = Song::with_fixed_tempo(TICKS_PER_QUARTER, us_per_quarter, notes, sections);
     Some(SynthPiece {
         song,
         form: form.to_string(),

@@ -3,7 +3,7 @@
 //! so streamed and batch decoding agree by construction.
 
 use super::{START, TokenKind, Tokenizer};
-use crate::song::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+use crate::song::{Note, Section, SectionLabel, Song};
 
 /// Length given to decoded drum hits (drum tokens carry no duration).
 pub const DRUM_DURATION_MS: f64 = 100.0;
@@ -468,20 +468,7 @@ impl Tokenizer {
                 }
             })
             .collect();
-        Song {
-            ticks_per_quarter: TICKS_PER_QUARTER,
-            tempo_map: vec![TempoChange {
-                tick: 0,
-                us_per_quarter: US_PER_QUARTER,
-            }],
-            time_signatures: vec![TimeSignature {
-                tick: 0,
-                numerator: 4,
-                denominator: 4,
-            }],
-            notes,
-            sections,
-        }
+        Song::with_fixed_tempo(TICKS_PER_QUARTER, US_PER_QUARTER, notes, sections)
     }
 
     /// Notes of a prompt snippet (times relative to the snippet start); never fails.

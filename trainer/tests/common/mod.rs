@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use staria_models::midi::write_midi;
-use staria_models::{Note, Section, SectionLabel, Song, TempoChange, TimeSignature};
+use staria_models::{Note, Section, SectionLabel, Song};
 use staria_trainer::config::ExperimentConfig;
 
 /// A deterministic pseudo-random generator (no dependency on rand's stream for fixtures).
@@ -69,20 +69,7 @@ pub fn song(form: &str, seed: u64, root: u8, markers: bool) -> Song {
         }
     }
     notes.sort_by_key(|n| (n.start_tick, n.pitch));
-    Song {
-        ticks_per_quarter: 480,
-        tempo_map: vec![TempoChange {
-            tick: 0,
-            us_per_quarter: 500_000,
-        }],
-        time_signatures: vec![TimeSignature {
-            tick: 0,
-            numerator: 4,
-            denominator: 4,
-        }],
-        notes,
-        sections,
-    }
+    Song::with_fixed_tempo(480, 500_000, notes, sections)
 }
 
 /// Writes the fixture corpus; returns the number of good files.
