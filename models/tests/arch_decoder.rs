@@ -141,25 +141,7 @@ fn decoder_backward_reaches_every_weight() {
     let targets = Tensor::from_vec(ids(2 * 12, 8, VOCAB), 24, &Device::Cpu).unwrap();
     let loss =
         candle_nn::loss::cross_entropy(&logits.reshape((24, VOCAB)).unwrap(), &targets).unwrap();
-    let grads = loss.backward().unwrap();
-    let data = vm.data().lock().unwrap();
-    assert!(!data.is_empty());
-    for (name, var) in data.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            norm > 0.0 && norm.is_finite(),
-            "{name}: gradient norm² {norm}"
-        );
-    }
+    assert_every_variable_learns(&vm, &loss);
 }
 
 #[test]

@@ -118,24 +118,7 @@ fn encoder_backward_reaches_every_weight() {
     let pooled = enc.pooled(&t, &m).unwrap();
     // Any scalar that depends on every output element.
     let loss = (pooled.sqr().unwrap().sum_all().unwrap() + pooled.sum_all().unwrap()).unwrap();
-    let grads = loss.backward().unwrap();
-    let data = vm.data().lock().unwrap();
-    for (name, var) in data.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(
-            norm > 0.0 && norm.is_finite(),
-            "{name}: gradient norm² {norm}"
-        );
-    }
+    assert_every_variable_learns(&vm, &loss);
 }
 
 #[test]

@@ -45,3 +45,27 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Every variable of `vm` gets a finite, non-zero gradient from `loss` (none is left out of the
+/// graph).
+pub fn assert_every_variable_learns(vm: &VarMap, loss: &Tensor) {
+    let grads = loss.backward().unwrap();
+    let data = vm.data().lock().unwrap();
+    assert!(!data.is_empty());
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm² {norm}"
+        );
+    }
+}
