@@ -20,6 +20,7 @@ use staria_models::fast::WeightFormat;
 use staria_models::model::ModelKind;
 use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
 use staria_models::{Note, SectionLabel};
+use staria_test_support::{argmax, rms_rel};
 
 fn bench_dir() -> PathBuf {
     PathBuf::from(
@@ -43,27 +44,6 @@ fn make_untrained_small_checkpoint() {
     )
     .unwrap();
     eprintln!("wrote {} ({:?})", dir.display(), cfg.kind());
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0
-}
-
-fn rms_rel(got: &[f32], want: &[f32]) -> f32 {
-    let n = want.len() as f32;
-    let m = want.iter().sum::<f32>() / n;
-    let std = (want.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / n).sqrt();
-    let rms = (got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f32>()
-        / n)
-        .sqrt();
-    rms / std
 }
 
 /// The real prompt shipped in examples/prompts, its sections as snippets.

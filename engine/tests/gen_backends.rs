@@ -15,6 +15,7 @@ use staria_engine::generate::{
 use staria_models::fast::WeightFormat;
 use staria_models::model::ModelKind;
 use staria_models::{Prompt, SectionLabel};
+use staria_test_support::{argmax, rms_rel};
 
 fn load(dir: &Path, backend: BackendChoice, weights: WeightFormat) -> Generator {
     Generator::load_with(dir, &Device::Cpu, &GeneratorOptions { backend, weights }).unwrap()
@@ -39,13 +40,6 @@ fn aaba(seed: u64, temperature: f32) -> GenRequest {
     req
 }
 
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0
-}
-
 /// Largest absolute difference, relative to the reference's largest magnitude (at least 1).
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
@@ -55,21 +49,6 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)
         / scale
-}
-
-/// RMS error relative to the reference's standard deviation.
-fn rms_rel(got: &[f32], want: &[f32]) -> f32 {
-    let n = want.len() as f32;
-    let m = want.iter().sum::<f32>() / n;
-    let std = (want.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / n).sqrt();
-    let rms = (got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f32>()
-        / n)
-        .sqrt();
-    rms / std
 }
 
 /// Feeds the prompt and then `steps` tokens (the candle model's greedy choices) to both

@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use staria_models::fast::{FastConfig, FastDecoder, WeightFormat};
 use staria_models::{Decoder, DecoderConfig, SectionLabel, Staria, StariaConfig};
+use staria_test_support::{argmax, rms_rel};
 
 fn fast_config(d: &DecoderConfig) -> FastConfig {
     let mut f = FastConfig::decoder(
@@ -81,17 +82,7 @@ struct QuantStats {
 
 impl QuantStats {
     fn add(&mut self, got: &[f32], want: &[f32]) {
-        let n = want.len() as f32;
-        let m = want.iter().sum::<f32>() / n;
-        let std = (want.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / n).sqrt();
-        let rms = (got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            / n)
-            .sqrt();
-        self.worst_rms_rel = self.worst_rms_rel.max(rms / std);
+        self.worst_rms_rel = self.worst_rms_rel.max(rms_rel(got, want));
         self.agree += usize::from(argmax(got) == argmax(want));
         self.steps += 1;
     }
@@ -99,13 +90,6 @@ impl QuantStats {
     fn summary(&self) -> (f32, f32) {
         (self.worst_rms_rel, self.agree as f32 / self.steps as f32)
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
-        .0
 }
 
 fn tokens(n: usize, vocab: usize, seed: usize) -> Vec<u32> {

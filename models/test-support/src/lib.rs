@@ -1,7 +1,8 @@
 //! What several test suites share, once: the counting global allocator behind the
 //! "never allocates" tests (models' fast decoder, the engine's audio side and generator), a
 //! tiny untrained checkpoint folder (engine and plugin host tests), and checkpoint folders broken
-//! in every way a loader must refuse (engine, trainer).
+//! in every way a loader must refuse (engine, trainer), and the two measures logits are compared
+//! by ([`argmax`], [`rms_rel`]: the fast backend against candle, in models and engine).
 //!
 //! A test binary that counts allocations installs the allocator itself (it is global):
 //!
@@ -73,6 +74,32 @@ pub fn count_allocs<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let calls = CALLS.with(Cell::get) - before;
     WATCHING.with(|w| w.set(was_watching));
     (r, calls)
+}
+
+/// The index of the largest logit, the first of equals (the greedy choice).
+pub fn argmax(logits: &[f32]) -> usize {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+        .0
+}
+
+/// How far logits `got` are from the reference `want`: the RMS error relative to the
+/// reference's standard deviation (the "RMS logit error, % of the logit spread" the fast
+/// backend's weight formats are measured by).
+pub fn rms_rel(got: &[f32], want: &[f32]) -> f32 {
+    let n = want.len() as f32;
+    let mean = want.iter().sum::<f32>() / n;
+    let std = (want.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / n).sqrt();
+    let rms = (got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        / n)
+        .sqrt();
+    rms / std
 }
 
 /// Writes an untrained `tiny` decoder checkpoint named `name` (default tokenizer, seed 7) into
