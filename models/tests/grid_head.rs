@@ -3,18 +3,16 @@
 //! on it, rewinds included.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
 use staria_models::fast::{FastConfig, FastDecoder, WeightFormat};
 use staria_models::grid::{BeatGrid, GridInput, GridRows, NO_WINDOW, grid_windows, phase_bin};
 use staria_models::tokenizer::StreamDecoder;
-use staria_models::{AnyModel, DecoderConfig, ModelConfig, Tokenizer, TokenizerConfig};
+use staria_models::{Tokenizer, TokenizerConfig};
+
+mod common;
+use common::{assert_cached_decoders_replay, max_diff, token_ids, window_decoder};
 
 fn tok() -> Tokenizer {
     Tokenizer::new(TokenizerConfig::default()).unwrap()
-}
-
-fn ids(t: &Tokenizer, s: &str) -> Vec<u32> {
-    t.ids_of(&s.split_whitespace().collect::<Vec<_>>()).unwrap()
 }
 
 /// A prompt with a snippet and a piece over three windows (eighths at 100 bpm: 300 ms).
@@ -52,10 +50,10 @@ fn phases_are_read_from_the_beat_with_early_onsets_in_the_last_bucket() {
 #[test]
 fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
     let t = tok();
-    let seq = ids(&t, SEQ);
+    let seq = token_ids(&t, SEQ);
     let w = grid_windows(&t, &mut StreamDecoder::new(), &seq);
     let pos = |s: &str, nth: usize| {
-        let id = ids(&t, s)[0];
+        let id = token_ids(&t, s)[0];
         seq.iter()
             .enumerate()
             .filter(|(_, x)| **x == id)
@@ -72,7 +70,7 @@ fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
     assert_eq!(w[pos("<T>", 2)], 15_000);
     assert_eq!(*w.last().unwrap(), 15_000);
     // With section windows the onset before a body tag starts the next window.
-    let seq = ids(
+    let seq = token_ids(
         &t,
         "<S> onset:0 <A_SECTION> piano:60:80 onset:0 dur:250 <T> onset:1200 <B_SECTION> \
          piano:62:80 onset:100 dur:250",
@@ -101,48 +99,11 @@ fn grid_windows_give_the_piece_window_starts_and_skip_the_prompt() {
     assert!(GridRows::new(0, &t).is_none());
 }
 
-/// A tiny decoder with a window input, a grid head, and non-zero tables.
-fn grid_model(t: &Tokenizer) -> (DecoderConfig, VarMap, AnyModel) {
-    let mut cfg = DecoderConfig::tiny(t.vocab_size());
-    cfg.window_bins = 8;
-    cfg.window_bin_ms = 700;
-    cfg.grid_bins = 24;
-    let vm = VarMap::new();
-    let model = AnyModel::new(
-        &ModelConfig::Decoder(cfg.clone()),
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let data = vm.data().lock().unwrap();
-    for (name, scale) in [("win_emb.weight", 0.37f32), ("grid_head.weight", 0.53)] {
-        let w = &data[name];
-        let zeros = w
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert!(zeros.iter().all(|&x| x == 0.0), "{name} starts at zero");
-        let v: Vec<f32> = (0..zeros.len()).map(|i| (i as f32 * scale).sin()).collect();
-        w.set(&Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap())
-            .unwrap();
-    }
-    drop(data);
-    (cfg, vm, model)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn training_forward_cached_candle_and_fast_decoders_agree_on_the_grid() {
     let t = tok();
-    let seq = ids(&t, SEQ);
-    let (cfg, vm, mut model) = grid_model(&t);
+    let seq = token_ids(&t, SEQ);
+    let (cfg, vm, mut model) = window_decoder(&t, 24);
     let n = seq.len();
     let grid = BeatGrid::from_bpm(100.0).unwrap();
     let rows = GridRows::of(&cfg, &t).unwrap();
@@ -174,7 +135,7 @@ fn training_forward_cached_candle_and_fast_decoders_agree_on_the_grid() {
     let onsets = t.onset_ids();
     let (o0, o1) = (onsets.start as usize, onsets.end as usize);
     let last = n - 1;
-    assert!(max_abs_diff(&at(&full, last)[o0..o1], &at(&no_rows, last)[o0..o1]) > 1e-3);
+    assert!(max_diff(&at(&full, last)[o0..o1], &at(&no_rows, last)[o0..o1]) > 1e-3);
     assert_eq!(at(&full, last)[..o0], at(&no_rows, last)[..o0]);
     assert_eq!(at(&full, last)[o1..], at(&no_rows, last)[o1..]);
     assert_eq!(at(&no_tempo, last), at(&no_rows, last));
@@ -186,29 +147,8 @@ fn training_forward_cached_candle_and_fast_decoders_agree_on_the_grid() {
         FastDecoder::from_varmap(&FastConfig::from(&cfg), WeightFormat::F32, &vm).unwrap();
     fast.set_tokenizer(&t);
     fast.set_grid(Some(grid));
-    let check = |i: usize, candle: &Tensor, fast: &[f32]| {
-        let want = at(&full, i);
-        let c = candle.to_vec1::<f32>().unwrap();
-        assert!(max_abs_diff(&c, &want) < 1e-4, "candle cached, token {i}");
-        assert!(max_abs_diff(fast, &want) < 1e-4, "fast, token {i}");
-    };
-    let c = model.extend(&seq[..12]).unwrap();
-    let f = fast.prefill(&seq[..12]).unwrap().to_vec();
-    check(11, &c, &f);
-    for (i, &id) in seq.iter().enumerate().skip(12) {
-        let c = model.step(id).unwrap();
-        let f = fast.step(id).unwrap().to_vec();
-        check(i, &c, &f);
-    }
-    // Rewind both into the second window and replay: the same logits.
-    let back = 30;
-    model.truncate(back);
-    fast.truncate(back);
-    for (i, &id) in seq.iter().enumerate().skip(back) {
-        let c = model.step(id).unwrap();
-        let f = fast.step(id).unwrap().to_vec();
-        check(i, &c, &f);
-    }
+    // Rewound into the second window and replayed: the same logits.
+    assert_cached_decoders_replay(&mut model, &mut fast, &seq, (12, 30), |i| at(&full, i));
     // Without a grid the cached decoders give the no-tempo logits.
     model.set_grid(None);
     fast.set_grid(None);
@@ -216,15 +156,15 @@ fn training_forward_cached_candle_and_fast_decoders_agree_on_the_grid() {
     fast.truncate(n - 1);
     let c = model.step(seq[n - 1]).unwrap().to_vec1::<f32>().unwrap();
     let f = fast.step(seq[n - 1]).unwrap().to_vec();
-    assert!(max_abs_diff(&c, &at(&no_tempo, last)) < 1e-4);
-    assert!(max_abs_diff(&f, &at(&no_tempo, last)) < 1e-4);
+    assert!(max_diff(&c, &at(&no_tempo, last)) < 1e-4);
+    assert!(max_diff(&f, &at(&no_tempo, last)) < 1e-4);
 }
 
 #[test]
 fn bad_grid_rows_are_refused_by_name() {
     let t = tok();
-    let seq = ids(&t, SEQ);
-    let (cfg, _vm, model) = grid_model(&t);
+    let seq = token_ids(&t, SEQ);
+    let (cfg, _vm, model) = window_decoder(&t, 24);
     let n = seq.len();
     let row = |v: &[u32]| Tensor::from_slice(v, (1, n), &Device::Cpu).unwrap();
     let win = row(&vec![0; n]);

@@ -2,19 +2,17 @@
 //! that the training forward, the candle cached decoder and the fast decoder agree on it, rewinds
 //! included.
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 use staria_models::fast::{FastConfig, FastDecoder, WeightFormat};
 use staria_models::tokenizer::StreamDecoder;
 use staria_models::window::{WindowBins, WindowClock, latest_onsets};
-use staria_models::{AnyModel, DecoderConfig, ModelConfig, Tokenizer, TokenizerConfig};
+use staria_models::{DecoderConfig, Tokenizer, TokenizerConfig};
+
+mod common;
+use common::{assert_cached_decoders_replay, max_diff, token_ids, window_decoder};
 
 fn tok() -> Tokenizer {
     Tokenizer::new(TokenizerConfig::default()).unwrap()
-}
-
-fn ids(t: &Tokenizer, s: &str) -> Vec<u32> {
-    t.ids_of(&s.split_whitespace().collect::<Vec<_>>()).unwrap()
 }
 
 /// A prompt with two snippets and a piece over three windows.
@@ -28,11 +26,11 @@ const SEQ: &str = "<PROMPT_START> <A_SECTION> piano:60:80 onset:0 dur:200 piano:
 #[test]
 fn latest_onsets_follow_the_window_and_reset_where_time_restarts() {
     let t = tok();
-    let seq = ids(&t, SEQ);
+    let seq = token_ids(&t, SEQ);
     let on = latest_onsets(&t, &mut StreamDecoder::new(), &seq);
     assert_eq!(on.len(), seq.len());
     let at = |s: &str, nth: usize| {
-        let id = ids(&t, s)[0];
+        let id = token_ids(&t, s)[0];
         let i = seq
             .iter()
             .enumerate()
@@ -73,7 +71,7 @@ fn latest_onsets_follow_the_window_and_reset_where_time_restarts() {
 #[test]
 fn the_clock_rewinds_with_the_cache() {
     let t = tok();
-    let seq = ids(&t, SEQ);
+    let seq = token_ids(&t, SEQ);
     let mut cfg = DecoderConfig::tiny(t.vocab_size());
     cfg.window_bins = 8;
     cfg.window_bin_ms = 700;
@@ -97,44 +95,11 @@ fn the_clock_rewinds_with_the_cache() {
 }
 
 /// A tiny decoder with a window input and a non-zero window table.
-fn window_model(t: &Tokenizer) -> (DecoderConfig, VarMap, AnyModel) {
-    let mut cfg = DecoderConfig::tiny(t.vocab_size());
-    cfg.window_bins = 8;
-    cfg.window_bin_ms = 700;
-    let vm = VarMap::new();
-    let model = AnyModel::new(
-        &ModelConfig::Decoder(cfg.clone()),
-        VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let data = vm.data().lock().unwrap();
-    let w = &data["win_emb.weight"];
-    let zeros = w
-        .as_tensor()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    assert!(zeros.iter().all(|&x| x == 0.0), "the table starts at zero");
-    let v: Vec<f32> = (0..zeros.len()).map(|i| (i as f32 * 0.37).sin()).collect();
-    w.set(&Tensor::from_vec(v, w.shape(), &Device::Cpu).unwrap())
-        .unwrap();
-    drop(data);
-    (cfg, vm, model)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn training_forward_cached_candle_and_fast_decoders_agree() {
     let t = tok();
-    let seq = ids(&t, SEQ);
-    let (cfg, vm, mut model) = window_model(&t);
+    let seq = token_ids(&t, SEQ);
+    let (cfg, vm, mut model) = window_decoder(&t, 0);
     let bins = WindowBins::of(&cfg).unwrap();
     let win: Vec<u32> = latest_onsets(&t, &mut StreamDecoder::new(), &seq)
         .into_iter()
@@ -154,7 +119,7 @@ fn training_forward_cached_candle_and_fast_decoders_agree() {
         .squeeze(0)
         .unwrap();
     let last = |x: &Tensor| x.get(n - 1).unwrap().to_vec1::<f32>().unwrap();
-    assert!(max_abs_diff(&last(&full), &last(&blind)) > 1e-3);
+    assert!(max_diff(&last(&full), &last(&blind)) > 1e-3);
     // Without the bins the training forward refuses.
     let err = model
         .forward_train(&row(&seq), None, None, None)
@@ -172,27 +137,7 @@ fn training_forward_cached_candle_and_fast_decoders_agree() {
     assert_eq!(fast.position(), 0, "a refused step changes nothing");
     fast.set_tokenizer(&t);
 
-    let check = |i: usize, candle: &Tensor, fast: &[f32]| {
-        let want = full.get(i).unwrap().to_vec1::<f32>().unwrap();
-        let c = candle.to_vec1::<f32>().unwrap();
-        assert!(max_abs_diff(&c, &want) < 1e-4, "candle cached, token {i}");
-        assert!(max_abs_diff(fast, &want) < 1e-4, "fast, token {i}");
-    };
-    let c = model.extend(&seq[..10]).unwrap();
-    let f = fast.prefill(&seq[..10]).unwrap().to_vec();
-    check(9, &c, &f);
-    for (i, &id) in seq.iter().enumerate().skip(10) {
-        let c = model.step(id).unwrap();
-        let f = fast.step(id).unwrap().to_vec();
-        check(i, &c, &f);
-    }
-    // Rewind both to a point inside the second window and replay: the same logits.
-    let back = 30;
-    model.truncate(back);
-    fast.truncate(back);
-    for (i, &id) in seq.iter().enumerate().skip(back) {
-        let c = model.step(id).unwrap();
-        let f = fast.step(id).unwrap().to_vec();
-        check(i, &c, &f);
-    }
+    // Rewound to a point inside the second window and replayed: the same logits.
+    let want = |i: usize| full.get(i).unwrap().to_vec1::<f32>().unwrap();
+    assert_cached_decoders_replay(&mut model, &mut fast, &seq, (10, 30), want);
 }
