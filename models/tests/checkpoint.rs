@@ -44,7 +44,7 @@ fn save_load_round_trips_exactly_for_both_kinds() {
     let tok = tokenizer();
     for kind in [ModelKind::Decoder, ModelKind::Staria] {
         let dir = tempfile::tempdir().unwrap();
-        let written = create_untrained(dir.path(), "t", kind, "tiny", &tok, DType::F32, 7).unwrap();
+        let written = write_tiny(dir.path(), kind, &tok);
         let mut first = load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(first.config, written);
         assert_eq!(first.config.kind(), kind);
@@ -80,16 +80,7 @@ fn half_precision_weights_load_as_f32_within_rounding() {
     let tok = tokenizer();
     let full = tempfile::tempdir().unwrap();
     let half = tempfile::tempdir().unwrap();
-    create_untrained(
-        full.path(),
-        "t",
-        ModelKind::Decoder,
-        "tiny",
-        &tok,
-        DType::F32,
-        7,
-    )
-    .unwrap();
+    write_tiny(full.path(), ModelKind::Decoder, &tok);
     let tensors = load_tensors(full.path(), &Device::Cpu).unwrap();
     let (config, _) = checkpoint::load_config(full.path()).unwrap();
     checkpoint::save_tensors(half.path(), &config, &tok, &tensors, DType::F16).unwrap();
@@ -119,16 +110,7 @@ fn a_missing_file_is_named() {
     let tok = tokenizer();
     for file in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
         let dir = tempfile::tempdir().unwrap();
-        create_untrained(
-            dir.path(),
-            "t",
-            ModelKind::Decoder,
-            "tiny",
-            &tok,
-            DType::F32,
-            7,
-        )
-        .unwrap();
+        write_tiny(dir.path(), ModelKind::Decoder, &tok);
         std::fs::remove_file(dir.path().join(file)).unwrap();
         let msg = err_text(dir.path());
         assert!(msg.contains(file) && msg.contains("missing"), "{msg}");
@@ -141,16 +123,7 @@ fn a_missing_file_is_named() {
 fn config_and_weights_that_disagree_name_the_tensor() {
     let tok = tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    create_untrained(
-        dir.path(),
-        "t",
-        ModelKind::Decoder,
-        "tiny",
-        &tok,
-        DType::F32,
-        7,
-    )
-    .unwrap();
+    write_tiny(dir.path(), ModelKind::Decoder, &tok);
     let path = dir.path().join(CONFIG_FILE);
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -190,7 +163,7 @@ fn fast_decoder_refuses_config_sizes_the_weights_lack() {
     let tok = tokenizer();
     for kind in [ModelKind::Decoder, ModelKind::Staria] {
         let dir = tempfile::tempdir().unwrap();
-        create_untrained(dir.path(), "t", kind, "tiny", &tok, DType::F32, 7).unwrap();
+        write_tiny(dir.path(), kind, &tok);
         let path = dir.path().join(CONFIG_FILE);
         let original: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -241,16 +214,7 @@ fn fast_decoder_refuses_config_sizes_the_weights_lack() {
 fn a_different_vocabulary_is_refused() {
     let tok = tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    create_untrained(
-        dir.path(),
-        "t",
-        ModelKind::Decoder,
-        "tiny",
-        &tok,
-        DType::F32,
-        7,
-    )
-    .unwrap();
+    write_tiny(dir.path(), ModelKind::Decoder, &tok);
     let other = Tokenizer::new(TokenizerConfig {
         drums: false,
         ..TokenizerConfig::default()
@@ -277,16 +241,7 @@ fn a_different_vocabulary_is_refused() {
 fn corrupt_files_are_named() {
     let tok = tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    create_untrained(
-        dir.path(),
-        "t",
-        ModelKind::Staria,
-        "tiny",
-        &tok,
-        DType::F32,
-        7,
-    )
-    .unwrap();
+    write_tiny(dir.path(), ModelKind::Staria, &tok);
     let weights = dir.path().join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
@@ -305,9 +260,14 @@ fn corrupt_files_are_named() {
 }
 
 /// A tiny checkpoint of `kind` in a fresh temporary folder, and its config.json as JSON.
+/// An untrained `tiny` checkpoint of `kind` (f32, seed 7) written into `dir`.
+fn write_tiny(dir: &Path, kind: ModelKind, tok: &Tokenizer) -> checkpoint::CheckpointConfig {
+    create_untrained(dir, "t", kind, "tiny", tok, DType::F32, 7).unwrap()
+}
+
 fn tiny(kind: ModelKind, tok: &Tokenizer) -> (tempfile::TempDir, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
-    create_untrained(dir.path(), "t", kind, "tiny", tok, DType::F32, 7).unwrap();
+    write_tiny(dir.path(), kind, tok);
     let json = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
     (dir, serde_json::from_str(&json).unwrap())
 }
