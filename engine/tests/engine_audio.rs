@@ -1,6 +1,8 @@
 //! The audio side of the handover, driven through the real rings: the engine's end is fed by
 //! hand (these parts need no model).
 
+mod engine_support;
+
 use staria_engine::handover::{EngineLink, RingSizes, Shared, link};
 use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::{TransportChange, TransportFrame};
@@ -116,18 +118,9 @@ fn generate(id: u32, start_beat: f64) -> Command {
     }
 }
 
-/// Every note-on is followed on its key by a note-off; nothing left sounding.
+/// `engine_support::assert_paired` on timed events.
 fn assert_paired(events: &[(f64, NoteEvent)]) {
-    let mut sounding = [false; 16 * 128];
-    for (_, e) in events {
-        let k = e.channel as usize * 128 + e.pitch as usize;
-        assert_ne!(
-            sounding[k], e.on,
-            "double note-on or orphan note-off on key {k}: {e:?}"
-        );
-        sounding[k] = e.on;
-    }
-    assert!(sounding.iter().all(|s| !s), "notes left hanging");
+    engine_support::assert_paired(events.iter().map(|(_, e)| e));
 }
 
 #[test]

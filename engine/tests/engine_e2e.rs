@@ -1,6 +1,9 @@
 //! End to end: a real (tiny, random-weight) checkpoint loaded by the engine thread, driven only
 //! through the audio side's rings and a simulated host transport (48 kHz, 512-sample blocks).
 
+mod engine_support;
+use engine_support::assert_paired;
+
 use staria_engine::engine_thread::{Engine, EngineConfig};
 use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::swap::EngineControl;
@@ -167,19 +170,6 @@ impl Host {
             self.block();
         }
     }
-}
-
-fn assert_paired(notes: &[NoteEvent]) {
-    let mut sounding = [false; 16 * 128];
-    for e in notes {
-        let k = e.channel as usize * 128 + e.pitch as usize;
-        assert_ne!(
-            sounding[k], e.on,
-            "double note-on or orphan note-off: {e:?}"
-        );
-        sounding[k] = e.on;
-    }
-    assert!(sounding.iter().all(|s| !s), "notes left hanging");
 }
 
 /// With `warm`, the engine first prefills the prompt while idle (the request then reuses it).

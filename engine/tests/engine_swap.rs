@@ -2,6 +2,9 @@
 //! and serves the next request with the new one; a failed load or a failing request leaves the
 //! old model serving, the audio side silent and the reason in status.
 
+mod engine_support;
+use engine_support::assert_paired;
+
 use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{AudioSide, Engine, EngineConfig, EngineControl, EngineState, SectionLabel};
@@ -74,19 +77,6 @@ impl Host {
     fn wait_generation(&mut self, n: u64) {
         self.run_while(|h| h.control.status().model_generation.load(Relaxed) < n);
     }
-}
-
-fn assert_paired(notes: &[NoteEvent]) {
-    let mut sounding = [false; 16 * 128];
-    for e in notes {
-        let k = e.channel as usize * 128 + e.pitch as usize;
-        assert_ne!(
-            sounding[k], e.on,
-            "double note-on or orphan note-off: {e:?}"
-        );
-        sounding[k] = e.on;
-    }
-    assert!(sounding.iter().all(|s| !s), "notes left hanging");
 }
 
 #[test]
