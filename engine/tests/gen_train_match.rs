@@ -30,7 +30,7 @@ use staria_models::model::ModelKind;
 use staria_models::params::SeededVars;
 use staria_models::tokenizer::{PromptSpec, StreamDecoder, TokenKind, Tokenizer};
 use staria_models::window::{WindowBins, latest_onsets};
-use staria_models::{CheckpointConfig, DecoderConfig, Note, Prompt, SectionLabel, Song};
+use staria_models::{CheckpointConfig, DecoderConfig, Prompt, SectionLabel, Song};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -45,16 +45,9 @@ fn mortons_reel() -> Song {
 fn cli_snippets(song: &Song) -> Snippets {
     let mut s = Snippets::default();
     for label in SectionLabel::ALL {
-        let Some(sec) = song
-            .sections
-            .iter()
-            .filter(|s| s.label == label)
-            .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms))
-        else {
-            continue;
-        };
-        let notes: Vec<Note> = song.section_notes(sec);
-        s.set(label, notes);
+        if let Some(sec) = song.first_section(label) {
+            s.set(label, song.section_notes(sec));
+        }
     }
     s
 }

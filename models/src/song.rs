@@ -224,6 +224,15 @@ impl Song {
         self.notes_in(section.start_ms, section.end_ms)
     }
 
+    /// The earliest section labelled `label` (one with a start time): the one whose notes are
+    /// that section's snippet, for the command line's prompts as for the training data.
+    pub fn first_section(&self, label: SectionLabel) -> Option<&Section> {
+        self.sections
+            .iter()
+            .filter(|s| s.label == label && s.start_ms.is_finite())
+            .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms))
+    }
+
     /// The quarter note in ms when the whole song keeps one tempo (120 bpm without a tempo
     /// map); `None` when the tempo changes.
     pub fn constant_quarter_ms(&self) -> Option<f64> {

@@ -138,12 +138,7 @@ impl SourcePiece {
     pub fn from_song(id: &str, source: &str, style: Option<&str>, song: &Song) -> Option<Self> {
         let mut materials = Vec::new();
         for label in SectionLabel::ALL {
-            let Some(sec) = song
-                .sections
-                .iter()
-                .filter(|s| s.label == label)
-                .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms))
-            else {
+            let Some(sec) = song.first_section(label) else {
                 continue;
             };
             if let Some(m) = material(song, sec, &format!("{id}:{label}")) {

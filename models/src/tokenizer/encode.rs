@@ -208,11 +208,7 @@ impl Tokenizer {
         label: SectionLabel,
         max_tokens: usize,
     ) -> Option<Vec<u32>> {
-        let s = song
-            .sections
-            .iter()
-            .filter(|s| s.label == label && s.start_ms.is_finite())
-            .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms))?;
+        let s = song.first_section(label)?;
         Some(self.snippet_tokens(&song.section_notes(s), 0.0, max_tokens))
     }
 

@@ -152,12 +152,7 @@ pub(crate) fn snippets_of(
         return Ok(snippets);
     }
     for label in SectionLabel::ALL {
-        let first = song
-            .sections
-            .iter()
-            .filter(|s| s.label == label)
-            .min_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
-        if let Some(s) = first {
+        if let Some(s) = song.first_section(label) {
             snippets.set(label, song.section_notes(s));
         }
     }
