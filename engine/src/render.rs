@@ -184,7 +184,7 @@ fn draw_panel<DB: DrawingBackend>(
         .y_desc("MIDI pitch")
         .axis_desc_style((FAMILY, 15))
         .label_style((FAMILY, 13))
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| seconds_label(*x))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
@@ -233,10 +233,29 @@ fn draw_panel<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A time axis label: as many decimals as the tick needs (a short roll ticks every half second,
+/// which whole seconds would print as "0, 0, 1, 2, 2").
+fn seconds_label(seconds: f64) -> String {
+    let fixed = format!("{seconds:.2}");
+    fixed
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use staria_models::{Note, Section};
+
+    #[test]
+    fn time_labels_keep_the_decimals_a_tick_needs() {
+        let labels: Vec<String> = [0.0, 0.5, 1.0, 1.25, 12.0]
+            .into_iter()
+            .map(seconds_label)
+            .collect();
+        assert_eq!(labels, ["0", "0.5", "1", "1.25", "12"]);
+    }
 
     fn song() -> Song {
         let notes: Vec<Note> = (0..16)
