@@ -3,7 +3,8 @@
 //!
 //! Seeded random actions, block by block: the transport starts, stops, loops, jumps, changes
 //! tempo and time signature; a performer plays notes (keyswitches included); every parameter is
-//! automated at random (but the output channel, which tells generated notes apart), sections
+//! automated at random (but the output channel, which tells generated notes apart, and the
+//! mode, which stays at Sections: the live modes have their own tests), sections
 //! are recorded (Record A..D on, played into, off) and every trigger is pressed (clear, play,
 //! play next, continue, stop); models are swapped
 //! between two good folders, a corrupt one and a missing one; half-way the state is saved and
@@ -270,7 +271,12 @@ impl Driver {
         let mut params = Vec::new();
         let mut triggers = Vec::new();
         for (name, meta) in &inst.params {
-            if name == "Output channel" || name.starts_with("Record ") {
+            // Mode stays at Sections: the live modes play on the audio clock while the
+            // transport is stopped (by design; `tests/live.rs` covers them), so this session's
+            // rules for a stopped transport are the Sections mode's. (Automated at random, Mode
+            // let a live answer start with the transport stopped at block 515,808 of a 2-hour
+            // run.)
+            if name == "Output channel" || name == "Mode" || name.starts_with("Record ") {
                 continue;
             }
             if TRIGGERS.contains(&name.as_str()) {
