@@ -1,0 +1,141 @@
+//! [`LiveMode`] and [`LiveSettings`]: what a live session does and how it plays (tempo, bars,
+//! look-ahead, voice, reaction and commit windows), with the checks a session starts with.
+
+use crate::constraints::Constraints;
+use crate::generate::{GenRequest, Target};
+use crate::sampling::SamplingParams;
+
+/// What the model does while the musician plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LiveMode {
+    /// Listen; answer at a handover; stop when the musician plays again.
+    #[default]
+    Respond,
+    /// Play along as a second voice.
+    Accompany,
+}
+
+impl std::str::FromStr for LiveMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "respond" | "call-and-response" => Ok(LiveMode::Respond),
+            "accompany" => Ok(LiveMode::Accompany),
+            _ => Err(format!(
+                "unknown live mode {s:?} (expected respond or accompany)"
+            )),
+        }
+    }
+}
+
+/// How a live session plays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    pub mode: LiveMode,
+    pub bpm: f64,
+    pub beats_per_bar: f64,
+    /// Call and response: length of an answer in bars.
+    pub response_bars: u32,
+    /// Call and response: a silence this long (beats, after the last note-off) hands over;
+    /// `None`: only explicit handovers.
+    pub handover_silence_beats: Option<f64>,
+    /// Accompaniment: how far ahead the model's notes are generated (beats, at most 1).
+    pub lookahead_beats: f64,
+    /// Accompaniment: new notes start at least this much after "now"; after a performer's
+    /// note the look-ahead planned within this time of it is kept and only what lies beyond
+    /// is sampled again (the time a revision may take without a note coming late).
+    pub reaction_ms: f64,
+    /// A model note is handed out this long before it starts.
+    pub commit_ahead_ms: f64,
+    /// Call and response: how far ahead of "now" the answer is generated.
+    pub generate_ahead_ms: f64,
+    /// The model's voice: pitch range, scale, polyphony.
+    pub voice: Constraints,
+    pub sampling: SamplingParams,
+    pub style: Option<String>,
+    /// Music kept when the context is rebased (ms).
+    pub keep_ms: f64,
+}
+
+impl LiveSettings {
+    /// Defaults for a mode at a tempo: answers of 2 bars after 2 beats of silence; an
+    /// accompaniment under middle C (36..=59, two voices), one beat ahead.
+    pub fn new(mode: LiveMode, bpm: f64) -> LiveSettings {
+        let voice = match mode {
+            LiveMode::Respond => Constraints {
+                max_polyphony: Some(4),
+                ..Constraints::default()
+            },
+            LiveMode::Accompany => Constraints {
+                pitch_min: 36,
+                pitch_max: 59,
+                max_polyphony: Some(2),
+                ..Constraints::default()
+            },
+        };
+        LiveSettings {
+            mode,
+            bpm,
+            beats_per_bar: 4.0,
+            response_bars: 2,
+            handover_silence_beats: Some(2.0),
+            lookahead_beats: 1.0,
+            reaction_ms: 30.0,
+            commit_ahead_ms: 50.0,
+            generate_ahead_ms: 1000.0,
+            voice,
+            sampling: SamplingParams::default(),
+            style: None,
+            // An accompaniment's rebase must fit in the reaction time of a revision that may
+            // follow it: 3 s of two voices is about 80 tokens.
+            keep_ms: match mode {
+                LiveMode::Respond => 8000.0,
+                LiveMode::Accompany => 3000.0,
+            },
+        }
+    }
+
+    pub fn beat_ms(&self) -> f64 {
+        60_000.0 / self.bpm
+    }
+
+    pub fn bar_ms(&self) -> f64 {
+        self.beats_per_bar * self.beat_ms()
+    }
+
+    /// Checks every setting; the message names the one at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut probe = GenRequest::new(Target::Continue, self.response_bars.max(1), self.bpm);
+        probe.beats_per_bar = self.beats_per_bar;
+        probe.sampling = self.sampling;
+        probe.constraints = self.voice.clone();
+        probe.validate()?;
+        if self.response_bars == 0 {
+            return Err("response bars must be at least 1".into());
+        }
+        if let Some(b) = self.handover_silence_beats
+            && !(b.is_finite() && b > 0.0 && b <= 64.0)
+        {
+            return Err(format!(
+                "handover silence must be in (0, 64] beats, got {b}"
+            ));
+        }
+        if !(self.lookahead_beats > 0.0 && self.lookahead_beats <= 1.0) {
+            return Err(format!(
+                "look-ahead must be in (0, 1] beat, got {}",
+                self.lookahead_beats
+            ));
+        }
+        for (name, v, max) in [
+            ("reaction", self.reaction_ms, 1000.0),
+            ("commit-ahead", self.commit_ahead_ms, 1000.0),
+            ("generate-ahead", self.generate_ahead_ms, 10_000.0),
+            ("keep", self.keep_ms, 60_000.0),
+        ] {
+            if !(v.is_finite() && (0.0..=max).contains(&v)) {
+                return Err(format!("{name} time must be in 0..={max} ms, got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
