@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod bundle;
+pub mod scenario;
 pub mod vst3_host;
 
 pub const PLUGIN_ID: &CStr = c"org.staria.midi-generator"; // `tests::plugin_ids_are_stable` pins it in the plugin
