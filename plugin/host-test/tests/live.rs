@@ -9,9 +9,9 @@
 //! played at the start of a block (a multiple of 512 samples) and fall off that grid, so "on the
 //! grid" also says "not late".
 
+use staria_plugin_host_test::scenario::{LOAD_TIMEOUT, off, set, tiny_model};
 use staria_plugin_host_test::*;
 
-const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 /// Samples per 10 ms at 48 kHz: the model's time step.
 const GRID: u64 = 480;
 /// Samples per beat at 120 bpm.
@@ -26,21 +26,6 @@ fn on(offset: u32, key: u16, velocity: f64) -> InNote {
         key,
         velocity,
     }
-}
-
-fn off(offset: u32, key: u16) -> InNote {
-    InNote::Off { offset, key }
-}
-
-fn set(inst: &Instance, name: &str, value: f64) -> (clack_host::utils::ClapId, f64) {
-    let p = inst.param(name);
-    assert!(
-        value >= p.min && value <= p.max,
-        "{name}: {value} outside {}..{}",
-        p.min,
-        p.max
-    );
-    (p.id, value)
 }
 
 /// Loads the model the scenario plays and waits for it: a fresh random-weight `tiny`
@@ -61,18 +46,6 @@ fn load_model(inst: &mut Instance, name: &str) -> Session {
         st["state"] == "ready" && st["model"] == want
     });
     s
-}
-
-/// A fresh random-weight `tiny` checkpoint for this process.
-fn tiny_model(name: &str) -> std::path::PathBuf {
-    let dir = target_dir()
-        .join("staria-host-test")
-        .join("models")
-        .join(format!("{name}-{}", std::process::id()));
-    if !dir.join("config.json").exists() {
-        tiny_checkpoint(&dir, name);
-    }
-    dir
 }
 
 /// A note of a recorded performance: start beat, length in beats, key, velocity.
