@@ -340,6 +340,30 @@ impl Tokenizer {
             .copied()
             .unwrap_or(0)
     }
+    /// The instrument a live performer's notes are encoded as: always the first listed one
+    /// (index 0, "piano" in every shipped config), whatever program the incoming MIDI has. In a
+    /// two-voice layout it is the melody (the chorales' soprano).
+    pub fn performer_instrument(&self) -> u8 {
+        0
+    }
+    /// The instrument of the accompanying voice when the vocabulary has one: the second listed
+    /// instrument (in the two-voice layout `["piano", "bass"]`, the chorales' bass). `None` for a
+    /// one-instrument vocabulary, whose accompaniment is its one stream limited to a pitch range.
+    /// The single source of truth for which instrument is whose (the engine's live modes, the
+    /// CLI's `info`); instruments past the second are neither voice's.
+    pub fn accompaniment_instrument(&self) -> Option<u8> {
+        (self.config.instruments.len() >= 2).then_some(1)
+    }
+    /// The note ids of one instrument (every pitch and velocity level); empty for an unknown
+    /// instrument index.
+    pub fn instrument_note_ids(&self, instrument: u8) -> Range<u32> {
+        if instrument as usize >= self.config.instruments.len() {
+            return self.notes.end..self.notes.end;
+        }
+        let per = 128 * self.levels.len() as u32;
+        let start = self.notes.start + instrument as u32 * per;
+        start..start + per
+    }
     /// Note token id; `velocity` is any MIDI velocity (quantized here). `None` for an unknown
     /// instrument index or pitch > 127. O(1).
     #[inline]

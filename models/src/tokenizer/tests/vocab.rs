@@ -143,6 +143,42 @@ fn programs_fold_to_listed_families() {
     assert_eq!(t2.vocab_size(), 2761 + 1664);
 }
 
+/// The performer is instrument 0; the accompaniment is the second listed instrument when there
+/// is one, and its note ids are exactly that instrument's.
+#[test]
+fn performer_and_accompaniment_instruments() {
+    let one = tok();
+    assert_eq!(one.performer_instrument(), 0);
+    assert_eq!(one.accompaniment_instrument(), None);
+    assert_eq!(one.instrument_note_ids(0), one.note_ids());
+    assert!(one.instrument_note_ids(1).is_empty());
+    let two = Tokenizer::new(TokenizerConfig {
+        instruments: vec!["piano".into(), "bass".into()],
+        ..legacy()
+    })
+    .unwrap();
+    assert_eq!(two.accompaniment_instrument(), Some(1));
+    let (piano, bass) = (two.instrument_note_ids(0), two.instrument_note_ids(1));
+    assert_eq!(
+        (piano.start, piano.end, bass.end),
+        (two.note_ids().start, bass.start, two.note_ids().end)
+    );
+    for id in two.note_ids() {
+        let TokenKind::Note { instrument, .. } = two.kind(id) else {
+            panic!("{id} is not a note");
+        };
+        assert_eq!(bass.contains(&id), instrument == 1, "{id}");
+    }
+    assert!(
+        two.token(bass.start)
+            .unwrap()
+            .to_string()
+            .starts_with("bass:0:")
+    );
+    assert_eq!(two.program_for_instrument(1), 32);
+    assert_eq!(two.instrument_for_program(33), 1); // electric bass -> bass
+}
+
 #[test]
 fn forms_and_styles() {
     let t = tok();
