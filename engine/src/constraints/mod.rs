@@ -186,6 +186,27 @@ impl ConstrainedDecoder {
         })
     }
 
+    /// Only notes of `instrument` may be sampled from now on: every other instrument's note
+    /// tokens are masked, on top of the pitch range and the rest (an unknown index masks every
+    /// note). The live modes pick the model's voice this way on a vocabulary with an
+    /// accompaniment instrument ([`Tokenizer::accompaniment_instrument`]). Notes fed in (the
+    /// performer's, the prompt's) are read whatever their instrument. `restart` keeps it.
+    pub fn only_instrument(&mut self, tok: &Tokenizer, instrument: u8) {
+        let keep = tok.instrument_note_ids(instrument);
+        let notes = tok.note_ids();
+        let n = self.any.len();
+        let mut mask = |r: Range<u32>| {
+            let end = (r.end as usize).min(n);
+            self.any[(r.start as usize).min(end)..end].fill(f32::NEG_INFINITY);
+        };
+        if keep.is_empty() {
+            mask(notes);
+        } else {
+            mask(notes.start..keep.start);
+            mask(keep.end..notes.end);
+        }
+    }
+
     /// Notes may only start in `[start_ms, end_ms)` (absolute piece time) from now on.
     /// The span counts as empty until a note starts in it (see `notes_in_span`).
     pub fn set_span(&mut self, start_ms: f64, end_ms: f64) {

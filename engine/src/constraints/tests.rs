@@ -460,3 +460,62 @@ fn busy_voices_past_the_window_mask_notes_but_not_time_shift() {
     cd.push(&t, t.dur_id(3000.0));
     assert!(cd.span_exhausted());
 }
+
+/// On a two-instrument vocabulary `only_instrument` leaves exactly that instrument's notes
+/// (within the pitch range) and the rest of the `Any` mask as it was; reading a note of the
+/// other instrument still works.
+#[test]
+fn only_instrument_masks_the_other_instruments_notes() {
+    let t = Tokenizer::new(TokenizerConfig {
+        instruments: vec!["piano".into(), "bass".into()],
+        ..TokenizerConfig::default()
+    })
+    .unwrap();
+    let c = Constraints {
+        pitch_min: 36,
+        pitch_max: 59,
+        ..Constraints::default()
+    };
+    let full = ConstrainedDecoder::new(&t, &c).unwrap();
+    let before = masked(&full, t.vocab_size());
+    for (only, other) in [(1u8, 0u8), (0, 1)] {
+        let mut cd = full.clone();
+        cd.only_instrument(&t, only);
+        let after = masked(&cd, t.vocab_size());
+        let notes: Vec<u32> = after
+            .iter()
+            .copied()
+            .filter(|&id| t.note_ids().contains(&id))
+            .collect();
+        assert_eq!(notes.len(), 24 * t.velocity_levels().len());
+        for &id in &notes {
+            let TokenKind::Note {
+                instrument, pitch, ..
+            } = t.kind(id)
+            else {
+                panic!("{id} is not a note");
+            };
+            assert!(instrument == only && (36..=59).contains(&pitch), "{id}");
+        }
+        let others = |v: &[u32]| -> Vec<u32> {
+            v.iter()
+                .copied()
+                .filter(|id| !t.note_ids().contains(id))
+                .collect()
+        };
+        assert_eq!(others(&after), others(&before));
+        // The other voice's notes (the performer's) are still read.
+        let id = t.note_id(other, 72, 80).unwrap();
+        cd.push(&t, id);
+        assert_eq!(cd.expects(), Expect::Onset);
+        cd.restart();
+        assert_eq!(masked(&cd, t.vocab_size()), after, "restart keeps it");
+    }
+    let mut none = full.clone();
+    none.only_instrument(&t, 2);
+    assert!(
+        masked(&none, t.vocab_size())
+            .iter()
+            .all(|id| !t.note_ids().contains(id))
+    );
+}
