@@ -63,7 +63,7 @@ impl LiveSession {
         self.batch.clear();
         let first = self.fed.len();
         for &(note, committed) in notes {
-            if self.encode(&note) {
+            if self.encode(&note, self.model_instrument) {
                 self.fed.push(FedNote {
                     note,
                     pos_after: start + self.batch.len(),

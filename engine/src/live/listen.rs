@@ -14,7 +14,10 @@
 //! [`note_tokens`] is the streaming encoding of one note after the grammar state the cache
 //! ends in: the `<T>`s to the note's window, then note, onset and duration, exactly as
 //! `Tokenizer::snippet_tokens` writes a piece (a note whose time rounds before the window's
-//! latest onset is moved up to it: onsets never go back within a window).
+//! latest onset is moved up to it: onsets never go back within a window). The caller names the
+//! instrument: a performer's note is always `Tokenizer::performer_instrument` (instrument 0),
+//! whatever program its MIDI had ([`TimedNote`] carries none); a model note goes back in as
+//! the instrument it was sampled as.
 
 use std::collections::VecDeque;
 
@@ -30,15 +33,17 @@ pub struct TimedNote {
 }
 
 /// Appends to `out` the tokens of `note` (times in the model's piece time) after the grammar
-/// state `dec`; the note's instrument is the tokenizer's first (piano). Returns `false`, adding
-/// nothing, for a note the vocabulary cannot hold (pitch over 127, a non-finite time).
+/// state `dec`, as a note of `instrument` (an index into the tokenizer's instruments). Returns
+/// `false`, adding nothing, for a note the vocabulary cannot hold (pitch over 127, a non-finite
+/// time, an unknown instrument).
 pub fn note_tokens(
     tok: &Tokenizer,
     dec: &StreamDecoder,
     note: &TimedNote,
+    instrument: u8,
     out: &mut Vec<u32>,
 ) -> bool {
-    let Some(note_id) = tok.note_id(0, note.pitch, note.velocity.max(1)) else {
+    let Some(note_id) = tok.note_id(instrument, note.pitch, note.velocity.max(1)) else {
         return false;
     };
     if !(note.start_ms.is_finite() && note.end_ms.is_finite()) {
@@ -225,7 +230,7 @@ mod tests {
         let mut dec = StreamDecoder::new();
         for n in &notes {
             let from = streamed.len();
-            assert!(note_tokens(&t, &dec, n, &mut streamed));
+            assert!(note_tokens(&t, &dec, n, 0, &mut streamed));
             for &id in &streamed[from..] {
                 dec.push(&t, id);
             }
@@ -259,15 +264,48 @@ mod tests {
         let t = tok();
         let mut dec = StreamDecoder::new();
         let mut ids = Vec::new();
-        note_tokens(&t, &dec, &note(60, 1_000.0, 1_200.0), &mut ids);
+        note_tokens(&t, &dec, &note(60, 1_000.0, 1_200.0), 0, &mut ids);
         for &id in &ids {
             dec.push(&t, id);
         }
         ids.clear();
-        note_tokens(&t, &dec, &note(62, 900.0, 1_000.0), &mut ids);
+        note_tokens(&t, &dec, &note(62, 900.0, 1_000.0), 0, &mut ids);
         assert_eq!(t.kind(ids[1]), TokenKind::Onset { ms: 1_000 });
-        assert!(!note_tokens(&t, &dec, &note(200, 0.0, 1.0), &mut ids));
-        assert!(!note_tokens(&t, &dec, &note(60, f64::NAN, 1.0), &mut ids));
+        assert!(!note_tokens(&t, &dec, &note(200, 0.0, 1.0), 0, &mut ids));
+        assert!(!note_tokens(
+            &t,
+            &dec,
+            &note(60, f64::NAN, 1.0),
+            0,
+            &mut ids
+        ));
+        assert!(
+            !note_tokens(&t, &dec, &note(60, 0.0, 1.0), 1, &mut ids),
+            "a one-instrument vocabulary has no instrument 1"
+        );
+    }
+
+    /// The note token is the named instrument's; the timing tokens do not depend on it.
+    #[test]
+    fn the_instrument_is_the_callers() {
+        let two = Tokenizer::new(TokenizerConfig {
+            instruments: vec!["piano".into(), "bass".into()],
+            ..TokenizerConfig::default()
+        })
+        .unwrap();
+        let dec = StreamDecoder::new();
+        let n = note(43, 6_000.0, 6_400.0);
+        let (mut piano, mut bass) = (Vec::new(), Vec::new());
+        assert!(note_tokens(&two, &dec, &n, 0, &mut piano));
+        assert!(note_tokens(&two, &dec, &n, 1, &mut bass));
+        assert_eq!(
+            two.to_strings(&piano),
+            ["<T>", "piano:43:80", "onset:1000", "dur:400"]
+        );
+        assert_eq!(
+            two.to_strings(&bass),
+            ["<T>", "bass:43:80", "onset:1000", "dur:400"]
+        );
     }
 
     /// Note-off rule: onset order, a held note does not block a later one that ended (it goes

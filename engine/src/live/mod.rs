@@ -156,8 +156,11 @@ pub struct LiveSession {
     base_pos: usize,
     /// The latest handed-out model note per pitch (start, end), for cuts.
     model_sounding: [Option<(f64, f64)>; 128],
-    /// Absorbed performer notes and handed-out model notes, for a rebase.
-    history: VecDeque<TimedNote>,
+    /// The instrument the model's notes are sampled as and fed back as (see the module notes).
+    model_instrument: u8,
+    /// Absorbed performer notes and handed-out model notes with their instruments, for a
+    /// rebase.
+    history: VecDeque<(TimedNote, u8)>,
     scratch: Vec<u32>,
     batch: Vec<u32>,
     /// Accompaniment: notes fed again after a revision's performer note (and whether they
@@ -205,7 +208,14 @@ impl LiveSession {
             .map(|(l, _)| l)
             .next()
             .unwrap_or(SectionLabel::A);
-        let cd = ConstrainedDecoder::new(&tok, &settings.voice).map_err(GenError::Request)?;
+        let mut cd = ConstrainedDecoder::new(&tok, &settings.voice).map_err(GenError::Request)?;
+        let model_instrument = match (settings.mode, tok.accompaniment_instrument()) {
+            (LiveMode::Accompany, Some(accompaniment)) => accompaniment,
+            _ => tok.performer_instrument(),
+        };
+        if tok.accompaniment_instrument().is_some() {
+            cd.only_instrument(&tok, model_instrument);
+        }
         let sampler = Sampler::new(tok.vocab_size(), settings.sampling);
         let mut s = LiveSession {
             listener: Listener::new(settings.beat_ms()),
@@ -224,6 +234,7 @@ impl LiveSession {
             fed: Vec::with_capacity(1024),
             base_pos: 0,
             model_sounding: [None; 128],
+            model_instrument,
             history: VecDeque::with_capacity(4096),
             scratch: Vec::with_capacity(256),
             batch: Vec::with_capacity(4096),
@@ -269,6 +280,13 @@ impl LiveSession {
 
     pub fn mode(&self) -> LiveMode {
         self.settings.mode
+    }
+
+    /// The tokenizer instrument the model's notes are sampled and fed back as: the
+    /// accompaniment instrument when accompanying with a model that has one, else the
+    /// performer's (0).
+    pub fn model_instrument(&self) -> u8 {
+        self.model_instrument
     }
 
     /// Whether an answer is under way (call and response).
@@ -326,8 +344,9 @@ impl LiveSession {
         Ok(())
     }
 
-    /// Appends the tokens of `note` (session ms) after the grammar state to `self.batch`.
-    fn encode(&mut self, note: &TimedNote) -> bool {
+    /// Appends the tokens of `note` (session ms), a note of `instrument`, after the grammar
+    /// state to `self.batch`.
+    fn encode(&mut self, note: &TimedNote, instrument: u8) -> bool {
         let piece = TimedNote {
             start_ms: self.piece_ms(note.start_ms),
             end_ms: self.piece_ms(note.end_ms),
@@ -339,37 +358,38 @@ impl LiveSession {
             dec.push(&self.tok, id);
         }
         self.scratch.clear();
-        if !note_tokens(&self.tok, &dec, &piece, &mut self.scratch) {
+        if !note_tokens(&self.tok, &dec, &piece, instrument, &mut self.scratch) {
             return false;
         }
         self.batch.extend_from_slice(&self.scratch);
         true
     }
 
-    /// Feeds one performer note and remembers it for a rebase.
+    /// Feeds one performer note (as the performer's instrument) and remembers it for a rebase.
     fn absorb(&mut self, g: &mut Generator, note: TimedNote) -> Result<()> {
         if g.position() + context_reserve(g) >= g.max_seq_len() {
             self.rebase(g, note.start_ms)?;
         }
         let t0 = Instant::now();
         self.batch.clear();
-        if self.encode(&note) {
+        let performer = self.tok.performer_instrument();
+        if self.encode(&note, performer) {
             self.feed_batch(g)?;
         }
         if self.stats.absorb_ms.len() < LiveStats::MAX_SAMPLES {
             self.stats.absorb_ms.push(ms_since(t0));
         }
         self.stats.absorbed_notes += 1;
-        self.remember(note);
+        self.remember(note, performer);
         self.base_pos = g.position();
         Ok(())
     }
 
-    fn remember(&mut self, note: TimedNote) {
+    fn remember(&mut self, note: TimedNote, instrument: u8) {
         if self.history.len() == self.history.capacity() {
             self.history.pop_front();
         }
-        self.history.push_back(note);
+        self.history.push_back((note, instrument));
     }
 
     /// The context is nearly full: the prompt, the opening tag at a bar line `keep_ms` before
@@ -384,15 +404,15 @@ impl LiveSession {
         let from = at_ms - self.settings.keep_ms;
         let origin = self.origin_ms + ((from - self.origin_ms) / bar).floor().max(0.0) * bar;
         self.open(g, origin)?;
-        self.history.retain(|n| n.start_ms >= origin);
+        self.history.retain(|n| n.0.start_ms >= origin);
         self.history
             .make_contiguous()
-            .sort_by(|a, b| a.start_ms.total_cmp(&b.start_ms));
+            .sort_by(|a, b| a.0.start_ms.total_cmp(&b.0.start_ms));
         self.batch.clear();
         for i in 0..self.history.len() {
-            let n = self.history[i];
+            let (n, instrument) = self.history[i];
             if n.start_ms <= upto_ms {
-                self.encode(&n);
+                self.encode(&n, instrument);
             }
         }
         self.feed_batch(g)?;
@@ -494,7 +514,7 @@ impl LiveSession {
             }
             self.fed[i].committed = true;
             self.model_sounding[f.note.pitch as usize] = Some((f.note.start_ms, f.note.end_ms));
-            self.remember(f.note);
+            self.remember(f.note, self.model_instrument);
             out(LiveEvent::Play(f.note));
         }
     }

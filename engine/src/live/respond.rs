@@ -149,7 +149,7 @@ impl LiveSession {
             if i < keep && !f.committed {
                 // Due before the interruption: it did sound (the driver lagged).
                 self.fed[i].committed = true;
-                self.remember(f.note);
+                self.remember(f.note, self.model_instrument);
                 out(LiveEvent::Play(f.note));
             }
             let sounds_on = if i < keep {
@@ -193,8 +193,10 @@ impl LiveSession {
     /// Drops from the rebase history the model notes that were handed out but never sounded.
     fn forget_uncommitted_after(&mut self, at_ms: f64) {
         let fed = &self.fed;
-        self.history
-            .retain(|h| !fed.iter().any(|f| f.note.start_ms >= at_ms && f.note == *h));
+        self.history.retain(|h| {
+            !fed.iter()
+                .any(|f| f.note.start_ms >= at_ms && f.note == h.0)
+        });
     }
 }
 
