@@ -596,3 +596,5 @@ mod respond;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod two_voice_tests;

@@ -1,8 +1,9 @@
 //! What several test suites share, once: the counting global allocator behind the
 //! "never allocates" tests (models' fast decoder, the engine's audio side and generator), a
-//! tiny untrained checkpoint folder (engine and plugin host tests), and checkpoint folders broken
-//! in every way a loader must refuse (engine, trainer), and the two measures logits are compared
-//! by ([`argmax`], [`rms_rel`]: the fast backend against candle, in models and engine).
+//! tiny untrained checkpoint folder, with the default tokenizer or another (engine and plugin
+//! host tests), and checkpoint folders broken in every way a loader must refuse (engine,
+//! trainer), and the two measures logits are compared by ([`argmax`], [`rms_rel`]: the fast
+//! backend against candle, in models and engine).
 //!
 //! A test binary that counts allocations installs the allocator itself (it is global):
 //!
@@ -106,10 +107,25 @@ pub fn rms_rel(got: &[f32], want: &[f32]) -> f32 {
 /// `dir`.
 #[cfg(feature = "checkpoint")]
 pub fn tiny_checkpoint(dir: &std::path::Path, name: &str) {
+    tiny_checkpoint_with(
+        dir,
+        name,
+        staria_models::tokenizer::TokenizerConfig::default(),
+    );
+}
+
+/// [`tiny_checkpoint`] with another tokenizer config (e.g. the two-voice layout,
+/// `instruments: ["piano", "bass"]`); panics on a config the tokenizer refuses.
+#[cfg(feature = "checkpoint")]
+pub fn tiny_checkpoint_with(
+    dir: &std::path::Path,
+    name: &str,
+    config: staria_models::tokenizer::TokenizerConfig,
+) {
     use staria_models::checkpoint::create_untrained;
     use staria_models::model::ModelKind;
-    use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
-    let tok = Tokenizer::new(TokenizerConfig::default()).expect("default tokenizer");
+    use staria_models::tokenizer::Tokenizer;
+    let tok = Tokenizer::new(config).expect("tokenizer config");
     create_untrained(
         dir,
         name,
