@@ -209,10 +209,7 @@ impl LiveSession {
             .next()
             .unwrap_or(SectionLabel::A);
         let mut cd = ConstrainedDecoder::new(&tok, &settings.voice).map_err(GenError::Request)?;
-        let model_instrument = match (settings.mode, tok.accompaniment_instrument()) {
-            (LiveMode::Accompany, Some(accompaniment)) => accompaniment,
-            _ => tok.performer_instrument(),
-        };
+        let model_instrument = settings.mode.model_instrument(&tok);
         if tok.accompaniment_instrument().is_some() {
             cd.only_instrument(&tok, model_instrument);
         }

@@ -1,6 +1,8 @@
 //! [`LiveMode`] and [`LiveSettings`]: what a live session does and how it plays (tempo, bars,
 //! look-ahead, voice, reaction and commit windows), with the checks a session starts with.
 
+use staria_models::tokenizer::Tokenizer;
+
 use crate::constraints::Constraints;
 use crate::generate::{GenRequest, Target};
 use crate::sampling::SamplingParams;
@@ -13,6 +15,20 @@ pub enum LiveMode {
     Respond,
     /// Play along as a second voice.
     Accompany,
+}
+
+impl LiveMode {
+    /// The tokenizer instrument the model plays in this mode: in accompaniment, the
+    /// accompaniment instrument when the vocabulary has one
+    /// ([`Tokenizer::accompaniment_instrument`], the two-voice layout's bass); otherwise (an
+    /// answer continues the performer's phrase, a one-instrument model has one voice) the
+    /// performer's ([`Tokenizer::performer_instrument`], 0).
+    pub fn model_instrument(self, tok: &Tokenizer) -> u8 {
+        match (self, tok.accompaniment_instrument()) {
+            (LiveMode::Accompany, Some(accompaniment)) => accompaniment,
+            _ => tok.performer_instrument(),
+        }
+    }
 }
 
 impl std::str::FromStr for LiveMode {

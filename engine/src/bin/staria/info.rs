@@ -1,4 +1,8 @@
-//! `staria info`: a checkpoint's description, without loading its weights.
+//! `staria info`: a checkpoint's description, without loading its weights. It names the
+//! tokenizer's instruments and which voice each is in the live modes: the first is the
+//! performer's; a second, when there is one, is the accompaniment's
+//! (`Tokenizer::accompaniment_instrument`); a one-instrument model accompanies with its one
+//! instrument limited to a pitch range.
 
 use crate::Failure;
 use crate::args::InfoArgs;
@@ -8,6 +12,13 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
     let dir = model_dir(&a.model.model)?;
     // Config and tokenizer only (checked against each other); the weights are not loaded.
     let (config, tok) = staria_models::checkpoint::load_config(&dir)?;
+    let instrument_name = |i: u8| {
+        tok.config()
+            .instruments
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_default()
+    };
     let weights = dir.join(staria_models::checkpoint::WEIGHTS_FILE);
     let params = staria_models::checkpoint::count_parameters(&weights)?;
     let dc = config.model.decoder();
@@ -24,6 +35,9 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
         "heads": dc.n_heads,
         "max_seq_len": dc.max_seq_len,
         "vocab_size": tok.vocab_size(),
+        "instruments": tok.config().instruments,
+        "performer_instrument": instrument_name(tok.performer_instrument()),
+        "accompaniment_instrument": tok.accompaniment_instrument().map(instrument_name),
         "tokenizer_hash": tok.hash(),
         "forms": tok.config().forms,
         "styles": tok.config().styles,
@@ -53,6 +67,30 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
         dc.dim, dc.n_layers, dc.n_heads, dc.max_seq_len
     );
     println!("vocabulary  {} tokens", tok.vocab_size());
+    let performer = instrument_name(tok.performer_instrument());
+    match tok.accompaniment_instrument() {
+        Some(a) => {
+            let others: Vec<&str> = tok
+                .config()
+                .instruments
+                .iter()
+                .skip(a as usize + 1)
+                .map(String::as_str)
+                .collect();
+            let others = if others.is_empty() {
+                String::new()
+            } else {
+                format!("; also {}", others.join(" "))
+            };
+            println!(
+                "instruments {performer} (performer), {} (accompaniment voice){others}",
+                instrument_name(a)
+            );
+        }
+        None => println!(
+            "instruments {performer} (one voice: the accompaniment is its notes in a pitch range)"
+        ),
+    }
     println!("tokenizer   sha256 {}", tok.hash());
     println!("forms       {}", tok.config().forms.join(" "));
     println!("styles      {}", tok.config().styles.join(" "));

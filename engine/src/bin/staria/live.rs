@@ -1,7 +1,10 @@
 //! `staria live`: a MIDI file played as the performer into the engine's live modes
 //! (`staria_engine::live`) on a simulated clock, the performer and the model written to one
 //! MIDI file. The exact clock makes it reproducible: same model, file, settings and seed, same
-//! notes.
+//! notes. Each part gets the program of the tokenizer instrument it was encoded or sampled as:
+//! the performer's (instrument 0, piano: program 0); the model's is the same in call and
+//! response and with a one-instrument model, and with a two-voice model the accompaniment
+//! instrument's (bass: program 32) in accompaniment (`LiveMode::model_instrument`).
 
 use staria_engine::generate::Snippets;
 use staria_engine::live::sim::{Performance, SimClock, SimReport, simulate};
@@ -66,6 +69,20 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     };
     let mut loaded = load(&a.model, &a.backend)?;
     let bpm = settings.bpm;
+    let tok = loaded.generator.tokenizer();
+    let model_instrument = a.mode.model_instrument(tok);
+    let programs = Programs {
+        performer: tok.program_for_instrument(tok.performer_instrument()),
+        model: tok.program_for_instrument(model_instrument),
+    };
+    // Named only where the model has two voices (one-instrument output is as it always was).
+    let model_voice = match tok.accompaniment_instrument() {
+        Some(_) => format!(
+            " as {}",
+            tok.config().instruments[model_instrument as usize]
+        ),
+        None => String::new(),
+    };
     let report = simulate(
         &mut loaded.generator,
         &snippets,
@@ -74,9 +91,9 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
         SimClock::Exact,
         a.tick_ms,
     )?;
-    write_song(&duet(&perf, &report, bpm), &a.out)?;
+    write_song(&duet(&perf, &report, bpm, programs), &a.out)?;
     if let Some(png) = &a.png {
-        draw(&a, &perf, &report, bpm, png)?;
+        draw(&a, &perf, &report, bpm, programs, png)?;
     }
     let what = match a.mode {
         LiveMode::Respond => format!(
@@ -87,7 +104,7 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
         LiveMode::Accompany => format!("{} revisions of the look-ahead", report.stats.revisions),
     };
     eprintln!(
-        "staria: wrote {} ({} performer notes on channel {}, {} model notes on channel {}; {what}; {} collisions, {} context rebases)",
+        "staria: wrote {} ({} performer notes on channel {}, {} model notes on channel {}{model_voice}; {what}; {} collisions, {} context rebases)",
         a.out.display(),
         perf.notes.len(),
         PERFORMER_CHANNEL + 1,
@@ -99,13 +116,25 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The performer and the model in one song at `bpm`, each on its own channel (and track).
-pub(crate) fn duet(perf: &Performance, report: &SimReport, bpm: f64) -> Song {
+/// The General MIDI program of each part (see the module notes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Programs {
+    pub(crate) performer: u8,
+    pub(crate) model: u8,
+}
+
+/// The performer and the model in one song at `bpm`, each on its own channel (and track) with
+/// its program.
+pub(crate) fn duet(perf: &Performance, report: &SimReport, bpm: f64, programs: Programs) -> Song {
     let to_note = |n: &TimedNote, channel: u8| Note {
         pitch: n.pitch,
         velocity: n.velocity.max(1),
         channel,
-        program: 0,
+        program: if channel == MODEL_CHANNEL {
+            programs.model
+        } else {
+            programs.performer
+        },
         start_tick: 0,
         end_tick: 0,
         start_ms: n.start_ms,
@@ -131,10 +160,11 @@ fn draw(
     perf: &Performance,
     report: &SimReport,
     bpm: f64,
+    programs: Programs,
     png: &std::path::Path,
 ) -> Result<(), Failure> {
     let part = |channel: u8| {
-        let mut song = duet(perf, report, bpm);
+        let mut song = duet(perf, report, bpm, programs);
         song.notes.retain(|n| n.channel == channel);
         song
     };
