@@ -97,7 +97,13 @@ impl LiveSession {
             self.model_sounding[pitch as usize] = None;
             out(LiveEvent::Cut { pitch, at_ms });
         }
-        let keep = self.fed.partition_point(|f| f.note.start_ms <= at_ms);
+        // Model notes at the performer's instant stay before it, except in a two-voice model:
+        // there it learnt the melody's note first, then the accompaniment's (the encoder's
+        // order), so they are fed again after it.
+        let two_voices = self.model_instrument != self.tok.performer_instrument();
+        let keep = self.fed.partition_point(|f| {
+            f.note.start_ms < at_ms || (f.note.start_ms == at_ms && !two_voices)
+        });
         let pos = if keep > 0 {
             self.fed[keep - 1].pos_after
         } else {

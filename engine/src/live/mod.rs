@@ -402,9 +402,14 @@ impl LiveSession {
         let origin = self.origin_ms + ((from - self.origin_ms) / bar).floor().max(0.0) * bar;
         self.open(g, origin)?;
         self.history.retain(|n| n.0.start_ms >= origin);
-        self.history
-            .make_contiguous()
-            .sort_by(|a, b| a.0.start_ms.total_cmp(&b.0.start_ms));
+        // Stable: at one instant, notes in the order they were remembered, except that the
+        // performer's go first when the model plays another instrument (the encoder's order).
+        let performer = self.tok.performer_instrument();
+        self.history.make_contiguous().sort_by(|a, b| {
+            a.0.start_ms
+                .total_cmp(&b.0.start_ms)
+                .then((a.1 != performer).cmp(&(b.1 != performer)))
+        });
         self.batch.clear();
         for i in 0..self.history.len() {
             let (n, instrument) = self.history[i];

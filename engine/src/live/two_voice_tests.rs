@@ -12,13 +12,18 @@ use candle_core::Device;
 use staria_models::Note;
 use staria_models::tokenizer::{StreamDecoder, StreamEvent, TokenizerConfig};
 
-fn two_voice_generator() -> (tempfile::TempDir, Generator) {
+/// The layouts a two-voice model may read: legacy and section windows (the one
+/// `trainer/configs/tokenizer-two-voice.json` asks for).
+const LAYOUTS: [bool; 2] = [false, true];
+
+fn two_voice_generator(section_windows: bool) -> (tempfile::TempDir, Generator) {
     let dir = tempfile::tempdir().unwrap();
     staria_test_support::tiny_checkpoint_with(
         dir.path(),
         "live-two-voices",
         TokenizerConfig {
             instruments: vec!["piano".into(), "bass".into()],
+            section_windows,
             ..TokenizerConfig::default()
         },
     );
@@ -109,72 +114,74 @@ fn played(events: &[LiveEvent]) -> Vec<TimedNote> {
 /// (36..=59), before and after each revision; every note handed out is in the cache as bass.
 #[test]
 fn the_accompaniment_samples_and_feeds_back_only_the_accompaniment_instrument() {
-    let (_dir, mut g) = two_voice_generator();
-    let ms: Vec<Note> = (0..40)
-        .map(|k| {
-            let s = k as f64 * 300.0;
-            Note {
-                pitch: 64 + (k % 12) as u8,
-                velocity: 80,
-                channel: 1,
-                program: 33,
-                start_tick: 0,
-                end_tick: 0,
-                start_ms: s,
-                end_ms: s + 250.0,
-            }
-        })
-        .collect();
-    let song = staria_models::Song::from_ms_notes(ms, Vec::new(), 120.0);
-    let perf = Performance::from_song(&song).unwrap();
-    assert_eq!(perf.notes.len(), 40);
-    let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
-    settings.sampling.seed = 9;
-    let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
-    assert_eq!(s.model_instrument(), 1);
-    let mut checks = 0usize;
-    let mut most_bass = 0usize;
-    let events = drive(
-        &mut g,
-        &mut s,
-        &perf.notes,
-        perf.end_ms() + 1000.0,
-        &mut |g, s| {
-            let cached = cached_notes(g, s);
-            let mut piano = 0;
-            for n in &cached {
-                match n.instrument {
-                    0 => {
-                        assert!(n.pitch >= 64, "a model note fed as piano: {n:?}");
-                        piano += 1;
-                    }
-                    1 => assert!((36..=59).contains(&n.pitch), "{n:?} outside the voice"),
-                    _ => panic!("a third instrument: {n:?}"),
+    for layout in LAYOUTS {
+        let (_dir, mut g) = two_voice_generator(layout);
+        let ms: Vec<Note> = (0..40)
+            .map(|k| {
+                let s = k as f64 * 300.0;
+                Note {
+                    pitch: 64 + (k % 12) as u8,
+                    velocity: 80,
+                    channel: 1,
+                    program: 33,
+                    start_tick: 0,
+                    end_tick: 0,
+                    start_ms: s,
+                    end_ms: s + 250.0,
                 }
-            }
-            assert_eq!(
-                piano,
-                s.stats().absorbed_notes,
-                "every performer note is in the cache once, as piano"
-            );
-            most_bass = most_bass.max(cached.len() - piano);
-            checks += 1;
-        },
-    );
-    assert!(checks > 1000);
-    assert!(most_bass > 0, "the model never sampled a note");
-    assert_eq!(s.stats().rebases, 0);
-    assert_eq!(s.stats().absorbed_notes, 40);
-    let played = played(&events);
-    assert!(!played.is_empty());
-    let cached = cached_notes(&g, &s);
-    for p in &played {
-        assert!(
-            cached.iter().any(|c| c.instrument == 1
-                && c.pitch == p.pitch
-                && (c.start_ms - p.start_ms).abs() <= 10.0),
-            "{p:?} was handed out but is not in the cache as bass"
+            })
+            .collect();
+        let song = staria_models::Song::from_ms_notes(ms, Vec::new(), 120.0);
+        let perf = Performance::from_song(&song).unwrap();
+        assert_eq!(perf.notes.len(), 40);
+        let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+        settings.sampling.seed = 9;
+        let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+        assert_eq!(s.model_instrument(), 1);
+        let mut checks = 0usize;
+        let mut most_bass = 0usize;
+        let events = drive(
+            &mut g,
+            &mut s,
+            &perf.notes,
+            perf.end_ms() + 1000.0,
+            &mut |g, s| {
+                let cached = cached_notes(g, s);
+                let mut piano = 0;
+                for n in &cached {
+                    match n.instrument {
+                        0 => {
+                            assert!(n.pitch >= 64, "a model note fed as piano: {n:?}");
+                            piano += 1;
+                        }
+                        1 => assert!((36..=59).contains(&n.pitch), "{n:?} outside the voice"),
+                        _ => panic!("a third instrument: {n:?}"),
+                    }
+                }
+                assert_eq!(
+                    piano,
+                    s.stats().absorbed_notes,
+                    "every performer note is in the cache once, as piano"
+                );
+                most_bass = most_bass.max(cached.len() - piano);
+                checks += 1;
+            },
         );
+        assert!(checks > 1000);
+        assert!(most_bass > 0, "the model never sampled a note");
+        assert_eq!(s.stats().rebases, 0);
+        assert_eq!(s.stats().absorbed_notes, 40);
+        let played = played(&events);
+        assert!(!played.is_empty());
+        let cached = cached_notes(&g, &s);
+        for p in &played {
+            assert!(
+                cached.iter().any(|c| c.instrument == 1
+                    && c.pitch == p.pitch
+                    && (c.start_ms - p.start_ms).abs() <= 10.0),
+                "{p:?} was handed out but is not in the cache as bass"
+            );
+        }
     }
 }
 
@@ -182,49 +189,51 @@ fn the_accompaniment_samples_and_feeds_back_only_the_accompaniment_instrument() 
 /// as piano and the model's as bass again (the cache holds bass notes right after one).
 #[test]
 fn a_rebase_feeds_each_voice_back_as_its_instrument() {
-    let (_dir, mut g) = two_voice_generator();
-    let notes: Vec<TimedNote> = (0..400)
-        .map(|k| {
-            let s = k as f64 * 250.0;
-            TimedNote {
-                pitch: 60 + (k % 8) as u8 * 2,
-                velocity: 80,
-                start_ms: s,
-                end_ms: s + 200.0,
+    for layout in LAYOUTS {
+        let (_dir, mut g) = two_voice_generator(layout);
+        let notes: Vec<TimedNote> = (0..400)
+            .map(|k| {
+                let s = k as f64 * 250.0;
+                TimedNote {
+                    pitch: 60 + (k % 8) as u8 * 2,
+                    velocity: 80,
+                    start_ms: s,
+                    end_ms: s + 200.0,
+                }
+            })
+            .collect();
+        let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+        settings.keep_ms = 4000.0;
+        let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+        let mut rebases = 0;
+        let mut bass_after_rebase = 0;
+        drive(&mut g, &mut s, &notes, 100_500.0, &mut |g, s| {
+            let cached = cached_notes(g, s);
+            for n in &cached {
+                match n.instrument {
+                    0 => assert!(n.pitch >= 60, "a model note fed as piano: {n:?}"),
+                    1 => assert!((36..=59).contains(&n.pitch), "{n:?} outside the voice"),
+                    _ => panic!("a third instrument: {n:?}"),
+                }
             }
-        })
-        .collect();
-    let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
-    settings.keep_ms = 4000.0;
-    let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
-    let mut rebases = 0;
-    let mut bass_after_rebase = 0;
-    drive(&mut g, &mut s, &notes, 100_500.0, &mut |g, s| {
-        let cached = cached_notes(g, s);
-        for n in &cached {
-            match n.instrument {
-                0 => assert!(n.pitch >= 60, "a model note fed as piano: {n:?}"),
-                1 => assert!((36..=59).contains(&n.pitch), "{n:?} outside the voice"),
-                _ => panic!("a third instrument: {n:?}"),
+            if s.stats().rebases > rebases {
+                rebases = s.stats().rebases;
+                bass_after_rebase += cached.iter().filter(|n| n.instrument == 1).count();
             }
-        }
-        if s.stats().rebases > rebases {
-            rebases = s.stats().rebases;
-            bass_after_rebase += cached.iter().filter(|n| n.instrument == 1).count();
-        }
-        assert!(g.position() < g.max_seq_len());
-    });
-    assert!(rebases > 0, "400 notes fit a 512-token context?");
-    assert!(
-        bass_after_rebase > 0,
-        "no rebase fed a model note back ({rebases} rebases)"
-    );
+            assert!(g.position() < g.max_seq_len());
+        });
+        assert!(rebases > 0, "400 notes fit a 512-token context?");
+        assert!(
+            bass_after_rebase > 0,
+            "no rebase fed a model note back ({rebases} rebases)"
+        );
+    }
 }
 
 /// Call and response: the answer continues the performer's phrase, so it samples piano only.
 #[test]
 fn an_answer_samples_only_the_performers_instrument() {
-    let (_dir, mut g) = two_voice_generator();
+    let (_dir, mut g) = two_voice_generator(true);
     let mut settings = LiveSettings::new(LiveMode::Respond, 120.0);
     settings.handover_silence_beats = None;
     settings.sampling.seed = 5;
@@ -258,6 +267,45 @@ fn an_answer_samples_only_the_performers_instrument() {
     assert!(!played(&events).is_empty(), "the answer played nothing");
     let cached = cached_notes(&g, &s);
     assert!(cached.len() > call.len(), "the answer is not in the cache");
+}
+
+/// At one instant the performer's note goes into the cache before the model's (the order the
+/// encoder writes a two-voice piece in), also when the model's note was handed out first.
+#[test]
+fn at_one_instant_the_performers_note_comes_first() {
+    for layout in LAYOUTS {
+        let (_dir, mut g) = two_voice_generator(layout);
+        let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+        settings.sampling.seed = 2;
+        let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+        let mut events = Vec::new();
+        s.note_on(&mut g, 72, 80, 0.0, &mut |e| events.push(e))
+            .unwrap();
+        let mut t = 0.0;
+        let model = loop {
+            assert!(t < 10_000.0, "the model never played");
+            events.clear();
+            s.advance(&mut g, t, &mut |e| events.push(e)).unwrap();
+            if let Some(n) = played(&events).into_iter().find(|n| n.start_ms > t) {
+                break n;
+            }
+            t += 10.0;
+        };
+        s.note_on(&mut g, 76, 80, model.start_ms, &mut |e| events.push(e))
+            .unwrap();
+        let at: Vec<CachedNote> = cached_notes(&g, &s)
+            .into_iter()
+            .filter(|n| (n.start_ms - model.start_ms).abs() < 1.0)
+            .collect();
+        assert!(at.len() >= 2, "{at:?} at {model:?}");
+        assert_eq!((at[0].instrument, at[0].pitch), (0, 76), "{at:?}");
+        assert!(
+            at[1..]
+                .iter()
+                .any(|n| n.instrument == 1 && n.pitch == model.pitch),
+            "{model:?} is not fed again after the performer's note: {at:?}"
+        );
+    }
 }
 
 /// A one-instrument model is unchanged: its one instrument is both voices.
