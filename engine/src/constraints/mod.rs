@@ -1,6 +1,7 @@
 //! Logit masks that keep generation musical and well formed: pitch range, key/scale, maximum
 //! polyphony, the time span a section may fill, and the token grammar (note, onset, duration),
-//! so every sampled sequence decodes.
+//! so every sampled sequence decodes; for the live modes, also one instrument's notes only
+//! ([`ConstrainedDecoder::only_instrument`], the model's voice with a two-voice tokenizer).
 //!
 //! `Constraints` is what a request asks for; `ConstrainedDecoder` compiles it once per request
 //! against the tokenizer's tables (an additive mask over the vocabulary plus the id ranges) and

@@ -11,6 +11,15 @@
 //! the candle [`AnyModel`]. A Staria checkpoint on the fast backend keeps its candle model for
 //! the snippet encoder, which runs once per prompt in [`Generator::begin`].
 //!
+//! Instruments: sampling is over every instrument of the tokenizer (the live modes alone pick
+//! one, see `live`). [`Generator::generate_piece`] (`staria generate`) writes instrument i on
+//! 0-based MIDI channel i (channel 9, drums, skipped: i + 1 from 9 on, at most 15) with its GM
+//! family's first program, so a two-voice model's `["piano", "bass"]` come out on channels 0
+//! and 1 (1 and 2 as sequencers count) with programs 0 and 32 (Acoustic Bass). [`Generator::generate`] hands out
+//! [`GeneratedNote`]s without the instrument: the engine (Sections mode in the plugin) plays
+//! every note on its output channel and `staria continue` gives the added notes the input's
+//! channel and program, both voices alike.
+//!
 //! Files: this one holds the request, result and option types and the [`Generator`] itself;
 //! `load.rs` builds a generator and says what was loaded; `cursor.rs` moves the KV cache (begin,
 //! step, rewind, extend); `run.rs` assembles prompts and runs the generation loops.

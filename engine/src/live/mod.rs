@@ -14,7 +14,9 @@
 //! - **Listening**: each performed note is fed to the cache with `Generator::extend` as soon as
 //!   the mode's rule allows (`listen` module: at note-off in call and response, at note-on in
 //!   accompaniment); the tokens are the streaming encoding of that one note after the cache's
-//!   grammar state ([`listen::note_tokens`]); nothing is ever re-encoded, except when the
+//!   grammar state ([`listen::note_tokens`]), always as the performer's instrument
+//!   (`Tokenizer::performer_instrument`, 0), whatever MIDI program it came with; nothing is
+//!   ever re-encoded, except when the
 //!   context is nearly full: then the prompt (reused from the cache) and the last
 //!   [`LiveSettings::keep_ms`] of music are fed again from a bar line (a *rebase*, counted in
 //!   [`LiveStats::rebases`]; the accompaniment rebases between performer notes, early, so a
@@ -27,12 +29,24 @@
 //!   response ends it at that note ([`LiveEvent::ResponseEnd`] `interrupted`): model notes
 //!   sounding then are cut there, later ones never sound, the cache is rewound to the last
 //!   model note that started before it, and listening goes on.
+//! - **Voices**: the model samples one instrument, [`LiveMode::model_instrument`], and its
+//!   notes go back into the cache as that instrument (sampled, fed again after a revision,
+//!   or after a rebase, which remembers each note's instrument). With a two-voice model (a
+//!   tokenizer with a second instrument, `Tokenizer::accompaniment_instrument`: the layout
+//!   `["piano", "bass"]` learnt from the chorales' soprano and bass) the accompaniment samples
+//!   only that instrument's notes (the other's are masked, `ConstrainedDecoder::only_instrument`)
+//!   and an answer only the performer's (it continues the performer's phrase); at one instant
+//!   the performer's note is fed before the model's, the order the encoder writes two voices
+//!   in. With a one-instrument model both modes sample its one instrument, as before: its
+//!   accompaniment is that stream kept to the voice's pitch range.
 //! - **Accompaniment**: the model's notes are a separate voice in [`LiveSettings::voice`]'s
 //!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead. Every
 //!   performer note revises that look-ahead: the cache is rewound to before the first model
-//!   note after the performer's, the performer's note is fed, the model notes already handed
-//!   out ([`LiveEvent::Play`]) and those planned within [`LiveSettings::reaction_ms`] (30 ms)
-//!   of it are fed again after it, and the look-ahead beyond is sampled again. The model never sounds a pitch the performer holds:
+//!   note after the performer's (at the performer's instant too, with two voices), the
+//!   performer's note is fed, the model notes already handed out ([`LiveEvent::Play`]) and
+//!   those planned within [`LiveSettings::reaction_ms`] (30 ms) of it are fed again after it,
+//!   and the look-ahead beyond is sampled again. The model never sounds a pitch the performer
+//!   holds:
 //!   held pitches are masked while sampling, and a model note on the pitch the performer just
 //!   struck is cut at that instant ([`LiveEvent::Cut`]). It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
