@@ -156,7 +156,8 @@ pub enum Command {
     /// Stop generating `request_id` and silence it now.
     Cancel { request_id: RequestId },
     /// Start a live session (`crate::live`): the snippets captured so far are its prompt,
-    /// `origin_beat` (a bar line) its time zero, at the tempo of that moment. Accompaniment
+    /// `origin_beat` (a bar line) its time zero, at the tempo of that moment (its reference: a
+    /// later tempo change stretches the session with the beats, `live::tempo`). Accompaniment
     /// plays as request `request_id`; call and response answers under the ids of the
     /// `Handover`s. A running section request, and any earlier session, ends.
     LiveStart {

@@ -1,6 +1,10 @@
 //! Live modes through the engine thread: a tiny checkpoint loaded by the engine, driven only
 //! through the audio side's rings and a simulated host transport in real time (48 kHz,
-//! 512-sample blocks, 120 bpm).
+//! 512-sample blocks, 120 bpm unless a test changes the tempo).
+//!
+//! Every note-on the audio side plays is checked against the block it came in: one whose beat
+//! lies before the block's start arrived late (the tests report those; the loaded machine they
+//! run on decides how many, so only the timing tests with their own margins assert none).
 
 use staria_engine::engine_thread::{Engine, EngineConfig};
 use staria_engine::live::LiveMode;
@@ -23,7 +27,11 @@ struct Host {
     clock: LiveClock,
     pos: f64,
     host_playing: bool,
+    /// The host's tempo (the audio clock runs at it too while the host is stopped).
+    tempo: f64,
     notes: Vec<NoteEvent>,
+    /// Note-ons played after their beat: (the note, beats late).
+    late: Vec<(NoteEvent, f64)>,
     outcomes: Vec<(u32, Outcome)>,
 }
 
@@ -49,7 +57,9 @@ impl Host {
             clock: LiveClock::new(0.0),
             pos: 0.0,
             host_playing: true,
+            tempo: TEMPO,
             notes: Vec::new(),
+            late: Vec::new(),
             outcomes: Vec::new(),
         }
     }
@@ -60,14 +70,20 @@ impl Host {
         let host = TransportFrame {
             playing: self.host_playing,
             pos_beats: self.pos,
-            tempo_bpm: TEMPO,
+            tempo_bpm: self.tempo,
             samples: BLOCK,
             sample_rate: SR,
         };
         let frame = self.clock.frame(&host);
-        let (notes, outcomes) = (&mut self.notes, &mut self.outcomes);
+        let (notes, outcomes, late) = (&mut self.notes, &mut self.outcomes, &mut self.late);
+        let block_start = frame.pos_beats;
         self.audio.process_block(&frame, |_, ev| match ev {
-            Event::Note(n) => notes.push(n),
+            Event::Note(n) => {
+                if n.on && n.beat < block_start - 1e-9 {
+                    late.push((n, block_start - n.beat));
+                }
+                notes.push(n)
+            }
             Event::RequestDone {
                 request_id,
                 outcome,
@@ -86,7 +102,7 @@ impl Host {
             .frame(&TransportFrame {
                 playing: self.host_playing,
                 pos_beats: self.pos,
-                tempo_bpm: TEMPO,
+                tempo_bpm: self.tempo,
                 samples: 0,
                 sample_rate: SR,
             })
@@ -313,6 +329,140 @@ fn accompaniment_plays_on_the_audio_clock_with_the_transport_stopped() {
             );
         }
     }
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_paired(&h.notes);
+}
+
+/// The model's onsets are 10 ms steps of session time, which is beats at the tempo the
+/// session started with (`live::tempo`): at 120 bpm every note-on lies on a 0.02-beat grid
+/// from the origin, whatever the host's tempo did since. (A session that re-timed its notes in
+/// real ms after a change to 84 bpm would put them on 0.014-beat steps.)
+fn assert_on_reference_grid(notes: &[NoteEvent], origin: f64) {
+    let step = 0.01 * TEMPO / 60.0;
+    for n in notes.iter().filter(|n| n.on) {
+        let steps = (n.beat - origin) / step;
+        assert!(
+            (steps - steps.round()).abs() < 1e-6,
+            "{n:?} is off the session's beat grid ({steps} steps of {step} beat)"
+        );
+    }
+}
+
+fn report_late(what: &str, h: &Host) {
+    let worst = h.late.iter().map(|l| l.1).fold(0.0, f64::max);
+    println!(
+        "{what}: {} model notes, {} late (worst {:.1} ms at the tempo then)",
+        h.notes.iter().filter(|n| n.on).count(),
+        h.late.len(),
+        worst * 60_000.0 / h.tempo
+    );
+}
+
+/// Accompaniment on the host transport while the host slows from 120 to 84 bpm mid-melody
+/// (tempo automation): the model keeps playing after the change, and every note it plays,
+/// before and after, lands on the session's beat grid: the look-ahead, the grid and the notes
+/// follow the host's beats with nothing restarted.
+#[test]
+fn accompaniment_follows_a_tempo_change_on_the_host_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+    let mut h = Host::start(dir.path());
+    h.audio.params().set_channel(3);
+    h.audio.params().set_pitch_range(48, 60);
+    let session = h.audio.next_request_id();
+    h.send(Command::LiveStart {
+        request_id: session,
+        mode: LiveMode::Accompany,
+        origin_beat: 0.0,
+        response_bars: 1,
+        seed: 1,
+    });
+    h.run_until_beat(0.2);
+    h.perform(&[64, 62, 60, 59, 57, 59, 60, 62]);
+    let change = h.now();
+    h.tempo = 84.0;
+    h.perform(&[64, 65, 67, 65, 64, 62, 60, 59, 57, 55]);
+    h.send(Command::LiveStop);
+    for _ in 0..20 {
+        h.block();
+    }
+    report_late("accompaniment across 120 -> 84 bpm", &h);
+    let model: Vec<NoteEvent> = h.notes.iter().filter(|n| n.on).copied().collect();
+    assert!(
+        model.iter().any(|n| n.beat > change + 0.5),
+        "the model stopped at the tempo change (beat {change}): {model:?}"
+    );
+    assert!(
+        model
+            .iter()
+            .all(|n| n.request_id == session && n.channel == 3)
+    );
+    assert_on_reference_grid(&h.notes, 0.0);
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_paired(&h.notes);
+    let status = h.control.snapshot();
+    assert!(status.last_error.is_empty(), "{status:?}");
+}
+
+/// Call and response on the audio clock (host stopped) when the tempo is changed from 120 to
+/// 150 bpm between the call and the handover: the answer's first note comes within the beat
+/// after the handover and the answer keeps to its 4 bars counted in the new tempo's beats, on
+/// the session's beat grid; the session's end releases what the finished answer still sounds.
+#[test]
+fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+    let mut h = Host::start(dir.path());
+    h.host_playing = false;
+    h.audio.params().set_channel(2);
+    let session = h.audio.next_request_id();
+    h.send(Command::LiveStart {
+        request_id: session,
+        mode: LiveMode::Respond,
+        origin_beat: 0.0,
+        response_bars: 4,
+        seed: 6,
+    });
+    h.run_until_beat(0.1);
+    h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);
+    h.tempo = 150.0;
+    h.run_until_beat(h.now() + 0.5);
+    let answer = h.audio.next_request_id();
+    // As the plugin does: the answer's time line starts 30 ms after the gesture.
+    let handover = h.now() + 0.03 * h.tempo / 60.0;
+    h.send(Command::Handover {
+        request_id: answer,
+        beat: handover,
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.outcome(answer).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the answer never ended: {:?}",
+            h.control.snapshot()
+        );
+        h.block();
+    }
+    assert_eq!(h.outcome(answer), Some(Outcome::Finished));
+    h.run_until_beat(h.now() + 1.0);
+    h.send(Command::LiveStop);
+    for _ in 0..20 {
+        h.block();
+    }
+    report_late("answer at 150 bpm after a call at 120", &h);
+    let ons: Vec<NoteEvent> = h.notes.iter().filter(|n| n.on).copied().collect();
+    assert!(!ons.is_empty());
+    assert!(ons.iter().all(|n| n.request_id == answer && n.channel == 2));
+    assert!(
+        ons[0].beat >= handover - 1e-9 && ons[0].beat < handover + 1.0,
+        "the answer starts at beat {} after a handover at {handover}",
+        ons[0].beat
+    );
+    assert!(
+        ons.iter().all(|n| n.beat < handover + 16.0),
+        "the answer runs past its 4 bars (16 beats from {handover}): {ons:?}"
+    );
+    assert_on_reference_grid(&h.notes, 0.0);
     assert_eq!(h.audio.sounding_count(), 0);
     assert_paired(&h.notes);
 }

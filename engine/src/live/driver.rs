@@ -5,7 +5,10 @@
 //! Contract with the audio side:
 //! - Time is the published playhead (host beats): the host's transport while it plays, the
 //!   audio side's free-running clock otherwise (`timing::LiveClock`). Session ms are beats from
-//!   the start's origin at the tempo of the start ([`BeatClock`]). A relocation (a jump, the
+//!   the start's origin at the tempo of the start ([`BeatClock`]), whatever the tempo does
+//!   later: a tempo change stretches session time with the host's beats, and every pump tells
+//!   the session the host's tempo so its real-time margins stay real (`live::tempo`). A
+//!   relocation (a jump, the
 //!   switch between host and audio clock) moves the time line with it; notes that had started
 //!   are released by the audio side, the rest play at their new beats.
 //! - Accompaniment notes are request `LiveStart::request_id`; each answer of call and response
@@ -201,6 +204,7 @@ impl LiveRun {
             self.epoch = t.epoch;
         }
         self.last_playhead = t.playhead;
+        self.session.set_host_tempo(t.tempo_bpm);
         let events = &mut self.events;
         self.session
             .advance(g, self.clock.ms(t.playhead), &mut |e| events.push(e))?;
@@ -211,13 +215,17 @@ impl LiveRun {
         Ok(())
     }
 
-    /// The session ends: what it plays is cancelled (the audio side silences it now).
+    /// The session ends: what it plays is cancelled (the audio side silences it now), and the
+    /// notes of a finished answer still sounding get their note-offs now.
     pub fn stop(&mut self, link: &mut EngineLink) {
         if self.request_id != 0 {
             push_done(link, self.request_id, Outcome::Cancelled);
             self.outbox.drop_request(self.request_id);
             self.request_id = 0;
         }
+        let now = link.shared.transport.read().playhead;
+        self.outbox
+            .release_all(now, |ev| link.push_event(Event::Note(ev)));
     }
 
     /// The host beat of the next event to push, if any.

@@ -8,6 +8,12 @@
 //! clock (`staria live`, `staria bench --live`), so both run the same code.
 //!
 //! # Contracts
+//! - **Time**: session ms are musical time, host beats at the session's reference tempo
+//!   ([`LiveSettings::bpm`], the host's when it started), so a tempo change during the
+//!   session stretches it: the beat grid, the handover silence, an answer's bars and the
+//!   look-ahead follow the host's new tempo with nothing re-encoded; only the real-time
+//!   margins (reaction, commit, generate-ahead) are rescaled, by
+//!   [`LiveSession::set_host_tempo`] (`tempo` module).
 //! - **Prompt**: the captured snippets (and style) are the prompt, prefilled once by
 //!   [`LiveSession::start`] (the fast backend reuses a warm prompt); the performance is the
 //!   piece after `<S>`, opened as section A at session time 0 (a bar line).
@@ -60,7 +66,8 @@
 //!   the grammar state is replayed from after a rewind. Candle is refused by name.
 //!
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
-//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `listen`,
+//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `tempo.rs` the
+//! host's tempo changes; `listen`,
 //! `outbox`, `silence`, `driver` and `sim` the pieces named above.
 
 pub mod driver;
@@ -182,6 +189,9 @@ pub struct LiveSession {
     refeed: Vec<(TimedNote, bool)>,
     /// Accompaniment: the next time the look-ahead is extended.
     next_generate_ms: f64,
+    /// The real-time margins as started, and the host's tempo they are scaled to (`tempo`).
+    real_margins: tempo::RealMargins,
+    host_bpm: f64,
     stats: LiveStats,
 }
 
@@ -228,6 +238,7 @@ impl LiveSession {
             cd.only_instrument(&tok, model_instrument);
         }
         let sampler = Sampler::new(tok.vocab_size(), settings.sampling);
+        let (real_margins, host_bpm) = (tempo::RealMargins::of(&settings), settings.bpm);
         let mut s = LiveSession {
             listener: Listener::new(settings.beat_ms()),
             phase: match settings.mode {
@@ -251,6 +262,8 @@ impl LiveSession {
             batch: Vec::with_capacity(4096),
             refeed: Vec::with_capacity(64),
             next_generate_ms: 0.0,
+            real_margins,
+            host_bpm,
             stats: LiveStats {
                 absorb_ms: Vec::with_capacity(LiveStats::MAX_SAMPLES),
                 handover_ms: Vec::with_capacity(1024),
@@ -609,6 +622,7 @@ fn ms_since(t: Instant) -> f64 {
 
 mod accompany;
 mod respond;
+mod tempo;
 
 #[cfg(test)]
 mod tests;

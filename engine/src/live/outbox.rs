@@ -10,7 +10,8 @@
 use crate::messages::{NoteEvent, RequestId};
 use crate::schedule::MIN_NOTE_BEATS;
 
-/// Session ms <-> host beats at the tempo the session started with.
+/// Session ms <-> host beats at the tempo the session started with, for the whole session: a
+/// later tempo change stretches session time with the beats (`live::tempo`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BeatClock {
     /// Host beat of session time 0.
@@ -152,6 +153,17 @@ impl Outbox {
         }
     }
 
+    /// The session ends at `beat`: every note whose note-on was pushed gets its note-off now
+    /// (at `beat`, or its own end if earlier; never before its note-on plus the shortest
+    /// note), the rest is dropped. A note-off `push` refuses stays (retried by `pump`).
+    pub fn release_all(&mut self, beat: f64, push: impl FnMut(NoteEvent) -> bool) {
+        self.notes.retain_mut(|n| {
+            n.end = n.end.min(beat.max(n.start + MIN_NOTE_BEATS));
+            n.on_pushed
+        });
+        self.pump(f64::INFINITY, push);
+    }
+
     /// The earliest event still to push (for the engine's sleep).
     pub fn next_beat(&self) -> Option<f64> {
         self.notes
@@ -195,6 +207,24 @@ mod tests {
         o.add(3, 55, 90, 2.4, 3.0);
         o.cut(55, 2.3); // not started: dropped whole
         assert_eq!(drain(&mut o, 10.0), [(2.2, false, 52), (2.5, false, 48)]);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn releasing_all_ends_what_sounds_and_drops_the_rest() {
+        let mut o = Outbox::new(0, 0);
+        o.add(1, 60, 90, 1.0, 8.0);
+        o.add(1, 62, 90, 1.0, 1.5);
+        o.add(1, 64, 90, 3.0, 4.0);
+        drain(&mut o, 1.2);
+        o.release_all(2.0, |_| false);
+        assert_eq!(o.len(), 2, "refused note-offs stay");
+        let mut got = Vec::new();
+        o.release_all(2.0, |e| {
+            got.push((e.beat, e.on, e.pitch));
+            true
+        });
+        assert_eq!(got, [(1.5, false, 62), (2.0, false, 60)]);
         assert!(o.is_empty());
     }
 
