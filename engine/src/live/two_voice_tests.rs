@@ -116,7 +116,7 @@ fn played(events: &[LiveEvent]) -> Vec<TimedNote> {
 fn the_accompaniment_samples_and_feeds_back_only_the_accompaniment_instrument() {
     for layout in LAYOUTS {
         let (_dir, mut g) = two_voice_generator(layout);
-        let ms: Vec<Note> = (0..40)
+        let melody: Vec<Note> = (0..40)
             .map(|k| {
                 let s = k as f64 * 300.0;
                 Note {
@@ -131,7 +131,7 @@ fn the_accompaniment_samples_and_feeds_back_only_the_accompaniment_instrument() 
                 }
             })
             .collect();
-        let song = staria_models::Song::from_ms_notes(ms, Vec::new(), 120.0);
+        let song = staria_models::Song::from_ms_notes(melody, Vec::new(), 120.0);
         let perf = Performance::from_song(&song).unwrap();
         assert_eq!(perf.notes.len(), 40);
         let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
