@@ -45,7 +45,10 @@ enum What {
 struct Event {
     /// Unquantized time; events are sorted by it so quantized times never go backwards.
     ms: f64,
-    /// Order among events at the same time: `<D>`, then section tags, then notes.
+    /// Order among events at the same time: `<D>`, then section tags, then the performer
+    /// instrument's notes and drums, then other instruments' notes (a two-voice piece states its
+    /// melody note before the accompaniment's at the same instant, the order a live session
+    /// feeds them in: the performer's note, then the model's), then a final `<D>`.
     prio: u8,
     what: What,
 }
@@ -65,21 +68,26 @@ impl Tokenizer {
         }
         // Up to half a step before the origin rounds to onset 0; earlier is outside.
         self.round_steps(ms)?;
-        let what = if n.is_drum() {
-            What::Drum {
-                id: self.drum_id(n.pitch)?,
-            }
+        let (what, prio) = if n.is_drum() {
+            let id = self.drum_id(n.pitch)?;
+            (What::Drum { id }, 2)
         } else {
             let inst = self.instrument_for_program(n.program);
-            What::Note {
+            let what = What::Note {
                 id: self.note_id(inst, n.pitch, n.velocity)?,
                 dur: self.dur_id(n.duration_ms()),
-            }
+            };
+            let prio = if inst == self.performer_instrument() {
+                2
+            } else {
+                3
+            };
+            (what, prio)
         };
         Some((
             Event {
                 ms: ms.max(0.0),
-                prio: 2,
+                prio,
                 what,
             },
             n.end_ms - origin_ms,
@@ -170,7 +178,7 @@ impl Tokenizer {
             // No note starts that late (long final notes): `<D>` goes last, before `<E>`.
             let (ms, prio) = notes
                 .get(i)
-                .map_or((notes[notes.len() - 1].ms, 3), |e| (e.ms, 0));
+                .map_or((notes[notes.len() - 1].ms, 4), |e| (e.ms, 0));
             events.push(Event {
                 ms,
                 prio,

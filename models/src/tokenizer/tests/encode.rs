@@ -241,3 +241,28 @@ fn training_example_layouts() {
     );
     assert!(err_text(t.encode_training(&s, Some("polka"))).contains("polka"));
 }
+
+#[test]
+fn two_voice_pieces_state_the_melody_before_the_accompaniment_at_one_instant() {
+    let t = Tokenizer::new(TokenizerConfig {
+        instruments: vec!["piano".into(), "bass".into()],
+        ..legacy()
+    })
+    .unwrap();
+    let bass = |pitch, start_ms| Note {
+        program: 32,
+        channel: 3,
+        ..note(pitch, 80, start_ms, 500.0)
+    };
+    // The bass sorts below the melody by pitch, yet at a shared instant the melody comes first;
+    // a bass note alone keeps its place in time.
+    let s = song(
+        vec![bass(40, 0.0), note(64, 80, 0.0, 500.0), bass(43, 500.0)],
+        vec![],
+    );
+    assert_eq!(
+        strs(&t, &t.encode_piece(&s)),
+        "<S> piano:64:80 onset:0 dur:500 bass:40:80 onset:0 dur:500 bass:43:80 onset:500 \
+         dur:500 <E>"
+    );
+}
