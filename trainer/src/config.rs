@@ -171,6 +171,10 @@ pub struct DataSection {
     /// mostly running eighths, and a model that never met a line in quarters does not follow a
     /// snippet played in them. 0: off.
     pub note_value_fraction: f64,
+    /// Share of training sequences drawn from two-voice copies (melody plus accompaniment,
+    /// `prepare::two_voice_copy`) when the shards have them; they teach the accompaniment voice
+    /// of a two-instrument tokenizer. Drawn first: `synthetic_fraction` is a share of the rest.
+    pub two_voice_fraction: f64,
 }
 
 impl Default for DataSection {
@@ -183,6 +187,7 @@ impl Default for DataSection {
             snippet_tokens: 64,
             synthetic_fraction: 0.3,
             note_value_fraction: 0.0,
+            two_voice_fraction: 0.15,
         }
     }
 }
@@ -266,6 +271,12 @@ impl ExperimentConfig {
             return bad(format!(
                 "data.synthetic_fraction = {} must be within [0, 1]",
                 d.synthetic_fraction
+            ));
+        }
+        if !(0.0..=1.0).contains(&d.two_voice_fraction) {
+            return bad(format!(
+                "data.two_voice_fraction = {} must be within [0, 1]",
+                d.two_voice_fraction
             ));
         }
         for (name, h) in [

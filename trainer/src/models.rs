@@ -11,7 +11,7 @@ use serde_json::Value;
 use staria_models::checkpoint::{self, CheckpointConfig, Provenance};
 use staria_models::encoder::EncoderConfig;
 use staria_models::model::{ModelConfig, ModelKind};
-use staria_models::tokenizer::Tokenizer;
+use staria_models::tokenizer::{Token, Tokenizer};
 
 use crate::config::ExperimentConfig;
 use crate::error::{Result, TrainError, fsx};
@@ -310,28 +310,102 @@ pub fn load_encoder(
     Ok((cfg, tensors))
 }
 
-/// Checks that a checkpoint to fine-tune from reads the shards' vocabulary: the same tokenizer,
-/// or one that differs only in its sequence layout (`section_windows`), so the run re-teaches a
-/// trained model the new layout with every weight in place (the vocabulary is the same).
-pub fn check_init_tokenizer(dir: &Path, hash: &str, shards: &Tokenizer) -> Result<()> {
+/// How a checkpoint to fine-tune from reads the shards' vocabulary (see [`init_vocabulary`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitVocabulary {
+    /// The same ids: every weight is used in place.
+    Same,
+    /// The shards' tokenizer adds instruments after the checkpoint's: for each shards id, the
+    /// checkpoint id whose embedding and output rows it starts from (a new instrument's note
+    /// starts as the first instrument's note of the same pitch and velocity).
+    Grown(Vec<u32>),
+}
+
+/// Checks that a checkpoint to fine-tune from can read the shards' vocabulary: the same
+/// tokenizer; one that differs only in its sequence layout (`section_windows`), so the run
+/// re-teaches a trained model the new layout with every weight in place; or one that lists more
+/// instruments after the checkpoint's (e.g. `["piano"]` grown to the two-voice `["piano",
+/// "bass"]`), whose new rows [`grow_vocabulary`] fills. Anything else is refused.
+pub fn init_vocabulary(dir: &Path, hash: &str, shards: &Tokenizer) -> Result<InitVocabulary> {
     if hash == shards.hash() {
-        return Ok(());
+        return Ok(InitVocabulary::Same);
     }
     let path = dir.join(checkpoint::TOKENIZER_FILE);
     let text = fsx::read_to_string(&path)?;
     let init = Tokenizer::from_json(&text).map_err(|e| TrainError::file(&path, e.to_string()))?;
-    let mut relaid = init.config().clone();
-    relaid.section_windows = shards.config().section_windows;
-    let relaid = Tokenizer::new(relaid).map_err(|e| TrainError::file(&path, e.to_string()))?;
-    if relaid.hash() != shards.hash() {
-        return check_tokenizer(dir, hash, &shards.hash());
-    }
-    eprintln!(
-        "{}: section_windows {} -> {}: fine-tuning into the shards' layout (same vocabulary)",
-        dir.display(),
+    let relaid_with = |instruments: Vec<String>| -> Result<Tokenizer> {
+        let mut c = init.config().clone();
+        c.section_windows = shards.config().section_windows;
+        c.instruments = instruments;
+        Tokenizer::new(c).map_err(|e| TrainError::file(&path, e.to_string()))
+    };
+    let layout_note = format!(
+        "section_windows {} -> {}",
         init.config().section_windows,
         shards.config().section_windows
     );
+    if relaid_with(init.config().instruments.clone())?.hash() == shards.hash() {
+        eprintln!(
+            "{}: {layout_note}: fine-tuning into the shards' layout (same vocabulary)",
+            dir.display()
+        );
+        return Ok(InitVocabulary::Same);
+    }
+    let (old, new) = (&init.config().instruments, &shards.config().instruments);
+    if new.len() <= old.len()
+        || !new.starts_with(old)
+        || relaid_with(new.clone())?.hash() != shards.hash()
+    {
+        check_tokenizer(dir, hash, &shards.hash())?;
+    }
+    let first = old[0].clone();
+    let rows = (0..shards.vocab_size() as u32)
+        .map(|id| {
+            let token = shards.token(id).expect("id below vocab_size");
+            let source = match token {
+                Token::Note {
+                    instrument,
+                    pitch,
+                    velocity,
+                } if !old.contains(instrument) => Token::Note {
+                    instrument: first.clone(),
+                    pitch: *pitch,
+                    velocity: *velocity,
+                },
+                other => other.clone(),
+            };
+            init.id(&source).ok_or_else(|| {
+                TrainError::file(
+                    &path,
+                    format!("has no token {source} to start {token} from"),
+                )
+            })
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    eprintln!(
+        "{}: instruments {old:?} -> {new:?}, {layout_note}: {} new token rows start from the \
+         first instrument's notes",
+        dir.display(),
+        shards.vocab_size() - init.vocab_size()
+    );
+    Ok(InitVocabulary::Grown(rows))
+}
+
+/// The checkpoint tensors whose first dimension is the vocabulary: the token embedding and the
+/// output head.
+pub const VOCAB_TENSORS: [&str; 2] = ["tok_emb.weight", "lm_head.weight"];
+
+/// Re-indexes the vocabulary tensors of a checkpoint's weights to the shards' ids
+/// ([`InitVocabulary::Grown`]'s rows); other tensors are untouched.
+pub fn grow_vocabulary(tensors: &mut HashMap<String, Tensor>, rows: &[u32]) -> Result<()> {
+    for name in VOCAB_TENSORS {
+        let Some(t) = tensors.get(name) else {
+            continue;
+        };
+        let index = Tensor::new(rows, t.device())?;
+        let grown = t.index_select(&index, 0)?;
+        tensors.insert(name.to_string(), grown);
+    }
     Ok(())
 }
 

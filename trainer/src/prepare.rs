@@ -14,6 +14,13 @@
 //!   of the tokenizer is used as is. Styles the tokenizer lacks are left out.
 //! - Synthetic form pieces (see [`synth`]) are assembled from train pieces only, so validation
 //!   stays unseen.
+//! - Two-voice copies: when the tokenizer has an accompaniment voice
+//!   (`Tokenizer::accompaniment_instrument`), every piece whose notes lie on two or more MIDI
+//!   channels (the chorales: one voice per channel) is also written re-voiced by
+//!   [`two_voice_copy`]: its highest voice as the performer's instrument, its lowest as the
+//!   accompaniment's, the voices between left out. The copy of a train piece goes to the
+//!   `two_voice` split (drawn with `data.two_voice_fraction`), that of a validation piece to
+//!   validation as `<id>#two-voice`, so a held-out chorale stays held out in both layouts.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +36,7 @@ use crate::error::{Result, TrainError, fsx};
 use crate::music;
 use crate::shards::{
     NewPiece, SYNTHETIC, SectionMeta, SectionOrigin, ShardIndex, ShardWriter, Skipped, TRAIN,
-    VALIDATION,
+    TWO_VOICE, VALIDATION,
 };
 use crate::synth::{self, SourcePiece};
 
@@ -194,6 +201,50 @@ pub fn load_piece(
     })
 }
 
+/// Fewest notes a voice needs for a piece to get a two-voice copy (a stray note on another
+/// channel is no voice).
+const MIN_VOICE_NOTES: usize = 8;
+
+/// The piece re-voiced as melody plus accompaniment (see the module docs): `None` when the
+/// tokenizer has no accompaniment voice or the piece has fewer than two voices, i.e. fewer
+/// than two non-drum MIDI channels with [`MIN_VOICE_NOTES`] notes each. The highest voice (by
+/// mean pitch) gets the performer instrument's program, the lowest the accompaniment's; tempo,
+/// metre and sections are the piece's own.
+pub fn two_voice_copy(song: &Song, tok: &Tokenizer) -> Option<Song> {
+    let accompaniment = tok.accompaniment_instrument()?;
+    // (channel, note count, pitch sum) of every voice.
+    let mut voices: Vec<(u8, usize, u64)> = Vec::new();
+    for n in song.notes.iter().filter(|n| !n.is_drum()) {
+        match voices.iter_mut().find(|v| v.0 == n.channel) {
+            Some(v) => {
+                v.1 += 1;
+                v.2 += u64::from(n.pitch);
+            }
+            None => voices.push((n.channel, 1, u64::from(n.pitch))),
+        }
+    }
+    voices.retain(|v| v.1 >= MIN_VOICE_NOTES);
+    if voices.len() < 2 {
+        return None;
+    }
+    let mean = |v: &(u8, usize, u64)| v.2 as f64 / v.1 as f64;
+    let melody = voices.iter().max_by(|a, b| mean(a).total_cmp(&mean(b)))?.0;
+    let bass = voices.iter().min_by(|a, b| mean(a).total_cmp(&mean(b)))?.0;
+    let melody_program = tok.program_for_instrument(tok.performer_instrument());
+    let bass_program = tok.program_for_instrument(accompaniment);
+    let mut copy = song.clone();
+    copy.notes
+        .retain(|n| !n.is_drum() && (n.channel == melody || n.channel == bass));
+    for n in &mut copy.notes {
+        n.program = if n.channel == melody {
+            melody_program
+        } else {
+            bass_program
+        };
+    }
+    Some(copy)
+}
+
 /// Tokenizes a song and adds it to a split: whole piece plus one snippet per section label.
 pub fn add_song(
     writer: &mut ShardWriter,
@@ -315,6 +366,22 @@ pub fn prepare(
         } else {
             TRAIN
         };
+        let two_voice = two_voice_copy(&piece.song, tok).map(|song| {
+            let split = if split == TRAIN {
+                TWO_VOICE
+            } else {
+                VALIDATION
+            };
+            let id = format!("{}#two-voice", piece.id);
+            let piece = LoadedPiece {
+                id,
+                source: piece.source.clone(),
+                style: piece.style.clone(),
+                origin: piece.origin,
+                song,
+            };
+            (split, piece)
+        });
         if split == TRAIN
             && opts.synthetic > 0
             && let Some(sp) = SourcePiece::from_song(
@@ -331,6 +398,15 @@ pub fn prepare(
                 eprintln!("skipped {id}: {reason}");
             }
             skipped.push(Skipped { file: id, reason });
+        }
+        if let Some((split, piece)) = two_voice {
+            let copy_id = piece.id.clone();
+            if let Err(reason) = add_song(&mut writer, tok, split, piece) {
+                skipped.push(Skipped {
+                    file: copy_id,
+                    reason,
+                });
+            }
         }
         if opts.verbose && (i + 1) % 500 == 0 {
             eprintln!("read {}/{} files", i + 1, files.len());

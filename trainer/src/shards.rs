@@ -2,7 +2,8 @@
 //!
 //! A shard folder holds
 //! - `index.json`: format version, tokenizer hash, token width, the split settings, one entry per
-//!   split (`train`, `validation`, `synthetic`) listing its pieces with their metadata, and the
+//!   split (`train`, `validation`, `synthetic`, and `two_voice` when the tokenizer has an
+//!   accompaniment voice: see `prepare`) listing its pieces with their metadata, and the
 //!   files that were skipped with the reason;
 //! - `tokenizer.json`: the tokenizer the tokens were made with;
 //! - `<split>.tokens`: the split's tokens back to back, little-endian `u16` (or `u32` when the
@@ -27,6 +28,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const TRAIN: &str = "train";
 pub const VALIDATION: &str = "validation";
 pub const SYNTHETIC: &str = "synthetic";
+/// Train pieces re-voiced as melody plus accompaniment (`prepare::two_voice_copy`).
+pub const TWO_VOICE: &str = "two_voice";
 
 /// See [`Shards::snippet_velocity`].
 pub const PROMPT_VELOCITY_SHARE: f64 = 0.9;
@@ -354,13 +357,13 @@ impl Shards {
     }
 
     /// The velocity level shared by at least [`PROMPT_VELOCITY_SHARE`] of the snippet notes a run
-    /// trains on (the train and synthetic splits), if one is: a run from scratch records it as
+    /// trains on (the train, synthetic and two-voice splits), if one is: a run from scratch records it as
     /// its checkpoints' `prompt_velocity`. A corpus written at one velocity (the fiddle tunes and
     /// chorales: 80) teaches the model to follow snippets at that velocity only, so the engine
     /// hands played notes to it there; a corpus with real dynamics records none.
     pub fn snippet_velocity(&self) -> Option<u8> {
         let mut count_by_level = BTreeMap::<u8, u64>::new();
-        for split in [TRAIN, SYNTHETIC] {
+        for split in [TRAIN, SYNTHETIC, TWO_VOICE] {
             for piece in self.pieces(split) {
                 for snippet in &piece.snippets {
                     for &id in self.span(split, snippet.span) {

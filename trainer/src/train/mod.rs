@@ -20,12 +20,12 @@ use staria_models::Tokenizer;
 use staria_models::model::{AnyModel, ModelConfig, ModelKind};
 
 use crate::batch::{Augment, Example, Layout, collate, masked_nll, prepare_piece};
-use crate::config::{ExperimentConfig, Hyper};
+use crate::config::{DataSection, ExperimentConfig, Hyper};
 use crate::error::{Result, TrainError, fsx};
 use crate::fast_train::FastTrainer;
 use crate::models::{self, TrainerState};
 use crate::optim::{AdamW, AdamWParams, Schedule};
-use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, VALIDATION};
+use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, TWO_VOICE, VALIDATION};
 use staria_models::grid::GridRows;
 use staria_models::params::SeededVars;
 use staria_models::window::WindowBins;
@@ -87,15 +87,29 @@ pub fn step_rng(seed: u64, stage: &str, step: u64) -> StdRng {
     StdRng::seed_from_u64(u64::from_le_bytes(d[..8].try_into().expect("8 bytes")))
 }
 
-/// Piece drawing for training: train pieces, plus synthetic ones with probability
-/// `synthetic_fraction` when the shards have them.
+/// Piece drawing for training: two-voice copies with probability `two_voice_fraction`, else
+/// synthetic pieces with probability `synthetic_fraction`, else train pieces (a kind the
+/// shards lack is never drawn).
 pub struct PiecePool<'a> {
     pub shards: &'a Shards,
     pub synthetic_fraction: f64,
+    pub two_voice_fraction: f64,
 }
 
 impl<'a> PiecePool<'a> {
+    pub fn new(shards: &'a Shards, data: &DataSection) -> Self {
+        Self {
+            shards,
+            synthetic_fraction: data.synthetic_fraction,
+            two_voice_fraction: data.two_voice_fraction,
+        }
+    }
+
     pub fn draw(&self, rng: &mut impl Rng) -> Result<(&'static str, &'a PieceMeta)> {
+        let two_voice = self.shards.pieces(TWO_VOICE);
+        if !two_voice.is_empty() && rng.random_bool(self.two_voice_fraction) {
+            return Ok((TWO_VOICE, &two_voice[rng.random_range(0..two_voice.len())]));
+        }
         let synth = self.shards.pieces(SYNTHETIC);
         let train = self.shards.pieces(TRAIN);
         let (split, pieces) = if !synth.is_empty()

@@ -13,7 +13,7 @@ use super::{
 use crate::batch::Layout;
 use crate::config::{ExperimentConfig, Hyper};
 use crate::error::{Result, TrainError};
-use crate::models::{self, TrainerState};
+use crate::models::{self, InitVocabulary, TrainerState};
 use crate::monitor::Monitor;
 use crate::optim::AdamW;
 use crate::shards::Shards;
@@ -36,10 +36,7 @@ pub fn run_lm(
 ) -> Result<StageSummary> {
     let device = &opts.device;
     let sched = schedule(hyper, total_steps);
-    let pool = PiecePool {
-        shards,
-        synthetic_fraction: exp.data.synthetic_fraction,
-    };
+    let pool = PiecePool::new(shards, &exp.data);
     let val = validation_examples(exp, shards, hyper.eval_batches * hyper.batch_size)?;
     // For a Staria model: the validation examples whose next example has snippets of the same
     // letters, with their own and with that example's snippets (the decoder's tokens are the
@@ -176,8 +173,8 @@ pub fn train_decoder(
 /// `train-decoder`, starting from the weights of the decoder-only checkpoint `init` when given
 /// (fine-tuning, e.g. the shipped model on your own MIDI): same size and tokenizer required (the
 /// run may add the window-position input, `window_bins`, and the beat-grid head, `grid_bins`,
-/// and switch the tokenizer's layout to section windows); the optimizer and schedule start
-/// fresh.
+/// switch the tokenizer's layout to section windows, and add instruments: see
+/// `models::init_vocabulary`); the optimizer and schedule start fresh.
 pub fn train_decoder_from(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -193,9 +190,12 @@ pub fn train_decoder_from(
     // its starting checkpoint's.
     let mut init_prompt_velocity = shards.snippet_velocity();
     if let (Some(dir), None) = (init, &saved) {
-        let (icfg, _, tensors) = models::load_model_tensors(dir, &opts.device)?;
+        let (icfg, _, mut tensors) = models::load_model_tensors(dir, &opts.device)?;
         init_prompt_velocity = icfg.prompt_velocity;
-        models::check_init_tokenizer(dir, &icfg.tokenizer_hash, &shards.tokenizer)?;
+        let vocabulary = models::init_vocabulary(dir, &icfg.tokenizer_hash, &shards.tokenizer)?;
+        if let InitVocabulary::Grown(rows) = &vocabulary {
+            models::grow_vocabulary(&mut tensors, rows)?;
+        }
         // A checkpoint without the window-position input or the beat-grid head may start a
         // run that adds them: the new tables start at zero, so the model starts out computing
         // what the checkpoint did.
@@ -208,6 +208,9 @@ pub fn train_decoder_from(
             }
             if i.grid_bins == 0 {
                 d.grid_bins = 0;
+            }
+            if matches!(vocabulary, InitVocabulary::Grown(_)) {
+                d.vocab_size = i.vocab_size;
             }
         }
         if icfg.kind() != ModelKind::Decoder || icfg.model != as_checkpoint {
