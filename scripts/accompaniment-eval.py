@@ -161,8 +161,9 @@ def held_out(args):
     val = [i for i in ids if is_validation(i, args.split_seed, args.val_fraction)]
     if args.shards:
         index = json.load(open(os.path.join(args.shards, "index.json")))
-        recorded = sorted(p["id"] for s in index["splits"] if s["name"] == "validation"
-                          for p in s["pieces"])
+        # A two-voice tokenizer's shards also hold `ID#two-voice` copies of the same pieces.
+        recorded = sorted({p["id"].split("#")[0] for s in index["splits"]
+                           if s["name"] == "validation" for p in s["pieces"]})
         if (index.get("seed"), index.get("val_fraction")) != (args.split_seed, args.val_fraction):
             fail(f"{args.shards}/index.json has seed {index.get('seed')}, val_fraction "
                  f"{index.get('val_fraction')}; --split-seed/--val-fraction say otherwise")
