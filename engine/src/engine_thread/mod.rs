@@ -163,9 +163,9 @@ struct Worker {
     live_start: Option<LiveStart>,
 }
 
-/// Live notes are pushed this far ahead of the playhead (seconds): little enough that an
-/// answer cut by the performer never has notes queued beyond it, enough for the wake-up
-/// jitter of the engine thread.
+/// Live notes are pushed at least this far ahead of the playhead (seconds); the driver
+/// pushes a note as soon as the session hands it out, which is earlier (its commit window,
+/// 50 ms: `live::driver`). Nothing the session may still revise is pushed.
 const LIVE_PUSH_AHEAD_SECS: f64 = 0.03;
 /// While a live session runs the engine thread wakes at least this often.
 const LIVE_POLL: Duration = Duration::from_millis(2);

@@ -2,7 +2,7 @@
 //! every performer note. See the contracts in the module notes of `live`.
 
 use super::{FedNote, LiveEvent, LiveSession, Phase, TimedNote};
-use crate::generate::{Generator, Result};
+use crate::generate::{Generator, Result, StopReason};
 
 impl LiveSession {
     /// Look-ahead extension step: at most every eighth of a beat (a revision asks at once).
@@ -46,12 +46,21 @@ impl LiveSession {
             && now_ms >= self.listener.last_activity_ms() + self.settings.bar_ms();
         let horizon = now_ms + self.settings.lookahead_beats * self.settings.beat_ms();
         let earliest = now_ms + self.settings.reaction_ms;
+        let mut next = now_ms + self.generate_quantum_ms();
         if !paused && horizon > earliest && g.position() + 64 < g.max_seq_len() {
             let (from, to) = (self.piece_ms(earliest), self.piece_ms(horizon));
             self.cd.set_optional_span(from, to);
-            self.sample_notes(g, horizon, false)?;
+            // One call samples what is due within the commit window and one note beyond; the
+            // rest of the look-ahead comes on the next calls (at once), so the driver hands
+            // out and pushes the due notes in between rather than after the whole beat.
+            let chunk = (now_ms + self.settings.commit_ahead_ms).min(horizon);
+            if self.sample_notes(g, chunk, false)? == StopReason::Stopped
+                && self.fed.last().is_some_and(|f| f.note.start_ms < horizon)
+            {
+                next = now_ms;
+            }
         }
-        self.next_generate_ms = now_ms + self.generate_quantum_ms();
+        self.next_generate_ms = next;
         self.commit_due(now_ms, out);
         Ok(())
     }

@@ -16,8 +16,14 @@
 //!   `Outcome::Cancelled` when the performer plays again (the audio side then releases every
 //!   note of it at once and drops the rest); `LiveStop`, a section request, a model swap or
 //!   shutdown cancel what the session plays.
-//! - Notes are pushed only `push_ahead` beats before they sound, so a revision or an
-//!   interruption never has to take back an event already queued on the audio side.
+//! - A note is pushed as soon as the session hands it out (it is final then: the session's
+//!   commit window, `LiveSettings::commit_ahead_ms`, 50 ms before it sounds), or `push_ahead`
+//!   beats before it sounds if that is earlier, and right after the call that handed it out
+//!   (a command, a handover, a pump), never after other work: a stall of the engine thread
+//!   after that cannot make it late. Nothing later is pushed, so a revision or an
+//!   interruption never has to take back an event already queued on the audio side (a cut
+//!   only shortens a pushed note; the audio side drops a cancelled answer's queued notes and
+//!   never starts a note on a key the performer holds).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -53,6 +59,8 @@ pub struct LiveRun {
     events: Vec<LiveEvent>,
     last_playhead: f64,
     epoch: u32,
+    /// The engine's push window (beats), as last given to `pump`.
+    push_ahead: f64,
 }
 
 impl std::fmt::Debug for LiveRun {
@@ -129,6 +137,7 @@ impl LiveRun {
             events: Vec::with_capacity(256),
             last_playhead: t.playhead,
             epoch: t.epoch,
+            push_ahead: 0.0,
         })
     }
 
@@ -149,6 +158,7 @@ impl LiveRun {
         self.session
             .note_on(g, pitch, velocity, at, &mut |e| events.push(e))?;
         self.apply(link);
+        self.push(link);
         Ok(())
     }
 
@@ -164,6 +174,7 @@ impl LiveRun {
         self.session
             .note_off(g, pitch, at, &mut |e| events.push(e))?;
         self.apply(link);
+        self.push(link);
         Ok(())
     }
 
@@ -185,11 +196,12 @@ impl LiveRun {
         self.request_id = request_id;
         self.session.handover(g, at, &mut |e| events.push(e))?;
         self.apply(link);
+        self.push(link);
         Ok(())
     }
 
-    /// Follows the transport, lets the session do what is due and pushes the notes due within
-    /// `push_ahead` beats.
+    /// Follows the transport, lets the session do what is due and pushes what it handed out
+    /// (see the module notes; `push_ahead`: the engine's push window in beats).
     pub fn pump(
         &mut self,
         g: &mut Generator,
@@ -205,14 +217,26 @@ impl LiveRun {
         }
         self.last_playhead = t.playhead;
         self.session.set_host_tempo(t.tempo_bpm);
+        self.push_ahead = push_ahead;
         let events = &mut self.events;
         self.session
             .advance(g, self.clock.ms(t.playhead), &mut |e| events.push(e))?;
         self.apply(link);
-        self.outbox.pump(t.playhead + push_ahead, |ev| {
-            link.push_event(Event::Note(ev))
-        });
+        self.push(link);
         Ok(())
+    }
+
+    /// Pushes the events handed out (the commit window) or due within `push_ahead`, from the
+    /// newest playhead. After a relocation the next `pump` moves the time line first.
+    fn push(&mut self, link: &mut EngineLink) {
+        let t = link.shared.transport.read();
+        if t.epoch != self.epoch {
+            return;
+        }
+        let commit_beats = self.session.settings().commit_ahead_ms * self.clock.bpm / 60_000.0;
+        let limit = t.playhead + self.push_ahead.max(commit_beats);
+        self.outbox
+            .pump(limit, |ev| link.push_event(Event::Note(ev)));
     }
 
     /// The session ends: what it plays is cancelled (the audio side silences it now), and the

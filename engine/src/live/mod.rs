@@ -59,7 +59,10 @@
 //!   the next performer note.
 //! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within
 //!   [`LiveSettings::commit_ahead_ms`] of "now" and is final from then on, except for a
-//!   [`LiveEvent::Cut`], which only shortens it (to nothing when it has not started).
+//!   [`LiveEvent::Cut`], which only shortens it (to nothing when it has not started). One
+//!   call samples what is due within that window and at most one note beyond it (an answer's
+//!   or the look-ahead's rest comes on the next calls), so a driver gets the due notes to hand
+//!   on after a few ms of work, never after a beat or a second of sampling.
 //! - Allocation: buffers are allocated in `start` (token scratch, note lists with capacity);
 //!   per note the session copies into them. It runs on the engine thread, never the audio one.
 //! - Backend: the fast backend (the engine's default on the CPU); it keeps the token record
@@ -67,7 +70,8 @@
 //!
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
 //! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `tempo.rs` the
-//! host's tempo changes; `listen`,
+//! host's tempo changes; `timing_tests.rs` tests of these timing rules on the shipped model;
+//! `listen`,
 //! `outbox`, `silence`, `driver` and `sim` the pieces named above.
 
 pub mod driver;
@@ -626,5 +630,7 @@ mod tempo;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timing_tests;
 #[cfg(test)]
 mod two_voice_tests;

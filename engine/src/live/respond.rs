@@ -85,7 +85,11 @@ impl LiveSession {
             .last()
             .map_or(f64::NEG_INFINITY, |f| f.note.start_ms);
         if generating && latest < horizon {
-            let stop = self.sample_notes(g, horizon, false)?;
+            // What is due within the commit window and one note beyond per call (the rest on
+            // the next calls), so the driver pushes due notes while the answer is sampled
+            // ahead (see `advance_accompaniment`).
+            let chunk = (now_ms + self.settings.commit_ahead_ms).min(horizon);
+            let stop = self.sample_notes(g, chunk, false)?;
             self.phase = Phase::Responding {
                 generating: stop == StopReason::Stopped,
             };
