@@ -428,8 +428,8 @@ fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
     h.tempo = 150.0;
     h.run_until_beat(h.now() + 0.5);
     let answer = h.audio.next_request_id();
-    // As the plugin does: the answer's time line starts 30 ms after the gesture.
-    let handover = h.now() + 0.03 * h.tempo / 60.0;
+    // As the plugin does: the answer's time line starts 30 ms and a block after the gesture.
+    let handover = h.now() + (0.03 + BLOCK as f64 / SR) * h.tempo / 60.0;
     h.send(Command::Handover {
         request_id: answer,
         beat: handover,

@@ -39,9 +39,11 @@ use crate::Staria;
 use crate::control::generated;
 use crate::gui_state::LivePhase;
 
-/// A handover's answer starts this long after the gesture (at most a beat after that): the
-/// engine's time to sample the first note (`staria bench --live`: p99 under 18 ms on one core)
-/// and the audio side's next block, as the accompaniment's reaction time (30 ms).
+/// The engine's time for a handover (`staria bench --live`: p99 under 18 ms on one core to
+/// sample the first note), as the accompaniment's reaction time (30 ms). An answer's time line
+/// starts this long plus one block after the later of the gesture and the start of the block
+/// that sends it ([`Staria::live_handover`]): whatever the block size, the block holding the
+/// first note is processed at least this long after the engine got the handover.
 pub const HANDOVER_LEAD_MS: f64 = 30.0;
 
 /// What a running session was started with; a change starts it again.
@@ -313,9 +315,11 @@ impl Staria {
 
     /// Call and response: the musician hands over at engine beat `beat` (ignored while an answer
     /// is being generated, or with no session). The answer's time line starts
-    /// [`HANDOVER_LEAD_MS`] later: its first note is then never due before the engine can have
-    /// sampled it and the audio side received it (a note due earlier would sound late, at the
-    /// start of a later block).
+    /// [`HANDOVER_LEAD_MS`] and one block after `beat`, or after this block's start if `beat`
+    /// is earlier (a silence that ended in the previous block): the block its first note falls
+    /// in is then processed at least [`HANDOVER_LEAD_MS`] after this one sent the handover, so
+    /// the note is never due before the engine can have sampled and pushed it (one due earlier
+    /// would sound late, at the start of a later block).
     pub(crate) fn live_handover(&mut self, beat: f64) {
         let lm = &mut self.live.live_modes;
         if lm.mode != Some(LiveMode::Respond) || lm.running.is_none() || lm.answer != 0 {
@@ -324,7 +328,9 @@ impl Staria {
         let Some(engine) = self.engine.as_mut() else {
             return;
         };
-        let beat = beat + HANDOVER_LEAD_MS / 60_000.0 * lm.tempo_bpm;
+        let block = lm.block.end_beat - lm.block.start_beat;
+        let beat =
+            beat.max(lm.block.start_beat) + HANDOVER_LEAD_MS / 60_000.0 * lm.tempo_bpm + block;
         let request_id = engine.audio.next_request_id();
         if engine.audio.send(Command::Handover { request_id, beat }) {
             lm.answer = request_id;

@@ -16,9 +16,10 @@ use staria_plugin_host_test::*;
 const GRID: u64 = 480;
 /// Samples per beat at 120 bpm.
 const BEAT: u64 = 24_000;
-/// An answer's time line starts 30 ms after the hand-over gesture (the plugin's
-/// `HANDOVER_LEAD_MS`, the engine's reaction time): its first note comes within the beat after.
-const LEAD: u64 = 1_440;
+/// An answer's time line starts 30 ms and one block (512 samples) after the hand-over gesture
+/// (the plugin's `HANDOVER_LEAD_MS`, the engine's reaction time, counted from the block that
+/// sends it): its first note comes within the beat after.
+const LEAD: u64 = 1_440 + BLOCK as u64;
 
 fn on(offset: u32, key: u16, velocity: f64) -> InNote {
     InNote::On {
@@ -174,7 +175,7 @@ fn until_note_on(s: &mut Session, channel: u16, seconds: f64) -> Option<OutNote>
 }
 
 /// Call and response: a phrase is played, the soft pedal (CC 67) hands over, the answer's
-/// first note starts within one beat of the handover (after the 30 ms lead) on the model's grid; the performer plays
+/// first note starts within one beat of the handover (after the lead) on the model's grid; the performer plays
 /// again during the answer: every answer note sounding is released by the performer's first
 /// note (in its block, not after it) and nothing of the answer starts while the performer
 /// plays; the hand-over key (B0) hands over again; Mode back to Sections releases everything.
@@ -541,6 +542,104 @@ fn call_and_response_runs_on_the_audio_clock_with_the_transport_stopped() {
                 "the phrase passed through"
             );
             assert!(!spans(&notes, 2).is_empty());
+        },
+    );
+}
+
+/// No transport running, and the tempo changed from 120 to 150 bpm after the call (the user
+/// turning the tempo knob with the host stopped): the audio clock runs on at the new tempo and
+/// the answer follows it. Its first note comes within a beat of 150 bpm after the handover
+/// (plus the lead), and its notes start on the session's grid, which is beats (10 ms steps
+/// at the tempo the session started with, 0.02 beat; the model's notes are never re-timed in
+/// real ms: `live::tempo`).
+#[test]
+fn an_answer_on_the_audio_clock_follows_a_tempo_change() {
+    run_isolated(
+        "an_answer_on_the_audio_clock_follows_a_tempo_change",
+        || {
+            let mut inst = Instance::load(&bundled_clap());
+            let mut s = load_model(&mut inst, "live-tempo-tiny");
+            assert!(!s.playing);
+            let setup = [
+                set(&inst, "Mode", 1.0),
+                set(&inst, "Output channel", 2.0),
+                set(&inst, "Handover silence", 0.0),
+                set(&inst, "Seed (0 = random)", 5.0),
+            ];
+            s.block(&[], &setup);
+            s.set_realtime(true);
+            let mut a = AudioClock {
+                clock: BLOCK as u64,
+                heard: Vec::new(),
+            };
+            for _ in 0..20 {
+                a.step(&mut s, &[], &[]);
+            }
+            for &(_, _, key, vel) in CALL {
+                a.step(&mut s, &[on(0, key, vel)], &[]);
+                for _ in 0..20 {
+                    a.step(&mut s, &[], &[]);
+                }
+                a.step(&mut s, &[off(0, key)], &[]);
+                for _ in 0..3 {
+                    a.step(&mut s, &[], &[]);
+                }
+            }
+            s.tempo = 150.0;
+            for _ in 0..10 {
+                a.step(&mut s, &[], &[]);
+            }
+            let handover = a.clock;
+            a.step(&mut s, &[], &[set(&inst, "Hand over", 1.0)]);
+            for _ in 0..600 {
+                a.step(&mut s, &[], &[]);
+            }
+            a.step(
+                &mut s,
+                &[],
+                &[set(&inst, "Hand over", 0.0), set(&inst, "Mode", 0.0)],
+            );
+            for _ in 0..20 {
+                a.step(&mut s, &[], &[]);
+            }
+            inst.stop(s);
+            let notes: Vec<OutNote> = a
+                .heard
+                .iter()
+                .map(|&(at, n)| OutNote { sample: at, ..n })
+                .collect();
+            assert_balanced(&notes);
+            let answer = spans(&notes, 2);
+            assert!(!answer.is_empty(), "no answer at 150 bpm");
+            // A beat at 150 bpm, and the lead (30 ms and a block) in samples.
+            let beat150 = (SAMPLE_RATE * 60.0 / 150.0) as u64;
+            let first = answer[0].1;
+            println!(
+                "tempo 120 -> 150 on the audio clock: {} answer notes, the first {} samples after the \
+             handover",
+                answer.len(),
+                first - handover
+            );
+            assert!(
+                first >= handover + LEAD && first - handover <= LEAD + beat150,
+                "the answer started {} samples after the handover (a beat is now {beat150})",
+                first - handover
+            );
+            // The clock's absolute beat is unknown here (blocks ran while the model loaded),
+            // so the grid is checked between the answer's notes: 384 samples per step at
+            // 150 bpm (notes re-timed in real ms would be 480 apart, 10 ms).
+            for w in answer.windows(2) {
+                let steps = (w[1].1 - w[0].1) as f64 * 150.0 / 60.0 / SAMPLE_RATE / 0.02;
+                // One sample is 0.0026 steps at 150 bpm.
+                assert!(
+                    (steps - steps.round()).abs() < 0.01,
+                    "answer notes {} and {} are {} samples apart, off the session's 0.02-beat \
+                     grid",
+                    w[0].0,
+                    w[1].0,
+                    w[1].1 - w[0].1
+                );
+            }
         },
     );
 }
