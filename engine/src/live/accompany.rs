@@ -144,7 +144,11 @@ impl LiveSession {
         )?;
         self.feed_again(g, &refeed)?;
         self.refeed = refeed;
+        // The look-ahead beyond is sampled by the driver's next `advance`, from its "now":
+        // after this revision's work, so the first new note starts `reaction_ms` after the
+        // time the revision is done, not after the performer's note.
         self.next_generate_ms = at_ms;
-        self.advance_accompaniment(g, at_ms, out)
+        self.commit_due(at_ms, out);
+        Ok(())
     }
 }

@@ -51,8 +51,10 @@
 //!   note after the performer's (at the performer's instant too, with two voices), the
 //!   performer's note is fed, the model notes already handed out ([`LiveEvent::Play`]) and
 //!   those planned within [`LiveSettings::reaction_ms`] (30 ms) of it are fed again after it,
-//!   and the look-ahead beyond is sampled again. The model never sounds a pitch the performer
-//!   holds:
+//!   and the look-ahead beyond is sampled again by the next [`advance`](LiveSession::advance),
+//!   from the driver's "now" once the revision's work is done (new notes start
+//!   [`LiveSettings::reaction_ms`] after that "now", so the revision's own time never makes
+//!   one late). The model never sounds a pitch the performer holds:
 //!   held pitches are masked while sampling, and a model note on the pitch the performer just
 //!   struck is cut at that instant ([`LiveEvent::Cut`]). It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
@@ -515,7 +517,8 @@ impl LiveSession {
                         && !self.listener.any_held()
                         && now_ms >= silent_since + beats * self.settings.beat_ms()
                     {
-                        self.handover(g, now_ms, out)?;
+                        // As the plugin does: the answer's time line starts the lead later.
+                        self.handover(g, now_ms + self.settings.handover_lead_ms, out)?;
                     }
                 }
                 Ok(())

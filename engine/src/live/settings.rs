@@ -55,6 +55,10 @@ pub struct LiveSettings {
     /// Call and response: a silence this long (beats, after the last note-off) hands over;
     /// `None`: only explicit handovers.
     pub handover_silence_beats: Option<f64>,
+    /// Call and response: a silence's answer starts this long (real ms) after the silence
+    /// handed over, the engine's time to sample its first note (the plugin's
+    /// `HANDOVER_LEAD_MS`, which the plugin adds to the handovers it sends).
+    pub handover_lead_ms: f64,
     /// Accompaniment: how far ahead the model's notes are generated (beats, at most 1).
     pub lookahead_beats: f64,
     /// Accompaniment: new notes start at least this much after "now"; after a performer's
@@ -95,6 +99,7 @@ impl LiveSettings {
             beats_per_bar: 4.0,
             response_bars: 2,
             handover_silence_beats: Some(2.0),
+            handover_lead_ms: 30.0,
             lookahead_beats: 1.0,
             reaction_ms: 30.0,
             commit_ahead_ms: 50.0,
@@ -144,6 +149,7 @@ impl LiveSettings {
         }
         for (name, v, max) in [
             ("reaction", self.reaction_ms, 1000.0),
+            ("handover lead", self.handover_lead_ms, 1000.0),
             ("commit-ahead", self.commit_ahead_ms, 1000.0),
             ("generate-ahead", self.generate_ahead_ms, 10_000.0),
             ("keep", self.keep_ms, 60_000.0),
