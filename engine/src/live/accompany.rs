@@ -33,7 +33,7 @@ impl LiveSession {
             planned.extend(
                 self.fed
                     .iter()
-                    .filter(|f| !f.committed)
+                    .filter(|f| !f.committed && !f.predicted)
                     .map(|f| (f.note, false)),
             );
             self.rebase_upto(g, now_ms, f64::INFINITY)?;
@@ -77,6 +77,7 @@ impl LiveSession {
                     note,
                     pos_after: start + self.batch.len(),
                     committed,
+                    predicted: false,
                 });
             }
         }
@@ -109,10 +110,20 @@ impl LiveSession {
         // Model notes at the performer's instant stay before it, except in a two-voice model:
         // there it learnt the melody's note first, then the accompaniment's (the encoder's
         // order), so they are fed again after it.
+        // With a ghost melody, everything from the first prediction on goes too (the
+        // predictions were after the last performer note, and this note replaces them).
         let two_voices = self.model_instrument != self.tok.performer_instrument();
-        let keep = self.fed.partition_point(|f| {
-            f.note.start_ms < at_ms || (f.note.start_ms == at_ms && !two_voices)
-        });
+        let first_prediction = self
+            .fed
+            .iter()
+            .position(|f| f.predicted)
+            .unwrap_or(self.fed.len());
+        let keep = self
+            .fed
+            .partition_point(|f| {
+                f.note.start_ms < at_ms || (f.note.start_ms == at_ms && !two_voices)
+            })
+            .min(first_prediction);
         let pos = if keep > 0 {
             self.fed[keep - 1].pos_after
         } else {
@@ -120,17 +131,29 @@ impl LiveSession {
         };
         // Handed-out notes after the performer's, and those planned to start within the
         // reaction time of it, go in again after it; the rest of the look-ahead is revised.
+        // Model notes before it that were after a prediction (all handed out by now) go in
+        // again before it; predictions never.
         let keep_until = at_ms + self.settings.reaction_ms;
         let mut refeed = std::mem::take(&mut self.refeed);
         refeed.clear();
         refeed.extend(
             self.fed[keep..]
                 .iter()
-                .filter(|f| (f.committed || f.note.start_ms < keep_until) && f.note.pitch != pitch)
+                .filter(|f| {
+                    !f.predicted
+                        && (f.note.start_ms < at_ms
+                            || ((f.committed || f.note.start_ms < keep_until)
+                                && f.note.pitch != pitch))
+                })
                 .map(|f| (f.note, f.committed)),
         );
+        let before = refeed.partition_point(|n| n.0.start_ms < at_ms);
         self.fed.clear();
         self.rewind_to(g, pos)?;
+        self.feed_again(g, &refeed[..before])?;
+        // They lie before the performer's note, below `base_pos` once it is absorbed: no
+        // revision rewinds them again.
+        self.fed.clear();
         self.listener.note_on(pitch, velocity, at_ms, false);
         let expected = self.listener.expected_duration_ms();
         self.absorb(
@@ -142,7 +165,7 @@ impl LiveSession {
                 end_ms: at_ms + expected,
             },
         )?;
-        self.feed_again(g, &refeed)?;
+        self.feed_again(g, &refeed[before..])?;
         self.refeed = refeed;
         // The look-ahead beyond is sampled by the driver's next `advance`, from its "now":
         // after this revision's work, so the first new note starts `reaction_ms` after the

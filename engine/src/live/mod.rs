@@ -45,10 +45,22 @@
 //!   the performer's note is fed before the model's, the order the encoder writes two voices
 //!   in. With a one-instrument model both modes sample its one instrument, as before: its
 //!   accompaniment is that stream kept to the voice's pitch range.
+//! - **Ghost melody** (accompaniment with a two-voice model, [`LiveSettings::ghost_melody`],
+//!   on by default): the look-ahead samples both instruments, so the accompaniment's note at
+//!   an instant follows the melody's note there, as in training, where it would otherwise
+//!   read "the melody holds". The performer-instrument notes it samples are predictions: kept
+//!   in the cache only, never handed out, never cut, never in the rebase history; the voice's
+//!   pitch range, scale and the held-pitch mask apply to the accompaniment instrument only.
+//!   Every performer note drops every prediction: the cache is rewound to before the first
+//!   one as well (they all lie after the last performer note), the accompaniment notes
+//!   between it and the performer's note (all handed out) are fed again before it, and the
+//!   rest as the revision below says; the next look-ahead predicts anew. A rebase keeps no
+//!   prediction.
 //! - **Accompaniment**: the model's notes are a separate voice in [`LiveSettings::voice`]'s
 //!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead. Every
 //!   performer note revises that look-ahead: the cache is rewound to before the first model
-//!   note after the performer's (at the performer's instant too, with two voices), the
+//!   note after the performer's (at the performer's instant too, with two voices; before the
+//!   first prediction if that is earlier, with a ghost melody), the
 //!   performer's note is fed, the model notes already handed out ([`LiveEvent::Play`]) and
 //!   those planned within [`LiveSettings::reaction_ms`] (30 ms) of it are fed again after it,
 //!   and the look-ahead beyond is sampled again by the next [`advance`](LiveSession::advance),
@@ -73,8 +85,8 @@
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
 //! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `tempo.rs` the
 //! host's tempo changes; `timing_tests.rs` tests of these timing rules on the shipped model;
-//! `listen`,
-//! `outbox`, `silence`, `driver` and `sim` the pieces named above.
+//! `two_voice_tests.rs` and `ghost_tests.rs` the two-voice rules on a tiny two-voice model;
+//! `listen`, `outbox`, `silence`, `driver` and `sim` the pieces named above.
 
 pub mod driver;
 pub mod listen;
@@ -152,6 +164,9 @@ struct FedNote {
     note: TimedNote,
     pos_after: usize,
     committed: bool,
+    /// A ghost-melody note: the performer's instrument as the model predicts it, in the cache
+    /// only (never handed out, dropped at the next performer note).
+    predicted: bool,
 }
 
 /// Tokens held back from the context's end for an answer and the look-ahead (at most a
@@ -185,6 +200,11 @@ pub struct LiveSession {
     model_sounding: [Option<(f64, f64)>; 128],
     /// The instrument the model's notes are sampled as and fed back as (see the module notes).
     model_instrument: u8,
+    /// The look-ahead also samples a predicted melody ([`LiveSettings::ghost_melody`]).
+    ghost: bool,
+    /// Pitches the model's voice allows ([`LiveSettings::voice`]); with a ghost melody they
+    /// are masked while sampling (the constraints then leave every pitch to the prediction).
+    voice_pitches: [bool; 128],
     /// Absorbed performer notes and handed-out model notes with their instruments, for a
     /// rebase.
     history: VecDeque<(TimedNote, u8)>,
@@ -238,9 +258,26 @@ impl LiveSession {
             .map(|(l, _)| l)
             .next()
             .unwrap_or(SectionLabel::A);
-        let mut cd = ConstrainedDecoder::new(&tok, &settings.voice).map_err(GenError::Request)?;
         let model_instrument = settings.mode.model_instrument(&tok);
-        if tok.accompaniment_instrument().is_some() {
+        let ghost = settings.samples_ghost_melody(&tok);
+        let mut voice_pitches = [false; 128];
+        for (p, ok) in voice_pitches.iter_mut().enumerate() {
+            *ok = settings.voice.allows_pitch(p as u8);
+        }
+        // With a ghost melody both voices are sampled: the voice's pitch range and scale
+        // apply to the model's instrument only, in `sample_notes`' mask.
+        let constraints = if ghost {
+            crate::constraints::Constraints {
+                pitch_min: 0,
+                pitch_max: 127,
+                scale: None,
+                ..settings.voice.clone()
+            }
+        } else {
+            settings.voice.clone()
+        };
+        let mut cd = ConstrainedDecoder::new(&tok, &constraints).map_err(GenError::Request)?;
+        if tok.accompaniment_instrument().is_some() && !ghost {
             cd.only_instrument(&tok, model_instrument);
         }
         let sampler = Sampler::new(tok.vocab_size(), settings.sampling);
@@ -263,6 +300,8 @@ impl LiveSession {
             base_pos: 0,
             model_sounding: [None; 128],
             model_instrument,
+            ghost,
+            voice_pitches,
             history: VecDeque::with_capacity(4096),
             scratch: Vec::with_capacity(256),
             batch: Vec::with_capacity(4096),
@@ -545,7 +584,7 @@ impl LiveSession {
         let limit = now_ms + self.settings.commit_ahead_ms;
         for i in 0..self.fed.len() {
             let f = self.fed[i];
-            if f.committed || f.note.start_ms > limit {
+            if f.committed || f.predicted || f.note.start_ms > limit {
                 continue;
             }
             self.fed[i].committed = true;
@@ -555,8 +594,9 @@ impl LiveSession {
         }
     }
 
-    /// Samples model notes into `fed` until one starts at or after `until_ms`, the span ends
-    /// or `first_only` and a note came. Returns why sampling stopped.
+    /// Samples model notes into `fed` (with a ghost melody, predictions too) until one starts
+    /// at or after `until_ms`, the span ends or `first_only` and a note came. Returns why
+    /// sampling stopped.
     fn sample_notes(
         &mut self,
         g: &mut Generator,
@@ -571,13 +611,28 @@ impl LiveSession {
             self.tok.velocity_levels().len() as u32,
             self.tok.config().instruments.len() as u32,
         );
+        let (ghost, voice) = (self.ghost, self.voice_pitches);
+        let model = self.model_instrument as u32;
+        let performer = self.tok.performer_instrument() as u32;
         let mask = move |cd: &ConstrainedDecoder, logits: &mut [f32]| {
             if cd.expects() != Expect::Any {
                 return;
             }
-            for pitch in 0..128u32 {
-                if held[pitch as usize] {
-                    for inst in 0..instruments {
+            for inst in 0..instruments {
+                for pitch in 0..128u32 {
+                    // Held pitches are the model's to avoid; with a ghost melody the model's
+                    // instrument also keeps to its voice (the constraints let every pitch
+                    // through), the prediction may take any pitch, and a third instrument is
+                    // never sampled.
+                    let p = pitch as usize;
+                    let off = if !ghost {
+                        held[p]
+                    } else if inst == model {
+                        held[p] || !voice[p]
+                    } else {
+                        inst != performer
+                    };
+                    if off {
                         let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
                         let to = (from + levels as usize).min(logits.len());
                         logits[from.min(to)..to].fill(f32::NEG_INFINITY);
@@ -585,6 +640,7 @@ impl LiveSession {
                 }
             }
         };
+        let model_instrument = self.model_instrument;
         let fed = &mut self.fed;
         let limit = g.max_seq_len();
         let (stop, _, _) = g.run_span(
@@ -602,6 +658,7 @@ impl LiveSession {
                     },
                     pos_after: n.pos_after,
                     committed: false,
+                    predicted: ghost && n.instrument != model_instrument,
                 });
                 if first_only || n.start_ms >= until_piece {
                     Flow::Stop
@@ -631,6 +688,8 @@ mod accompany;
 mod respond;
 mod tempo;
 
+#[cfg(test)]
+mod ghost_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -75,6 +75,12 @@ pub struct LiveSettings {
     pub style: Option<String>,
     /// Music kept when the context is rebased (ms).
     pub keep_ms: f64,
+    /// Accompaniment with a two-voice model: the look-ahead also samples the performer's
+    /// instrument, a predicted ("ghost") melody that is never played, so that the
+    /// accompaniment's note at an instant is sampled after the melody's there, the order the
+    /// model learnt; every performer note replaces the predictions. Ignored in call and
+    /// response and with a one-instrument model. On by default.
+    pub ghost_melody: bool,
 }
 
 impl LiveSettings {
@@ -113,7 +119,16 @@ impl LiveSettings {
                 LiveMode::Respond => 8000.0,
                 LiveMode::Accompany => 3000.0,
             },
+            ghost_melody: true,
         }
+    }
+
+    /// Whether a session with these settings on a model with this vocabulary samples a ghost
+    /// melody ([`LiveSettings::ghost_melody`]): accompaniment with a two-voice model only.
+    pub fn samples_ghost_melody(&self, tok: &Tokenizer) -> bool {
+        self.ghost_melody
+            && self.mode == LiveMode::Accompany
+            && self.mode.model_instrument(tok) != tok.performer_instrument()
     }
 
     pub fn beat_ms(&self) -> f64 {

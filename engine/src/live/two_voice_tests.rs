@@ -1,9 +1,9 @@
 //! Unit tests of the live modes on a tiny untrained model whose tokenizer has two instruments,
 //! the two-voice layout `["piano", "bass"]`: the performer is always piano (instrument 0,
-//! whatever program its MIDI had), the accompaniment samples only bass (instrument 1) and goes
-//! back into the cache as bass after every revision and rebase, and an answer (call and
-//! response) samples only piano. The tests decode the tokens in the model's cache after every
-//! call, not only the notes played.
+//! whatever program its MIDI had), the accompaniment without a ghost melody samples only bass
+//! (instrument 1) and goes back into the cache as bass after every revision and rebase, and an
+//! answer (call and response) samples only piano (the ghost melody: `ghost_tests.rs`). The
+//! tests decode the tokens in the model's cache after every call, not only the notes played.
 
 use super::sim::Performance;
 use super::*;
@@ -14,9 +14,9 @@ use staria_models::tokenizer::{StreamDecoder, StreamEvent, TokenizerConfig};
 
 /// The layouts a two-voice model may read: legacy and section windows (the one
 /// `trainer/configs/tokenizer-two-voice.json` asks for).
-const LAYOUTS: [bool; 2] = [false, true];
+pub(super) const LAYOUTS: [bool; 2] = [false, true];
 
-fn two_voice_generator(section_windows: bool) -> (tempfile::TempDir, Generator) {
+pub(super) fn two_voice_generator(section_windows: bool) -> (tempfile::TempDir, Generator) {
     let dir = tempfile::tempdir().unwrap();
     staria_test_support::tiny_checkpoint_with(
         dir.path(),
@@ -34,14 +34,14 @@ fn two_voice_generator(section_windows: bool) -> (tempfile::TempDir, Generator) 
 
 /// A note the cache holds after the session's prompt, in session ms.
 #[derive(Debug, Clone, Copy)]
-struct CachedNote {
-    instrument: u8,
-    pitch: u8,
-    start_ms: f64,
+pub(super) struct CachedNote {
+    pub(super) instrument: u8,
+    pub(super) pitch: u8,
+    pub(super) start_ms: f64,
 }
 
 /// Decodes the cache from the prompt's end, as the session's grammar state is replayed.
-fn cached_notes(g: &Generator, s: &LiveSession) -> Vec<CachedNote> {
+pub(super) fn cached_notes(g: &Generator, s: &LiveSession) -> Vec<CachedNote> {
     let tok = g.tokenizer();
     let mut dec = StreamDecoder::new();
     let mut out = Vec::new();
@@ -65,7 +65,7 @@ fn cached_notes(g: &Generator, s: &LiveSession) -> Vec<CachedNote> {
 
 /// Plays `notes` into `s` on a 10 ms clock up to `until_ms` (note-offs first at equal times;
 /// `advance` at every tick) and calls `check` after every call. Returns the session's events.
-fn drive(
+pub(super) fn drive(
     g: &mut Generator,
     s: &mut LiveSession,
     notes: &[TimedNote],
@@ -99,7 +99,7 @@ fn drive(
     events
 }
 
-fn played(events: &[LiveEvent]) -> Vec<TimedNote> {
+pub(super) fn played(events: &[LiveEvent]) -> Vec<TimedNote> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -136,6 +136,8 @@ fn the_accompaniment_samples_and_feeds_back_only_the_accompaniment_instrument() 
         assert_eq!(perf.notes.len(), 40);
         let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
         settings.sampling.seed = 9;
+        // The accompaniment alone (the ghost melody's predictions are `ghost_tests`').
+        settings.ghost_melody = false;
         let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
         assert_eq!(s.model_instrument(), 1);
         let mut checks = 0usize;
@@ -204,6 +206,7 @@ fn a_rebase_feeds_each_voice_back_as_its_instrument() {
             .collect();
         let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
         settings.keep_ms = 4000.0;
+        settings.ghost_melody = false;
         let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
         let mut rebases = 0;
         let mut bass_after_rebase = 0;
@@ -277,6 +280,8 @@ fn at_one_instant_the_performers_note_comes_first() {
         let (_dir, mut g) = two_voice_generator(layout);
         let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
         settings.sampling.seed = 2;
+        // The untrained model's bass is rare beside a predicted melody.
+        settings.ghost_melody = false;
         let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
         let mut events = Vec::new();
         s.note_on(&mut g, 72, 80, 0.0, &mut |e| events.push(e))
