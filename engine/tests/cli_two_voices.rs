@@ -89,7 +89,8 @@ fn info_names_the_performer_and_the_accompaniment_voice() {
 }
 
 /// The accompaniment is the model's bass: channel 2 with program 32 (Acoustic Bass), in the
-/// voice's range; the performer stays piano on channel 1.
+/// voice's range; the performer stays piano on channel 1. With the ghost melody (the default)
+/// and without it (`--ghost-melody false`): the predicted melody never reaches the file.
 #[test]
 fn live_accompaniment_writes_the_model_part_as_bass() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,35 +98,44 @@ fn live_accompaniment_writes_the_model_part_as_bass() {
     two_voice_checkpoint(&ckpt);
     let call = dir.path().join("call.mid");
     staria_models::write_midi_file(&melody(), &call).unwrap();
-    let out = dir.path().join("acc.mid");
-    let err = ok(&staria(&[
-        "live",
-        "--performer",
-        &s(&call),
-        "--mode",
-        "accompany",
-        "--out",
-        &s(&out),
-        "--model",
-        &s(&ckpt),
-        "--seed",
-        "4",
-    ]));
-    assert!(
-        err.contains("as bass") && err.contains("0 collisions"),
-        "{err}"
-    );
-    let song = staria_models::read_midi_file(&out).unwrap();
-    let model: Vec<&Note> = song.notes.iter().filter(|n| n.channel == 1).collect();
-    assert!(!model.is_empty(), "{err}");
-    for n in &model {
-        assert_eq!(n.program, 32, "{n:?}");
-        assert!((36..=59).contains(&n.pitch), "{n:?}");
+    for ghost in ["true", "false"] {
+        let out = dir.path().join(format!("acc-{ghost}.mid"));
+        let err = ok(&staria(&[
+            "live",
+            "--performer",
+            &s(&call),
+            "--mode",
+            "accompany",
+            "--out",
+            &s(&out),
+            "--model",
+            &s(&ckpt),
+            "--seed",
+            "4",
+            "--ghost-melody",
+            ghost,
+        ]));
+        assert!(
+            err.contains("as bass") && err.contains("0 collisions"),
+            "{err}"
+        );
+        assert_eq!(
+            err.contains("with a ghost melody"),
+            ghost == "true",
+            "{err}"
+        );
+        let song = staria_models::read_midi_file(&out).unwrap();
+        let model: Vec<&Note> = song.notes.iter().filter(|n| n.channel == 1).collect();
+        assert!(!model.is_empty(), "{err}");
+        for n in &model {
+            assert_eq!(n.program, 32, "{n:?}");
+            assert!((36..=59).contains(&n.pitch), "{n:?}");
+        }
+        for n in song.notes.iter().filter(|n| n.channel == 0) {
+            assert_eq!(n.program, 0, "{n:?}");
+        }
+        assert_eq!(song.notes.len() - model.len(), 16);
     }
-    for n in song.notes.iter().filter(|n| n.channel == 0) {
-        assert_eq!(n.program, 0, "{n:?}");
-    }
-    assert_eq!(song.notes.len() - model.len(), 16);
 }
 
 /// `staria generate` samples both instruments as before; each comes out on its own channel

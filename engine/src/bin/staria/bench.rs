@@ -107,7 +107,7 @@ pub(crate) fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
         "peak_rss_mb": peak_rss_mb(),
     });
     if a.live {
-        let live = live_bench(g, a.live_minutes)?;
+        let live = live_bench(g, a.live_minutes, a.ghost_melody)?;
         if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), live) {
             obj.extend(extra);
         }
@@ -185,7 +185,11 @@ fn quantile(values: &[f64], q: f64) -> Option<f64> {
 
 /// The live figures of `staria bench --live` (see `BenchArgs::live`), on the compute-charged
 /// clock: a slow machine falls behind and its late notes count.
-fn live_bench(g: &mut Generator, minutes: f64) -> Result<serde_json::Value, Failure> {
+fn live_bench(
+    g: &mut Generator,
+    minutes: f64,
+    ghost_melody: bool,
+) -> Result<serde_json::Value, Failure> {
     if !(minutes.is_finite() && (0.1..=60.0).contains(&minutes)) {
         return Err(bad(format!(
             "--live-minutes must be in 0.1..=60, got {minutes}"
@@ -202,6 +206,8 @@ fn live_bench(g: &mut Generator, minutes: f64) -> Result<serde_json::Value, Fail
     let melody = synthetic_performance(minutes, 1_000, 0, 62);
     let mut settings = LiveSettings::new(LiveMode::Accompany, LIVE_BPM);
     settings.sampling.seed = 1;
+    settings.ghost_melody = ghost_melody;
+    let ghost = settings.samples_ghost_melody(g.tokenizer());
     let accompany = simulate(g, &snippets, settings, &melody, SimClock::Charged, 10.0)?;
     let mut absorb = respond.stats.absorb_ms.clone();
     absorb.extend_from_slice(&accompany.stats.absorb_ms);
@@ -221,6 +227,7 @@ fn live_bench(g: &mut Generator, minutes: f64) -> Result<serde_json::Value, Fail
         "collisions": accompany.collisions,
         "accompany_max_lag_ms": round2(accompany.max_lag_ms),
         "accompany_rebases": accompany.stats.rebases,
+        "accompany_ghost_melody": ghost,
         "accompany_rebase_ms_max": round(accompany.stats.rebase_ms.iter().copied().reduce(f64::max)),
         "respond_late_notes": respond.late_notes,
         "respond_collisions": respond.collisions,

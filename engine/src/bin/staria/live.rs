@@ -54,6 +54,7 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     settings.response_bars = a.bars;
     settings.handover_silence_beats = Some(a.handover_silence_beats);
     settings.lookahead_beats = a.lookahead_beats;
+    settings.ghost_melody = a.ghost_melody;
     settings
         .validate()
         .map_err(|e| bad(format!("staria live: {e}")))?;
@@ -78,8 +79,13 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     // Named only where the model has two voices (one-instrument output is as it always was).
     let model_voice = match tok.accompaniment_instrument() {
         Some(_) => format!(
-            " as {}",
-            tok.config().instruments[model_instrument as usize]
+            " as {}{}",
+            tok.config().instruments[model_instrument as usize],
+            if settings.samples_ghost_melody(tok) {
+                ", with a ghost melody"
+            } else {
+                ""
+            }
         ),
         None => String::new(),
     };
