@@ -24,8 +24,9 @@ impl LiveSession {
         // inside a revision, whose time is the reaction margin.
         if g.position() + 2 * super::context_reserve(g) >= g.max_seq_len() {
             // The look-ahead is handed out first (it cannot be revised now, but nothing falls
-            // due while the rebase runs) and goes in again after it: a rebase never leaves the
-            // next beat to be sampled or handed out against the clock.
+            // due while the rebase runs) and goes in again after it; what lies beyond is
+            // sampled by the next call, from a "now" after the rebase: a rebase never leaves a
+            // note to be sampled or handed out against the clock.
             let ahead = self.settings.lookahead_beats * self.settings.beat_ms();
             self.commit_due(now_ms + ahead, out);
             let mut planned = std::mem::take(&mut self.refeed);
@@ -39,6 +40,9 @@ impl LiveSession {
             self.rebase_upto(g, now_ms, f64::INFINITY)?;
             self.feed_again(g, &planned)?;
             self.refeed = planned;
+            // The look-ahead goes on from the next call's "now", after the rebase's time.
+            self.next_generate_ms = now_ms;
+            return Ok(());
         }
         // The accompaniment pauses with the performer: a bar with no key down and nothing
         // played or released, and no new look-ahead is sampled until the next note.
