@@ -204,30 +204,39 @@ pub fn load_piece(
 /// Fewest notes a voice needs for a piece to get a two-voice copy (a stray note on another
 /// channel is no voice).
 const MIN_VOICE_NOTES: usize = 8;
+/// Fewest distinct pitches a voice needs: timpani (two or three pitches, the lowest part of 13
+/// of the corpus's cantata chorales) are no bass line.
+const MIN_VOICE_PITCHES: usize = 5;
 
 /// The piece re-voiced as melody plus accompaniment (see the module docs): `None` when the
 /// tokenizer has no accompaniment voice or the piece has fewer than two voices, i.e. fewer
-/// than two non-drum MIDI channels with [`MIN_VOICE_NOTES`] notes each. The highest voice (by
+/// than two non-drum MIDI channels with [`MIN_VOICE_NOTES`] notes on [`MIN_VOICE_PITCHES`]
+/// pitches or more. The highest voice (by
 /// mean pitch) gets the performer instrument's program, the lowest the accompaniment's; tempo,
 /// metre and sections are the piece's own.
 pub fn two_voice_copy(song: &Song, tok: &Tokenizer) -> Option<Song> {
     let accompaniment = tok.accompaniment_instrument()?;
-    // (channel, note count, pitch sum) of every voice.
-    let mut voices: Vec<(u8, usize, u64)> = Vec::new();
-    for n in song.notes.iter().filter(|n| !n.is_drum()) {
-        match voices.iter_mut().find(|v| v.0 == n.channel) {
-            Some(v) => {
-                v.1 += 1;
-                v.2 += u64::from(n.pitch);
+    // (channel, note count, pitch sum, pitches used) of every voice.
+    let mut voices: Vec<(u8, usize, u64, [bool; 128])> = Vec::new();
+    for n in song.notes.iter().filter(|n| !n.is_drum() && n.pitch < 128) {
+        let v = match voices.iter().position(|v| v.0 == n.channel) {
+            Some(i) => &mut voices[i],
+            None => {
+                voices.push((n.channel, 0, 0, [false; 128]));
+                voices.last_mut().expect("just pushed")
             }
-            None => voices.push((n.channel, 1, u64::from(n.pitch))),
-        }
+        };
+        v.1 += 1;
+        v.2 += u64::from(n.pitch);
+        v.3[usize::from(n.pitch)] = true;
     }
-    voices.retain(|v| v.1 >= MIN_VOICE_NOTES);
+    voices.retain(|v| {
+        v.1 >= MIN_VOICE_NOTES && v.3.iter().filter(|&&used| used).count() >= MIN_VOICE_PITCHES
+    });
     if voices.len() < 2 {
         return None;
     }
-    let mean = |v: &(u8, usize, u64)| v.2 as f64 / v.1 as f64;
+    let mean = |v: &(u8, usize, u64, [bool; 128])| v.2 as f64 / v.1 as f64;
     let melody = voices.iter().max_by(|a, b| mean(a).total_cmp(&mean(b)))?.0;
     let bass = voices.iter().min_by(|a, b| mean(a).total_cmp(&mean(b)))?.0;
     let melody_program = tok.program_for_instrument(tok.performer_instrument());
