@@ -53,9 +53,12 @@ fn check_cache(g: &Generator, s: &LiveSession, perf: &[TimedNote]) -> usize {
         assert_eq!(real, absorbed, "{piano:?}");
     }
     assert!(real <= absorbed, "{piano:?}");
+    // A rebase hands out and feeds the look-ahead's beat before the performer's next notes,
+    // which then go in no earlier than its last onset (up to a beat late).
+    let late = if s.stats().rebases == 0 { 10.0 } else { 510.0 };
     for (c, p) in piano.iter().zip(&perf[absorbed - real..absorbed]) {
         assert!(
-            c.pitch == p.pitch && (c.start_ms - p.start_ms).abs() <= 10.0,
+            c.pitch == p.pitch && (-10.0..=late).contains(&(c.start_ms - p.start_ms)),
             "the cache's piano notes are not the performance in order: {c:?} for {p:?}"
         );
     }

@@ -50,7 +50,10 @@
 //!   an instant follows the melody's note there, as in training, where it would otherwise
 //!   read "the melody holds". The performer-instrument notes it samples are predictions: kept
 //!   in the cache only, never handed out, never cut, never in the rebase history; the voice's
-//!   pitch range, scale and the held-pitch mask apply to the accompaniment instrument only.
+//!   pitch range, scale and the held-pitch mask apply to the accompaniment instrument only; a
+//!   prediction lies above the voice and is followed by an accompaniment note (at its instant
+//!   or later; no `<T>` in between while one fits), else a model that reads the performance
+//!   as one voice predicts the melody alone (`sample.rs`).
 //!   Every performer note drops every prediction: the cache is rewound to before the first
 //!   one as well (they all lie after the last performer note), the accompaniment notes
 //!   between it and the performer's note (all handed out) are fed again before it, and the
@@ -83,7 +86,8 @@
 //!   the grammar state is replayed from after a rewind. Candle is refused by name.
 //!
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
-//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `tempo.rs` the
+//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `sample.rs`
+//! sampling with the live masks; `tempo.rs` the
 //! host's tempo changes; `timing_tests.rs` tests of these timing rules on the shipped model;
 //! `two_voice_tests.rs` and `ghost_tests.rs` the two-voice rules on a tiny two-voice model;
 //! `listen`, `outbox`, `silence`, `driver` and `sim` the pieces named above.
@@ -99,11 +103,11 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use staria_models::grid::BeatGrid;
-use staria_models::tokenizer::{Expect, Tokenizer};
+use staria_models::tokenizer::Tokenizer;
 use staria_models::{Prompt, SectionLabel};
 
 use crate::constraints::ConstrainedDecoder;
-use crate::generate::{Flow, GenError, GenRequest, Generator, RawNote, Result, StopReason, Target};
+use crate::generate::{GenError, GenRequest, Generator, Result, Target};
 use crate::sampling::Sampler;
 pub use listen::{Listener, TimedNote, note_tokens};
 pub use settings::{LiveMode, LiveSettings};
@@ -593,91 +597,6 @@ impl LiveSession {
             out(LiveEvent::Play(f.note));
         }
     }
-
-    /// Samples model notes into `fed` (with a ghost melody, predictions too) until one starts
-    /// at or after `until_ms`, the span ends or `first_only` and a note came. Returns why
-    /// sampling stopped.
-    fn sample_notes(
-        &mut self,
-        g: &mut Generator,
-        until_ms: f64,
-        first_only: bool,
-    ) -> Result<StopReason> {
-        let origin = self.origin_ms;
-        let until_piece = until_ms - origin;
-        let held = held_mask(&self.listener);
-        let (notes, levels, instruments) = (
-            self.tok.note_ids(),
-            self.tok.velocity_levels().len() as u32,
-            self.tok.config().instruments.len() as u32,
-        );
-        let (ghost, voice) = (self.ghost, self.voice_pitches);
-        let model = self.model_instrument as u32;
-        let performer = self.tok.performer_instrument() as u32;
-        let mask = move |cd: &ConstrainedDecoder, logits: &mut [f32]| {
-            if cd.expects() != Expect::Any {
-                return;
-            }
-            for inst in 0..instruments {
-                for pitch in 0..128u32 {
-                    // Held pitches are the model's to avoid; with a ghost melody the model's
-                    // instrument also keeps to its voice (the constraints let every pitch
-                    // through), the prediction may take any pitch, and a third instrument is
-                    // never sampled.
-                    let p = pitch as usize;
-                    let off = if !ghost {
-                        held[p]
-                    } else if inst == model {
-                        held[p] || !voice[p]
-                    } else {
-                        inst != performer
-                    };
-                    if off {
-                        let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
-                        let to = (from + levels as usize).min(logits.len());
-                        logits[from.min(to)..to].fill(f32::NEG_INFINITY);
-                    }
-                }
-            }
-        };
-        let model_instrument = self.model_instrument;
-        let fed = &mut self.fed;
-        let limit = g.max_seq_len();
-        let (stop, _, _) = g.run_span(
-            &mut self.cd,
-            &mut self.sampler,
-            limit,
-            &mask,
-            &mut |n: RawNote| {
-                fed.push(FedNote {
-                    note: TimedNote {
-                        pitch: n.pitch,
-                        velocity: n.velocity,
-                        start_ms: n.start_ms + origin,
-                        end_ms: n.start_ms + n.dur_ms + origin,
-                    },
-                    pos_after: n.pos_after,
-                    committed: false,
-                    predicted: ghost && n.instrument != model_instrument,
-                });
-                if first_only || n.start_ms >= until_piece {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            },
-        )?;
-        Ok(stop)
-    }
-}
-
-/// The performer's held pitches as a table the sampling mask reads.
-fn held_mask(listener: &Listener) -> [bool; 128] {
-    let mut held = [false; 128];
-    for (p, h) in held.iter_mut().enumerate() {
-        *h = listener.holds(p as u8);
-    }
-    held
 }
 
 fn ms_since(t: Instant) -> f64 {
@@ -686,6 +605,7 @@ fn ms_since(t: Instant) -> f64 {
 
 mod accompany;
 mod respond;
+mod sample;
 mod tempo;
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! Sampling the model's notes into the cache: the masks of the live modes (the performer's
+//! held pitches; with a ghost melody, which instrument may come next) on top of the
+//! session's constraints. See the contracts in the module notes of `live`.
+
+use staria_models::tokenizer::Expect;
+
+use super::{FedNote, Listener, LiveSession, TimedNote};
+use crate::constraints::ConstrainedDecoder;
+use crate::generate::{Flow, Generator, RawNote, Result, StopReason};
+
+impl LiveSession {
+    /// Samples model notes into `fed` (with a ghost melody, predictions too) until one starts
+    /// at or after `until_ms`, the span ends or `first_only` and a note came. Returns why
+    /// sampling stopped.
+    ///
+    /// With a ghost melody a prediction is always followed by an accompaniment note (at its
+    /// instant or later, as the model places it): the model, free to choose, may otherwise
+    /// read the performance as a one-voice piece and predict the melody alone.
+    pub(super) fn sample_notes(
+        &mut self,
+        g: &mut Generator,
+        until_ms: f64,
+        first_only: bool,
+    ) -> Result<StopReason> {
+        loop {
+            let accompaniment_next = self.ghost && self.fed.last().is_some_and(|f| f.predicted);
+            let (stop, prediction_came) =
+                self.sample_span(g, until_ms, first_only, accompaniment_next)?;
+            if !(stop == StopReason::Stopped && prediction_came) {
+                return Ok(stop);
+            }
+        }
+    }
+
+    /// One `run_span`; with a ghost melody it also stops after a prediction (returned `true`
+    /// when that alone stopped it), and `accompaniment_next` masks the performer's instrument.
+    fn sample_span(
+        &mut self,
+        g: &mut Generator,
+        until_ms: f64,
+        first_only: bool,
+        accompaniment_next: bool,
+    ) -> Result<(StopReason, bool)> {
+        let origin = self.origin_ms;
+        let until_piece = until_ms - origin;
+        let held = held_mask(&self.listener);
+        let (notes, levels, instruments) = (
+            self.tok.note_ids(),
+            self.tok.velocity_levels().len() as u32,
+            self.tok.config().instruments.len() as u32,
+        );
+        let (ghost, voice) = (self.ghost, self.voice_pitches);
+        let above = self.settings.voice.pitch_max as usize;
+        let model = self.model_instrument as u32;
+        let performer = self.tok.performer_instrument() as u32;
+        let time_shift = self.tok.time_shift_id() as usize;
+        let mask = move |cd: &ConstrainedDecoder, logits: &mut [f32]| {
+            if cd.expects() != Expect::Any {
+                return;
+            }
+            for inst in 0..instruments {
+                for pitch in 0..128u32 {
+                    // Held pitches are the model's to avoid. With a ghost melody the model's
+                    // instrument also keeps to its voice (the constraints let every pitch
+                    // through), a prediction lies above the voice (the melody over the
+                    // accompaniment) and never right after another, and a third instrument
+                    // is never sampled.
+                    let p = pitch as usize;
+                    let off = if !ghost {
+                        held[p]
+                    } else if inst == model {
+                        held[p] || !voice[p]
+                    } else {
+                        inst != performer || p <= above || accompaniment_next
+                    };
+                    if off {
+                        let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
+                        let to = (from + levels as usize).min(logits.len());
+                        logits[from.min(to)..to].fill(f32::NEG_INFINITY);
+                    }
+                }
+            }
+            // After a prediction the accompaniment's note comes in this window if one still
+            // can (a `<T>` would let the model drop the accompaniment altogether).
+            if accompaniment_next {
+                let from = (notes.start + model * 128 * levels) as usize;
+                let to = (from + 128 * levels as usize).min(logits.len());
+                if logits[from.min(to)..to].iter().any(|l| l.is_finite())
+                    && time_shift < logits.len()
+                {
+                    logits[time_shift] = f32::NEG_INFINITY;
+                }
+            }
+        };
+        let model_instrument = self.model_instrument;
+        let fed = &mut self.fed;
+        let limit = g.max_seq_len();
+        let mut prediction_came = false;
+        let (stop, _, _) = g.run_span(
+            &mut self.cd,
+            &mut self.sampler,
+            limit,
+            &mask,
+            &mut |n: RawNote| {
+                let predicted = ghost && n.instrument != model_instrument;
+                fed.push(FedNote {
+                    note: TimedNote {
+                        pitch: n.pitch,
+                        velocity: n.velocity,
+                        start_ms: n.start_ms + origin,
+                        end_ms: n.start_ms + n.dur_ms + origin,
+                    },
+                    pos_after: n.pos_after,
+                    committed: false,
+                    predicted,
+                });
+                if first_only || n.start_ms >= until_piece {
+                    Flow::Stop
+                } else if predicted {
+                    prediction_came = true;
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        )?;
+        Ok((stop, prediction_came))
+    }
+}
+
+/// The performer's held pitches as a table the sampling mask reads.
+fn held_mask(listener: &Listener) -> [bool; 128] {
+    let mut held = [false; 128];
+    for (p, h) in held.iter_mut().enumerate() {
+        *h = listener.holds(p as u8);
+    }
+    held
+}
