@@ -13,6 +13,20 @@
 //!   status) is not retried until one of those changes. Section triggers do nothing in the
 //!   live modes (a section request would take the model from the session); *Stop* silences
 //!   the model and starts the session afresh.
+//!   A snippet recorded during a live session therefore restarts it and the model forgets the
+//!   performance it heard. Why, and what keeping it would take: the snippets are the prefix of
+//!   the model's cache and the performance comes after them, so a new snippet changes tokens
+//!   ahead of everything heard, whose keys and values then all change: nothing heard can stay
+//!   in the cache without being fed again. The cheapest keeping is a rebase with the new
+//!   prompt (`LiveSession`'s `rebase_upto` feeds the last `keep_ms` of music from a bar line
+//!   after the prompt; the fast backend reuses the cached prefix up to the first changed
+//!   token), at the cost of prefilling the new snippet (about 100 ms per 512 tokens on this
+//!   machine, `staria bench`) plus the kept music, during which an accompaniment can only play
+//!   the look-ahead it committed first (at most a beat) and an answer would have to wait for
+//!   its end. It would need a `Command` for "the prompt changed" sent instead of `LiveStart`
+//!   when only the snippets did, a `LiveSession` method that rebuilds the prompt and rebases
+//!   (the accompaniment's rebase shows how the look-ahead is handed out and fed again), and
+//!   tests of both modes; not done yet (issue 11).
 //! - **Performer**: each note passes through as in *Sections* (a MIDI effect) and goes to the
 //!   engine (`LiveNoteOn` / `LiveNoteOff`, on the live clock) to be absorbed. The audio side
 //!   takes the performer's keys from the model at once (`AudioSide::performer_key`): a model
