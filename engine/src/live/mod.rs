@@ -12,7 +12,7 @@
 //!   ([`LiveSettings::bpm`], the host's when it started), so a tempo change during the
 //!   session stretches it: the beat grid, the handover silence, an answer's bars and the
 //!   look-ahead follow the host's new tempo with nothing re-encoded; only the real-time
-//!   margins (reaction, commit, generate-ahead) are rescaled, by
+//!   margins (reaction, commit, generate-ahead, handover lead) are rescaled, by
 //!   [`LiveSession::set_host_tempo`] (`tempo` module).
 //! - **Prompt**: the captured snippets (and style) are the prompt, prefilled once by
 //!   [`LiveSession::start`] (the fast backend reuses a warm prompt); the performance is the

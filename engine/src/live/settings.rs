@@ -68,6 +68,8 @@ pub struct LiveSettings {
     /// A model note is handed out this long before it starts.
     pub commit_ahead_ms: f64,
     /// Call and response: how far ahead of "now" the answer is generated.
+    /// (This, `reaction_ms`, `commit_ahead_ms` and `handover_lead_ms` are real ms: a session
+    /// rescales them when the host's tempo changes, `LiveSession::set_host_tempo`.)
     pub generate_ahead_ms: f64,
     /// The model's voice: pitch range, scale, polyphony.
     pub voice: Constraints,
