@@ -89,8 +89,9 @@ fn info_names_the_performer_and_the_accompaniment_voice() {
 }
 
 /// The accompaniment is the model's bass: channel 2 with program 32 (Acoustic Bass), in the
-/// voice's range; the performer stays piano on channel 1. With the ghost melody (the default)
-/// and without it (`--ghost-melody false`): the predicted melody never reaches the file.
+/// voice's range; the performer stays piano on channel 1. With the ghost melody
+/// (`--ghost-melody true`) and without it (the default): the predicted melody never reaches
+/// the file.
 #[test]
 fn live_accompaniment_writes_the_model_part_as_bass() {
     let dir = tempfile::tempdir().unwrap();

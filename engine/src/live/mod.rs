@@ -46,7 +46,8 @@
 //!   in. With a one-instrument model both modes sample its one instrument, as before: its
 //!   accompaniment is that stream kept to the voice's pitch range.
 //! - **Ghost melody** (accompaniment with a two-voice model, [`LiveSettings::ghost_melody`],
-//!   on by default): the look-ahead samples both instruments, so the accompaniment's note at
+//!   off by default: on the two-voice run of step 450 the bass was no more consonant with
+//!   it): the look-ahead samples both instruments, so the accompaniment's note at
 //!   an instant follows the melody's note there, as in training, where it would otherwise
 //!   read "the melody holds". The performer-instrument notes it samples are predictions: kept
 //!   in the cache only, never handed out, never cut, never in the rebase history; the voice's

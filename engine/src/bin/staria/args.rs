@@ -175,7 +175,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 5.0)]
     pub(crate) live_minutes: f64,
     /// The accompaniment's ghost melody with a two-voice model (see `staria live`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) ghost_melody: bool,
 }
 
@@ -204,9 +204,8 @@ pub(crate) struct LiveArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub(crate) lookahead_beats: f64,
     /// accompany with a two-voice model: the look-ahead also predicts the melody (never
-    /// played), so the bass at an instant follows the melody note there; false: the bass
-    /// alone.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// played), so the bass at an instant follows the melody note there (off by default).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) ghost_melody: bool,
     /// Simulation step in ms (the engine's wake-up interval).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
