@@ -117,6 +117,10 @@ pub struct ConstrainedDecoder {
     max_polyphony: usize,
     span_start_ms: f64,
     span_end_ms: f64,
+    /// Where the music being sampled ends: `Generator::run_span` clips notes here. The span's
+    /// end, except for an optional span (`set_optional_span`), whose end only bounds where
+    /// notes start.
+    notes_end_ms: f64,
     /// Notes placed in the current span. Until there is one, the span cannot be left while a
     /// note still fits: a requested section is never silent (an untrained or unsure model
     /// otherwise often lets time run out before playing anything).
@@ -179,6 +183,7 @@ impl ConstrainedDecoder {
             max_polyphony,
             span_start_ms: 0.0,
             span_end_ms: f64::INFINITY,
+            notes_end_ms: f64::INFINITY,
             notes_in_span: 0,
             time_shift: tok.time_shift_id(),
             early_ends,
@@ -208,11 +213,13 @@ impl ConstrainedDecoder {
         }
     }
 
-    /// Notes may only start in `[start_ms, end_ms)` (absolute piece time) from now on.
-    /// The span counts as empty until a note starts in it (see `notes_in_span`).
+    /// Notes may only start in `[start_ms, end_ms)` (absolute piece time) from now on, and
+    /// are clipped at `end_ms` (the section's end). The span counts as empty until a note
+    /// starts in it (see `notes_in_span`).
     pub fn set_span(&mut self, start_ms: f64, end_ms: f64) {
         self.span_start_ms = start_ms;
         self.span_end_ms = end_ms;
+        self.notes_end_ms = end_ms;
         self.notes_in_span = 0;
     }
 
@@ -220,13 +227,17 @@ impl ConstrainedDecoder {
     /// is placed in its first beat, then the span opens to the answer's bars).
     pub fn set_span_end(&mut self, end_ms: f64) {
         self.span_end_ms = end_ms;
+        self.notes_end_ms = end_ms;
     }
 
     /// Like [`set_span`](Self::set_span), but the span may stay empty: nothing forces a note
-    /// into it (the live accompaniment's look-ahead, where silence is a fine answer).
+    /// into it (the live accompaniment's look-ahead, where silence is a fine answer), and its
+    /// end bounds only where notes start: a note keeps the length the model gave it (the
+    /// look-ahead's end is not the end of the music).
     pub fn set_optional_span(&mut self, start_ms: f64, end_ms: f64) {
         self.span_start_ms = start_ms;
         self.span_end_ms = end_ms;
+        self.notes_end_ms = f64::INFINITY;
         // Counted as holding a note already, so `must_play` never holds the span open.
         self.notes_in_span = 1;
     }
@@ -239,6 +250,7 @@ impl ConstrainedDecoder {
         self.ends.clear();
         self.span_start_ms = 0.0;
         self.span_end_ms = f64::INFINITY;
+        self.notes_end_ms = f64::INFINITY;
         self.notes_in_span = 0;
         self.pending_pitched = false;
     }
@@ -250,6 +262,12 @@ impl ConstrainedDecoder {
 
     pub fn span(&self) -> (f64, f64) {
         (self.span_start_ms, self.span_end_ms)
+    }
+
+    /// Where sampled notes are clipped (absolute piece time): the span's end, unbounded for an
+    /// optional span (see [`set_optional_span`](Self::set_optional_span)).
+    pub fn notes_end_ms(&self) -> f64 {
+        self.notes_end_ms
     }
 
     pub fn decoder(&self) -> &StreamDecoder {

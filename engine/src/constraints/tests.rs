@@ -519,3 +519,22 @@ fn only_instrument_masks_the_other_instruments_notes() {
             .all(|id| !t.note_ids().contains(id))
     );
 }
+
+/// A section's span clips its notes at its end; an optional span (the live look-ahead) only
+/// bounds where notes start (`Generator::run_span` clips at `notes_end_ms`).
+#[test]
+fn only_a_sections_span_end_clips_notes() {
+    let t = tok();
+    let mut cd = ConstrainedDecoder::new(&t, &Constraints::default()).unwrap();
+    assert_eq!(cd.notes_end_ms(), f64::INFINITY);
+    cd.set_span(0.0, 2000.0);
+    assert_eq!(cd.notes_end_ms(), 2000.0);
+    cd.set_span_end(8000.0);
+    assert_eq!(cd.notes_end_ms(), 8000.0);
+    cd.set_optional_span(1000.0, 1500.0);
+    assert_eq!(cd.span(), (1000.0, 1500.0));
+    assert_eq!(cd.notes_end_ms(), f64::INFINITY);
+    cd.set_span(0.0, 2000.0);
+    cd.restart();
+    assert_eq!(cd.notes_end_ms(), f64::INFINITY);
+}

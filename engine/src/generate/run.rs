@@ -332,8 +332,9 @@ impl Generator {
 
     /// Samples until the span is full or something stops it; returns why, how many tokens were
     /// sampled and how many notes an onset vote moved behind a `<T>`. Notes are clipped at the
-    /// span end. Past the cache position `limit` the span ends at the next note boundary (so
-    /// what follows still reads as well formed).
+    /// span end (`ConstrainedDecoder::notes_end_ms`; an optional span's end does not clip).
+    /// Past the cache position `limit` the span ends at the next note boundary (so what follows
+    /// still reads as well formed).
     ///
     /// A note's onset is sampled from the model's whole onset distribution over the window
     /// (`ConstrainedDecoder::apply_open`); one before the window's last onset is a vote for
@@ -347,7 +348,7 @@ impl Generator {
         extra_mask: ExtraMask<'_>,
         emit: &mut dyn FnMut(RawNote) -> Flow,
     ) -> Result<(StopReason, usize, usize)> {
-        let (_, span_end) = cd.span();
+        let notes_end = cd.notes_end_ms();
         let mut sampled = 0;
         let mut votes = 0;
         // The last token fed: at `Expect::Onset`, the note or drum token waiting for its onset.
@@ -420,7 +421,7 @@ impl Generator {
                 dur_ms,
             }) = self.feed_event(cd, id)?
             {
-                let dur_ms = dur_ms.min(span_end - start_ms);
+                let dur_ms = dur_ms.min(notes_end - start_ms);
                 if dur_ms > 0.0 {
                     let flow = emit(RawNote {
                         pitch,

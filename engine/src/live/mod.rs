@@ -61,7 +61,9 @@
 //!   rest as the revision below says; the next look-ahead predicts anew. A rebase keeps no
 //!   prediction.
 //! - **Accompaniment**: the model's notes are a separate voice in [`LiveSettings::voice`]'s
-//!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead. Every
+//!   pitch range, generated at most [`LiveSettings::lookahead_beats`] (at most 1) ahead: the
+//!   look-ahead bounds where notes start, not where they end (a note sounds as long as the
+//!   model sampled it, unless cut; `ConstrainedDecoder::set_optional_span`). Every
 //!   performer note revises that look-ahead: the cache is rewound to before the first model
 //!   note after the performer's (at the performer's instant too, with two voices; before the
 //!   first prediction if that is earlier, with a ghost melody), the

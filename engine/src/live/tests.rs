@@ -390,3 +390,69 @@ fn the_struck_key_is_taken_from_the_model_at_once() {
         "{events:?}"
     );
 }
+
+/// A model note sounds as long as the model sampled it: the look-ahead's end (a beat ahead of
+/// "now") bounds where notes start, not where they end. Every handed-out note has the length
+/// its `dur:` token in the cache gives it (issue 11: clipped at the look-ahead's end, the
+/// accompaniment played 100 ms stabs where the model meant beats).
+#[test]
+fn accompaniment_notes_keep_the_length_the_model_sampled() {
+    use staria_models::tokenizer::{StreamDecoder, StreamEvent};
+    let (_dir, mut g) = generator();
+    let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+    settings.sampling.seed = 4;
+    let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+    // Two-beat notes: the look-ahead slides on between the performer's notes.
+    let perf: Vec<TimedNote> = (0..8)
+        .map(|k| note(72 + k as u8, k as f64 * 1000.0, k as f64 * 1000.0 + 900.0))
+        .collect();
+    let (mut events, mut next, mut t) = (Vec::new(), 0, 0.0);
+    let (mut checked, mut past_lookahead) = (0, 0);
+    while t <= 9000.0 {
+        let from = events.len();
+        while next < perf.len() && perf[next].start_ms <= t {
+            let n = perf[next];
+            s.note_on(
+                &mut g,
+                n.pitch,
+                n.velocity,
+                n.start_ms,
+                &mut collect(&mut events),
+            )
+            .unwrap();
+            next += 1;
+        }
+        s.advance(&mut g, t, &mut collect(&mut events)).unwrap();
+        // The cache's notes (session ms) right after the call that handed these out.
+        let mut dec = StreamDecoder::new();
+        let cached: Vec<(u8, f64, f64)> = g.cached_tokens().unwrap()[s.body_start..]
+            .iter()
+            .filter_map(|&id| match dec.push(g.tokenizer(), id) {
+                Some(StreamEvent::Note {
+                    pitch,
+                    start_ms,
+                    dur_ms,
+                    ..
+                }) => Some((pitch, start_ms + s.origin_ms, dur_ms)),
+                _ => None,
+            })
+            .collect();
+        for e in &events[from..] {
+            let LiveEvent::Play(n) = e else { continue };
+            let dur = cached
+                .iter()
+                .find(|c| c.0 == n.pitch && (c.1 - n.start_ms).abs() < 1e-6)
+                .map(|c| c.2)
+                .unwrap_or_else(|| panic!("{n:?} handed out but not in the cache"));
+            assert!(
+                (n.end_ms - n.start_ms - dur).abs() < 1e-6,
+                "{n:?} handed out at {t} ms, {dur} ms long in the cache"
+            );
+            checked += 1;
+            past_lookahead += usize::from(n.end_ms > t + 500.0 + 1.0);
+        }
+        t += 10.0;
+    }
+    assert!(checked > 5, "only {checked} notes");
+    assert!(past_lookahead > 0, "no note outlasted the look-ahead");
+}
