@@ -278,15 +278,6 @@ fn every_stage_runs_end_to_end() {
 
     // Fine-tuning starts from the given decoder: its first loss is the trained one's, well
     // below a fresh start's. A Staria checkpoint is not a decoder to start from.
-    let first_loss = |dir: &Path| -> f64 {
-        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-        log.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|v| v["kind"] == "train")
-            .unwrap()["loss"]
-            .as_f64()
-            .unwrap()
-    };
     let tuned = tmp.path().join("tuned");
     let opts = RunOptions {
         max_steps: Some(1),
@@ -294,10 +285,10 @@ fn every_stage_runs_end_to_end() {
     };
     train::train_decoder_from(&exp, &shards, &opts, Some(&dec)).unwrap();
     assert!(
-        first_loss(&tuned) < first_loss(&dec) * 0.9,
+        common::first_train_loss(&tuned) < common::first_train_loss(&dec) * 0.9,
         "fine-tuning did not start from the trained weights: {} vs {}",
-        first_loss(&tuned),
-        first_loss(&dec)
+        common::first_train_loss(&tuned),
+        common::first_train_loss(&dec)
     );
     let err =
         train::train_decoder_from(&exp, &shards, &run_opts(&tmp.path().join("x")), Some(&sta))

@@ -259,24 +259,15 @@ fn fine_tuning_a_one_instrument_decoder_into_the_two_voice_layout_starts_from_it
     let base = tmp.path().join("base");
     train::train_decoder(&exp, &one, &opts(&base, None)).unwrap();
 
-    let first_loss = |dir: &Path| -> f64 {
-        let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-        log.lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|v| v["kind"] == "train")
-            .unwrap()["loss"]
-            .as_f64()
-            .unwrap()
-    };
     let grown = tmp.path().join("grown");
     train::train_decoder_from(&exp, &two, &opts(&grown, Some(1)), Some(&base)).unwrap();
     let fresh = tmp.path().join("fresh");
     train::train_decoder(&exp, &two, &opts(&fresh, Some(1))).unwrap();
     assert!(
-        first_loss(&grown) < first_loss(&fresh) * 0.9,
+        common::first_train_loss(&grown) < common::first_train_loss(&fresh) * 0.9,
         "the grown run did not start from the trained weights: {} vs {}",
-        first_loss(&grown),
-        first_loss(&fresh)
+        common::first_train_loss(&grown),
+        common::first_train_loss(&fresh)
     );
     let (cfg, tok, _) = models::load_model_tensors(&grown, &Device::Cpu).unwrap();
     assert_eq!(tok.hash(), two.tokenizer.hash());

@@ -461,35 +461,7 @@ fn call_and_response_runs_on_the_audio_clock_with_the_transport_stopped() {
         "call_and_response_runs_on_the_audio_clock_with_the_transport_stopped",
         || {
             let mut inst = Instance::load(&bundled_clap());
-            let mut s = load_model(&mut inst, "live-stopped-tiny");
-            assert!(!s.playing);
-            let setup = [
-                set(&inst, "Mode", 1.0),
-                set(&inst, "Output channel", 2.0),
-                set(&inst, "Handover silence", 0.0),
-                set(&inst, "Seed (0 = random)", 5.0),
-            ];
-            s.block(&[], &setup);
-            s.set_realtime(true);
-            // (audio sample since the setup block, note) for everything sent.
-            let mut a = AudioClock {
-                clock: BLOCK as u64,
-                heard: Vec::new(),
-            };
-            for _ in 0..20 {
-                a.step(&mut s, &[], &[]);
-            }
-            // The phrase, one note per 24 blocks (about half a beat at 120 bpm).
-            for &(_, _, key, vel) in CALL {
-                a.step(&mut s, &[on(0, key, vel)], &[]);
-                for _ in 0..20 {
-                    a.step(&mut s, &[], &[]);
-                }
-                a.step(&mut s, &[off(0, key)], &[]);
-                for _ in 0..3 {
-                    a.step(&mut s, &[], &[]);
-                }
-            }
+            let (mut s, mut a) = play_the_call_on_the_audio_clock(&mut inst, "live-stopped-tiny");
             assert!(
                 a.heard.iter().all(|(_, n)| n.channel == 0),
                 "the model played while listening"
@@ -522,21 +494,7 @@ fn call_and_response_runs_on_the_audio_clock_with_the_transport_stopped() {
             for _ in 0..100 {
                 a.step(&mut s, &[], &[]);
             }
-            a.step(
-                &mut s,
-                &[],
-                &[set(&inst, "Hand over", 0.0), set(&inst, "Mode", 0.0)],
-            );
-            for _ in 0..20 {
-                a.step(&mut s, &[], &[]);
-            }
-            inst.stop(s);
-            let notes: Vec<OutNote> = a
-                .heard
-                .iter()
-                .map(|&(at, n)| OutNote { sample: at, ..n })
-                .collect();
-            assert_balanced(&notes);
+            let notes = a.finish(&mut inst, s);
             assert_eq!(
                 spans(&notes, 0).len(),
                 CALL.len(),
@@ -559,33 +517,7 @@ fn an_answer_on_the_audio_clock_follows_a_tempo_change() {
         "an_answer_on_the_audio_clock_follows_a_tempo_change",
         || {
             let mut inst = Instance::load(&bundled_clap());
-            let mut s = load_model(&mut inst, "live-tempo-tiny");
-            assert!(!s.playing);
-            let setup = [
-                set(&inst, "Mode", 1.0),
-                set(&inst, "Output channel", 2.0),
-                set(&inst, "Handover silence", 0.0),
-                set(&inst, "Seed (0 = random)", 5.0),
-            ];
-            s.block(&[], &setup);
-            s.set_realtime(true);
-            let mut a = AudioClock {
-                clock: BLOCK as u64,
-                heard: Vec::new(),
-            };
-            for _ in 0..20 {
-                a.step(&mut s, &[], &[]);
-            }
-            for &(_, _, key, vel) in CALL {
-                a.step(&mut s, &[on(0, key, vel)], &[]);
-                for _ in 0..20 {
-                    a.step(&mut s, &[], &[]);
-                }
-                a.step(&mut s, &[off(0, key)], &[]);
-                for _ in 0..3 {
-                    a.step(&mut s, &[], &[]);
-                }
-            }
+            let (mut s, mut a) = play_the_call_on_the_audio_clock(&mut inst, "live-tempo-tiny");
             s.tempo = 150.0;
             for _ in 0..10 {
                 a.step(&mut s, &[], &[]);
@@ -595,21 +527,7 @@ fn an_answer_on_the_audio_clock_follows_a_tempo_change() {
             for _ in 0..600 {
                 a.step(&mut s, &[], &[]);
             }
-            a.step(
-                &mut s,
-                &[],
-                &[set(&inst, "Hand over", 0.0), set(&inst, "Mode", 0.0)],
-            );
-            for _ in 0..20 {
-                a.step(&mut s, &[], &[]);
-            }
-            inst.stop(s);
-            let notes: Vec<OutNote> = a
-                .heard
-                .iter()
-                .map(|&(at, n)| OutNote { sample: at, ..n })
-                .collect();
-            assert_balanced(&notes);
+            let notes = a.finish(&mut inst, s);
             let answer = spans(&notes, 2);
             assert!(!answer.is_empty(), "no answer at 150 bpm");
             // A beat at 150 bpm, and the lead (30 ms and a block) in samples.
@@ -645,6 +563,40 @@ fn an_answer_on_the_audio_clock_follows_a_tempo_change() {
     );
 }
 
+/// With the transport stopped: loads the tiny model as `name`, sets Call and response (answers
+/// on channel 2, no silence handover, seed 5), idles 20 blocks and plays [`CALL`] on the audio
+/// clock, one note per 24 blocks (about half a beat at 120 bpm).
+fn play_the_call_on_the_audio_clock(inst: &mut Instance, name: &str) -> (Session, AudioClock) {
+    let mut s = load_model(inst, name);
+    assert!(!s.playing);
+    let setup = [
+        set(inst, "Mode", 1.0),
+        set(inst, "Output channel", 2.0),
+        set(inst, "Handover silence", 0.0),
+        set(inst, "Seed (0 = random)", 5.0),
+    ];
+    s.block(&[], &setup);
+    s.set_realtime(true);
+    let mut a = AudioClock {
+        clock: BLOCK as u64,
+        heard: Vec::new(),
+    };
+    for _ in 0..20 {
+        a.step(&mut s, &[], &[]);
+    }
+    for &(_, _, key, vel) in CALL {
+        a.step(&mut s, &[on(0, key, vel)], &[]);
+        for _ in 0..20 {
+            a.step(&mut s, &[], &[]);
+        }
+        a.step(&mut s, &[off(0, key)], &[]);
+        for _ in 0..3 {
+            a.step(&mut s, &[], &[]);
+        }
+    }
+    (s, a)
+}
+
 /// Blocks counted in audio samples (the host's song position stands still while stopped).
 struct AudioClock {
     clock: u64,
@@ -653,6 +605,27 @@ struct AudioClock {
 }
 
 impl AudioClock {
+    /// Ends the session: *Hand over* released and Mode back to Sections, 20 blocks, the
+    /// instance stopped; every note heard (timed in audio samples), checked balanced.
+    fn finish(mut self, inst: &mut Instance, mut s: Session) -> Vec<OutNote> {
+        self.step(
+            &mut s,
+            &[],
+            &[set(inst, "Hand over", 0.0), set(inst, "Mode", 0.0)],
+        );
+        for _ in 0..20 {
+            self.step(&mut s, &[], &[]);
+        }
+        inst.stop(s);
+        let notes: Vec<OutNote> = self
+            .heard
+            .iter()
+            .map(|&(at, n)| OutNote { sample: at, ..n })
+            .collect();
+        assert_balanced(&notes);
+        notes
+    }
+
     fn step(
         &mut self,
         s: &mut Session,

@@ -129,3 +129,14 @@ pub fn tiny_config() -> ExperimentConfig {
     cfg.wake_sleep.recognizer_warmup_steps = 3;
     cfg
 }
+
+/// The loss of a run's first training step, from its `metrics.jsonl`.
+pub fn first_train_loss(run: &Path) -> f64 {
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["kind"] == "train")
+        .unwrap()["loss"]
+        .as_f64()
+        .unwrap()
+}
