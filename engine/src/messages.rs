@@ -167,6 +167,9 @@ pub enum Command {
         /// Call and response: bars per answer.
         response_bars: u8,
         seed: u32,
+        /// Accompaniment: no model note dissonant with a held performer pitch
+        /// (`LiveSettings::consonant`).
+        consonant: bool,
     },
     /// The performer's key goes down (live session).
     LiveNoteOn { pitch: u8, velocity: u8, beat: f64 },

@@ -191,6 +191,7 @@ fn handover_answer_then_the_performer_returns_and_everything_is_released() {
         origin_beat: 0.0,
         response_bars: 4,
         seed: 7,
+        consonant: true,
     });
     h.run_until_beat(0.1);
     h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);
@@ -300,6 +301,7 @@ fn accompaniment_plays_on_the_audio_clock_with_the_transport_stopped() {
         origin_beat: 0.0,
         response_bars: 1,
         seed: 2,
+        consonant: true,
     });
     h.run_until_beat(0.2);
     let melody = [60u8, 62, 59, 57, 60, 55, 57, 59, 60, 64, 55, 57, 59, 60];
@@ -376,6 +378,7 @@ fn accompaniment_follows_a_tempo_change_on_the_host_transport() {
         origin_beat: 0.0,
         response_bars: 1,
         seed: 1,
+        consonant: true,
     });
     h.run_until_beat(0.2);
     h.perform(&[64, 62, 60, 59, 57, 59, 60, 62]);
@@ -422,6 +425,7 @@ fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
         origin_beat: 0.0,
         response_bars: 4,
         seed: 6,
+        consonant: true,
     });
     h.run_until_beat(0.1);
     h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);

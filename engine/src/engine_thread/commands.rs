@@ -135,6 +135,7 @@ impl Worker {
                 origin_beat,
                 response_bars,
                 seed,
+                consonant,
             } => {
                 self.live_start = Some(LiveStart {
                     request_id,
@@ -142,6 +143,7 @@ impl Worker {
                     origin_beat,
                     response_bars,
                     seed,
+                    consonant,
                 });
                 if self.generating {
                     self.interrupt = Some(Interrupt::Stopped);

@@ -46,6 +46,8 @@ pub struct LiveStart {
     pub origin_beat: f64,
     pub response_bars: u8,
     pub seed: u32,
+    /// [`LiveSettings::consonant`].
+    pub consonant: bool,
 }
 
 /// The running session and what it has handed out.
@@ -77,6 +79,7 @@ impl std::fmt::Debug for LiveRun {
 pub fn settings_from(start: &LiveStart, bpm: f64, p: &ParamValues) -> LiveSettings {
     let mut s = LiveSettings::new(start.mode, bpm);
     s.response_bars = start.response_bars.max(1) as u32;
+    s.consonant = start.consonant;
     // The audio side measures silences and sends `Handover`s.
     s.handover_silence_beats = None;
     s.sampling = SamplingParams {

@@ -74,7 +74,12 @@
 //!   [`LiveSettings::reaction_ms`] after that "now", so the revision's own time never makes
 //!   one late). The model never sounds a pitch the performer holds:
 //!   held pitches are masked while sampling, and a model note on the pitch the performer just
-//!   struck is cut at that instant ([`LiveEvent::Cut`]). It pauses with the performer: after a
+//!   struck is cut at that instant ([`LiveEvent::Cut`]). With [`LiveSettings::consonant`] (on
+//!   by default) the pitches dissonant with a held one (interval class 1, 2, 6, 10 or 11, mod
+//!   12) are masked too, for the model's instrument, unless no pitch would be left (then the
+//!   choice is unmasked): every model note sampled while the performer holds a note is
+//!   consonant with it; one handed out or planned within the reaction time before the
+//!   performer's note came is not re-chosen. It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
 //!   the next performer note.
 //! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within

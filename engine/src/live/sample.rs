@@ -1,10 +1,11 @@
 //! Sampling the model's notes into the cache: the masks of the live modes (the performer's
-//! held pitches; with a ghost melody, which instrument may come next) on top of the
-//! session's constraints. See the contracts in the module notes of `live`.
+//! held pitches and, with [`super::LiveSettings::consonant`], the pitches dissonant with
+//! them; with a ghost melody, which instrument may come next) on top of the session's
+//! constraints. See the contracts in the module notes of `live`.
 
 use staria_models::tokenizer::Expect;
 
-use super::{FedNote, Listener, LiveSession, TimedNote};
+use super::{FedNote, Listener, LiveMode, LiveSession, TimedNote};
 use crate::constraints::ConstrainedDecoder;
 use crate::generate::{Flow, Generator, RawNote, Result, StopReason};
 
@@ -44,6 +45,8 @@ impl LiveSession {
         let origin = self.origin_ms;
         let until_piece = until_ms - origin;
         let held = held_mask(&self.listener);
+        let consonant = self.settings.consonant && self.settings.mode == LiveMode::Accompany;
+        let dissonant = dissonant_mask(&held);
         let (notes, levels, instruments) = (
             self.tok.note_ids(),
             self.tok.velocity_levels().len() as u32,
@@ -77,6 +80,23 @@ impl LiveSession {
                         let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
                         let to = (from + levels as usize).min(logits.len());
                         logits[from.min(to)..to].fill(f32::NEG_INFINITY);
+                    }
+                }
+            }
+            // Consonant with the performer: the model's pitches dissonant with a held one are
+            // masked, unless that would leave the model no pitch at all.
+            if consonant {
+                let from = (notes.start + model * 128 * levels) as usize;
+                let len = logits.len();
+                let band = |p: usize| {
+                    let lo = (from + p * levels as usize).min(len);
+                    lo..(lo + levels as usize).min(len)
+                };
+                let some_left = (0..128)
+                    .any(|p| !dissonant[p] && logits[band(p)].iter().any(|l| l.is_finite()));
+                if some_left {
+                    for p in (0..128).filter(|&p| dissonant[p]) {
+                        logits[band(p)].fill(f32::NEG_INFINITY);
                     }
                 }
             }
@@ -135,4 +155,25 @@ fn held_mask(listener: &Listener) -> [bool; 128] {
         *h = listener.holds(p as u8);
     }
     held
+}
+
+/// Interval classes (semitones mod 12) a model note may not form with a held pitch when the
+/// accompaniment is consonant with the performer: seconds, the tritone and sevenths.
+const DISSONANT_CLASSES: [u8; 5] = [1, 2, 6, 10, 11];
+
+/// Whether a pitch forms a dissonant interval ([`DISSONANT_CLASSES`]) with `b`.
+pub(super) fn dissonant(a: u8, b: u8) -> bool {
+    DISSONANT_CLASSES.contains(&(a.abs_diff(b) % 12))
+}
+
+/// The pitches dissonant with some held pitch, as a table the sampling mask reads (on the
+/// stack, like `held_mask`: nothing is allocated while sampling).
+fn dissonant_mask(held: &[bool; 128]) -> [bool; 128] {
+    let mut out = [false; 128];
+    for (h, _) in held.iter().enumerate().filter(|(_, on)| **on) {
+        for (p, d) in out.iter_mut().enumerate() {
+            *d |= dissonant(p as u8, h as u8);
+        }
+    }
+    out
 }

@@ -456,3 +456,93 @@ fn accompaniment_notes_keep_the_length_the_model_sampled() {
     assert!(checked > 5, "only {checked} notes");
     assert!(past_lookahead > 0, "no note outlasted the look-ahead");
 }
+
+/// Consonant with the performer ([`LiveSettings::consonant`]): every model note sampled
+/// while the performer holds a note forms a consonant interval with it (no second, tritone
+/// or seventh, mod 12). The first note is held before the model has played anything; for
+/// the later ones, the notes already handed out or planned within the reaction time when
+/// the performer's note came are final, so only those starting after that are checked.
+/// With the setting off, some seed breaks the rule: the check can fail.
+#[test]
+fn a_consonant_accompaniment_avoids_dissonance_with_the_held_note() {
+    let (_dir, mut g) = generator();
+    let mut perf = vec![note(67, 0.0, 3000.0)];
+    for k in 0..12 {
+        let s = 3000.0 + k as f64 * 600.0;
+        perf.push(note(62 + (k * 5 % 12) as u8, s, s + 580.0));
+    }
+    let perf = Performance { notes: perf };
+    let mut dissonances = |consonant: bool, seed: u64| {
+        let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+        settings.consonant = consonant;
+        settings.sampling.seed = seed;
+        let margin = settings.commit_ahead_ms.max(settings.reaction_ms);
+        let a = simulate(
+            &mut g,
+            &Snippets::default(),
+            settings,
+            &perf,
+            SimClock::Exact,
+            10.0,
+        )
+        .unwrap();
+        assert!(!a.model_notes.is_empty());
+        let mut bad = Vec::new();
+        for m in &a.model_notes {
+            for (i, p) in perf.notes.iter().enumerate() {
+                let from = if i == 0 {
+                    p.start_ms
+                } else {
+                    p.start_ms + margin
+                };
+                if (from..p.end_ms).contains(&m.start_ms) && sample::dissonant(m.pitch, p.pitch) {
+                    bad.push((m.pitch, p.pitch, m.start_ms));
+                }
+            }
+        }
+        bad
+    };
+    for seed in 1..=3 {
+        let bad = dissonances(true, seed);
+        assert!(
+            bad.is_empty(),
+            "seed {seed}: dissonant (model, performer, ms) {bad:?}"
+        );
+    }
+    assert!(
+        (1..=3).any(|seed| !dissonances(false, seed).is_empty()),
+        "with the setting off no seed is dissonant: the check above cannot fail"
+    );
+}
+
+/// When every pitch of the voice is dissonant with the held note, the model still plays (the
+/// choice is left unmasked), never an empty distribution or a panic.
+#[test]
+fn a_consonant_accompaniment_falls_back_when_no_pitch_is_consonant() {
+    let (_dir, mut g) = generator();
+    let mut settings = LiveSettings::new(LiveMode::Accompany, 120.0);
+    // C and C# under a held B: a seventh and a ninth (a second, mod 12).
+    settings.voice.pitch_min = 48;
+    settings.voice.pitch_max = 49;
+    settings.sampling.seed = 3;
+    assert!(settings.consonant, "on by default");
+    assert!(sample::dissonant(48, 71) && sample::dissonant(49, 71));
+    let mut s = LiveSession::start(&mut g, &Snippets::default(), settings).unwrap();
+    let mut events = Vec::new();
+    s.note_on(&mut g, 71, 80, 0.0, &mut collect(&mut events))
+        .unwrap();
+    let mut t = 0.0;
+    while t < 4000.0 {
+        s.advance(&mut g, t, &mut collect(&mut events)).unwrap();
+        t += 10.0;
+    }
+    let played: Vec<u8> = events
+        .iter()
+        .filter_map(|e| match e {
+            LiveEvent::Play(n) => Some(n.pitch),
+            _ => None,
+        })
+        .collect();
+    assert!(!played.is_empty(), "four seconds without a note");
+    assert!(played.iter().all(|&p| p == 48 || p == 49), "{played:?}");
+}

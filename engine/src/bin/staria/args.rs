@@ -177,6 +177,9 @@ pub(crate) struct BenchArgs {
     /// The accompaniment's ghost melody with a two-voice model (see `staria live`).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) ghost_melody: bool,
+    /// The accompaniment consonant with the performer (see `staria live`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) consonant: bool,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +210,10 @@ pub(crate) struct LiveArgs {
     /// played), so the bass at an instant follows the melody note there (off by default).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) ghost_melody: bool,
+    /// accompany: no model note starts dissonant (a second, tritone or seventh, mod 12) with
+    /// a pitch the performer holds, unless the voice has no other pitch (on by default).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) consonant: bool,
     /// Simulation step in ms (the engine's wake-up interval).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub(crate) tick_ms: f64,

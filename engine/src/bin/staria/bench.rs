@@ -107,7 +107,7 @@ pub(crate) fn cmd_bench(a: BenchArgs) -> Result<(), Failure> {
         "peak_rss_mb": peak_rss_mb(),
     });
     if a.live {
-        let live = live_bench(g, a.live_minutes, a.ghost_melody)?;
+        let live = live_bench(g, a.live_minutes, a.ghost_melody, a.consonant)?;
         if let (Some(obj), serde_json::Value::Object(extra)) = (line.as_object_mut(), live) {
             obj.extend(extra);
         }
@@ -189,6 +189,7 @@ fn live_bench(
     g: &mut Generator,
     minutes: f64,
     ghost_melody: bool,
+    consonant: bool,
 ) -> Result<serde_json::Value, Failure> {
     if !(minutes.is_finite() && (0.1..=60.0).contains(&minutes)) {
         return Err(bad(format!(
@@ -207,6 +208,7 @@ fn live_bench(
     let mut settings = LiveSettings::new(LiveMode::Accompany, LIVE_BPM);
     settings.sampling.seed = 1;
     settings.ghost_melody = ghost_melody;
+    settings.consonant = consonant;
     let ghost = settings.samples_ghost_melody(g.tokenizer());
     let accompany = simulate(g, &snippets, settings, &melody, SimClock::Charged, 10.0)?;
     let mut absorb = respond.stats.absorb_ms.clone();
@@ -228,6 +230,7 @@ fn live_bench(
         "accompany_max_lag_ms": round2(accompany.max_lag_ms),
         "accompany_rebases": accompany.stats.rebases,
         "accompany_ghost_melody": ghost,
+        "accompany_consonant": consonant,
         "accompany_rebase_ms_max": round(accompany.stats.rebase_ms.iter().copied().reduce(f64::max)),
         "respond_late_notes": respond.late_notes,
         "respond_collisions": respond.collisions,

@@ -55,6 +55,7 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     settings.handover_silence_beats = Some(a.handover_silence_beats);
     settings.lookahead_beats = a.lookahead_beats;
     settings.ghost_melody = a.ghost_melody;
+    settings.consonant = a.consonant;
     settings
         .validate()
         .map_err(|e| bad(format!("staria live: {e}")))?;
