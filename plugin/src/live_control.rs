@@ -69,6 +69,9 @@ pub(crate) struct SessionKey {
     channel: u8,
     low: u8,
     high: u8,
+    /// Accompaniment: consonant with the performer (`LiveSettings::consonant`); false in call
+    /// and response.
+    consonant: bool,
     model_generation: u64,
     snippets: u64,
 }
@@ -274,6 +277,7 @@ impl Staria {
             },
             low: if mode == LiveMode::Accompany { low } else { 0 },
             high: if mode == LiveMode::Accompany { high } else { 0 },
+            consonant: mode == LiveMode::Accompany && self.params.acc_consonant.value(),
             model_generation: engine
                 .audio
                 .status()
@@ -300,6 +304,7 @@ impl Staria {
                 origin_beat: (lm.block.start_beat / bar).floor() * bar,
                 response_bars: key.response_bars,
                 seed,
+                consonant: key.consonant,
             };
             if engine.audio.send(start) {
                 lm.running = Some(key);
@@ -498,6 +503,7 @@ mod tests {
             channel: 0,
             low: 0,
             high: 0,
+            consonant: false,
             model_generation: 0,
             snippets: 0,
         });
@@ -620,6 +626,7 @@ mod tests {
             channel: 0,
             low: 0,
             high: 0,
+            consonant: false,
             model_generation: 1,
             snippets: 0,
         });

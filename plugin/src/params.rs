@@ -148,6 +148,10 @@ pub struct StariaParams {
     pub acc_low: IntParam,
     #[id = "acc_high"]
     pub acc_high: IntParam,
+    /// Accompany: no model note dissonant (a second, tritone or seventh) with a note the
+    /// musician holds, unless the register has no other (on by default).
+    #[id = "acc_consonant"]
+    pub acc_consonant: BoolParam,
 }
 
 /// The keyswitch octave's default start: MIDI 24 (C1), the lowest whole octave of an 88-key
@@ -350,6 +354,7 @@ impl Default for StariaParams {
             )
             .with_value_to_string(note)
             .with_string_to_value(parse),
+            acc_consonant: BoolParam::new("Accompaniment consonant", true),
         }
     }
 }
@@ -594,6 +599,7 @@ mod tests {
         assert_eq!(p.handover_silence_beats(), Some(2.0));
         assert_eq!(p.response_bars.value(), 2);
         assert_eq!(p.accompaniment_range(), (36, 59));
+        assert!(p.acc_consonant.value());
         let engine = EngineParams::default();
         p.write_engine_params(&engine);
         assert_eq!(

@@ -38,7 +38,7 @@ pub const PERSIST_KEYS: [&str; 5] = [
 /// Parameters added after the first saved states (*Max polyphony*, then issue 11's live
 /// modes), with the plain value a state without them opens with: their defaults (a test
 /// checks).
-pub const ADDED_PARAMS: [(&str, AddedDefault); 8] = [
+pub const ADDED_PARAMS: [(&str, AddedDefault); 9] = [
     ("polyphony", AddedDefault::Int(16)),
     ("live_mode", AddedDefault::EnumId("sections")),
     ("live_silence", AddedDefault::Float(2.0)),
@@ -56,6 +56,7 @@ pub const ADDED_PARAMS: [(&str, AddedDefault); 8] = [
         "acc_high",
         AddedDefault::Int(crate::params::DEFAULT_ACCOMPANIMENT_RANGE.1),
     ),
+    ("acc_consonant", AddedDefault::Bool(true)),
 ];
 
 /// A parameter's saved value, as a constant.

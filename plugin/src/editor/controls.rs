@@ -36,6 +36,7 @@ pub fn draw(ui: &mut egui::Ui, shared: &Shared, setter: &ParamSetter) {
         labelled(ui, "Accomp. channel", &p.acc_channel, setter);
         labelled(ui, "Accomp. lowest", &p.acc_low, setter);
         labelled(ui, "Accomp. highest", &p.acc_high, setter);
+        labelled(ui, "Accomp. consonant", &p.acc_consonant, setter);
     });
     group(ui, "Generate", "staria-generate", |ui| {
         row(ui, &p.section, setter);
