@@ -29,7 +29,8 @@ Measures (a beat = a quarter note at the piece's first tempo; tol = `--onset-ms`
   (chance about 2*grid/16th: 21% at 80 bpm);
 - consonant: share of onsets whose interval to the sounding soprano note (a soprano onset
   within tol of the note's counts as sounding) is 0, 3, 4, 7, 8 or 9 semitones mod 12
-  (onsets under a soprano rest are not counted);
+  (onsets under a soprano rest are not counted); split as cons_with (onsets within tol of a
+  soprano onset, measured against that note) and cons_under (onsets under a held soprano note);
 - parallels: at the union of both voices' onsets, the (soprano, lowest accompaniment) pair
   sounding; between consecutive pairs that differ, a parallel fifth or octave (unison) is the
   same perfect interval mod 12 with both voices moving the same way; share of transitions;
@@ -37,7 +38,8 @@ Measures (a beat = a quarter note at the piece's first tempo; tol = `--onset-ms`
 - mean_pitch, in_register: share of notes in `--register` (36-59, the accompany default);
 - collisions: notes overlapping a soprano note of the same pitch (> 1 ms), per piece; for the
   engine also its own count (`engine_collisions`), and `late` if `staria live` prints one (it
-  does not today: its simulated clock charges no compute time, so nothing can be late);
+  does not today: its simulated clock charges no compute time, so nothing can be late), and
+  `rechosen` if it prints one (model notes re-chosen at a performer's note, consonant mode);
 - sounding: share of beats where the accompaniment sounds; bass_pc: share of the beats where
   Bach's bass sounds on which the lowest sounding accompaniment note has Bach's pitch class.
 Per row: the mean over pieces of the per-piece values, with a 95% bootstrap interval over pieces
@@ -74,7 +76,8 @@ METRICS = [  # (key, header, format)
     ("notes", "notes", "{:.0f}"), ("notes_per_beat", "notes/beat", "{:.2f}"),
     ("beats_long", "beats long", "{:.2f}"),
     ("with_soprano", "with sop.", "{:.2f}"), ("on_grid", "on grid", "{:.2f}"),
-    ("consonant", "consonant", "{:.2f}"), ("parallels", "parallel 5/8", "{:.3f}"),
+    ("consonant", "consonant", "{:.2f}"), ("cons_with", "cons. with sop. onset", "{:.2f}"),
+    ("cons_under", "cons. under held sop.", "{:.2f}"), ("parallels", "parallel 5/8", "{:.3f}"),
     ("in_key", "in key", "{:.2f}"), ("mean_pitch", "mean pitch", "{:.1f}"),
     ("in_register", "in register", "{:.2f}"),
     ("collisions", "collisions", "{:.2f}"), ("sounding", "beats sounding", "{:.2f}"),
@@ -216,12 +219,19 @@ def measure(sop, acc, bass, beat_s, args, scale=None):
                            for a in acc) / len(acc)
         iv = [(sp, a[2]) for a in acc if (sp := sounding(sop, a[0], tol)) is not None]
         r["consonant"] = sum(abs(s - a) % 12 in CONSONANT for s, a in iv) / len(iv) if iv else None
+        # Split: onsets with a soprano onset, and onsets under a held soprano note.
+        for key, together in (("cons_with", True), ("cons_under", False)):
+            part = [(sp, a[2]) for a in acc if any(abs(a[0] - s) <= tol for s in s_on) == together
+                    and (sp := sounding(sop, a[0], tol)) is not None]
+            r[key] = (sum(abs(s - a) % 12 in CONSONANT for s, a in part) / len(part)
+                      if part else None)
         r["in_key"] = sum(a[2] % 12 in scale for a in acc) / len(acc) if scale else None
         r["mean_pitch"] = sum(pitches(acc)) / len(acc)
         lo, hi = args.register
         r["in_register"] = sum(lo <= a[2] <= hi for a in acc) / len(acc)
     else:
-        for k in ("with_soprano", "on_grid", "consonant", "in_key", "mean_pitch", "in_register"):
+        for k in ("with_soprano", "on_grid", "consonant", "cons_with", "cons_under", "in_key",
+                  "mean_pitch", "in_register"):
             r[k] = None
     r["collisions"] = sum(any(s[2] == a[2] and min(s[1], a[1]) - max(s[0], a[0]) > 0.001
                               for s in sop) for a in acc)
@@ -265,7 +275,8 @@ def self_test():
     acc = [(0.0, 1.0, 65), (1.0, 2.0, 67), (2.0, 3.0, 63), (3.03, 4.0, 70)]
     r = measure(sop, acc, acc, 1.0, a)
     want = dict(notes=4, parallel_count=1, transitions=3, consonant=0.75, on_grid=0.75,
-                with_soprano=1.0, bass_pc=1.0, sounding=1.0, collisions=0, after_end=0)
+                with_soprano=1.0, bass_pc=1.0, sounding=1.0, collisions=0, after_end=0,
+                cons_with=0.75, cons_under=None)
     got = {k: r[k] for k in want}
     assert got == want, f"self-test: {got} != {want}"
     # The soprano's pitch (a collision, an octave: consonant), an onset 20 ms before the
@@ -274,7 +285,7 @@ def self_test():
     acc = [(0.5, 1.5, 72), (0.98, 2.5, 60), (4.5, 5.0, 50)]
     r = measure(sop, acc, [(0.0, 4.0, 48)], 1.0, a)
     want = dict(notes=2, collisions=1, after_end=1, in_register=0.0, with_soprano=0.5,
-                consonant=0.5, bass_pc=0.5, parallel_count=0)
+                consonant=0.5, bass_pc=0.5, parallel_count=0, cons_with=0.0, cons_under=1.0)
     got = {k: r[k] for k in want}
     assert got == want, f"self-test: {got} != {want}"
     # Oblique motion into the same perfect interval class (a fifth to a twelfth) is no parallel.
@@ -303,7 +314,8 @@ def run_live(args, model, live_args, perf, out, seed):
         fail(f"{' '.join(map(shlex.quote, cmd))} failed ({p.returncode}): {p.stderr.strip()}")
     said = {}
     for key, pat in (("engine_collisions", r"(\d+) collisions"), ("late", r"(\d+) late"),
-                     ("rebases", r"(\d+) context rebases"), ("revisions", r"(\d+) revisions")):
+                     ("rebases", r"(\d+) context rebases"), ("revisions", r"(\d+) revisions"),
+                     ("rechosen", r"(\d+) re-chosen")):
         m = re.search(pat, p.stderr)
         said[key] = int(m.group(1)) if m else None
     return said
@@ -437,15 +449,17 @@ def main():
     summary = {}
     for label, per in rows.items():
         summary[label] = {}
-        for key in [k for k, _, _ in METRICS] + ["engine_collisions", "late"]:
+        for key in [k for k, _, _ in METRICS] + ["engine_collisions", "late", "rechosen"]:
             xs = [v.get(key) for v in per.values()]
             summary[label][key] = dict(mean=mean(xs), ci95=bootstrap(xs),
                                        pieces=sum(x is not None for x in xs))
-    head = "| row | " + " | ".join(h for _, h, _ in METRICS) + " | engine collisions | late |"
-    print("\n" + head + "\n|" + "---|" * (len(METRICS) + 3))
+    head = ("| row | " + " | ".join(h for _, h, _ in METRICS)
+            + " | engine collisions | late | re-chosen |")
+    print("\n" + head + "\n|" + "---|" * (len(METRICS) + 4))
     for label, s in summary.items():
         cells = []
-        for key, _, f in METRICS + [("engine_collisions", "", "{:.2f}"), ("late", "", "{:.0f}")]:
+        for key, _, f in METRICS + [("engine_collisions", "", "{:.2f}"), ("late", "", "{:.0f}"),
+                                    ("rechosen", "", "{:.1f}")]:
             v = s[key]
             if v["mean"] is None:
                 cells.append("n/a")
