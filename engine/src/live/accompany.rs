@@ -179,3 +179,33 @@ impl LiveSession {
         Ok(())
     }
 }
+
+impl LiveSession {
+    /// A prompt change at `now_ms` (`prompt` module): the look-ahead is handed out (it cannot
+    /// be revised while the new prompt is prefilled), the new prompt and the music kept are fed
+    /// from a bar line, the look-ahead not yet handed out goes in again, and what lies beyond
+    /// is sampled by the next call, from a "now" after this work (as the rebase in
+    /// `advance_accompaniment` does; counted by the caller, not as a rebase).
+    pub(super) fn refeed_keeping_lookahead(
+        &mut self,
+        g: &mut Generator,
+        now_ms: f64,
+        out: &mut dyn FnMut(LiveEvent),
+    ) -> Result<()> {
+        let ahead = self.settings.lookahead_beats * self.settings.beat_ms();
+        self.commit_due(now_ms + ahead, out);
+        let mut planned = std::mem::take(&mut self.refeed);
+        planned.clear();
+        planned.extend(
+            self.fed
+                .iter()
+                .filter(|f| !f.committed && !f.predicted)
+                .map(|f| (f.note, false)),
+        );
+        self.refeed_upto(g, now_ms, f64::INFINITY)?;
+        self.feed_again(g, &planned)?;
+        self.refeed = planned;
+        self.next_generate_ms = now_ms;
+        Ok(())
+    }
+}

@@ -14,9 +14,15 @@
 //!   look-ahead follow the host's new tempo with nothing re-encoded; only the real-time
 //!   margins (reaction, commit, generate-ahead, handover lead) are rescaled, by
 //!   [`LiveSession::set_host_tempo`] (`tempo` module).
-//! - **Prompt**: the captured snippets (and style) are the prompt, prefilled once by
+//! - **Prompt**: the captured snippets (and style) are the prompt, prefilled by
 //!   [`LiveSession::start`] (the fast backend reuses a warm prompt); the performance is the
-//!   piece after `<S>`, opened as section A at session time 0 (a bar line).
+//!   piece after `<S>`, opened as section A at session time 0 (a bar line). New snippets
+//!   during the session ([`LiveSession::change_prompt`], `prompt` module) replace the prompt
+//!   and keep the session: the new prompt and the last [`LiveSettings::keep_ms`] of music
+//!   are fed again from a bar line, as a rebase does (counted in
+//!   [`LiveStats::prompt_changes`], not in `rebases`); the accompaniment's look-ahead is
+//!   handed out first and goes in again after it; an answer under way finishes with the old
+//!   prompt and the new one takes over when it ends.
 //! - **Listening**: each performed note is fed to the cache with `Generator::extend` as soon as
 //!   the mode's rule allows (`listen` module: at note-off in call and response, at note-on in
 //!   accompaniment); the tokens are the streaming encoding of that one note after the cache's
@@ -96,7 +102,8 @@
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
 //! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `sample.rs`
 //! sampling with the live masks; `tempo.rs` the
-//! host's tempo changes; `timing_tests.rs` tests of these timing rules on the shipped model;
+//! host's tempo changes; `prompt.rs` new snippets during a session (`prompt_tests.rs` its
+//! tests); `timing_tests.rs` tests of these timing rules on the shipped model;
 //! `two_voice_tests.rs` and `ghost_tests.rs` the two-voice rules on a tiny two-voice model;
 //! `listen`, `outbox`, `silence`, `driver` and `sim` the pieces named above.
 
@@ -151,6 +158,10 @@ pub struct LiveStats {
     pub rebase_ms: Vec<f64>,
     /// Accompaniment: performer notes that revised the look-ahead.
     pub revisions: usize,
+    /// New prompts taken during the session ([`LiveSession::change_prompt`]).
+    pub prompt_changes: usize,
+    /// Milliseconds each prompt change took (the new prompt's prefill and the kept music).
+    pub prompt_change_ms: Vec<f64>,
 }
 
 impl LiveStats {
@@ -195,6 +206,8 @@ pub struct LiveSession {
     tok: Tokenizer,
     prompt: Prompt,
     opening: SectionLabel,
+    /// A new prompt (and its opening section) waiting for the answer under way to end.
+    pending_prompt: Option<(Prompt, SectionLabel)>,
     /// Cache position right after the prompt (its `<S>`): the grammar state is replayed from
     /// here.
     body_start: usize,
@@ -262,14 +275,7 @@ impl LiveSession {
             ));
         }
         let tok = g.tokenizer().clone();
-        let mut req = GenRequest::new(Target::Continue, 1, settings.bpm);
-        req.style = settings.style.clone();
-        let prompt = g.prompt_for(snippets, &req)?;
-        let opening = snippets
-            .captured()
-            .map(|(l, _)| l)
-            .next()
-            .unwrap_or(SectionLabel::A);
+        let (prompt, opening) = prompt_of(g, snippets, &settings)?;
         let model_instrument = settings.mode.model_instrument(&tok);
         let ghost = settings.samples_ghost_melody(&tok);
         let mut voice_pitches = [false; 128];
@@ -304,6 +310,7 @@ impl LiveSession {
             tok,
             prompt,
             opening,
+            pending_prompt: None,
             body_start: 0,
             origin_ms: 0.0,
             cd,
@@ -325,6 +332,7 @@ impl LiveSession {
                 absorb_ms: Vec::with_capacity(LiveStats::MAX_SAMPLES),
                 handover_ms: Vec::with_capacity(1024),
                 rebase_ms: Vec::with_capacity(256),
+                prompt_change_ms: Vec::with_capacity(256),
                 ..LiveStats::default()
             },
         };
@@ -481,6 +489,16 @@ impl LiveSession {
 
     fn rebase_upto(&mut self, g: &mut Generator, at_ms: f64, upto_ms: f64) -> Result<()> {
         let t0 = Instant::now();
+        self.refeed_upto(g, at_ms, upto_ms)?;
+        self.stats.rebases += 1;
+        if self.stats.rebase_ms.len() < self.stats.rebase_ms.capacity() {
+            self.stats.rebase_ms.push(ms_since(t0));
+        }
+        Ok(())
+    }
+
+    /// [`Self::rebase_upto`]'s work, counted by the caller (a rebase or a prompt change).
+    fn refeed_upto(&mut self, g: &mut Generator, at_ms: f64, upto_ms: f64) -> Result<()> {
         let bar = self.settings.bar_ms();
         let from = at_ms - self.settings.keep_ms;
         let origin = self.origin_ms + ((from - self.origin_ms) / bar).floor().max(0.0) * bar;
@@ -503,10 +521,6 @@ impl LiveSession {
         }
         self.feed_batch(g)?;
         self.base_pos = g.position();
-        self.stats.rebases += 1;
-        if self.stats.rebase_ms.len() < self.stats.rebase_ms.capacity() {
-            self.stats.rebase_ms.push(ms_since(t0));
-        }
         Ok(())
     }
 
@@ -559,6 +573,10 @@ impl LiveSession {
         out: &mut dyn FnMut(LiveEvent),
     ) -> Result<()> {
         self.check_cache(g)?;
+        if self.pending_prompt.is_some() && !self.is_responding() {
+            // The answer the new prompt waited for has ended.
+            self.apply_prompt(g, now_ms, out)?;
+        }
         match self.phase {
             Phase::Listening => {
                 self.absorb_ready(g, now_ms, false)?;
@@ -607,17 +625,38 @@ impl LiveSession {
     }
 }
 
+/// The prompt a session starts from `snippets` with (its style), and its opening section (the
+/// first captured one, else A).
+fn prompt_of(
+    g: &Generator,
+    snippets: &crate::generate::Snippets,
+    settings: &LiveSettings,
+) -> Result<(Prompt, SectionLabel)> {
+    let mut req = GenRequest::new(Target::Continue, 1, settings.bpm);
+    req.style = settings.style.clone();
+    let prompt = g.prompt_for(snippets, &req)?;
+    let opening = snippets
+        .captured()
+        .map(|(l, _)| l)
+        .next()
+        .unwrap_or(SectionLabel::A);
+    Ok((prompt, opening))
+}
+
 fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
 mod accompany;
+mod prompt;
 mod respond;
 mod sample;
 mod tempo;
 
 #[cfg(test)]
 mod ghost_tests;
+#[cfg(test)]
+mod prompt_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
