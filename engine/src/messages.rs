@@ -179,6 +179,12 @@ pub enum Command {
     /// or a silence the audio side measured); the answer plays as request `request_id` and is
     /// cancelled (silenced) when the performer plays again.
     Handover { request_id: RequestId, beat: f64 },
+    /// The snippets changed during a live session (one recorded, cleared or restored): the
+    /// session takes the snippets captured now as its prompt and goes on, keeping what it
+    /// heard (`live::prompt`), rather than starting again. Sent after the capture commands
+    /// that changed them; ignored with no session (or with a `LiveStart` still waiting, which
+    /// starts with the new snippets anyway).
+    LivePrompt,
     /// End the live session: what it plays is silenced now.
     LiveStop,
 }

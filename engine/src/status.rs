@@ -62,6 +62,8 @@ pub struct EngineStatus {
     pub loads_in_flight: AtomicU32,
     /// Prompts prefilled while idle, ahead of the request that will use them.
     pub prompts_warmed: AtomicU64,
+    /// Live sessions that took new snippets as their prompt and went on (`Command::LivePrompt`).
+    pub live_prompt_changes: AtomicU64,
     last_error: Mutex<String>,
     model_name: Mutex<String>,
 }
@@ -80,6 +82,7 @@ impl Default for EngineStatus {
             model_generation: AtomicU64::new(0),
             loads_in_flight: AtomicU32::new(0),
             prompts_warmed: AtomicU64::new(0),
+            live_prompt_changes: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             model_name: Mutex::new(String::new()),
         }

@@ -13,6 +13,7 @@ use staria_engine::messages::{Command, Event, NoteEvent, Outcome};
 use staria_engine::swap::EngineControl;
 use staria_engine::timing::{LiveClock, TransportFrame};
 use staria_engine::{AudioSide, EngineState};
+use staria_models::SectionLabel;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -469,4 +470,85 @@ fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
     assert_on_reference_grid(&h.notes, 0.0);
     assert_eq!(h.audio.sounding_count(), 0);
     assert_paired(&h.notes);
+}
+
+/// A snippet recorded during an accompaniment (capture commands beside the live ones, as the
+/// plugin sends them) and then `LivePrompt`: the session goes on under the same request with
+/// the new prompt (counted in the status), nothing is cancelled or left sounding, and the
+/// model keeps playing after the change.
+#[test]
+fn a_snippet_recorded_while_accompanying_changes_the_prompt_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+    let mut h = Host::start(dir.path());
+    h.audio.params().set_channel(3);
+    h.audio.params().set_pitch_range(36, 60);
+    let session = h.audio.next_request_id();
+    h.send(Command::LiveStart {
+        request_id: session,
+        mode: LiveMode::Accompany,
+        origin_beat: 0.0,
+        response_bars: 1,
+        seed: 5,
+        consonant: true,
+    });
+    h.run_until_beat(0.2);
+    h.perform(&[64, 62, 60, 59]);
+    let arm = h.now();
+    h.send(Command::CaptureArm {
+        section: SectionLabel::B,
+        origin_beat: arm,
+    });
+    let phrase = [64u8, 65, 67, 65, 64, 62];
+    for (pitch, on, off) in h.perform(&phrase) {
+        // The plugin records what the performer plays: the same notes, to the capture.
+        h.send(Command::CaptureNoteOn {
+            section: SectionLabel::B,
+            pitch,
+            velocity: 90,
+            beat: on,
+        });
+        h.send(Command::CaptureNoteOff {
+            section: SectionLabel::B,
+            pitch,
+            beat: off,
+        });
+    }
+    let changed = h.now();
+    h.send(Command::LivePrompt);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.control.status().live_prompt_changes.load(Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no prompt change: {:?}",
+            h.control.snapshot()
+        );
+        h.block();
+    }
+    h.perform(&[
+        60, 62, 64, 65, 67, 65, 64, 62, 60, 64, 67, 72, 67, 64, 62, 60,
+    ]);
+    let played_on = h
+        .notes
+        .iter()
+        .filter(|n| n.on && n.beat > changed + 1.0)
+        .count();
+    println!("{played_on} model notes from a beat after the prompt change");
+    assert_eq!(h.outcome(session), None, "the session ended at the change");
+    h.send(Command::LiveStop);
+    for _ in 0..20 {
+        h.block();
+    }
+    report_late("accompaniment across a prompt change", &h);
+    assert!(played_on > 0, "the model stopped at the prompt change");
+    assert_eq!(h.control.status().live_prompt_changes.load(Relaxed), 1);
+    assert!(
+        h.notes
+            .iter()
+            .all(|n| n.request_id == session && n.channel == 3)
+    );
+    assert_eq!(h.audio.sounding_count(), 0);
+    assert_paired(&h.notes);
+    let status = h.control.snapshot();
+    assert!(status.last_error.is_empty(), "{status:?}");
 }

@@ -6,9 +6,11 @@
 //! A cancel names every request up to its id, also one that reaches the ring after it.
 
 use super::{Interrupt, Pending, Worker};
+use crate::generate::Target;
 use crate::live::driver::LiveStart;
 use crate::messages::{Command, Outcome};
 use crate::swap::Control;
+use staria_models::SectionLabel;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::TryRecvError;
 use std::time::Instant;
@@ -168,6 +170,14 @@ impl Worker {
                     self.push_done(request_id, Outcome::Finished);
                 } else {
                     self.with_live(|run, g, link| run.handover(g, link, request_id, beat));
+                }
+                false
+            }
+            Command::LivePrompt => {
+                if self.live_start.is_none() && self.live.is_some() {
+                    let t = shared.transport.read();
+                    let snippets = self.snippets(t.playhead, Target::Section(SectionLabel::A));
+                    self.with_live(|run, g, link| run.change_prompt(g, link, &snippets, &t));
                 }
                 false
             }

@@ -1,5 +1,5 @@
 //! A live session on the engine thread: the live commands (`Command::LiveStart`,
-//! `LiveNoteOn`/`LiveNoteOff`, `Handover`, `LiveStop`) in, note events and request outcomes out
+//! `LiveNoteOn`/`LiveNoteOff`, `Handover`, `LivePrompt`, `LiveStop`) in, note events and request outcomes out
 //! through the same lock-free rings as section requests.
 //!
 //! Contract with the audio side:
@@ -24,6 +24,11 @@
 //!   interruption never has to take back an event already queued on the audio side (a cut
 //!   only shortens a pushed note; the audio side drops a cancelled answer's queued notes and
 //!   never starts a note on a key the performer holds).
+//! - New snippets (`LivePrompt`, [`LiveRun::change_prompt`]) keep the session and its
+//!   request: the accompaniment's look-ahead is handed out and pushed at once (up to a beat
+//!   ahead: it is final, and nothing may fall due while the new prompt is prefilled), then the
+//!   session takes the new prompt (`live::prompt`); an answer under way finishes first. Each
+//!   change done counts in `EngineStatus::live_prompt_changes`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -63,6 +68,8 @@ pub struct LiveRun {
     epoch: u32,
     /// The engine's push window (beats), as last given to `pump`.
     push_ahead: f64,
+    /// The session's prompt changes already counted in the status.
+    prompt_changes: usize,
 }
 
 impl std::fmt::Debug for LiveRun {
@@ -141,6 +148,7 @@ impl LiveRun {
             last_playhead: t.playhead,
             epoch: t.epoch,
             push_ahead: 0.0,
+            prompt_changes: 0,
         })
     }
 
@@ -198,6 +206,40 @@ impl LiveRun {
         }
         self.request_id = request_id;
         self.session.handover(g, at, &mut |e| events.push(e))?;
+        self.apply(link);
+        self.push(link);
+        Ok(())
+    }
+
+    /// The snippets changed: the session takes `snippets` as its prompt at the playhead `t` and
+    /// goes on (see the module notes).
+    pub fn change_prompt(
+        &mut self,
+        g: &mut Generator,
+        link: &mut EngineLink,
+        snippets: &Snippets,
+        t: &TransportReading,
+    ) -> Result<()> {
+        if t.epoch != self.epoch {
+            // Moving the time line is `pump`'s business: let it do that first.
+            self.pump(g, link, t, self.push_ahead)?;
+        }
+        self.session.set_host_tempo(t.tempo_bpm);
+        let now = self.clock.ms(t.playhead);
+        let events = &mut self.events;
+        self.session
+            .hand_out_before_prompt_change(now, &mut |e| events.push(e));
+        self.apply(link);
+        let s = self.session.settings();
+        let ahead_ms = s.lookahead_beats * s.beat_ms() + s.commit_ahead_ms;
+        let limit = self.clock.beat(now + ahead_ms);
+        if link.shared.transport.read().epoch == self.epoch {
+            self.outbox
+                .pump(limit, |ev| link.push_event(Event::Note(ev)));
+        }
+        let events = &mut self.events;
+        self.session
+            .change_prompt(g, snippets, now, &mut |e| events.push(e))?;
         self.apply(link);
         self.push(link);
         Ok(())
@@ -285,5 +327,14 @@ impl LiveRun {
             }
         }
         self.events.clear();
+        let changes = self.session.stats().prompt_changes;
+        if changes > self.prompt_changes {
+            let new = (changes - self.prompt_changes) as u64;
+            link.shared
+                .status
+                .live_prompt_changes
+                .fetch_add(new, Relaxed);
+            self.prompt_changes = changes;
+        }
     }
 }
