@@ -1,6 +1,11 @@
 //! Checkpoint folders: `config.json` (architecture, preset, tokenizer hash, provenance),
 //! `tokenizer.json` and `model.safetensors`.
 //!
+//! Weights are stored as f32, f16, bf16 or q8 (`weights_dtype`); a q8 file holds int8 matrices
+//! with one f16 scale per 32 values beside f16 small tensors, its format in [`q8`]. Every
+//! storage loads as f32 tensors ([`load_tensors`]), so each loader (candle, the fast decoder,
+//! training from `--init`) reads all of them; [`convert`] re-stores a folder.
+//!
 //! Saving writes every file under a temporary name and renames it into place, so an interrupted
 //! save never leaves a half-written checkpoint over a good one. Loading checks each file and
 //! names the file and the mismatch on any problem.
@@ -18,13 +23,18 @@ use crate::model::{AnyModel, ModelConfig, ModelKind};
 use crate::params::SeededVars;
 use crate::tokenizer::Tokenizer;
 
+mod convert;
 pub mod limits;
+pub mod q8;
 mod read;
 mod save;
 
+pub use convert::{Converted, convert};
 pub use limits::check_sizes;
+pub use q8::WeightsStorage;
+pub(crate) use read::read_weights_file;
 pub use read::{MAX_TEXT_FILE_BYTES, count_parameters, load_config, load_tensors, load_weights};
-pub use save::{WEIGHTS_TOKENIZER_HASH, save, save_tensors};
+pub use save::{WEIGHTS_TOKENIZER_HASH, save, save_tensors, save_tensors_as};
 
 use read::unused_message;
 use save::dtype_name;
@@ -67,7 +77,7 @@ pub struct CheckpointConfig {
     pub preset: String,
     /// sha256 of the tokenizer vocabulary; must match `tokenizer.json`.
     pub tokenizer_hash: String,
-    /// The dtype the weights are stored in ("f32", "f16", "bf16").
+    /// The dtype the weights are stored in ("f32", "f16", "bf16", or "q8": see [`q8`]).
     pub weights_dtype: String,
     #[serde(default)]
     pub provenance: Provenance,

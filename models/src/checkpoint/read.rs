@@ -192,15 +192,34 @@ fn read_header(path: &Path) -> Result<(std::fs::File, u64, safetensors::tensor::
     Ok((file, len, meta))
 }
 
-/// How many parameters a safetensors file holds (every tensor's element count, summed), from its
-/// header alone (checked as for loading; the weights are not read): what `staria info` and the
-/// plugin's model panel show.
+/// The model tensors a weights header describes and their shapes, q8 pairs checked and counted
+/// once ([`q8`](super::q8)); the error names the file and the tensor.
+fn header_shapes(
+    path: &Path,
+    meta: &safetensors::tensor::Metadata,
+) -> Result<HashMap<String, Vec<usize>>> {
+    let tensors = meta.tensors();
+    let listed = tensors.iter().map(|(name, info)| {
+        (
+            name.clone(),
+            q8::HeaderTensor {
+                dtype: info.dtype,
+                shape: &info.shape,
+            },
+        )
+    });
+    q8::model_shapes(listed)
+        .map_err(|msg| Error::checkpoint(path, format!("malformed q8 weights: {msg}")))
+}
+
+/// How many parameters a safetensors file holds (every model tensor's element count, summed; a
+/// q8 tensor's scales are not parameters), from its header alone (checked as for loading; the
+/// weights are not read): what `staria info` and the plugin's model panel show.
 pub fn count_parameters(path: &Path) -> Result<u64> {
     let (_, _, meta) = read_header(path)?;
-    Ok(meta
-        .tensors()
+    Ok(header_shapes(path, &meta)?
         .values()
-        .map(|t| t.shape.iter().map(|&d| d as u64).product::<u64>())
+        .map(|shape| shape.iter().map(|&d| d as u64).product::<u64>())
         .sum())
 }
 
@@ -209,32 +228,49 @@ fn read_weights(
     config: Option<&ModelConfig>,
     device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
+    read_weights_file(&dir.join(WEIGHTS_FILE), config, device)
+}
+
+/// Reads a weights file into named f32 tensors on `device`: float tensors converted, q8 ones
+/// dequantised (their scales checked against the header first). With a `config`, the header is
+/// checked against the tensors it implies before any data is read.
+pub(crate) fn read_weights_file(
+    path: &Path,
+    config: Option<&ModelConfig>,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     use std::io::Read;
-    let path = dir.join(WEIGHTS_FILE);
-    let corrupt = |msg: String| Error::checkpoint(&path, format!("corrupt safetensors: {msg}"));
-    let (mut file, len, meta) = read_header(&path)?;
+    let corrupt = |msg: String| Error::checkpoint(path, format!("corrupt safetensors: {msg}"));
+    let (mut file, len, meta) = read_header(path)?;
+    let shapes = header_shapes(path, &meta)?;
     if let Some(config) = config {
-        let shapes: HashMap<String, Vec<usize>> = meta
-            .tensors()
-            .into_iter()
-            .map(|(name, info)| (name, info.shape.clone()))
-            .collect();
-        check_header(config, &shapes).map_err(|msg| Error::checkpoint(&path, msg))?;
+        check_header(config, &shapes).map_err(|msg| Error::checkpoint(path, msg))?;
     }
     // The sizes are the file's own and agree with its header: read it.
     let mut bytes = Vec::new();
     bytes
         .try_reserve_exact(len as usize)
-        .map_err(|_| Error::checkpoint(&path, format!("{len} bytes do not fit in memory")))?;
-    std::io::Seek::rewind(&mut file).map_err(|e| Error::io(&path, e))?;
+        .map_err(|_| Error::checkpoint(path, format!("{len} bytes do not fit in memory")))?;
+    std::io::Seek::rewind(&mut file).map_err(|e| Error::io(path, e))?;
     file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| Error::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut out = HashMap::with_capacity(st.len());
+    let mut out = HashMap::with_capacity(shapes.len());
     for (name, view) in st.tensors() {
-        let t = candle_core::safetensors::Load::load(&view, device)
-            .and_then(|t| t.to_dtype(DType::F32))
-            .map_err(|e| Error::checkpoint(&path, format!("tensor {name}: {e}")))?;
+        let Some(shape) = shapes.get(&name) else {
+            continue; // q8 scales, read with their tensor
+        };
+        let at = |e: String| Error::checkpoint(path, format!("tensor {name}: {e}"));
+        let t = if view.dtype() == safetensors::Dtype::I8 {
+            let scales = st
+                .tensor(&format!("{name}{}", q8::SCALES_SUFFIX))
+                .map_err(|e| at(e.to_string()))?;
+            let values = q8::decode(view.data(), scales.data()).map_err(at)?;
+            Tensor::from_vec(values, shape.as_slice(), device)
+        } else {
+            candle_core::safetensors::Load::load(&view, device).and_then(|t| t.to_dtype(DType::F32))
+        }
+        .map_err(|e| at(e.to_string()))?;
         out.insert(name, t);
     }
     Ok(out)

@@ -385,11 +385,11 @@ impl FastDecoder {
         })
     }
 
-    /// Builds from a safetensors file; a missing tensor is a `Checkpoint` error naming the file
-    /// and the tensor.
+    /// Builds from a safetensors file (float or q8 storage, read as `checkpoint::load_tensors`
+    /// reads a checkpoint's); a missing tensor is a `Checkpoint` error naming the file and the
+    /// tensor.
     pub fn from_safetensors(cfg: &FastConfig, format: WeightFormat, path: &Path) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
-            .map_err(|e| Error::checkpoint(path, e.to_string()))?;
+        let tensors = crate::checkpoint::read_weights_file(path, None, &candle_core::Device::Cpu)?;
         Self::from_tensors(cfg, format, |name| {
             tensors
                 .get(name)
