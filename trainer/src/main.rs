@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
+use staria_models::checkpoint;
 use staria_models::tokenizer::{Tokenizer, TokenizerConfig};
 use staria_trainer::config::ExperimentConfig;
 use staria_trainer::error::{Result, TrainError, fsx};
@@ -119,6 +120,20 @@ enum Cmd {
         /// Generator checkpoint (decoder-only or Staria) to continue.
         #[arg(long)]
         model: PathBuf,
+    },
+    /// Write a copy of a checkpoint folder with its weights stored as q8, f16 or f32 (the
+    /// model, tokenizer and provenance kept; the provenance notes the conversion).
+    Convert {
+        /// The checkpoint folder to convert (read only).
+        #[arg(long)]
+        model: PathBuf,
+        /// The folder to write (created if needed; not the source folder).
+        #[arg(long)]
+        out: PathBuf,
+        /// q8 (int8 matrices, one f16 scale per 32 values; small tensors and embeddings f16),
+        /// f16, bf16 or f32.
+        #[arg(long)]
+        weights: String,
     },
     /// Evaluate checkpoints on a folder of MIDI files (give --model twice to compare).
     Eval {
@@ -384,6 +399,26 @@ fn run(cli: Cli) -> Result<()> {
             report(
                 "wake-sleep",
                 &wake_sleep::wake_sleep(&exp, &shards, &opts, &model)?,
+            );
+        }
+        Cmd::Convert {
+            model,
+            out,
+            weights,
+        } => {
+            let storage: checkpoint::WeightsStorage = weights
+                .parse()
+                .map_err(|e| TrainError::config(format!("--weights {e}")))?;
+            let command = format!("staria-train {} convert", env!("CARGO_PKG_VERSION"));
+            let c = checkpoint::convert(&model, &out, storage, &command)?;
+            println!(
+                "{}: {} -> {}, model.safetensors {:.1} MB -> {:.1} MB; written to {}",
+                c.config.name,
+                c.from,
+                storage,
+                c.from_bytes as f64 / 1e6,
+                c.to_bytes as f64 / 1e6,
+                out.display()
             );
         }
         Cmd::Eval {
