@@ -148,6 +148,8 @@ pub struct TransportView {
     pub queued: Option<SectionLabel>,
     /// What a live mode is doing.
     pub live: LivePhase,
+    /// New snippets the running live session took as its prompt (and went on).
+    pub live_prompts: u32,
 }
 
 impl TransportView {
@@ -177,6 +179,8 @@ pub struct GuiShared {
     form_pos: AtomicU32,
     /// [`LivePhase`] as a byte.
     live: AtomicU8,
+    /// [`TransportView::live_prompts`].
+    live_prompts: AtomicU32,
     /// The Record A..D parameters as the audio thread last read them (bit per section).
     arm_seen: AtomicU8,
     /// Entries the ring had no room for.
@@ -259,6 +263,7 @@ impl GuiShared {
             section_end: AtomicF64::new(0.0),
             form_pos: AtomicU32::new(0),
             live: AtomicU8::new(0),
+            live_prompts: AtomicU32::new(0),
             arm_seen: AtomicU8::new(0),
             log_dropped: AtomicU64::new(0),
             capture_overflow: AtomicU64::new(0),
@@ -320,6 +325,11 @@ impl GuiShared {
     /// What the live mode is doing (once per block).
     pub fn publish_live(&self, phase: LivePhase) {
         self.live.store(phase as u8, Relaxed);
+    }
+
+    /// New snippets the running live session took as its prompt (once per block).
+    pub fn publish_live_prompts(&self, changes: u32) {
+        self.live_prompts.store(changes, Relaxed);
     }
 
     pub fn clear_section(&self) {
@@ -386,6 +396,7 @@ impl GuiShared {
             walking_form: self.walking_form(),
             queued: self.queued(),
             live: LivePhase::from_u8(self.live.load(Relaxed)),
+            live_prompts: self.live_prompts.load(Relaxed),
         }
     }
 

@@ -7,26 +7,21 @@
 //!   so the modes work with no transport running. In *Sections* the engine sees the host's
 //!   frames as before.
 //! - **Session**: a `LiveStart` once a live mode is chosen and a model is loaded, and again
-//!   when what it started with changes (mode, answer length, the accompaniment's channel and
-//!   register, a newly loaded model, new snippets, which are its prompt); a `LiveStop` when
-//!   *Sections* is chosen or the plugin is bypassed. A session the engine refused (see its
-//!   status) is not retried until one of those changes. Section triggers do nothing in the
-//!   live modes (a section request would take the model from the session); *Stop* silences
-//!   the model and starts the session afresh.
-//!   A snippet recorded during a live session therefore restarts it and the model forgets the
-//!   performance it heard. Why, and what keeping it would take: the snippets are the prefix of
-//!   the model's cache and the performance comes after them, so a new snippet changes tokens
-//!   ahead of everything heard, whose keys and values then all change: nothing heard can stay
-//!   in the cache without being fed again. The cheapest keeping is a rebase with the new
-//!   prompt (`LiveSession`'s `rebase_upto` feeds the last `keep_ms` of music from a bar line
-//!   after the prompt; the fast backend reuses the cached prefix up to the first changed
-//!   token), at the cost of prefilling the new snippet (about 100 ms per 512 tokens on this
-//!   machine, `staria bench`) plus the kept music, during which an accompaniment can only play
-//!   the look-ahead it committed first (at most a beat) and an answer would have to wait for
-//!   its end. It would need a `Command` for "the prompt changed" sent instead of `LiveStart`
-//!   when only the snippets did, a `LiveSession` method that rebuilds the prompt and rebases
-//!   (the accompaniment's rebase shows how the look-ahead is handed out and fed again), and
-//!   tests of both modes; not done yet (issue 11).
+//!   when what it started with changes (mode, answer length, the accompaniment's channel,
+//!   register and consonance, a newly loaded model); a `LiveStop` when *Sections* is chosen or
+//!   the plugin is bypassed. A session the engine refused (see its status) is not retried
+//!   until one of those changes. Section triggers do nothing in the live modes (a section
+//!   request would take the model from the session); *Stop* silences the model and starts the
+//!   session afresh.
+//! - **Snippets** (the session's prompt): when only they change (one recorded, cleared or
+//!   restored during the session) a `LivePrompt` goes instead of a `LiveStart`, after the
+//!   capture commands that changed them: the engine's session takes the new prompt and keeps
+//!   what it heard (`staria_engine::live::prompt`: the new prompt and the last seconds of
+//!   music fed again; the accompaniment plays the beat it had handed out meanwhile and goes
+//!   on, an answer under way finishes first). The cost is the new snippet's prefill, about
+//!   100 ms per 512 tokens (`staria bench`) plus the kept music. Counted in
+//!   [`LiveModes::prompt_changes`] (per session) and the engine's `live_prompt_changes`; the
+//!   window shows "prompt updated ×N" next to the live light.
 //! - **Performer**: each note passes through as in *Sections* (a MIDI effect) and goes to the
 //!   engine (`LiveNoteOn` / `LiveNoteOff`, on the live clock) to be absorbed. The audio side
 //!   takes the performer's keys from the model at once (`AudioSide::performer_key`): a model
@@ -76,6 +71,12 @@ pub(crate) struct SessionKey {
     snippets: u64,
 }
 
+impl SessionKey {
+    fn with_snippets(self, snippets: u64) -> SessionKey {
+        SessionKey { snippets, ..self }
+    }
+}
+
 /// The live modes' state on the audio thread (fixed size, allocated with [`crate::control::Live`]).
 pub(crate) struct LiveModes {
     clock: LiveClock,
@@ -105,6 +106,9 @@ pub(crate) struct LiveModes {
     pub(crate) snippets: u64,
     /// Handovers sent (for tests and the window).
     pub(crate) handovers: u64,
+    /// `LivePrompt`s sent to the running session (new snippets it took as its prompt); 0 at
+    /// each `LiveStart`. The window shows it.
+    pub(crate) prompt_changes: u64,
 }
 
 impl Default for LiveModes {
@@ -131,6 +135,7 @@ impl Default for LiveModes {
             took_keys: false,
             snippets: 0,
             handovers: 0,
+            prompt_changes: 0,
         }
     }
 }
@@ -287,6 +292,17 @@ impl Staria {
         };
         let replaying = self.live.replay.section < crate::control::REPLAY_DONE;
         let ready = key.model_generation > 0 && !replaying && lm.refused != Some(key);
+        if let Some(running) = lm.running
+            && running != key
+            && ready
+            && running.with_snippets(key.snippets) == key
+        {
+            // Only the snippets changed: the session takes them as its prompt and goes on.
+            if engine.audio.send(Command::LivePrompt) {
+                lm.running = Some(key);
+                lm.prompt_changes += 1;
+            }
+        }
         if lm.running != Some(key) && ready {
             let seed = match self.params.seed.value() {
                 0 => self.live.next_seed() as u32,
@@ -308,6 +324,7 @@ impl Staria {
             };
             if engine.audio.send(start) {
                 lm.running = Some(key);
+                lm.prompt_changes = 0;
                 lm.session_id = request_id;
                 lm.refused = None;
                 lm.answer = 0;
@@ -435,6 +452,8 @@ impl Staria {
             sounding = engine.audio.sounding_count() > 0;
         }
         self.gui.publish_live(lm.phase(sounding));
+        self.gui
+            .publish_live_prompts(lm.prompt_changes.min(u32::MAX as u64) as u32);
     }
 
     /// *Stop* in a live mode: what the model plays is silenced now and the session starts
@@ -458,6 +477,8 @@ impl Staria {
     }
 }
 
+#[cfg(test)]
+mod prompt_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -160,6 +160,16 @@ fn live_mode(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &
     let (rect, _) = ui.allocate_exact_size(vec2(14.0, 14.0), Sense::hover());
     ui.painter().circle_filled(rect.center(), 6.0, colour);
     ui.label(RichText::new(view.live.text()).color(colour).strong());
+    if view.live_prompts > 0 && view.live != LivePhase::Waiting {
+        ui.label(
+            RichText::new(format!("prompt updated \u{d7}{}", view.live_prompts))
+                .color(palette::TEXT_DIM),
+        )
+        .on_hover_text(
+            "Snippets recorded or cleared during this session became its prompt; the session \
+             went on with what it had heard (an answer under way finished first)",
+        );
+    }
     if shared.params.mode.value() == crate::choices::ModeChoice::CallAndResponse
         && ui
             .button("Hand over")
@@ -254,5 +264,10 @@ mod tests {
         shared.gui.publish_live(LivePhase::Accompanying);
         let t = window_text(&shared);
         assert!(has(&t, "accompanying") && !has(&t, "Hand over"), "{t:?}");
+        assert!(!t.iter().any(|s| s.starts_with("prompt updated")), "{t:?}");
+        // New snippets taken by the running session are counted beside the light.
+        shared.gui.publish_live_prompts(2);
+        let t = window_text(&shared);
+        assert!(has(&t, "prompt updated \u{d7}2"), "{t:?}");
     }
 }
