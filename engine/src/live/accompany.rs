@@ -44,6 +44,11 @@ impl LiveSession {
             self.next_generate_ms = now_ms;
             return Ok(());
         }
+        // Notes taken back at the last performer note are replaced first, from this "now"
+        // (`rechoose` module).
+        if !self.rechoices.is_empty() {
+            self.sample_rechoices(g, now_ms)?;
+        }
         // The accompaniment pauses with the performer: a bar with no key down and nothing
         // played or released, and no new look-ahead is sampled until the next note.
         let paused = !self.listener.any_held()
@@ -116,18 +121,27 @@ impl LiveSession {
         // order), so they are fed again after it.
         // With a ghost melody, everything from the first prediction on goes too (the
         // predictions were after the last performer note, and this note replaces them).
+        // With `consonant`, everything from the first note that clashes with the performer's
+        // on goes too: the clashing notes are taken back (`rechoose` module), the rest is fed
+        // again where it was.
         let two_voices = self.model_instrument != self.tok.performer_instrument();
+        let before_performer =
+            |f: &FedNote| f.note.start_ms < at_ms || (f.note.start_ms == at_ms && !two_voices);
         let first_prediction = self
             .fed
             .iter()
             .position(|f| f.predicted)
             .unwrap_or(self.fed.len());
+        let first_clash = self
+            .fed
+            .iter()
+            .position(|f| self.clashes(f, pitch, at_ms))
+            .unwrap_or(self.fed.len());
         let keep = self
             .fed
-            .partition_point(|f| {
-                f.note.start_ms < at_ms || (f.note.start_ms == at_ms && !two_voices)
-            })
-            .min(first_prediction);
+            .partition_point(before_performer)
+            .min(first_prediction)
+            .min(first_clash);
         let pos = if keep > 0 {
             self.fed[keep - 1].pos_after
         } else {
@@ -135,23 +149,23 @@ impl LiveSession {
         };
         // Handed-out notes after the performer's, and those planned to start within the
         // reaction time of it, go in again after it; the rest of the look-ahead is revised.
-        // Model notes before it that were after a prediction (all handed out by now) go in
-        // again before it; predictions never.
+        // Model notes before it that were after a prediction or a clashing note (all handed
+        // out by now) go in again before it; predictions and clashing notes never.
         let keep_until = at_ms + self.settings.reaction_ms;
         let mut refeed = std::mem::take(&mut self.refeed);
         refeed.clear();
-        refeed.extend(
-            self.fed[keep..]
-                .iter()
-                .filter(|f| {
-                    !f.predicted
-                        && (f.note.start_ms < at_ms
-                            || ((f.committed || f.note.start_ms < keep_until)
-                                && f.note.pitch != pitch))
-                })
-                .map(|f| (f.note, f.committed)),
-        );
-        let before = refeed.partition_point(|n| n.0.start_ms < at_ms);
+        for f in &self.fed[keep..] {
+            if !f.predicted
+                && !self.clashes(f, pitch, at_ms)
+                && (before_performer(f)
+                    || ((f.committed || f.note.start_ms < keep_until) && f.note.pitch != pitch))
+            {
+                refeed.push((f.note, f.committed));
+            }
+        }
+        self.take_back_clashes(pitch, at_ms, out);
+        let before = refeed
+            .partition_point(|n| n.0.start_ms < at_ms || (n.0.start_ms == at_ms && !two_voices));
         self.fed.clear();
         self.rewind_to(g, pos)?;
         self.feed_again(g, &refeed[..before])?;

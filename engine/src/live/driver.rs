@@ -24,6 +24,13 @@
 //!   interruption never has to take back an event already queued on the audio side (a cut
 //!   only shortens a pushed note; the audio side drops a cancelled answer's queued notes and
 //!   never starts a note on a key the performer holds).
+//! - An accompaniment note re-chosen at a performer's note (`LiveSettings::consonant`, the
+//!   `rechoose` module) has been pushed when it was handed out, so its `Cut` cannot take it
+//!   back whole as the session's contract says (the simulation does): one already sounding
+//!   stops at the cut (late by the engine's reaction, as any cut), one not yet started sounds
+//!   `schedule::MIN_NOTE_BEATS` (a 128th of a beat) from its start, since a note-off at its
+//!   very beat would be ordered before the queued note-on and leave the key down. A note struck
+//!   with the performer's has usually begun when the engine hears the performer.
 //! - New snippets (`LivePrompt`, [`LiveRun::change_prompt`]) keep the session and its
 //!   request: the accompaniment's look-ahead is handed out and pushed at once (up to a beat
 //!   ahead: it is final, and nothing may fall due while the new prompt is prefilled), then the

@@ -84,8 +84,20 @@
 //!   by default) the pitches dissonant with a held one (interval class 1, 2, 6, 10 or 11, mod
 //!   12) are masked too, for the model's instrument, unless no pitch would be left (then the
 //!   choice is unmasked): every model note sampled while the performer holds a note is
-//!   consonant with it; one handed out or planned within the reaction time before the
-//!   performer's note came is not re-chosen. It pauses with the performer: after a
+//!   consonant with it. A note chosen before the performer's note came (handed out, or
+//!   planned within the reaction time) that clashes with it (the same interval classes) and
+//!   starts at most [`LiveSettings::rechoose_window_ms`] (50 ms) before it, with it or later
+//!   is re-chosen (`rechoose` module, counted in [`LiveStats::rechosen`]): cut at the
+//!   performer's note, or at its start if later (so one not started never sounds), left out
+//!   of what is fed again, and replaced by the next [`advance`](LiveSession::advance), before
+//!   the rest of the look-ahead, with a note the model samples under these masks (the
+//!   performer's pitch counted as held) at its start or, if that is sooner,
+//!   [`LiveSettings::reaction_ms`] after that call's "now" (the revision's time never makes
+//!   it late), ending where it ended (dropped if under a 32nd note would be left). A note
+//!   that started earlier stays (a suspension under a moving melody). In the plugin a note
+//!   struck with the performer's has usually begun to sound when the engine hears the
+//!   performer (its note-on was queued on the audio side when it was handed out): it stops
+//!   then, a few ms in (`driver` module notes). It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
 //!   the next performer note.
 //! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within
@@ -100,8 +112,9 @@
 //!   the grammar state is replayed from after a rewind. Candle is refused by name.
 //!
 //! Files: this one holds [`LiveSession`] and its events and stats; `settings.rs` the mode and
-//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `sample.rs`
-//! sampling with the live masks; `tempo.rs` the
+//! settings; `respond.rs` and `accompany.rs` the two modes' session methods; `rechoose.rs`
+//! the accompaniment's re-choice of clashing notes (`rechoose_tests.rs` its tests);
+//! `sample.rs` sampling with the live masks; `tempo.rs` the
 //! host's tempo changes; `prompt.rs` new snippets during a session (`prompt_tests.rs` its
 //! tests); `timing_tests.rs` tests of these timing rules on the shipped model;
 //! `two_voice_tests.rs` and `ghost_tests.rs` the two-voice rules on a tiny two-voice model;
@@ -158,6 +171,11 @@ pub struct LiveStats {
     pub rebase_ms: Vec<f64>,
     /// Accompaniment: performer notes that revised the look-ahead.
     pub revisions: usize,
+    /// Accompaniment with [`LiveSettings::consonant`]: model notes taken back at a performer's
+    /// note because they clashed with it, and of those, the ones a replacement was sampled
+    /// for (`rechoose` module).
+    pub rechosen: usize,
+    pub replaced: usize,
     /// New prompts taken during the session ([`LiveSession::change_prompt`]).
     pub prompt_changes: usize,
     /// Milliseconds each prompt change took (the new prompt's prefill and the kept music).
@@ -240,6 +258,9 @@ pub struct LiveSession {
     refeed: Vec<(TimedNote, bool)>,
     /// Accompaniment: the next time the look-ahead is extended.
     next_generate_ms: f64,
+    /// Accompaniment: notes taken back at the last performer note, to be replaced by the next
+    /// `advance` (`rechoose` module).
+    rechoices: Vec<rechoose::Rechoice>,
     /// The real-time margins as started, and the host's tempo they are scaled to (`tempo`).
     real_margins: tempo::RealMargins,
     host_bpm: f64,
@@ -326,6 +347,7 @@ impl LiveSession {
             batch: Vec::with_capacity(4096),
             refeed: Vec::with_capacity(64),
             next_generate_ms: 0.0,
+            rechoices: Vec::with_capacity(64),
             real_margins,
             host_bpm,
             stats: LiveStats {
@@ -649,6 +671,7 @@ fn ms_since(t: Instant) -> f64 {
 
 mod accompany;
 mod prompt;
+mod rechoose;
 mod respond;
 mod sample;
 mod tempo;
@@ -657,6 +680,8 @@ mod tempo;
 mod ghost_tests;
 #[cfg(test)]
 mod prompt_tests;
+#[cfg(test)]
+mod rechoose_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

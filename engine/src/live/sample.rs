@@ -10,6 +10,28 @@ use crate::constraints::ConstrainedDecoder;
 use crate::generate::{Flow, Generator, RawNote, Result, StopReason};
 
 impl LiveSession {
+    /// The live masks as they stand (the performer's held pitches now), with `also_held`
+    /// counted as held too.
+    pub(super) fn note_mask(&self, also_held: Option<u8>) -> NoteMask {
+        let mut held = held_mask(&self.listener);
+        if let Some(p) = also_held {
+            held[p as usize & 127] = true;
+        }
+        NoteMask {
+            notes_start: self.tok.note_ids().start,
+            levels: self.tok.velocity_levels().len() as u32,
+            instruments: self.tok.config().instruments.len() as u32,
+            held,
+            consonant: self.settings.consonant && self.settings.mode == LiveMode::Accompany,
+            dissonant: dissonant_mask(&held),
+            ghost: self.ghost,
+            voice: self.voice_pitches,
+            above: self.settings.voice.pitch_max as usize,
+            model: self.model_instrument as u32,
+            performer: self.tok.performer_instrument() as u32,
+        }
+    }
+
     /// Samples model notes into `fed` (with a ghost melody, predictions too) until one starts
     /// at or after `until_ms`, the span ends or `first_only` and a note came. Returns why
     /// sampling stopped.
@@ -44,62 +66,16 @@ impl LiveSession {
     ) -> Result<(StopReason, bool)> {
         let origin = self.origin_ms;
         let until_piece = until_ms - origin;
-        let held = held_mask(&self.listener);
-        let consonant = self.settings.consonant && self.settings.mode == LiveMode::Accompany;
-        let dissonant = dissonant_mask(&held);
-        let (notes, levels, instruments) = (
-            self.tok.note_ids(),
-            self.tok.velocity_levels().len() as u32,
-            self.tok.config().instruments.len() as u32,
-        );
-        let (ghost, voice) = (self.ghost, self.voice_pitches);
-        let above = self.settings.voice.pitch_max as usize;
+        let live = self.note_mask(None);
+        let ghost = self.ghost;
+        let (notes, levels) = (self.tok.note_ids(), self.tok.velocity_levels().len() as u32);
         let model = self.model_instrument as u32;
-        let performer = self.tok.performer_instrument() as u32;
         let time_shift = self.tok.time_shift_id() as usize;
         let mask = move |cd: &ConstrainedDecoder, logits: &mut [f32]| {
             if cd.expects() != Expect::Any {
                 return;
             }
-            for inst in 0..instruments {
-                for pitch in 0..128u32 {
-                    // Held pitches are the model's to avoid. With a ghost melody the model's
-                    // instrument also keeps to its voice (the constraints let every pitch
-                    // through), a prediction lies above the voice (the melody over the
-                    // accompaniment) and never right after another, and a third instrument
-                    // is never sampled.
-                    let p = pitch as usize;
-                    let off = if !ghost {
-                        held[p]
-                    } else if inst == model {
-                        held[p] || !voice[p]
-                    } else {
-                        inst != performer || p <= above || accompaniment_next
-                    };
-                    if off {
-                        let from = (notes.start + (inst * 128 + pitch) * levels) as usize;
-                        let to = (from + levels as usize).min(logits.len());
-                        logits[from.min(to)..to].fill(f32::NEG_INFINITY);
-                    }
-                }
-            }
-            // Consonant with the performer: the model's pitches dissonant with a held one are
-            // masked, unless that would leave the model no pitch at all.
-            if consonant {
-                let from = (notes.start + model * 128 * levels) as usize;
-                let len = logits.len();
-                let band = |p: usize| {
-                    let lo = (from + p * levels as usize).min(len);
-                    lo..(lo + levels as usize).min(len)
-                };
-                let some_left = (0..128)
-                    .any(|p| !dissonant[p] && logits[band(p)].iter().any(|l| l.is_finite()));
-                if some_left {
-                    for p in (0..128).filter(|&p| dissonant[p]) {
-                        logits[band(p)].fill(f32::NEG_INFINITY);
-                    }
-                }
-            }
+            live.apply(logits, accompaniment_next);
             // After a prediction the accompaniment's note comes in this window if one still
             // can (a `<T>` would let the model drop the accompaniment altogether).
             if accompaniment_next {
@@ -145,6 +121,72 @@ impl LiveSession {
             },
         )?;
         Ok((stop, prediction_came))
+    }
+}
+
+/// The live masks on a note token's logits (the model's choice of instrument and pitch): the
+/// performer's held pitches, with a ghost melody which instrument may come where, and with
+/// [`super::LiveSettings::consonant`] the pitches dissonant with a held one. Copied into the
+/// sampling closures (on the stack: nothing is allocated while sampling).
+#[derive(Clone, Copy)]
+pub(super) struct NoteMask {
+    notes_start: u32,
+    levels: u32,
+    instruments: u32,
+    held: [bool; 128],
+    consonant: bool,
+    dissonant: [bool; 128],
+    ghost: bool,
+    voice: [bool; 128],
+    above: usize,
+    model: u32,
+    performer: u32,
+}
+
+impl NoteMask {
+    /// Masks the note tokens the live rules forbid; `accompaniment_next` (ghost melody) also
+    /// masks the performer's instrument.
+    pub(super) fn apply(&self, logits: &mut [f32], accompaniment_next: bool) {
+        let (notes_start, levels) = (self.notes_start, self.levels);
+        for inst in 0..self.instruments {
+            for pitch in 0..128u32 {
+                // Held pitches are the model's to avoid. With a ghost melody the model's
+                // instrument also keeps to its voice (the constraints let every pitch
+                // through), a prediction lies above the voice (the melody over the
+                // accompaniment) and never right after another, and a third instrument
+                // is never sampled.
+                let p = pitch as usize;
+                let off = if !self.ghost {
+                    self.held[p]
+                } else if inst == self.model {
+                    self.held[p] || !self.voice[p]
+                } else {
+                    inst != self.performer || p <= self.above || accompaniment_next
+                };
+                if off {
+                    let from = (notes_start + (inst * 128 + pitch) * levels) as usize;
+                    let to = (from + levels as usize).min(logits.len());
+                    logits[from.min(to)..to].fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+        // Consonant with the performer: the model's pitches dissonant with a held one are
+        // masked, unless that would leave the model no pitch at all.
+        if self.consonant {
+            let from = (notes_start + self.model * 128 * levels) as usize;
+            let len = logits.len();
+            let band = |p: usize| {
+                let lo = (from + p * levels as usize).min(len);
+                lo..(lo + levels as usize).min(len)
+            };
+            let some_left = (0..128)
+                .any(|p| !self.dissonant[p] && logits[band(p)].iter().any(|l| l.is_finite()));
+            if some_left {
+                for p in (0..128).filter(|&p| self.dissonant[p]) {
+                    logits[band(p)].fill(f32::NEG_INFINITY);
+                }
+            }
+        }
     }
 }
 

@@ -68,8 +68,9 @@ pub struct LiveSettings {
     /// A model note is handed out this long before it starts.
     pub commit_ahead_ms: f64,
     /// Call and response: how far ahead of "now" the answer is generated.
-    /// (This, `reaction_ms`, `commit_ahead_ms` and `handover_lead_ms` are real ms: a session
-    /// rescales them when the host's tempo changes, `LiveSession::set_host_tempo`.)
+    /// (This, `reaction_ms`, `commit_ahead_ms`, `handover_lead_ms` and `rechoose_window_ms`
+    /// are real ms: a session rescales them when the host's tempo changes,
+    /// `LiveSession::set_host_tempo`.)
     pub generate_ahead_ms: f64,
     /// The model's voice: pitch range, scale, polyphony.
     pub voice: Constraints,
@@ -84,17 +85,32 @@ pub struct LiveSettings {
     /// response and with a one-instrument model. Off by default: on the two-voice run (step
     /// 450) the bass was no more consonant with it and started with the melody less often.
     pub ghost_melody: bool,
-    /// Accompaniment: "consonant with the performer": while a model note's pitch is sampled,
+    /// Accompaniment: "consonant with the performer". While a model note's pitch is sampled,
     /// the pitches that form a dissonant interval (interval class 1, 2, 6, 10 or 11 semitones,
     /// mod 12) with a pitch the performer holds then are masked, as the held pitches
     /// themselves are; the look-ahead is sampled again at every performer note, so the notes
     /// not yet handed out are re-chosen against it. When every pitch the voice may play then
-    /// would be masked, the choice is left unmasked. Ignored in call and response. On by
-    /// default: on the 16 held-out chorales (`scripts/accompaniment-eval.py`, baseline-small,
-    /// `--style chorale`, seeds 1-3) the onsets consonant with the melody went from 0.56 to
-    /// 0.59, and from 0.55 to 0.78 for the notes starting under a held melody note (BENCHMARKS.md,
-    /// "The accompaniment's voice leading").
+    /// would be masked, the choice is left unmasked. And at a performer's note, the model's
+    /// notes that clash with it although they were chosen before it came (handed out, or
+    /// planned within `reaction_ms`, starting from [`rechoose_window_ms`](Self::rechoose_window_ms)
+    /// before it on) are taken back and re-chosen: cut ([`super::LiveEvent::Cut`], so one not
+    /// started never sounds), and replaced by a note the model samples under these masks at
+    /// the same time or, when that is too soon, `reaction_ms` after the next "now", with the
+    /// same end (counted in [`super::LiveStats::rechosen`]). Ignored in call and response. On
+    /// by default: on the 16 held-out chorales (`scripts/accompaniment-eval.py`,
+    /// baseline-small, `--style chorale`, seeds 1-3) the masks took the onsets consonant with
+    /// the melody from 0.56 to 0.59 (from 0.55 to 0.78 for the notes starting under a held
+    /// melody note; BENCHMARKS.md, "The accompaniment's voice leading").
     pub consonant: bool,
+    /// Accompaniment with [`consonant`](Self::consonant): how long (real ms) before a
+    /// performer's note a model note may have started and still be re-chosen when it clashes
+    /// with it; one started earlier stays (a suspension under a moving melody). 50 ms by
+    /// default: notes this close are heard as struck together (players in an ensemble are
+    /// commonly tens of ms apart on a shared onset), so a replacement reads as the same chord
+    /// struck a little late, not as a second attack; and a performer playing up to 50 ms late
+    /// against the model's beat is still answered. 0: only notes starting with the
+    /// performer's or later.
+    pub rechoose_window_ms: f64,
 }
 
 impl LiveSettings {
@@ -135,6 +151,7 @@ impl LiveSettings {
             },
             ghost_melody: false,
             consonant: true,
+            rechoose_window_ms: 50.0,
         }
     }
 
@@ -183,6 +200,7 @@ impl LiveSettings {
             ("commit-ahead", self.commit_ahead_ms, 1000.0),
             ("generate-ahead", self.generate_ahead_ms, 10_000.0),
             ("keep", self.keep_ms, 60_000.0),
+            ("re-choice window", self.rechoose_window_ms, 1000.0),
         ] {
             if !(v.is_finite() && (0.0..=max).contains(&v)) {
                 return Err(format!("{name} time must be in 0..={max} ms, got {v}"));

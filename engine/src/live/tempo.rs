@@ -15,7 +15,9 @@
 //!
 //! What must stay in real time are the margins that cover compute and delivery:
 //! [`LiveSettings::reaction_ms`], [`LiveSettings::commit_ahead_ms`],
-//! [`LiveSettings::generate_ahead_ms`] and [`LiveSettings::handover_lead_ms`]. The session keeps them as they were set (real ms) and
+//! [`LiveSettings::generate_ahead_ms`], [`LiveSettings::handover_lead_ms`] and
+//! [`LiveSettings::rechoose_window_ms`] (how far apart onsets are heard as together). The
+//! session keeps them as they were set (real ms) and
 //! [`LiveSession::set_host_tempo`] rewrites the settings' copies in session ms: a real ms is
 //! `host_bpm / bpm` session ms (at twice the tempo a 50 ms commit window is 100 session ms,
 //! still 50 ms of the clock).
@@ -29,6 +31,7 @@ pub(super) struct RealMargins {
     commit_ahead_ms: f64,
     generate_ahead_ms: f64,
     handover_lead_ms: f64,
+    rechoose_window_ms: f64,
 }
 
 impl RealMargins {
@@ -38,6 +41,7 @@ impl RealMargins {
             commit_ahead_ms: s.commit_ahead_ms,
             generate_ahead_ms: s.generate_ahead_ms,
             handover_lead_ms: s.handover_lead_ms,
+            rechoose_window_ms: s.rechoose_window_ms,
         }
     }
 }
@@ -59,6 +63,7 @@ impl LiveSession {
         self.settings.commit_ahead_ms = m.commit_ahead_ms * speed;
         self.settings.generate_ahead_ms = m.generate_ahead_ms * speed;
         self.settings.handover_lead_ms = m.handover_lead_ms * speed;
+        self.settings.rechoose_window_ms = m.rechoose_window_ms * speed;
     }
 
     /// The host's tempo as last told ([`LiveSession::set_host_tempo`]; the reference tempo
@@ -100,6 +105,7 @@ mod tests {
         assert_eq!(now.reaction_ms, settings.reaction_ms * 1.5);
         assert_eq!(now.generate_ahead_ms, settings.generate_ahead_ms * 1.5);
         assert_eq!(now.handover_lead_ms, settings.handover_lead_ms * 1.5);
+        assert_eq!(now.rechoose_window_ms, settings.rechoose_window_ms * 1.5);
         assert_eq!(
             (now.bpm, now.beat_ms(), now.lookahead_beats, now.keep_ms),
             (120.0, 500.0, settings.lookahead_beats, settings.keep_ms),

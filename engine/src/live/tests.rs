@@ -426,8 +426,13 @@ fn accompaniment_notes_keep_the_length_the_model_sampled() {
                 _ => None,
             })
             .collect();
-        for e in &events[from..] {
+        for (i, e) in events.iter().enumerate().skip(from) {
             let LiveEvent::Play(n) = e else { continue };
+            // A note re-chosen at a performer's note (`rechoose`) is cut and left out.
+            let cut = |e: &LiveEvent| matches!(*e, LiveEvent::Cut { pitch, at_ms } if pitch == n.pitch && at_ms < n.end_ms);
+            if events[i + 1..].iter().any(cut) {
+                continue;
+            }
             let dur = cached
                 .iter()
                 .find(|c| c.0 == n.pitch && (c.1 - n.start_ms).abs() < 1e-6)

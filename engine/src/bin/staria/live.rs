@@ -108,7 +108,10 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
             report.responses.len(),
             report.responses.iter().filter(|r| r.interrupted).count()
         ),
-        LiveMode::Accompany => format!("{} revisions of the look-ahead", report.stats.revisions),
+        LiveMode::Accompany => format!(
+            "{} revisions of the look-ahead, {} re-chosen notes ({} replaced)",
+            report.stats.revisions, report.stats.rechosen, report.stats.replaced
+        ),
     };
     eprintln!(
         "staria: wrote {} ({} performer notes on channel {}, {} model notes on channel {}{model_voice}; {what}; {} collisions, {} context rebases)",
