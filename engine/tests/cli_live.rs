@@ -210,3 +210,106 @@ fn bad_input_fails_in_one_line_naming_it() {
     }
     assert!(!out.exists());
 }
+
+/// A performer file that slows from 120 to 60 bpm after two bars: the written file keeps its
+/// tempo map and the performer at its ticks, and the model's notes after the change lie on the
+/// session's grid in beats (10 ms steps at the 120 bpm reference: 0.02 beat), not on 10 ms of
+/// the new tempo (0.01 beat), which is where notes timed in the file's real ms would fall.
+/// `--bpm` is refused for such a file.
+#[test]
+fn a_tempo_change_in_the_performer_file_is_followed_in_beats() {
+    use staria_models::TempoChange;
+    let f = Fixture::new();
+    let tempo_map = vec![
+        TempoChange {
+            tick: 0,
+            us_per_quarter: 500_000,
+        },
+        TempoChange {
+            tick: 8 * 480,
+            us_per_quarter: 1_000_000,
+        },
+    ];
+    let mut song = Song {
+        ticks_per_quarter: 480,
+        tempo_map: tempo_map.clone(),
+        time_signatures: Vec::new(),
+        notes: Vec::new(),
+        sections: Vec::new(),
+    };
+    for k in 0..32u64 {
+        let mut n = note(64 + (k % 5) as u8, 0.0, 0.0);
+        (n.start_tick, n.end_tick) = (k * 240, k * 240 + 200);
+        (n.start_ms, n.end_ms) = (song.tick_to_ms(n.start_tick), song.tick_to_ms(n.end_tick));
+        song.notes.push(n);
+    }
+    let input = f.path("slowing.mid");
+    staria_models::write_midi_file(&song, &input).unwrap();
+    let out = f.path("slowing-out.mid");
+    let run = |seed: u32, extra: &[&str]| {
+        let mut args = vec![
+            "live".to_string(),
+            "--performer".into(),
+            s(&input),
+            "--mode".into(),
+            "accompany".into(),
+            "--out".into(),
+            s(&out),
+            "--model".into(),
+            s(&f.path("ckpt")),
+            "--seed".into(),
+            seed.to_string(),
+            "--pitch-range".into(),
+            "40-60".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Command::new(env!("CARGO_BIN_EXE_staria"))
+            .args(&args)
+            .env_remove("STARIA_MODEL")
+            .output()
+            .unwrap()
+    };
+    // The tiny model plays sparsely: the first seed whose accompaniment has 4 notes after the
+    // change (the same seeds give the same files on any machine).
+    let mut checked = 0;
+    for seed in 1..=20 {
+        let err = ok(&run(seed, &[]));
+        assert!(err.contains("0 collisions"), "{err}");
+        let written = staria_models::read_midi_file(&out).unwrap();
+        assert_eq!(written.ticks_per_quarter, 480);
+        assert_eq!(written.tempo_map, tempo_map);
+        let (performer, model) = parts(&written);
+        let ticks = |notes: &[staria_models::Note]| -> Vec<u64> {
+            notes.iter().map(|n| n.start_tick).collect()
+        };
+        assert_eq!(ticks(&performer), ticks(&song.notes));
+        let after: Vec<f64> = model
+            .iter()
+            .map(|n| n.start_tick as f64 / 480.0)
+            .filter(|&beat| beat > 8.0)
+            .collect();
+        for beat in &after {
+            let steps = beat / 0.02;
+            assert!(
+                (steps - steps.round()).abs() < 0.1,
+                "seed {seed}: a model note at beat {beat} is off the session's 0.02-beat grid"
+            );
+        }
+        checked += after.len();
+        if after.len() >= 4 {
+            break;
+        }
+    }
+    assert!(
+        checked >= 4,
+        "only {checked} model notes after the change in 20 seeds"
+    );
+    let refused = run(1, &["--bpm", "100"]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--bpm") && err.contains("slowing.mid"),
+        "{err}"
+    );
+}

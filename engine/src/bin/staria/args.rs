@@ -184,7 +184,9 @@ pub(crate) struct BenchArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct LiveArgs {
-    /// MIDI file played as the performer (its pitched notes, in real time).
+    /// MIDI file played as the performer (its pitched notes, in real time). Its tempo changes
+    /// are the host's: the session follows them at their beats (its reference tempo is the
+    /// file's first; --bpm is refused for such a file) and the written file keeps its tempo map.
     #[arg(long)]
     pub(crate) performer: PathBuf,
     /// respond (call and response: answer after a silence, stop when the performer plays) or

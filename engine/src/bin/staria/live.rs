@@ -5,9 +5,17 @@
 //! the performer's (instrument 0, piano: program 0); the model's is the same in call and
 //! response and with a one-instrument model, and with a two-voice model the accompaniment
 //! instrument's (bass: program 32) in accompaniment (`LiveMode::model_instrument`).
+//!
+//! A performer file that changes tempo is played as a host with that tempo automation would
+//! play it (`live::sim`, *Tempo changes*): the session's reference tempo is the file's first,
+//! its notes reach the session by their beats, the session hears each tempo change at its
+//! time, and the written file keeps the performer file's tempo map, time signatures and ticks
+//! per quarter, the model's notes at their beats on it. `--bpm` is refused for such a file.
 
 use staria_engine::generate::Snippets;
-use staria_engine::live::sim::{Performance, SimClock, SimReport, simulate};
+use staria_engine::live::sim::{
+    Performance, SimClock, SimReport, has_tempo_changes, simulate_with_tempo, song_ms,
+};
 use staria_engine::live::{LiveMode, LiveSettings, TimedNote};
 use staria_models::{Note, Song};
 
@@ -47,9 +55,21 @@ pub(crate) fn live_settings(
 
 pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
     let song = read_song(&a.performer)?;
-    let perf = Performance::from_song(&song)
-        .map_err(|e| bad(format!("{}: {e}", a.performer.display())))?;
+    let tempo_changes = has_tempo_changes(&song);
+    if tempo_changes && a.sample.bpm.is_some() {
+        return Err(bad(format!(
+            "--bpm: {} changes tempo, and its tempo map is the host's tempo in `staria live`; \
+             leave --bpm out (the session starts at the file's first tempo)",
+            a.performer.display()
+        )));
+    }
     let probe = base_request(staria_engine::Target::Continue, 1, &a.sample, &song)?;
+    let (perf, tempo) = if tempo_changes {
+        Performance::from_song_on_beats(&song, probe.bpm)
+    } else {
+        Performance::from_song(&song).map(|p| (p, Vec::new()))
+    }
+    .map_err(|e| bad(format!("{}: {e}", a.performer.display())))?;
     let mut settings = live_settings(a.mode, probe.bpm, probe.beats_per_bar, &a.sample, &song)?;
     settings.response_bars = a.bars;
     settings.handover_silence_beats = Some(a.handover_silence_beats);
@@ -90,17 +110,32 @@ pub(crate) fn cmd_live(a: LiveArgs) -> Result<(), Failure> {
         ),
         None => String::new(),
     };
-    let report = simulate(
+    let mut report = simulate_with_tempo(
         &mut loaded.generator,
         &snippets,
         settings,
         &perf,
+        &tempo,
         SimClock::Exact,
         a.tick_ms,
     )?;
-    write_song(&duet(&perf, &report, bpm, programs), &a.out)?;
+    // Written (and drawn) on the performer file's time line.
+    let mut heard = perf.clone();
+    if tempo_changes {
+        for n in heard.notes.iter_mut().chain(report.model_notes.iter_mut()) {
+            (n.start_ms, n.end_ms) = (
+                song_ms(&song, bpm, n.start_ms),
+                song_ms(&song, bpm, n.end_ms),
+            );
+        }
+    }
+    let mut both = duet(&heard, &report, bpm, programs);
+    if tempo_changes {
+        both = on_tempo_map(both, &song);
+    }
+    write_song(&both, &a.out)?;
     if let Some(png) = &a.png {
-        draw(&a, &perf, &report, bpm, programs, png)?;
+        draw(&a, &both, png)?;
     }
     let what = match a.mode {
         LiveMode::Respond => format!(
@@ -164,17 +199,24 @@ pub(crate) fn duet(perf: &Performance, report: &SimReport, bpm: f64, programs: P
     Song::from_ms_notes(notes, Vec::new(), bpm)
 }
 
-/// The performer above the model, one piano roll each (`staria render`'s drawing).
-fn draw(
-    a: &LiveArgs,
-    perf: &Performance,
-    report: &SimReport,
-    bpm: f64,
-    programs: Programs,
-    png: &std::path::Path,
-) -> Result<(), Failure> {
+/// `song` (notes in ms on `file`'s time line) with `file`'s tempo map, time signatures and
+/// ticks per quarter, its notes' ticks read from that map.
+fn on_tempo_map(mut song: Song, file: &Song) -> Song {
+    song.ticks_per_quarter = file.ticks_per_quarter;
+    song.tempo_map = file.tempo_map.clone();
+    song.time_signatures = file.time_signatures.clone();
+    for n in &mut song.notes {
+        n.start_tick = file.ms_to_tick(n.start_ms);
+        n.end_tick = file.ms_to_tick(n.end_ms).max(n.start_tick + 1);
+    }
+    song
+}
+
+/// The performer above the model (the parts of `both`, the written duet), one piano roll each
+/// (`staria render`'s drawing).
+fn draw(a: &LiveArgs, both: &Song, png: &std::path::Path) -> Result<(), Failure> {
     let part = |channel: u8| {
-        let mut song = duet(perf, report, bpm, programs);
+        let mut song = both.clone();
         song.notes.retain(|n| n.channel == channel);
         song
     };
