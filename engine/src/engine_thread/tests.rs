@@ -219,3 +219,32 @@ fn the_follow_bias_setting_reaches_the_request() {
         assert!(s.validate().is_ok());
     }
 }
+
+/// `LivePrompt` with no live session (none started, or a `LiveStart` still waiting, which
+/// starts with the new snippets anyway) does nothing: no outcome, no error, no prompt change
+/// counted, and the waiting start is kept.
+#[test]
+fn a_prompt_change_without_a_session_is_ignored() {
+    let (mut audio, mut w) = worker(RingSizes {
+        commands: 8,
+        events: 16,
+    });
+    assert!(audio.send(Command::LivePrompt));
+    w.poll();
+    assert!(audio.send(Command::LiveStart {
+        request_id: 3,
+        mode: crate::live::LiveMode::Accompany,
+        origin_beat: 0.0,
+        response_bars: 1,
+        seed: 1,
+        consonant: true,
+    }));
+    assert!(audio.send(Command::LivePrompt));
+    w.poll();
+    assert!(w.live.is_none());
+    assert_eq!(w.live_start.map(|s| s.request_id), Some(3));
+    assert!(outcomes(&mut audio).is_empty());
+    let status = &w.link.shared.status;
+    assert_eq!(status.live_prompt_changes.load(Relaxed), 0);
+    assert!(status.last_error().is_empty());
+}
