@@ -131,6 +131,8 @@ pub struct ConstrainedDecoder {
     dec: StreamDecoder,
     /// Whether the pending onset belongs to a pitched note (polyphony applies) or a drum.
     pending_pitched: bool,
+    /// New notes may start whatever the polyphony (`set_polyphony_exempt`).
+    polyphony_exempt: bool,
 }
 
 impl ConstrainedDecoder {
@@ -189,6 +191,7 @@ impl ConstrainedDecoder {
             early_ends,
             dec: StreamDecoder::new(),
             pending_pitched: false,
+            polyphony_exempt: false,
         })
     }
 
@@ -253,6 +256,15 @@ impl ConstrainedDecoder {
         self.notes_end_ms = f64::INFINITY;
         self.notes_in_span = 0;
         self.pending_pitched = false;
+        self.polyphony_exempt = false;
+    }
+
+    /// While `exempt`, a new pitched note may start whatever the polyphony limit says (the
+    /// notes' ends are still counted for the notes after): the live accompaniment's
+    /// replacement of a note it took back, which takes that note's place (`live::rechoose`).
+    /// `restart` ends it.
+    pub fn set_polyphony_exempt(&mut self, exempt: bool) {
+        self.polyphony_exempt = exempt;
     }
 
     /// Notes (pitched or drum) started inside the current span so far.
@@ -334,7 +346,7 @@ impl ConstrainedDecoder {
     fn earliest_onset_ms(&self, pitched: bool) -> f64 {
         let now = self.window_start_ms() + self.dec.min_onset_ms() as f64;
         let mut t = now.max(self.span_start_ms);
-        if pitched && self.max_polyphony != usize::MAX {
+        if pitched && self.max_polyphony != usize::MAX && !self.polyphony_exempt {
             let sounding = self.ends.iter().filter(|&&e| e > t).count();
             if sounding >= self.max_polyphony {
                 // All kept ends lie after `t`: a voice frees up when the earliest of them ends.

@@ -20,9 +20,12 @@
 //!   end; dropped when less than a 32nd note (an eighth of a beat) would be left. Its note
 //!   token (instrument, pitch and velocity are one token) is sampled by the model under the
 //!   constraints and the live masks, `q` counted as held (so it is consonant with `q` unless no
-//!   consonant pitch is left); its `<T>`s, onset and duration are forced. The model samples a
-//!   note's token before its onset in this grammar, so the choice is conditioned on what it
-//!   would be conditioned on anyway; only the onset and length are not its own.
+//!   consonant pitch is left), except the polyphony limit: it takes the place of a note the
+//!   voice had room for, and `q`, which the limit counts, came after that note was chosen
+//!   (`ConstrainedDecoder::set_polyphony_exempt`); its `<T>`s, onset and duration are
+//!   forced. The model samples a note's token before its onset in this grammar, so the
+//!   choice is conditioned on what it would be conditioned on anyway; only the onset and
+//!   length are not its own.
 //!
 //! A `Cut` stops every handed-out model note on its pitch that sounds at or starts after its
 //! time. The ones on that pitch starting after a taken-back note are handed out, later and on
@@ -171,7 +174,7 @@ impl LiveSession {
                     let (from, to) = (model.start as usize, (model.end as usize).min(logits.len()));
                     logits[..from.min(to)].fill(f32::NEG_INFINITY);
                     logits[to..].fill(f32::NEG_INFINITY);
-                    // No note may start here (the voices are busy): the run stops unfed.
+                    // No note may be sampled here: the run stops unfed.
                     if !logits.iter().any(|l| l.is_finite()) {
                         force(logits, end_id);
                     }
@@ -192,7 +195,10 @@ impl LiveSession {
         let fed = &mut self.fed;
         let mut placed = false;
         let limit = g.max_seq_len();
-        g.run_span(
+        // It takes the place of a note the voice had room for: the polyphony limit is not
+        // asked again (the performer's note, counted there, came after that note was chosen).
+        self.cd.set_polyphony_exempt(true);
+        let run = g.run_span(
             &mut self.cd,
             &mut self.sampler,
             limit,
@@ -212,7 +218,9 @@ impl LiveSession {
                 placed = true;
                 Flow::Stop
             },
-        )?;
+        );
+        self.cd.set_polyphony_exempt(false);
+        run?;
         if placed {
             self.stats.replaced += 1;
         }

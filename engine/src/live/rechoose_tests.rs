@@ -49,6 +49,9 @@ fn settings(consonant: bool, seed: u64) -> LiveSettings {
 struct Run {
     events: Vec<(f64, LiveEvent)>,
     replacements: Vec<(f64, TimedNote, Vec<rechoose::Rechoice>)>,
+    /// Notes taken back that had room for a replacement (over a 32nd note left after the
+    /// latest time it may start at) and got none.
+    unreplaced: usize,
     stats: LiveStats,
 }
 
@@ -82,6 +85,16 @@ fn run(g: &mut Generator, settings: LiveSettings, perf: &[TimedNote]) -> Run {
         s.advance(g, t, &mut |e| got.push(e)).unwrap();
         // The replacements are the first notes an advance samples.
         let new = s.stats.replaced - replaced_before;
+        if !pending.is_empty() && s.rechoices.is_empty() {
+            let latest = t + s.settings.reaction_ms + s.settings.commit_ahead_ms + 10.0;
+            let room = pending
+                .iter()
+                .filter(|p| {
+                    p.note.end_ms - p.note.start_ms.max(latest) >= s.settings.beat_ms() / 8.0
+                })
+                .count();
+            r.unreplaced += room.saturating_sub(new);
+        }
         for f in &s.fed[fed_before..fed_before + new] {
             r.replacements.push((t, f.note, pending.clone()));
         }
@@ -142,7 +155,9 @@ fn clashes_at_onsets(notes: &[TimedNote], perf: &[TimedNote], window: f64) -> Ve
 /// consonant pitch); with it off the same check finds clashes (it can fail). Every replacement
 /// starts no earlier than its note did nor than `reaction_ms` after the call that sampled it,
 /// ends where its note ended (to the tokenizer's 10 ms step) and is consonant with the
-/// performer's pitch. One instrument and two voices alike.
+/// performer's pitch, and every note taken back with room left is replaced (the polyphony
+/// limit, which counts the performer's new note, does not stop it). One instrument and two
+/// voices alike.
 #[test]
 fn clashing_notes_at_a_performer_onset_are_re_chosen_later_and_consonant() {
     let perf = melody();
@@ -158,6 +173,10 @@ fn clashing_notes_at_a_performer_onset_are_re_chosen_later_and_consonant() {
             let bad = clashes_at_onsets(&sounded(&r.events), &perf, window);
             assert!(bad.is_empty(), "{name}, seed {seed}: {bad:?}");
             assert!(r.stats.replaced <= r.stats.rechosen);
+            assert_eq!(
+                r.unreplaced, 0,
+                "{name}, seed {seed}: notes with room not replaced"
+            );
             for (now, n, pending) in &r.replacements {
                 assert!(
                     n.start_ms >= now + reaction - 1e-6,
