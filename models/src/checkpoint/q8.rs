@@ -24,11 +24,11 @@
 //! (so the largest value of the block maps to exactly ±127); `q = round_ties_even(v * (1/s))`
 //! clamped to ±127, as `fast::kernels::quantize_weight_row` does with an f32 scale. Each value
 //! comes back within `amax/254 + 127·2⁻²⁴` of the original (half a step; the second term only
-//! where the scale is an f16 subnormal, a block whose values are all below 2e-3).
+//! where the scale is an f16 subnormal: a block whose values are all below 7.8e-3).
 //!
 //! Because every non-zero block holds a ±127 and `q·s` is exact in f32, the fast decoder's own
 //! q8 packing of the loaded values (`quantize_weight_row`) gives back exactly the stored `q`
-//! and `s`: running a q8 checkpoint with `--weights q8` quantises nothing further.
+//! and `s`: running a q8 checkpoint with `--weights q8` re-quantises no weight.
 //!
 //! [`WeightFormat::Q8`]: crate::fast::WeightFormat::Q8
 
