@@ -92,15 +92,19 @@ pub struct LiveSettings {
     /// not yet handed out are re-chosen against it. When every pitch the voice may play then
     /// would be masked, the choice is left unmasked. And at a performer's note, the model's
     /// notes that clash with it although they were chosen before it came (handed out, or
-    /// planned within `reaction_ms`, starting from [`rechoose_window_ms`](Self::rechoose_window_ms)
-    /// before it on) are taken back and re-chosen: cut ([`super::LiveEvent::Cut`], so one not
-    /// started never sounds), and replaced by a note the model samples under these masks at
-    /// the same time or, when that is too soon, `reaction_ms` after the next "now", with the
-    /// same end (counted in [`super::LiveStats::rechosen`]). Ignored in call and response. On
+    /// planned within `reaction_ms`; starting at most
+    /// [`rechoose_window_ms`](Self::rechoose_window_ms) before it, with it or later) are taken
+    /// back and re-chosen: cut ([`super::LiveEvent::Cut`]: in the session one not started
+    /// never sounds; the plugin's side, `driver` module notes), and replaced by a note the
+    /// model samples under these masks at the same time or, when that is too soon,
+    /// `reaction_ms` after the next "now", with the same end (counted in
+    /// [`super::LiveStats::rechosen`]). Ignored in call and response. On
     /// by default: on the 16 held-out chorales (`scripts/accompaniment-eval.py`,
     /// baseline-small, `--style chorale`, seeds 1-3) the masks took the onsets consonant with
     /// the melody from 0.56 to 0.59 (from 0.55 to 0.78 for the notes starting under a held
-    /// melody note; BENCHMARKS.md, "The accompaniment's voice leading").
+    /// melody note), and the re-choice from 0.59 to 0.76 (from 0.51 to 0.76 for the notes
+    /// starting with a melody note, at the price of starting those about 30 ms after it;
+    /// BENCHMARKS.md, "The accompaniment's voice leading").
     pub consonant: bool,
     /// Accompaniment with [`consonant`](Self::consonant): how long (real ms) before a
     /// performer's note a model note may have started and still be re-chosen when it clashes
