@@ -213,7 +213,9 @@ pub(crate) struct LiveArgs {
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub(crate) ghost_melody: bool,
     /// accompany: no model note starts dissonant (a second, tritone or seventh, mod 12) with
-    /// a pitch the performer holds, unless the voice has no other pitch (on by default).
+    /// a pitch the performer holds, unless the voice has no other pitch, and one chosen before
+    /// a performer's note that clashes with it (struck with it, or up to 50 ms before) is cut
+    /// and re-chosen, starting the reaction time (30 ms) later (on by default).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) consonant: bool,
     /// Simulation step in ms (the engine's wake-up interval).
