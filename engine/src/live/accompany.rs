@@ -1,6 +1,8 @@
 //! Accompaniment: a second voice generated a short look-ahead ahead of "now" and revised at
 //! every performer note. See the contracts in the module notes of `live`.
 
+use std::time::Instant;
+
 use super::{FedNote, LiveEvent, LiveSession, Phase, TimedNote};
 use crate::generate::{Generator, Result, StopReason};
 
@@ -27,21 +29,9 @@ impl LiveSession {
             // due while the rebase runs) and goes in again after it; what lies beyond is
             // sampled by the next call, from a "now" after the rebase: a rebase never leaves a
             // note to be sampled or handed out against the clock.
-            let ahead = self.settings.lookahead_beats * self.settings.beat_ms();
-            self.commit_due(now_ms + ahead, out);
-            let mut planned = std::mem::take(&mut self.refeed);
-            planned.clear();
-            planned.extend(
-                self.fed
-                    .iter()
-                    .filter(|f| !f.committed && !f.predicted)
-                    .map(|f| (f.note, false)),
-            );
-            self.rebase_upto(g, now_ms, f64::INFINITY)?;
-            self.feed_again(g, &planned)?;
-            self.refeed = planned;
-            // The look-ahead goes on from the next call's "now", after the rebase's time.
-            self.next_generate_ms = now_ms;
+            let t0 = Instant::now();
+            self.refeed_keeping_lookahead(g, now_ms, out)?;
+            self.count_rebase(t0);
             return Ok(());
         }
         // Notes taken back at the last performer note are replaced first, from this "now"
@@ -195,11 +185,11 @@ impl LiveSession {
 }
 
 impl LiveSession {
-    /// A prompt change at `now_ms` (`prompt` module): the look-ahead is handed out (it cannot
-    /// be revised while the new prompt is prefilled), the new prompt and the music kept are fed
-    /// from a bar line, the look-ahead not yet handed out goes in again, and what lies beyond
-    /// is sampled by the next call, from a "now" after this work (as the rebase in
-    /// `advance_accompaniment` does; counted by the caller, not as a rebase).
+    /// The accompaniment's rebase at `now_ms`, and a prompt change's (`prompt` module): the
+    /// look-ahead is handed out (it cannot be revised while the prompt and the music kept are
+    /// fed again from a bar line), the part of it not yet handed out goes in again, and what
+    /// lies beyond is sampled by the next call, from a "now" after this work. Counted by the
+    /// caller (a rebase or a prompt change).
     pub(super) fn refeed_keeping_lookahead(
         &mut self,
         g: &mut Generator,

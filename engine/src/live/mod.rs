@@ -504,22 +504,23 @@ impl LiveSession {
     }
 
     /// The context is nearly full: the prompt, the opening tag at a bar line `keep_ms` before
-    /// `at_ms`, and the music remembered from there (up to `upto_ms`) are fed again.
+    /// `at_ms`, and the music remembered from there up to `at_ms` are fed again.
     fn rebase(&mut self, g: &mut Generator, at_ms: f64) -> Result<()> {
-        self.rebase_upto(g, at_ms, at_ms)
+        let t0 = Instant::now();
+        self.refeed_upto(g, at_ms, at_ms)?;
+        self.count_rebase(t0);
+        Ok(())
     }
 
-    fn rebase_upto(&mut self, g: &mut Generator, at_ms: f64, upto_ms: f64) -> Result<()> {
-        let t0 = Instant::now();
-        self.refeed_upto(g, at_ms, upto_ms)?;
+    /// A rebase begun at `t0` is done.
+    fn count_rebase(&mut self, t0: Instant) {
         self.stats.rebases += 1;
         if self.stats.rebase_ms.len() < self.stats.rebase_ms.capacity() {
             self.stats.rebase_ms.push(ms_since(t0));
         }
-        Ok(())
     }
 
-    /// [`Self::rebase_upto`]'s work, counted by the caller (a rebase or a prompt change).
+    /// [`Self::rebase`]'s work (up to `upto_ms`), counted by the caller (a rebase or a prompt change).
     fn refeed_upto(&mut self, g: &mut Generator, at_ms: f64, upto_ms: f64) -> Result<()> {
         let bar = self.settings.bar_ms();
         let from = at_ms - self.settings.keep_ms;
