@@ -135,7 +135,7 @@ use staria_models::tokenizer::Tokenizer;
 use staria_models::{Prompt, SectionLabel};
 
 use crate::constraints::ConstrainedDecoder;
-use crate::generate::{GenError, GenRequest, Generator, Result, Target};
+use crate::generate::{GenError, GenRequest, Generator, RawNote, Result, Target};
 use crate::sampling::Sampler;
 pub use listen::{Listener, TimedNote, note_tokens};
 pub use settings::{LiveMode, LiveSettings};
@@ -208,6 +208,23 @@ struct FedNote {
     /// A ghost-melody note: the performer's instrument as the model predicts it, in the cache
     /// only (never handed out, dropped at the next performer note).
     predicted: bool,
+}
+
+impl FedNote {
+    /// A note the model just sampled (piece time + `origin_ms` = session time), not handed out.
+    fn sampled(n: &RawNote, origin_ms: f64, predicted: bool) -> FedNote {
+        FedNote {
+            note: TimedNote {
+                pitch: n.pitch,
+                velocity: n.velocity,
+                start_ms: n.start_ms + origin_ms,
+                end_ms: n.start_ms + n.dur_ms + origin_ms,
+            },
+            pos_after: n.pos_after,
+            committed: false,
+            predicted,
+        }
+    }
 }
 
 /// Tokens held back from the context's end for an answer and the look-ahead (at most a

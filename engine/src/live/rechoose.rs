@@ -204,17 +204,7 @@ impl LiveSession {
             limit,
             &mask,
             &mut |n: RawNote| {
-                fed.push(FedNote {
-                    note: TimedNote {
-                        pitch: n.pitch,
-                        velocity: n.velocity,
-                        start_ms: n.start_ms + origin,
-                        end_ms: n.start_ms + n.dur_ms + origin,
-                    },
-                    pos_after: n.pos_after,
-                    committed: false,
-                    predicted: false,
-                });
+                fed.push(FedNote::sampled(&n, origin, false));
                 placed = true;
                 Flow::Stop
             },

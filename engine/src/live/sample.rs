@@ -5,7 +5,7 @@
 
 use staria_models::tokenizer::Expect;
 
-use super::{FedNote, Listener, LiveMode, LiveSession, TimedNote};
+use super::{FedNote, Listener, LiveMode, LiveSession};
 use crate::constraints::ConstrainedDecoder;
 use crate::generate::{Flow, Generator, RawNote, Result, StopReason};
 
@@ -99,17 +99,7 @@ impl LiveSession {
             &mask,
             &mut |n: RawNote| {
                 let predicted = ghost && n.instrument != model_instrument;
-                fed.push(FedNote {
-                    note: TimedNote {
-                        pitch: n.pitch,
-                        velocity: n.velocity,
-                        start_ms: n.start_ms + origin,
-                        end_ms: n.start_ms + n.dur_ms + origin,
-                    },
-                    pos_after: n.pos_after,
-                    committed: false,
-                    predicted,
-                });
+                fed.push(FedNote::sampled(&n, origin, predicted));
                 if first_only || n.start_ms >= until_piece {
                     Flow::Stop
                 } else if predicted {
