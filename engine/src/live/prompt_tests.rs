@@ -3,26 +3,10 @@
 //! handed out twice or left without its end, and an answer under way is finished first.
 
 use super::sim::count_collisions;
+use super::tests::{generator, note};
 use super::*;
 use crate::generate::{Generator, Snippets};
-use candle_core::Device;
 use staria_models::tokenizer::{StreamDecoder, StreamEvent};
-
-fn generator() -> (tempfile::TempDir, Generator) {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "live-prompt-tiny");
-    let g = Generator::load(dir.path(), &Device::Cpu).unwrap();
-    (dir, g)
-}
-
-fn note(pitch: u8, start_ms: f64, end_ms: f64) -> TimedNote {
-    TimedNote {
-        pitch,
-        velocity: 80,
-        start_ms,
-        end_ms,
-    }
-}
 
 fn snippet(pitches: &[u8]) -> Vec<staria_models::Note> {
     pitches

@@ -3,17 +3,10 @@
 //! frequent and the tests check the rules every choice must keep.
 
 use super::outbox::{BeatClock, Outbox};
+use super::tests::generator;
 use super::two_voice_tests::two_voice_generator;
 use super::*;
 use crate::generate::{Generator, Snippets};
-use candle_core::Device;
-
-fn generator() -> (tempfile::TempDir, Generator) {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "live-rechoose-tiny");
-    let g = Generator::load(dir.path(), &Device::Cpu).unwrap();
-    (dir, g)
-}
 
 /// A melody at 120 bpm: eighths and quarters for eight seconds, one note at a time.
 fn melody() -> Vec<TimedNote> {

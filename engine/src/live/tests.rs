@@ -6,14 +6,16 @@ use super::*;
 use crate::generate::{Generator, Snippets};
 use candle_core::Device;
 
-fn generator() -> (tempfile::TempDir, Generator) {
+/// A tiny untrained model (the live test modules share it) and the folder holding it.
+pub(super) fn generator() -> (tempfile::TempDir, Generator) {
     let dir = tempfile::tempdir().unwrap();
     staria_test_support::tiny_checkpoint(dir.path(), "live-test-tiny");
     let g = Generator::load(dir.path(), &Device::Cpu).unwrap();
     (dir, g)
 }
 
-fn note(pitch: u8, start_ms: f64, end_ms: f64) -> TimedNote {
+/// A performer note at velocity 80.
+pub(super) fn note(pitch: u8, start_ms: f64, end_ms: f64) -> TimedNote {
     TimedNote {
         pitch,
         velocity: 80,
