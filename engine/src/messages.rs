@@ -228,6 +228,16 @@ pub struct NoteEvent {
     pub channel: u8,
 }
 
+/// A note-on the engine pushed and takes back (see [`Event::Retract`]), named as it was pushed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retraction {
+    /// The note-on's beat, as pushed.
+    pub beat: f64,
+    pub request_id: RequestId,
+    pub pitch: u8,
+    pub channel: u8,
+}
+
 /// Engine → audio side.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event {
@@ -237,6 +247,13 @@ pub enum Event {
         request_id: RequestId,
         outcome: Outcome,
     },
+    /// Take back a note-on pushed earlier whose note-off was not pushed (a live
+    /// accompaniment's `Cut` at or before the note's start): the audio side drops it and any
+    /// note-off of it still queued, forgets it (a relocation does not bring it back) and, if
+    /// it already sounded (the audio thread played it before this came, a race the engine
+    /// cannot see), releases it at the start of the block that receives this. A retraction
+    /// of a note the audio side does not hold does nothing. Never emitted by the audio side.
+    Retract(Retraction),
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ fn a_running_engine_keeps_its_model_when_a_broken_one_is_loaded() {
                 request_id,
                 outcome,
             } => outcomes.push((request_id, outcome)),
+            Event::Retract(_) => unreachable!("the audio side emits no retraction"),
         });
         pos = frame.block().end_beat;
         std::thread::sleep(Duration::from_millis(1));

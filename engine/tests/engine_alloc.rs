@@ -1,9 +1,10 @@
 //! The audio side never allocates: a counting global allocator watches the calling thread while
 //! it runs `send`, `process_block`/`pop_due` and `all_notes_off` over many blocks with a busy
-//! queue, transport jumps, cuts and cancels. (Its own test binary: the allocator is global.)
+//! queue, transport jumps, cuts, cancels and retractions. (Its own test binary: the allocator is
+//! global.)
 
 use staria_engine::handover::{RingSizes, Shared, link};
-use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Target};
+use staria_engine::messages::{Command, Event, Form, NoteEvent, Outcome, Retraction, Target};
 use staria_engine::timing::TransportFrame;
 use staria_engine::{Engine, EngineConfig, SectionLabel};
 use staria_test_support::{CountingAlloc, count_allocs};
@@ -40,6 +41,8 @@ fn audio_side_never_allocates() {
     let mut emitted = 0usize;
     let mut sounding_after_stop = 0usize;
     let mut request = 1u32;
+    // The last batch's notes, as the engine takes them back: (beat, pitch, channel).
+    let mut batch = [(0.0f64, 0u8, 0u8); 16];
     for block in 0..4000u32 {
         // The engine's side (not watched): keep the queue busy with one request's notes.
         if block % 8 == 0 {
@@ -47,6 +50,7 @@ fn audio_side_never_allocates() {
             for i in 0..16u32 {
                 let beat = pos + 0.05 + i as f64 * 0.1;
                 let pitch = 40 + ((block / 8 + i) % 48) as u8;
+                batch[i as usize] = (beat, pitch, (i % 3) as u8);
                 for (on, b) in [(true, beat), (false, beat + 0.35)] {
                     let ev = NoteEvent {
                         beat: b,
@@ -59,6 +63,18 @@ fn audio_side_never_allocates() {
                     };
                     let _ = engine.push_event(Event::Note(ev));
                 }
+            }
+        }
+        if block % 8 == 5 {
+            // Retractions: one that has sounded by now (released), one still queued (dropped),
+            // and one the audio side does not hold.
+            for (beat, pitch, channel) in [batch[0], batch[9], (pos + 9.0, 1, 15)] {
+                let _ = engine.push_event(Event::Retract(Retraction {
+                    beat,
+                    request_id: request,
+                    pitch,
+                    channel,
+                }));
             }
         }
         if block % 500 == 250 {
@@ -188,6 +204,7 @@ fn audio_side_never_allocates_with_a_live_engine() {
                 Event::Note(_) => notes += 1,
                 // Finished, or Replaced when this faster-than-real-time host outruns generation.
                 Event::RequestDone { .. } => outcomes += 1,
+                Event::Retract(_) => unreachable!("the audio side emits no retraction"),
             });
         });
         pos = frame.block().end_beat;

@@ -87,6 +87,7 @@ impl Host {
                 request_id,
                 outcome,
             } => outcomes.push((request_id, outcome)),
+            Event::Retract(_) => unreachable!("the audio side emits no retraction"),
         });
         self.pos = frame.block().end_beat;
         // About ten times real time: the engine has to keep ahead of a moving playhead.
@@ -349,6 +350,7 @@ fn bad_checkpoint_reports_and_stays_silent() {
         audio.process_block(&frame, |_, ev| match ev {
             Event::Note(_) => notes += 1,
             Event::RequestDone { outcome: o, .. } => outcome = Some(o),
+            Event::Retract(_) => unreachable!("the audio side emits no retraction"),
         });
         pos = frame.block().end_beat;
         std::thread::sleep(Duration::from_millis(1));

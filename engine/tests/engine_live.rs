@@ -89,6 +89,7 @@ impl Host {
                 request_id,
                 outcome,
             } => outcomes.push((request_id, outcome)),
+            Event::Retract(_) => unreachable!("the audio side emits no retraction"),
         });
         if self.host_playing {
             self.pos = frame.block().end_beat;

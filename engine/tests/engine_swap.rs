@@ -35,6 +35,7 @@ impl Host {
                 request_id,
                 outcome,
             } => outcomes.push((request_id, outcome)),
+            Event::Retract(_) => unreachable!("the audio side emits no retraction"),
         });
         self.pos = frame.block().end_beat;
         std::thread::sleep(Duration::from_millis(1));

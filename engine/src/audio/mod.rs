@@ -13,8 +13,21 @@
 //! before the block is due. The engine re-sends the same events under the new epoch; those the
 //! audio side already queued are recognised and skipped.
 //!
+//! The engine may take back a note-on it pushed ([`Event::Retract`]: the live accompaniment
+//! re-choosing a note before it starts, `live::driver`). Draining the retraction removes the
+//! note-on and a note-off of it still queued from the queue and from the memory (a relocation
+//! does not bring it back); if the note-on was played already (the audio thread got there
+//! before the retraction, which the engine cannot know), the note is released at the start
+//! of the block that drains the retraction, offset 0, as a cut releases: never later than
+//! the note-off the engine used to send in its place (at the note's start plus a 128th of a
+//! beat, pushed at the same moment, so drained in the same block). The note-on is matched by
+//! request, channel, pitch and beat (whatever the epoch); a retraction of a note the audio
+//! side neither queues, remembers nor sounds does nothing. Bounded scans of the fixed tables;
+//! section requests never send one.
+//!
 //! Files: this one holds [`AudioSide`] (link, commands, the per-block queue, cuts, note-offs);
-//! `transport.rs` its transport changes and the memory of live requests' events.
+//! `transport.rs` its transport changes and the memory of live requests' events;
+//! `retract.rs` retractions.
 
 use crate::handover::Shared;
 use crate::messages::{Command, Event, NoteEvent, RequestId};
@@ -25,6 +38,7 @@ use ringbuf::{HeapCons, HeapProd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
+mod retract;
 mod transport;
 
 /// Events held on the audio side waiting for their block. The engine keeps at most its lookahead
@@ -65,6 +79,9 @@ struct Tables {
     staging: [NoteEvent; STAGING_CAPACITY],
     /// Request that started the note sounding on (channel, pitch); 0 = silent.
     owner: [RequestId; KEYS],
+    /// The beat of that note's note-on (meaningful while `owner` is set): a retraction
+    /// releases only the note it names.
+    started: [f64; KEYS],
     /// Every event received for requests at or above the floor, as the engine sent it (cuts not
     /// applied), sorted like `staging`.
     memory: [NoteEvent; MEMORY_CAPACITY],
@@ -126,6 +143,7 @@ impl AudioSide {
             tables: Box::new(Tables {
                 staging: [NO_EVENT; STAGING_CAPACITY],
                 owner: [0; KEYS],
+                started: [0.0; KEYS],
                 memory: [NO_EVENT; MEMORY_CAPACITY],
             }),
             staged: 0,
@@ -348,6 +366,7 @@ impl AudioSide {
             self.release_key(key, owner, ev.beat, offset, emit);
         }
         self.tables.owner[key] = ev.request_id;
+        self.tables.started[key] = ev.beat;
         self.sounding += 1;
         emit(offset, Event::Note(*ev));
     }
@@ -515,9 +534,12 @@ impl AudioSide {
         // Bounded by what is queued now so a busy engine cannot keep the audio thread here.
         let queued = self.events.occupied_len();
         for _ in 0..queued {
-            if self.staged == STAGING_CAPACITY {
+            if self.staged == STAGING_CAPACITY
+                && !matches!(self.events.first(), Some(Event::Retract(_)))
+            {
                 // Leave the rest in the ring (the engine waits); staged events are the earliest
-                // ones of their request, so nothing due is stuck behind them.
+                // ones of their request, so nothing due is stuck behind them. A retraction
+                // takes no room.
                 break;
             }
             let Some(ev) = self.events.try_pop() else {
@@ -533,6 +555,7 @@ impl AudioSide {
                     }
                     emit(0, ev);
                 }
+                Event::Retract(r) => self.retract(&r, emit),
                 Event::Note(mut n) => {
                     if n.epoch != self.epoch || n.request_id < self.floor {
                         continue;
@@ -586,6 +609,8 @@ impl AudioSide {
                         self.remember(&n);
                     }
                 }
+                // Out of the memory before it is queued again.
+                Some(Event::Retract(r)) => self.retract(&r, emit),
                 None => break,
             }
         }
