@@ -21,16 +21,24 @@
 //!   beats before it sounds if that is earlier, and right after the call that handed it out
 //!   (a command, a handover, a pump), never after other work: a stall of the engine thread
 //!   after that cannot make it late. Nothing later is pushed, so a revision or an
-//!   interruption never has to take back an event already queued on the audio side (a cut
-//!   only shortens a pushed note; the audio side drops a cancelled answer's queued notes and
-//!   never starts a note on a key the performer holds).
-//! - An accompaniment note re-chosen at a performer's note (`LiveSettings::consonant`, the
-//!   `rechoose` module) has been pushed when it was handed out, so its `Cut` cannot take it
-//!   back whole as the session's contract says (the simulation does): one already sounding
-//!   stops at the cut (late by the engine's reaction, as any cut), one not yet started sounds
-//!   `schedule::MIN_NOTE_BEATS` (a 128th of a beat) from its start, since a note-off at its
-//!   very beat would be ordered before the queued note-on and leave the key down. A note struck
-//!   with the performer's has usually begun when the engine hears the performer.
+//!   interruption rarely has to take back an event already queued on the audio side (the
+//!   audio side drops a cancelled answer's queued notes and never starts a note on a key the
+//!   performer holds); a `Cut` is the one case (next point).
+//! - A `Cut` reaches notes already pushed: the accompaniment's note on the pitch the
+//!   performer strikes, and a note re-chosen at a performer's note (`LiveSettings::consonant`,
+//!   the `rechoose` module), pushed when it was handed out. A cut at or before the pushed
+//!   note's start takes it back whole, as the session's contract says (the simulation does):
+//!   the outbox sends `Event::Retract` for it, before any other event, instead of a note-off,
+//!   and the audio side drops the queued note-on (and its note-off, and its copy in the
+//!   memory a relocation re-queues from), or, if the audio thread played it already (a race
+//!   the engine cannot see: the push window is a few tens of ms), releases it at the start of
+//!   the block that receives the retraction (`audio` module notes). So no cut note sounds a
+//!   blip before its replacement. A cut after the note's start moves the note-off earlier
+//!   (late by the engine's reaction, as any cut), to no less than `schedule::MIN_NOTE_BEATS`
+//!   (a 128th of a beat) after the note-on, which keeps that note-off ordered after it. A note
+//!   struck with the performer's has usually begun when the engine hears the performer. At
+//!   the session's end (`stop`) the pushed notes of a finished answer that have not started
+//!   are retracted the same way.
 //! - New snippets (`LivePrompt`, [`LiveRun::change_prompt`]) keep the session and its
 //!   request: the accompaniment's look-ahead is handed out and pushed at once (up to a beat
 //!   ahead: it is final, and nothing may fall due while the new prompt is prefilled), then the
@@ -241,8 +249,7 @@ impl LiveRun {
         let ahead_ms = s.lookahead_beats * s.beat_ms() + s.commit_ahead_ms;
         let limit = self.clock.beat(now + ahead_ms);
         if link.shared.transport.read().epoch == self.epoch {
-            self.outbox
-                .pump(limit, |ev| link.push_event(Event::Note(ev)));
+            self.outbox.pump(limit, |ev| link.push_event(ev));
         }
         let events = &mut self.events;
         self.session
@@ -287,8 +294,7 @@ impl LiveRun {
         }
         let commit_beats = self.session.settings().commit_ahead_ms * self.clock.bpm / 60_000.0;
         let limit = t.playhead + self.push_ahead.max(commit_beats);
-        self.outbox
-            .pump(limit, |ev| link.push_event(Event::Note(ev)));
+        self.outbox.pump(limit, |ev| link.push_event(ev));
     }
 
     /// The session ends: what it plays is cancelled (the audio side silences it now), and the
@@ -300,8 +306,7 @@ impl LiveRun {
             self.request_id = 0;
         }
         let now = link.shared.transport.read().playhead;
-        self.outbox
-            .release_all(now, |ev| link.push_event(Event::Note(ev)));
+        self.outbox.release_all(now, |ev| link.push_event(ev));
     }
 
     /// The host beat of the next event to push, if any.

@@ -2,12 +2,17 @@
 //! model's handed-out notes waiting to be pushed to the audio side as note events.
 //!
 //! Contract: a note-on is pushed once its beat is within the push limit the engine passes
-//! (a few tens of ms ahead), a note-off likewise; every pushed note-on gets a note-off (a cut
-//! moves it earlier, never before the note-on plus `schedule::MIN_NOTE_BEATS`); a note not
-//! yet pushed that a cut reaches is dropped whole. At equal beats note-offs go first, so a key
-//! struck again re-strikes. Storage is allocated once (`Outbox::new`).
+//! (a few tens of ms ahead), a note-off likewise; every pushed note-on gets a note-off or a
+//! retraction ([`Event::Retract`]). A cut at or before a note's start drops it whole: one not
+//! yet pushed is forgotten, one pushed is retracted (the audio side drops the queued note-on,
+//! or releases it at once if it played already), pushed at the next `pump` whatever the limit,
+//! before anything else. A cut after a note's start moves its note-off earlier, never before
+//! the note-on plus `schedule::MIN_NOTE_BEATS` (a note that began sounds at least that long,
+//! and its note-off is never ordered before its note-on); a handed-out note is at least that
+//! long too. At equal beats note-offs go first, so a key struck again re-strikes. Storage is
+//! allocated once (`Outbox::new`).
 
-use crate::messages::{NoteEvent, RequestId};
+use crate::messages::{Event, NoteEvent, RequestId, Retraction};
 use crate::schedule::MIN_NOTE_BEATS;
 
 /// Session ms <-> host beats at the tempo the session started with, for the whole session: a
@@ -37,6 +42,8 @@ struct OutNote {
     start: f64,
     end: f64,
     on_pushed: bool,
+    /// Pushed, then cut at or before its start: a retraction instead of the note-off.
+    retract: bool,
 }
 
 /// Notes handed out by the session, in beats, until both their events are pushed.
@@ -78,25 +85,16 @@ impl Outbox {
             start,
             end: end.max(start + MIN_NOTE_BEATS),
             on_pushed: false,
+            retract: false,
         });
     }
 
-    /// The notes on `pitch` stop at `beat`: one not started (not pushed) is dropped, one pushed
-    /// ends at `beat` (not before its note-on plus the shortest note).
+    /// The notes on `pitch` stop at `beat`: one starting at or after `beat` is dropped whole
+    /// (forgotten, or retracted if its note-on was pushed), one started before ends at `beat`
+    /// (not before its note-on plus the shortest note).
     pub fn cut(&mut self, pitch: u8, beat: f64) {
-        self.notes.retain_mut(|n| {
-            if n.pitch != pitch || n.end <= beat {
-                return true;
-            }
-            if !n.on_pushed {
-                return n.start < beat && {
-                    n.end = beat;
-                    true
-                };
-            }
-            n.end = beat.max(n.start + MIN_NOTE_BEATS);
-            true
-        });
+        self.notes
+            .retain_mut(|n| n.pitch != pitch || n.end <= beat || n.stop(beat));
     }
 
     /// Forgets the notes of `request_id` (the audio side silenced the request).
@@ -109,22 +107,28 @@ impl Outbox {
     pub fn relocate(&mut self, shift: f64, epoch: u32) {
         self.epoch = epoch;
         self.notes.retain_mut(|n| {
+            if n.on_pushed {
+                // A retraction still to push names the note-on as the audio side holds it (in
+                // its memory): unshifted.
+                return n.retract;
+            }
             n.start += shift;
             n.end += shift;
-            !n.on_pushed
+            true
         });
     }
 
-    /// Pushes the events due by `limit` in time order (note-offs first at equal beats); stops
-    /// at the first `push` that fails and resumes there next time.
-    pub fn pump(&mut self, limit: f64, mut push: impl FnMut(NoteEvent) -> bool) {
+    /// Pushes the retractions, then the note events due by `limit` in time order (note-offs
+    /// first at equal beats); stops at the first `push` that fails and resumes there next time.
+    pub fn pump(&mut self, limit: f64, mut push: impl FnMut(Event) -> bool) {
         loop {
+            // (index, beat to order by, note-on)
             let mut best: Option<(usize, f64, bool)> = None;
             for (i, n) in self.notes.iter().enumerate() {
-                let (beat, on) = if n.on_pushed {
-                    (n.end, false)
-                } else {
-                    (n.start, true)
+                let (beat, on) = match (n.on_pushed, n.retract) {
+                    (false, _) => (n.start, true),
+                    (true, false) => (n.end, false),
+                    (true, true) => (f64::NEG_INFINITY, false),
                 };
                 let better = best.is_none_or(|(_, b, bon)| beat < b || (beat == b && bon && !on));
                 if beat <= limit && better {
@@ -133,14 +137,23 @@ impl Outbox {
             }
             let Some((i, beat, on)) = best else { return };
             let n = self.notes[i];
-            let ev = NoteEvent {
-                beat,
-                request_id: n.request_id,
-                epoch: self.epoch,
-                on,
-                pitch: n.pitch,
-                velocity: n.velocity,
-                channel: self.channel,
+            let ev = if n.retract {
+                Event::Retract(Retraction {
+                    beat: n.start,
+                    request_id: n.request_id,
+                    pitch: n.pitch,
+                    channel: self.channel,
+                })
+            } else {
+                Event::Note(NoteEvent {
+                    beat,
+                    request_id: n.request_id,
+                    epoch: self.epoch,
+                    on,
+                    pitch: n.pitch,
+                    velocity: n.velocity,
+                    channel: self.channel,
+                })
             };
             if !push(ev) {
                 return;
@@ -153,23 +166,46 @@ impl Outbox {
         }
     }
 
-    /// The session ends at `beat`: every note whose note-on was pushed gets its note-off now
-    /// (at `beat`, or its own end if earlier; never before its note-on plus the shortest
-    /// note), the rest is dropped. A note-off `push` refuses stays (retried by `pump`).
-    pub fn release_all(&mut self, beat: f64, push: impl FnMut(NoteEvent) -> bool) {
-        self.notes.retain_mut(|n| {
-            n.end = n.end.min(beat.max(n.start + MIN_NOTE_BEATS));
-            n.on_pushed
-        });
+    /// The session ends at `beat`: every note whose note-on was pushed ends (a note-off at
+    /// `beat`, or its own end if earlier, never before its note-on plus the shortest note; a
+    /// retraction when it starts at or after `beat`), the rest is dropped. An event `push`
+    /// refuses stays (retried by `pump`).
+    pub fn release_all(&mut self, beat: f64, push: impl FnMut(Event) -> bool) {
+        self.notes
+            .retain_mut(|n| n.on_pushed && (n.end <= beat || n.stop(beat)));
         self.pump(f64::INFINITY, push);
     }
 
-    /// The earliest event still to push (for the engine's sleep).
+    /// The earliest event still to push (for the engine's sleep; a retraction: its note's
+    /// start).
     pub fn next_beat(&self) -> Option<f64> {
         self.notes
             .iter()
-            .map(|n| if n.on_pushed { n.end } else { n.start })
+            .map(|n| {
+                if n.on_pushed && !n.retract {
+                    n.end
+                } else {
+                    n.start
+                }
+            })
             .min_by(f64::total_cmp)
+    }
+}
+
+impl OutNote {
+    /// The note, sounding at `beat` or starting later, stops at `beat` (see [`Outbox::cut`]);
+    /// `false`: forget it.
+    fn stop(&mut self, beat: f64) -> bool {
+        if beat <= self.start {
+            self.retract = self.on_pushed;
+            return self.on_pushed;
+        }
+        self.end = if self.on_pushed {
+            beat.max(self.start + MIN_NOTE_BEATS)
+        } else {
+            beat
+        };
+        true
     }
 }
 
@@ -180,10 +216,113 @@ mod tests {
     fn drain(o: &mut Outbox, limit: f64) -> Vec<(f64, bool, u8)> {
         let mut got = Vec::new();
         o.pump(limit, |e| {
+            let Event::Note(e) = e else { panic!("{e:?}") };
             got.push((e.beat, e.on, e.pitch));
             true
         });
         got
+    }
+
+    fn events(o: &mut Outbox, limit: f64) -> Vec<Event> {
+        let mut got = Vec::new();
+        o.pump(limit, |e| {
+            got.push(e);
+            true
+        });
+        got
+    }
+
+    fn retraction(request_id: RequestId, pitch: u8, beat: f64) -> Event {
+        Event::Retract(Retraction {
+            beat,
+            request_id,
+            pitch,
+            channel: 2,
+        })
+    }
+
+    fn note(on: bool, pitch: u8, beat: f64) -> Event {
+        Event::Note(NoteEvent {
+            beat,
+            request_id: 4,
+            epoch: 0,
+            on,
+            pitch,
+            velocity: 90,
+            channel: 2,
+        })
+    }
+
+    /// A cut at or before a pushed note's start retracts it (no note-off, no blip of a 128th
+    /// of a beat), before anything else and whatever the push limit; one just after its start
+    /// keeps the shortest note; one not pushed is forgotten.
+    #[test]
+    fn a_cut_at_or_before_a_pushed_notes_start_retracts_it() {
+        let mut o = Outbox::new(2, 0);
+        o.add(4, 60, 90, 1.0, 2.0);
+        o.add(4, 64, 90, 1.0, 2.0);
+        o.add(4, 67, 90, 1.0, 2.0);
+        o.add(4, 72, 90, 0.98, 1.5);
+        o.add(4, 71, 90, 1.2, 1.5);
+        assert_eq!(drain(&mut o, 1.0).len(), 4);
+        // Cut at the start, before it, just after it; 71 not pushed yet.
+        o.cut(60, 1.0);
+        o.cut(64, 0.99);
+        o.cut(67, 1.001);
+        o.cut(71, 1.1);
+        // A limit before the notes' start: the retractions go anyway, first.
+        o.add(4, 48, 90, 0.97, 1.5);
+        let got = events(&mut o, 0.99);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[2], note(true, 48, 0.97));
+        assert!(got[..2].contains(&retraction(4, 60, 1.0)), "{got:?}");
+        assert!(got[..2].contains(&retraction(4, 64, 1.0)), "{got:?}");
+        assert_eq!(
+            events(&mut o, 10.0),
+            [
+                note(false, 67, 1.0 + MIN_NOTE_BEATS),
+                note(false, 48, 1.5),
+                note(false, 72, 1.5)
+            ]
+        );
+        assert!(o.is_empty());
+        // A key struck again at the same beat: the old note is retracted before the new one
+        // is pushed (the audio side would otherwise take the new one for the old).
+        o.add(4, 60, 90, 3.0, 4.0);
+        drain(&mut o, 3.0);
+        o.add(4, 60, 80, 3.0, 3.5);
+        let got = events(&mut o, 3.0);
+        assert_eq!(got[0], retraction(4, 60, 3.0));
+        assert!(
+            matches!(got[1], Event::Note(n) if n.on && n.velocity == 80),
+            "{got:?}"
+        );
+    }
+
+    /// A retraction the ring refused survives a relocation, naming the note-on as it was
+    /// pushed; the session's end retracts what it pushed that has not started.
+    #[test]
+    fn retractions_survive_a_relocation_and_end_the_session() {
+        let mut o = Outbox::new(2, 0);
+        o.add(4, 60, 90, 1.0, 2.0);
+        drain(&mut o, 1.0);
+        o.cut(60, 1.0);
+        o.pump(10.0, |_| false);
+        o.relocate(8.0, 1);
+        assert_eq!(events(&mut o, 0.0), [retraction(4, 60, 1.0)]);
+        assert!(o.is_empty());
+        let mut o = Outbox::new(2, 0);
+        o.add(4, 62, 90, 9.0, 9.7);
+        o.add(4, 64, 90, 9.5, 10.0);
+        o.add(4, 65, 90, 9.6, 10.0);
+        drain(&mut o, 9.5);
+        let mut got = Vec::new();
+        o.release_all(9.5, |e| {
+            got.push(e);
+            true
+        });
+        assert_eq!(got, [retraction(4, 64, 9.5), note(false, 62, 9.5)]);
+        assert!(o.is_empty());
     }
 
     #[test]
@@ -221,6 +360,7 @@ mod tests {
         assert_eq!(o.len(), 2, "refused note-offs stay");
         let mut got = Vec::new();
         o.release_all(2.0, |e| {
+            let Event::Note(e) = e else { panic!("{e:?}") };
             got.push((e.beat, e.on, e.pitch));
             true
         });

@@ -7,6 +7,7 @@ use super::tests::generator;
 use super::two_voice_tests::two_voice_generator;
 use super::*;
 use crate::generate::{Generator, Snippets};
+use crate::messages::Event;
 
 /// A melody at 120 bpm: eighths and quarters for eight seconds, one note at a time.
 fn melody() -> Vec<TimedNote> {
@@ -208,12 +209,14 @@ fn clashing_notes_at_a_performer_onset_are_re_chosen_later_and_consonant() {
 /// A `Cut` reaches only notes it was meant for: every model note it drops whole (cut before it
 /// started) or shortens clashes with (or doubles) a performer note struck at its cut, within
 /// the window before the note's start; and through the engine thread's outbox every note-on
-/// pushed gets its note-off, none twice (no hanging note).
+/// pushed gets its note-off or a retraction, none twice (no hanging note), and the notes
+/// left sounding are the session's (a note cut at or before its start is retracted, never a
+/// blip: fails with the note-off a 128th of a beat after its start the outbox sent before).
 #[test]
 fn cuts_reach_only_clashing_notes_and_every_note_ends() {
     let perf = melody();
     let (_dir, mut g) = generator();
-    let mut cut_any = false;
+    let (mut cut_any, mut retracted) = (false, 0);
     for seed in 1..=3 {
         let s = settings(true, seed);
         let (window, commit) = (s.rechoose_window_ms, s.commit_ahead_ms);
@@ -249,13 +252,29 @@ fn cuts_reach_only_clashing_notes_and_every_note_ends() {
                 "seed {seed}: {n:?} cut at {cut_at} for no performer note"
             );
         }
-        // The engine thread's side (`driver::LiveRun::apply` and `push`).
+        // The engine thread's side (`driver::LiveRun::apply` and `push`), a retraction
+        // applied as the audio side applies one it gets before the note-on plays.
         let clock = BeatClock {
             origin_beat: 0.0,
             bpm: 120.0,
         };
         let mut o = Outbox::new(0, 0);
         let mut pushed: Vec<(f64, bool, u8)> = Vec::new();
+        let mut take = |ev: Event| {
+            match ev {
+                Event::Note(n) => pushed.push((n.beat, n.on, n.pitch)),
+                Event::Retract(r) => {
+                    let i = pushed
+                        .iter()
+                        .position(|&(b, on, p)| on && b == r.beat && p == r.pitch)
+                        .unwrap_or_else(|| panic!("seed {seed}: {r:?} names no note-on"));
+                    pushed.remove(i);
+                    retracted += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+            true
+        };
         for (now, e) in &r.events {
             match *e {
                 LiveEvent::Play(n) => {
@@ -264,15 +283,9 @@ fn cuts_reach_only_clashing_notes_and_every_note_ends() {
                 LiveEvent::Cut { pitch, at_ms } => o.cut(pitch, clock.beat(at_ms)),
                 _ => {}
             }
-            o.pump(clock.beat(now + commit), |ev| {
-                pushed.push((ev.beat, ev.on, ev.pitch));
-                true
-            });
+            o.pump(clock.beat(now + commit), &mut take);
         }
-        o.pump(f64::INFINITY, |ev| {
-            pushed.push((ev.beat, ev.on, ev.pitch));
-            true
-        });
+        o.pump(f64::INFINITY, &mut take);
         assert!(o.is_empty());
         let mut down = [false; 128];
         pushed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -281,8 +294,22 @@ fn cuts_reach_only_clashing_notes_and_every_note_ends() {
             down[p as usize] = on;
         }
         assert!(down.iter().all(|d| !d), "seed {seed}: a key left down");
+        // What sounds is what the session says sounds: no note cut before its start blips.
+        let mut ons: Vec<(f64, u8)> = pushed
+            .iter()
+            .filter(|e| e.1)
+            .map(|&(b, _, p)| (b, p))
+            .collect();
+        let mut want: Vec<(f64, u8)> = kept
+            .iter()
+            .map(|k| (clock.beat(k.start_ms), k.pitch))
+            .collect();
+        ons.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        assert_eq!(ons, want, "seed {seed}");
     }
     assert!(cut_any, "no note was cut: the check above saw nothing");
+    assert!(retracted > 0, "no pushed note was cut before it started");
 }
 
 /// With `consonant` off nothing is taken back: every cut is the performer's own pitch struck
