@@ -97,7 +97,8 @@
 //!   that started earlier stays (a suspension under a moving melody). In the plugin a note
 //!   struck with the performer's has usually begun to sound when the engine hears the
 //!   performer (its note-on was queued on the audio side when it was handed out): it stops
-//!   then, a few ms in (`driver` module notes). It pauses with the performer: after a
+//!   then, a few ms in; one that has not started is retracted from the audio side and never
+//!   sounds (`driver` module notes). It pauses with the performer: after a
 //!   bar with no key down and nothing played or released, no new look-ahead is sampled until
 //!   the next performer note.
 //! - **Output**: a model note is handed out with [`LiveEvent::Play`] once its start is within
