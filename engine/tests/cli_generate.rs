@@ -336,3 +336,91 @@ fn bad_inputs_fail_with_one_line_naming_the_problem() {
     assert_fails(&r, "tokenizer.json");
     assert!(!out.exists());
 }
+
+/// `staria models` lists every built-in model; `--model NAME` and `$STARIA_MODEL=NAME` choose one
+/// (unpacked into `$STARIA_CACHE_DIR`); a folder of that name in the working folder wins; an
+/// unknown name is refused naming the built-in names.
+#[test]
+fn built_in_models_are_listed_and_chosen_by_name() {
+    use staria_engine::default_model::{BUILTIN_NAMES, DEFAULT_MODEL};
+    let f = Fixture::new();
+    let cache = f.path("cache");
+    let run = |args: &[&str], cwd: &Path, env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_staria"));
+        c.args(args)
+            .current_dir(cwd)
+            .env_remove("STARIA_MODEL")
+            .env("STARIA_CACHE_DIR", &cache);
+        if let Some(v) = env {
+            c.env("STARIA_MODEL", v);
+        }
+        c.output().unwrap()
+    };
+    let ok = |o: &Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+
+    let text = ok(&run(&["models"], f.dir.path(), None));
+    for name in BUILTIN_NAMES {
+        assert!(text.contains(name), "{name} missing: {text}");
+    }
+    let default_line = text.lines().find(|l| l.starts_with(DEFAULT_MODEL)).unwrap();
+    assert!(default_line.trim_end().ends_with("default"), "{text}");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["models", "--json"], f.dir.path(), None))).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), BUILTIN_NAMES.len());
+    for (row, name) in list.iter().zip(BUILTIN_NAMES) {
+        assert_eq!(row["name"], name);
+        assert!(row["kind"] == "decoder" || row["kind"] == "staria", "{row}");
+        assert!(row["bytes"].as_u64().unwrap() > 100_000, "{row}");
+        assert_eq!(row["default"], name == DEFAULT_MODEL, "{row}");
+    }
+    assert!(!cache.exists(), "listing unpacked something");
+
+    // By name, from --model or $STARIA_MODEL: the built-in model, unpacked into the cache.
+    for (args, env) in [
+        (&["info", "--json", "--model", "baseline-small"][..], None),
+        (&["info", "--json"][..], Some("baseline-small")),
+    ] {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&run(args, f.dir.path(), env))).unwrap();
+        assert_eq!(v["name"], "baseline-small");
+        assert_eq!(v["kind"], "decoder");
+        assert!(
+            Path::new(v["path"].as_str().unwrap()).starts_with(&cache),
+            "{v}"
+        );
+    }
+    // A folder named like a built-in model, in the working folder, is that folder.
+    let cwd = f.path("work");
+    write_checkpoint(&cwd.join("baseline-small"), 3);
+    let v: serde_json::Value = serde_json::from_str(&ok(&run(
+        &["info", "--json", "--model", "baseline-small"],
+        &cwd,
+        None,
+    )))
+    .unwrap();
+    assert_eq!(v["preset"], "tiny", "{v}");
+    // Neither a folder nor a name.
+    for (args, env, setting) in [
+        (
+            &["info", "--model", "no-such-model"][..],
+            None,
+            "model no-such-model",
+        ),
+        (
+            &["info"][..],
+            Some("no-such-model"),
+            "$STARIA_MODEL no-such-model",
+        ),
+    ] {
+        let o = run(args, f.dir.path(), env);
+        assert_fails(&o, setting);
+        let err = String::from_utf8_lossy(&o.stderr);
+        for name in BUILTIN_NAMES {
+            assert!(err.contains(name), "{name} missing: {err}");
+        }
+    }
+}

@@ -30,9 +30,11 @@ pub(crate) struct RenderArgs {
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ModelArgs {
-    /// Checkpoint folder (config.json, tokenizer.json, model.safetensors). Default: $STARIA_MODEL,
-    /// else the shipped model (built into this binary, unpacked into the cache folder).
-    #[arg(long)]
+    /// A checkpoint folder (config.json, tokenizer.json, model.safetensors) or a built-in
+    /// model's name (`staria models` lists them; a folder that exists wins over a name). Default:
+    /// $STARIA_MODEL (the same rule), else the default built-in model (built into this binary,
+    /// unpacked into the cache folder on first use).
+    #[arg(long, value_name = "NAME|FOLDER")]
     pub(crate) model: Option<PathBuf>,
     /// cpu, cuda or cuda:N, metal or metal:N (N: the device index).
     #[arg(long, default_value = "cpu")]
@@ -156,6 +158,13 @@ pub(crate) struct InfoArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
     /// One JSON object instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ModelsArgs {
+    /// One JSON array instead of text.
     #[arg(long)]
     pub(crate) json: bool,
 }

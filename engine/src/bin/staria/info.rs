@@ -3,10 +3,61 @@
 //! performer's; a second, when there is one, is the accompaniment's
 //! (`Tokenizer::accompaniment_instrument`); a one-instrument model accompanies with its one
 //! instrument limited to a pitch range.
+//!
+//! `staria models`: the built-in models (`staria_engine::default_model::BUILTIN_MODELS`) with
+//! their kind, preset, size and which is the default, read from the bytes built into the binary
+//! (nothing is unpacked).
 
-use crate::Failure;
-use crate::args::InfoArgs;
+use staria_engine::default_model::{BUILTIN_MODELS, MODEL_ENV};
+
+use crate::args::{InfoArgs, ModelsArgs};
 use crate::load::model_dir;
+use crate::{Failure, bad};
+
+pub(crate) fn cmd_models(a: ModelsArgs) -> Result<(), Failure> {
+    let mut rows = Vec::new();
+    for m in &BUILTIN_MODELS {
+        let config = m.config().map_err(bad)?;
+        rows.push(serde_json::json!({
+            "name": m.name,
+            "kind": config.kind().to_string(),
+            "preset": config.preset,
+            "weights_dtype": config.weights_dtype,
+            "bytes": m.size_bytes(),
+            "default": m.is_default(),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    let width = BUILTIN_MODELS
+        .iter()
+        .map(|m| m.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!("{:width$}  kind     preset  size", "name");
+    for r in &rows {
+        println!(
+            "{:width$}  {:7}  {:6}  {:.1} MB ({}){}",
+            r["name"].as_str().unwrap_or_default(),
+            r["kind"].as_str().unwrap_or_default(),
+            r["preset"].as_str().unwrap_or_default(),
+            r["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+            r["weights_dtype"].as_str().unwrap_or_default(),
+            if r["default"] == true {
+                "  default"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "choose one with --model NAME (or ${MODEL_ENV}=NAME); a folder of that name, if one exists, wins"
+    );
+    Ok(())
+}
 
 pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
     let dir = model_dir(&a.model.model)?;

@@ -58,8 +58,8 @@ pub(crate) fn parse_device(spec: &str) -> Result<Device, Failure> {
     }
 }
 
-/// `--model`, else $STARIA_MODEL, else the shipped model built into the binary
-/// (`staria_engine::default_model`).
+/// `--model` (a folder that exists, else a built-in model's name), else $STARIA_MODEL (the same
+/// rule), else the default built-in model (`staria_engine::default_model`).
 pub(crate) fn model_dir(arg: &Option<PathBuf>) -> Result<PathBuf, Failure> {
     staria_engine::default_model::resolve_model_dir(arg.as_deref()).map_err(bad)
 }

@@ -4,8 +4,9 @@
 //! fix (files, arguments, checkpoints), 1 for failures inside generation.
 //!
 //! One module per subcommand family: [`args`] (the command line's shape), [`load`] (checkpoint,
-//! device, threads), [`generate`] (`generate`, `continue`), [`info`], [`render`],
-//! [`bench`](mod@bench) and [`live`] (a performer from a MIDI file into the live modes).
+//! device, threads), [`generate`] (`generate`, `continue`), [`info`] (`info`, `models`),
+//! [`render`], [`bench`](mod@bench) and [`live`] (a performer from a MIDI file into the live
+//! modes).
 
 mod args;
 mod bench;
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use staria_engine::generate::GenError;
 
-use args::{BenchArgs, ContinueArgs, GenerateArgs, InfoArgs, LiveArgs, RenderArgs};
+use args::{BenchArgs, ContinueArgs, GenerateArgs, InfoArgs, LiveArgs, ModelsArgs, RenderArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,8 +40,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Continue a MIDI file for a number of seconds or bars.
     Continue(ContinueArgs),
-    /// Describe a checkpoint.
+    /// Describe a checkpoint (a folder or a built-in model's name).
     Info(InfoArgs),
+    /// List the built-in models (name, kind, size, which is the default); `--model NAME`
+    /// chooses one.
+    Models(ModelsArgs),
     /// Measure prefill and decode speed; prints one JSON line.
     Bench(BenchArgs),
     /// Draw a MIDI file as a piano roll (PNG), optionally below its prompt.
@@ -136,6 +140,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Generate(a) => generate::cmd_generate(a),
         Command::Continue(a) => generate::cmd_continue(a),
         Command::Info(a) => info::cmd_info(a),
+        Command::Models(a) => info::cmd_models(a),
         Command::Bench(a) => bench::cmd_bench(a),
         Command::Render(a) => render::cmd_render(a),
         Command::Live(a) => live::cmd_live(a),
