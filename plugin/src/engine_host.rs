@@ -49,8 +49,10 @@ static UNLOAD_HOOK: extern "C" fn() = wait_for_engine_threads;
 #[unsafe(link_section = "__DATA,__mod_term_func,mod_term_funcs")]
 static UNLOAD_HOOK: extern "C" fn() = wait_for_engine_threads;
 
-/// The model folder to load: the custom path from the plugin state, else `$STARIA_MODEL`, else
-/// the shipped default (see `staria_engine::default_model`).
+/// The model folder to load: the model path from the plugin state (a folder that exists, else a
+/// built-in model's name), else `$STARIA_MODEL` (the same rule), else the default built-in model
+/// (see `staria_engine::default_model`). A built-in model is unpacked into the cache folder on
+/// first use; this runs on the monitor thread.
 pub fn resolve_model_dir(custom: Option<&str>) -> Result<PathBuf, String> {
     staria_engine::default_model::resolve_model_dir(custom.map(Path::new))
 }
@@ -222,6 +224,43 @@ fn monitor(params: &StariaParams, control: &EngineControl, stop: &AtomicBool, gu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model path that is a built-in model's name survives a saved state (the name, not the
+    /// cache folder, is what the project keeps) and loads that built-in model; an unknown name
+    /// is refused naming the built-in names.
+    #[test]
+    fn a_built_in_name_resolves_and_survives_a_saved_state() {
+        use nice_plug::prelude::{Params, PluginState};
+        use staria_engine::default_model::{BUILTIN_NAMES, BuiltinModel, DEFAULT_MODEL};
+        for name in BUILTIN_NAMES {
+            let params = StariaParams::default();
+            params.set_model_path(name);
+            let mut state = PluginState {
+                version: String::new(),
+                params: Default::default(),
+                fields: params.serialize_fields(),
+            };
+            crate::saved_state::check_fields(&mut state);
+            let restored = StariaParams::default();
+            restored.deserialize_fields(&state.fields);
+            assert_eq!(restored.model_path().as_deref(), Some(name));
+            let dir = resolve_model_dir(restored.model_path().as_deref()).unwrap();
+            assert_eq!(
+                BuiltinModel::of_unpacked_dir(&dir).map(|m| m.name),
+                Some(name),
+                "{}",
+                dir.display()
+            );
+            let facts = ModelFacts::read(&dir).unwrap();
+            assert_eq!(facts.name, name);
+            assert!(facts.built_in && facts.name_line().contains(&facts.kind));
+        }
+        let err = resolve_model_dir(Some("no-such-model")).unwrap_err();
+        assert!(
+            err.contains("no-such-model") && err.contains(DEFAULT_MODEL),
+            "{err}"
+        );
+    }
 
     /// The window's "tokens/s" is measured only over stretches where tokens were generated.
     #[test]

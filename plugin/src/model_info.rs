@@ -1,14 +1,18 @@
 //! The facts about a model folder the window shows (those `staria info` prints): name, kind,
-//! preset, parameters, stored size and dtype, decoder shape. Read from `config.json`,
-//! `tokenizer.json` and the `model.safetensors` header only (the weights are not read), on the
-//! plugin's monitor thread, never the audio thread.
+//! preset, whether it is a built-in model, parameters, stored size and dtype, decoder shape.
+//! Read from `config.json`, `tokenizer.json` and the `model.safetensors` header only (the
+//! weights are not read), on the plugin's monitor thread, never the audio thread.
 
+use staria_engine::default_model::BuiltinModel;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFacts {
     pub dir: PathBuf,
     pub name: String,
+    /// The folder is a built-in model's unpacked copy
+    /// (`staria_engine::default_model::BuiltinModel::of_unpacked_dir`).
+    pub built_in: bool,
     /// "decoder" or "staria".
     pub kind: String,
     pub preset: String,
@@ -38,6 +42,7 @@ impl ModelFacts {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: config.name.clone(),
+            built_in: BuiltinModel::of_unpacked_dir(dir).is_some(),
             kind: config.kind().to_string(),
             preset: config.preset.clone(),
             parameters,
@@ -49,6 +54,17 @@ impl ModelFacts {
             context: dc.max_seq_len,
             vocab: tok.vocab_size(),
         })
+    }
+
+    /// What is loaded: "baseline-small (decoder, preset small, built in)".
+    pub fn name_line(&self) -> String {
+        format!(
+            "{} ({}, preset {}{})",
+            self.name,
+            self.kind,
+            self.preset,
+            if self.built_in { ", built in" } else { "" }
+        )
     }
 
     /// "12.3 M parameters, 24.6 MB (f16)".
@@ -85,6 +101,8 @@ mod tests {
         assert!(f.weights_bytes >= f.parameters, "{f:?}");
         assert!(f.layers > 0 && f.dim > 0 && f.vocab > 0);
         assert!(f.size_line().contains("M parameters"));
+        assert!(f.built_in, "{f:?}");
+        assert!(f.name_line().ends_with(", built in)"), "{}", f.name_line());
     }
 
     /// A folder that is not a checkpoint is refused naming the missing file.

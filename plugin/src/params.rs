@@ -30,8 +30,9 @@ pub struct StariaParams {
     /// Captured snippets of sections A..D.
     #[persist = "snippets"]
     pub snippets: SnippetStore,
-    /// A custom checkpoint folder; empty means the shipped default model. Set it in the window's
-    /// Model panel, through the plugin state or [`StariaParams::set_model_path`].
+    /// A checkpoint folder, or a built-in model's name (a path that exists wins over a name,
+    /// see `staria_engine::default_model`); empty means the default built-in model. Set it in
+    /// the window's Model panel, through the plugin state or [`StariaParams::set_model_path`].
     #[persist = "model-path"]
     pub model_path: RwLock<String>,
     #[persist = "status"]
@@ -360,7 +361,7 @@ impl Default for StariaParams {
 }
 
 impl StariaParams {
-    /// The custom model folder, `None` for the shipped default.
+    /// The chosen model (a folder or a built-in model's name), `None` for the default.
     pub fn model_path(&self) -> Option<String> {
         let p = self.model_path.read();
         if p.trim().is_empty() {
@@ -370,8 +371,9 @@ impl StariaParams {
         }
     }
 
-    /// Choose a custom checkpoint folder (empty: the shipped default). The engine loads it in the
-    /// background; a bad folder keeps the old model and reports why in the status.
+    /// Choose a checkpoint folder or a built-in model by name (empty: the default built-in
+    /// model). The engine loads it in the background; a bad folder or an unknown name keeps the
+    /// old model and reports why in the status.
     pub fn set_model_path(&self, path: &str) {
         *self.model_path.write() = path.to_string();
     }

@@ -2,8 +2,9 @@
 //! calls every frame) run in a headless egui context with snippets in A and B, a model loaded
 //! and section B playing; its triangles rasterised on the CPU here and checked: the image is not
 //! blank, every pad is drawn, the captured notes appear in A's and B's piano rolls and not in
-//! the empty C and D. `STARIA_WRITE_WINDOW_PNG=1` writes the render to `docs/plugin-window.png`
-//! (the README's screenshot); otherwise the committed one is checked to be a PNG of this size.
+//! the empty C and D, the Model panel's *Built-in* list is drawn apart from the pads, with text.
+//! `STARIA_WRITE_WINDOW_PNG=1` writes the render to `docs/plugin-window.png` (the README's
+//! screenshot); otherwise the committed one is checked to be a PNG of this size.
 
 use egui::epaint::{ClippedPrimitive, Color32, Primitive, TextureId};
 use egui::{Rect, pos2, vec2};
@@ -237,7 +238,7 @@ fn rasterize(
 }
 
 /// Renders the window as the editor draws it; returns the image and each pad's rectangle (in
-/// pixels), then the pads' visible area.
+/// pixels), then the pads' visible area, then the Model panel's *Built-in* list's button.
 fn render(shared: &Shared, size: EditorSize, scale: f32) -> (Image, Vec<Rect>) {
     let ctx = egui::Context::default();
     editor::apply_style(&ctx);
@@ -319,7 +320,33 @@ fn render(shared: &Shared, size: EditorSize, scale: f32) -> (Image, Vec<Rect>) {
         })
         .collect();
     pads.push(to_pixels(area));
+    let builtin = ctx
+        .data(|d| d.get_temp::<Rect>(editor::builtin_models_id()))
+        .expect("the built-in models' list is laid out");
+    pads.push(to_pixels(builtin));
     (img, pads)
+}
+
+/// The *Built-in* list's button lies in the window below the pads and shows text (light
+/// pixels: the default model's name, which the staged state uses).
+fn check_builtin_list(img: &Image, builtin: Rect, pads: &[Rect]) {
+    let window = Rect::from_min_size(pos2(0.0, 0.0), vec2(img.w as f32, img.h as f32));
+    assert!(window.contains_rect(builtin), "{builtin:?} in {window:?}");
+    assert!(
+        builtin.width() > 100.0 && builtin.height() > 10.0,
+        "{builtin:?}"
+    );
+    for p in pads {
+        assert!(!p.intersects(builtin), "{builtin:?} over a pad {p:?}");
+    }
+    let text = (builtin.min.y as usize..builtin.max.y as usize)
+        .flat_map(|y| (builtin.min.x as usize..builtin.max.x as usize).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.at(x, y).iter().all(|&c| c > 150))
+        .count();
+    assert!(
+        text > 20,
+        "no text in the built-in list ({text} light pixels)"
+    );
 }
 
 fn close(a: [u8; 3], b: Color32, tol: i32) -> bool {
@@ -351,8 +378,10 @@ fn docs_png() -> PathBuf {
 fn window_renders_pads_notes_and_panels() {
     let shared = staged();
     let (img, mut pads) = render(&shared, DEFAULT_SIZE, PIXELS_PER_POINT);
+    let builtin = pads.pop().unwrap();
     let area = pads.pop().unwrap();
     assert_eq!((img.w, img.h), (1560, 1050));
+    check_builtin_list(&img, builtin, &pads);
 
     // Not blank: many pixels differ from the background, in many colours.
     let bg = palette::BG;
@@ -433,7 +462,9 @@ fn window_renders_pads_notes_and_panels() {
 #[test]
 fn window_fits_its_minimum_size() {
     let (img, mut pads) = render(&staged(), MIN_SIZE, 1.0);
+    let builtin = pads.pop().unwrap();
     let area = pads.pop().unwrap();
+    check_builtin_list(&img, builtin, &pads);
     assert_eq!(
         (img.w, img.h),
         (MIN_SIZE.width as usize, MIN_SIZE.height as usize)

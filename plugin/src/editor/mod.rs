@@ -18,6 +18,8 @@ mod model_panel;
 pub mod no_host;
 pub mod pads;
 
+pub use model_panel::builtin_models_id;
+
 use nice_plug::context::gui::GuiContext;
 use nice_plug::editor::Editor;
 use nice_plug::prelude::ParamSetter;
@@ -96,7 +98,12 @@ pub struct WindowState {
 impl WindowState {
     pub fn new(shared: &Shared) -> Self {
         Self {
-            model_path_text: shared.params.model_path().unwrap_or_default(),
+            // A built-in model's name shows in the Built-in list, not as a folder.
+            model_path_text: shared
+                .params
+                .model_path()
+                .filter(|p| staria_engine::default_model::builtin_choice(p).is_none())
+                .unwrap_or_default(),
             export_folder_text: shared.params.export_folder(),
             export_message: None,
             model_message: None,

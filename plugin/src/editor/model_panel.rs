@@ -4,10 +4,14 @@
 //! Choosing a model only writes the model path: the plugin's monitor thread sees it and the
 //! engine loads the folder on its own thread while the old model keeps playing, so the window
 //! never waits. Folders are typed, pasted or chosen with *Browse...* (a native dialog on a thread
-//! of its own, see `folder_dialog`).
+//! of its own, see `folder_dialog`); a built-in model is chosen from the *Built-in* list, which
+//! writes its name as the model path (`staria_engine::default_model`: a path that exists wins
+//! over a name), so a saved project keeps the model by name.
 
 use egui::{self, RichText};
+use staria_engine::default_model::{BUILTIN_MODELS, DEFAULT_MODEL, builtin_choice};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::folder_dialog::{FolderDialog, NO_FOLDER};
 use super::form_strip::state_word;
@@ -16,14 +20,23 @@ use crate::export::{self, Scope};
 
 /// A model folder typed into the window, checked before it is handed to the engine: what can be
 /// told without reading the files (the engine's load names anything else wrong with them).
+/// A built-in model's name that is not an existing path passes as it is (the engine unpacks it).
 pub fn check_model_folder(text: &str) -> Result<String, String> {
     let path = text.trim();
     if path.is_empty() {
         return Err("type or paste a model folder first (or use the default model)".into());
     }
+    if builtin_choice(path).is_some() {
+        return Ok(path.to_string());
+    }
     let p = Path::new(path);
     match std::fs::metadata(p) {
-        Err(e) => return Err(format!("{path}: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "{path}: {e} (built-in models: {})",
+                staria_engine::default_model::builtin_names_line()
+            ));
+        }
         Ok(m) if !m.is_dir() => {
             return Err(format!(
                 "{path} is a file: choose the checkpoint folder that holds config.json, \
@@ -72,7 +85,7 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
     let facts = shared.gui.model_facts.lock().clone();
     match &facts {
         Some(f) => {
-            ui.label(format!("{} ({}, preset {})", f.name, f.kind, f.preset));
+            ui.label(f.name_line());
             ui.label(RichText::new(f.size_line()).color(palette::TEXT_DIM));
             ui.label(RichText::new(f.shape_line()).color(palette::TEXT_DIM));
         }
@@ -93,10 +106,12 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
                 .color(palette::TEXT_DIM),
         );
     }
+    let chosen_builtin = custom.as_deref().and_then(builtin_choice);
     ui.label(
-        RichText::new(match &custom {
-            Some(p) => format!("custom folder: {p}"),
-            None => "the default model".to_string(),
+        RichText::new(match (&custom, chosen_builtin) {
+            (Some(_), Some(m)) => format!("chosen: the built-in model {}", m.name),
+            (Some(p), None) => format!("chosen: custom folder {p}"),
+            (None, _) => format!("chosen: the default model ({DEFAULT_MODEL}, built in)"),
         })
         .color(palette::TEXT_DIM),
     );
@@ -135,6 +150,33 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
         }
     }
     ui.horizontal(|ui| {
+        ui.label("Built-in");
+        // The built-in model in use: the one chosen by name, else the default when nothing is.
+        let in_use = match &custom {
+            Some(_) => chosen_builtin.map(|m| m.name),
+            None => Some(DEFAULT_MODEL),
+        };
+        let selected = in_use.unwrap_or("choose a built-in model");
+        let combo = egui::ComboBox::from_id_salt("staria-builtin-models")
+            .selected_text(selected)
+            .width(200.0)
+            .show_ui(ui, |ui| {
+                let mut picked = None;
+                for (name, label) in builtin_labels() {
+                    let on = in_use == Some(*name);
+                    if ui.selectable_label(on, label.as_str()).clicked() {
+                        picked = Some(*name);
+                    }
+                }
+                picked
+            });
+        ui.ctx()
+            .data_mut(|d| d.insert_temp(builtin_models_id(), combo.response.rect));
+        if let Some(name) = combo.inner.flatten() {
+            shared.params.set_model_path(name);
+            state.model_path_text.clear();
+            state.model_message = None;
+        }
         if ui
             .add_enabled(custom.is_some(), egui::Button::new("Use the default model"))
             .clicked()
@@ -150,6 +192,30 @@ fn model(ui: &mut egui::Ui, shared: &Shared, state: &mut WindowState) {
     if !status.last_error.is_empty() {
         ui.label(RichText::new(format!("last error: {}", status.last_error)).color(palette::ERROR));
     }
+}
+
+/// Where the *Built-in* list's button was laid out (the off-screen test looks for it).
+pub fn builtin_models_id() -> egui::Id {
+    egui::Id::unique("staria-builtin-models")
+}
+
+/// (name, "baseline-small: decoder, 15.5 MB (default)") for every built-in model, read once
+/// from the bytes built in.
+fn builtin_labels() -> &'static [(&'static str, String)] {
+    static LABELS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
+    LABELS.get_or_init(|| {
+        BUILTIN_MODELS
+            .iter()
+            .map(|m| {
+                let kind = m
+                    .config()
+                    .map_or_else(|_| "?".to_string(), |c| c.kind().to_string());
+                let default = if m.is_default() { " (default)" } else { "" };
+                let mb = m.size_bytes() as f64 / 1e6;
+                (m.name, format!("{}: {kind}, {mb:.1} MB{default}", m.name))
+            })
+            .collect()
+    })
 }
 
 /// A "Browse..." button: opens a folder dialog unless one is already open.
@@ -262,7 +328,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
         let err = check_model_folder(missing.to_str().unwrap()).unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        assert!(err.contains("nope") && err.contains(DEFAULT_MODEL), "{err}");
+        // A built-in model's name passes as the name.
+        assert_eq!(check_model_folder(DEFAULT_MODEL).unwrap(), DEFAULT_MODEL);
         let file = dir.path().join("model.safetensors");
         std::fs::write(&file, b"x").unwrap();
         let err = check_model_folder(file.to_str().unwrap()).unwrap_err();
