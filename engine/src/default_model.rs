@@ -89,9 +89,6 @@ builtin_models![
 /// The built-in model used when none is chosen.
 pub const DEFAULT_MODEL: &str = "baseline-small";
 
-/// The default built-in model's name (the name this module had when there was one).
-pub const SHIPPED_MODEL: &str = DEFAULT_MODEL;
-
 const _: () = assert!(
     is_builtin_name(DEFAULT_MODEL),
     "DEFAULT_MODEL is not in the builtin_models! list"
