@@ -3,6 +3,7 @@
 //! frequent and the tests check the rules every choice must keep.
 
 use super::outbox::{BeatClock, Outbox};
+use super::sim::Sounded;
 use super::tests::generator;
 use super::two_voice_tests::two_voice_generator;
 use super::*;
@@ -102,29 +103,15 @@ fn run(g: &mut Generator, settings: LiveSettings, perf: &[TimedNote]) -> Run {
 /// The model's notes as they sound (cuts applied, as `sim` applies them; notes cut before
 /// their start left out).
 fn sounded(events: &[(f64, LiveEvent)]) -> Vec<TimedNote> {
-    let mut played: Vec<(TimedNote, bool)> = Vec::new();
+    let mut sounded = Sounded::default();
     for (_, e) in events {
         match *e {
-            LiveEvent::Play(n) => played.push((n, true)),
-            LiveEvent::Cut { pitch, at_ms } => {
-                for (m, alive) in played.iter_mut() {
-                    if *alive && m.pitch == pitch && m.end_ms > at_ms {
-                        if m.start_ms >= at_ms {
-                            *alive = false;
-                        } else {
-                            m.end_ms = at_ms;
-                        }
-                    }
-                }
-            }
+            LiveEvent::Play(n) => sounded.play(n),
+            LiveEvent::Cut { pitch, at_ms } => sounded.cut(pitch, at_ms),
             _ => {}
         }
     }
-    played
-        .into_iter()
-        .filter(|(n, alive)| *alive && n.end_ms > n.start_ms)
-        .map(|(n, _)| n)
-        .collect()
+    sounded.into_notes()
 }
 
 /// Model notes sounding at a performer's onset that started within the re-choice window

@@ -137,6 +137,47 @@ fn performer_events(perf: &Performance) -> Vec<(f64, bool, TimedNote)> {
     events
 }
 
+/// The model's notes as they sound: `Play`s with the `Cut`s applied (a cut ends the notes on
+/// its pitch sounding then, and removes those that start at or after it).
+#[derive(Debug, Default)]
+pub struct Sounded {
+    /// Each note handed out, and whether a cut removed it before it started.
+    played: Vec<(TimedNote, bool)>,
+}
+
+impl Sounded {
+    pub fn with_capacity(n: usize) -> Sounded {
+        Sounded {
+            played: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn play(&mut self, note: TimedNote) {
+        self.played.push((note, true));
+    }
+
+    pub fn cut(&mut self, pitch: u8, at_ms: f64) {
+        for (m, alive) in self.played.iter_mut() {
+            if *alive && m.pitch == pitch && m.end_ms > at_ms {
+                if m.start_ms >= at_ms {
+                    *alive = false;
+                } else {
+                    m.end_ms = at_ms;
+                }
+            }
+        }
+    }
+
+    /// The notes that sound, in the order they were handed out.
+    pub fn into_notes(self) -> Vec<TimedNote> {
+        self.played
+            .into_iter()
+            .filter(|(n, alive)| *alive && n.end_ms > n.start_ms)
+            .map(|(n, _)| n)
+            .collect()
+    }
+}
+
 /// Sounding notes that share a pitch at the same instant (overlap longer than 1 µs).
 pub fn count_collisions(model: &[TimedNote], performer: &[TimedNote]) -> usize {
     model
@@ -203,7 +244,7 @@ pub fn simulate_with_tempo(
     let end = perf.end_ms() + tail;
 
     let mut report = SimReport::default();
-    let mut played: Vec<(TimedNote, bool)> = Vec::with_capacity(perf.notes.len() * 2);
+    let mut played = Sounded::with_capacity(perf.notes.len() * 2);
     let mut open_response: Option<f64> = None;
     // Charged: the simulated time the session is busy until (an event waits for it).
     let mut busy_until = 0.0f64;
@@ -249,19 +290,9 @@ pub fn simulate_with_tempo(
                     if n.start_ms < now {
                         late += 1;
                     }
-                    played.push((n, true));
+                    played.play(n);
                 }
-                LiveEvent::Cut { pitch, at_ms } => {
-                    for (m, alive) in played.iter_mut() {
-                        if *alive && m.pitch == pitch && m.end_ms > at_ms {
-                            if m.start_ms >= at_ms {
-                                *alive = false;
-                            } else {
-                                m.end_ms = at_ms;
-                            }
-                        }
-                    }
-                }
+                LiveEvent::Cut { pitch, at_ms } => played.cut(pitch, at_ms),
                 LiveEvent::ResponseStart { at_ms } => open_response = Some(at_ms),
                 LiveEvent::ResponseEnd { at_ms, interrupted } => {
                     if let Some(start_ms) = open_response.take() {
@@ -289,11 +320,7 @@ pub fn simulate_with_tempo(
             interrupted: false,
         });
     }
-    report.model_notes = played
-        .into_iter()
-        .filter(|(n, alive)| *alive && n.end_ms > n.start_ms)
-        .map(|(n, _)| n)
-        .collect();
+    report.model_notes = played.into_notes();
     report.collisions = count_collisions(&report.model_notes, &perf.notes);
     report.stats = session.stats().clone();
     Ok(report)
