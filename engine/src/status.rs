@@ -64,6 +64,12 @@ pub struct EngineStatus {
     pub prompts_warmed: AtomicU64,
     /// Live sessions that took new snippets as their prompt and went on (`Command::LivePrompt`).
     pub live_prompt_changes: AtomicU64,
+    /// Pushed note-ons the engine took back (`Event::Retract`) before the audio side played
+    /// them: they never sounded.
+    pub notes_retracted: AtomicU64,
+    /// Retractions that came after the audio side had played the note-on (the race the engine
+    /// cannot see): the note was released at the start of the block that drained them.
+    pub retracted_after_playing: AtomicU64,
     last_error: Mutex<String>,
     model_name: Mutex<String>,
 }
@@ -83,6 +89,8 @@ impl Default for EngineStatus {
             loads_in_flight: AtomicU32::new(0),
             prompts_warmed: AtomicU64::new(0),
             live_prompt_changes: AtomicU64::new(0),
+            notes_retracted: AtomicU64::new(0),
+            retracted_after_playing: AtomicU64::new(0),
             last_error: Mutex::new(String::new()),
             model_name: Mutex::new(String::new()),
         }

@@ -315,6 +315,13 @@ fn accompaniment_plays_on_the_audio_clock_with_the_transport_stopped() {
         h.block();
     }
     assert!(end - start > 5.0, "the audio clock did not run");
+    let status = h.control.status();
+    println!(
+        "accompaniment on the audio clock: {} note-ons retracted before playing, {} released \
+         after playing (the race)",
+        status.notes_retracted.load(Relaxed),
+        status.retracted_after_playing.load(Relaxed)
+    );
     let model: Vec<&NoteEvent> = h.notes.iter().filter(|n| n.on).collect();
     assert!(!model.is_empty(), "{:?}", h.control.snapshot());
     for n in &model {

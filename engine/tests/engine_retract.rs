@@ -9,6 +9,7 @@ use audio_host::{Host, assert_paired, generate};
 use staria_engine::handover::RingSizes;
 use staria_engine::messages::{Event, NoteEvent, Retraction};
 use staria_engine::timing::TransportChange;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Samples per beat at the harness's 48 kHz and 120 bpm.
 const SAMPLES_PER_BEAT: f64 = 24_000.0;
@@ -21,6 +22,15 @@ fn retract(h: &mut Host, request_id: u32, pitch: u8, beat: f64) {
         channel: 0,
     };
     assert!(h.engine.push_event(Event::Retract(r)));
+}
+
+/// (`notes_retracted`, `retracted_after_playing`) from the status.
+fn counts(h: &Host) -> (u64, u64) {
+    let s = h.audio.status();
+    (
+        s.notes_retracted.load(Relaxed),
+        s.retracted_after_playing.load(Relaxed),
+    )
 }
 
 fn events_of(notes: &[(f64, NoteEvent)], pitch: u8) -> Vec<(f64, bool)> {
@@ -46,6 +56,7 @@ fn a_retracted_queued_note_emits_nothing() {
     retract(&mut h, 1, 60, 1.0);
     h.block();
     assert_eq!((h.audio.staged_len(), h.audio.remembered_len()), (2, 2));
+    assert_eq!(counts(&h), (1, 0));
     h.run_until(3.0);
     let notes = h.notes();
     assert_eq!(events_of(&notes, 60), []);
@@ -72,6 +83,7 @@ fn a_retraction_after_the_note_played_releases_it_at_the_block_start() {
     h.block();
     assert!(!h.audio.is_sounding(0, 60));
     assert_eq!(h.audio.sounding_count(), 0);
+    assert_eq!(counts(&h), (0, 1));
     let notes = h.notes();
     assert_eq!(
         events_of(&notes, 60),
@@ -141,6 +153,7 @@ fn a_retraction_of_an_unknown_note_does_nothing() {
             assert!(h.engine.push_event(Event::Retract(r)));
         }
         h.block();
+        assert_eq!(counts(&h), (0, 0));
         let held = (h.audio.staged_len(), h.audio.remembered_len());
         h.run_until(4.0);
         (h.out, held)

@@ -5,6 +5,7 @@
 
 use super::{AudioSide, key_of};
 use crate::messages::{Event, NoteEvent, Retraction};
+use std::sync::atomic::Ordering::Relaxed;
 
 impl AudioSide {
     /// Applies a retraction drained from the ring (or flushed with it at a relocation).
@@ -12,10 +13,16 @@ impl AudioSide {
         let t = &mut *self.tables;
         let staged = remove_note(&mut t.staging, &mut self.staged, r);
         remove_note(&mut t.memory, &mut self.remembered, r);
+        let status = &self.shared.status;
+        if staged {
+            status.notes_retracted.fetch_add(1, Relaxed);
+            return;
+        }
         let key = key_of(r.channel, r.pitch);
         let owner = self.tables.owner[key];
         // Played before the retraction came: released at this block's start, like a cut.
-        if !staged && owner != 0 && owner == r.request_id && self.tables.started[key] == r.beat {
+        if owner != 0 && owner == r.request_id && self.tables.started[key] == r.beat {
+            status.retracted_after_playing.fetch_add(1, Relaxed);
             self.release_key(key, owner, self.now_beat, 0, emit);
         }
     }

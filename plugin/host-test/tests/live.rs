@@ -364,7 +364,8 @@ fn call_and_response_answers_within_a_beat_and_stops_when_the_performer_returns(
 
 /// Accompany against a recorded melody: the model's voice goes out on its own channel (4) in
 /// its register (G2..G4, which the melody dips into), every note-on on the model's grid (none
-/// late), every note paired, and no model note sounds a key while the performer holds it.
+/// late), every note paired, no model note sounds a key while the performer holds it, and
+/// none cut before it started blips (a 128th of a beat).
 /// The melody passes through on its own channel, untouched.
 #[test]
 fn accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_performer() {
@@ -442,6 +443,19 @@ fn accompaniment_keeps_its_channel_register_and_timing_and_never_doubles_the_per
                         !(p == key && start.max(p_on) < end.min(p_off)),
                         "accompaniment {key} {start}..{end} sounds with the performer's {p} \
                          {p_on}..{p_off}"
+                    );
+                }
+                // No blip: a model note under a 64th of a beat is one the audio side released
+                // at a block start (the performer struck its key, or a retraction came after
+                // the note-on had played), never one cut before it started, which used to
+                // sound a 128th of a beat from its on-grid start (off the block grid).
+                if end - start < BEAT / 64 {
+                    println!("short accompaniment note {key} {start}..{end}");
+                    assert_eq!(
+                        end % BLOCK as u64,
+                        0,
+                        "accompaniment {key} {start}..{end}: a blip of a note cut before it \
+                         started"
                     );
                 }
             }
