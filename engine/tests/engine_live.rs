@@ -9,7 +9,7 @@
 use staria_engine::engine_thread::{Engine, EngineConfig};
 use staria_engine::live::LiveMode;
 use staria_engine::live::silence::SilenceWatch;
-use staria_engine::messages::{Command, Event, NoteEvent, Outcome};
+use staria_engine::messages::{Command, Event, NoteEvent, Outcome, RequestId};
 use staria_engine::swap::EngineControl;
 use staria_engine::timing::{LiveClock, TransportFrame};
 use staria_engine::{AudioSide, EngineState};
@@ -111,6 +111,28 @@ impl Host {
             .pos_beats
     }
 
+    /// A host on an engine with a tiny untrained model, and the folder holding the model.
+    fn with_tiny_model() -> (tempfile::TempDir, Host) {
+        let dir = tempfile::tempdir().unwrap();
+        staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
+        let host = Host::start(dir.path());
+        (dir, host)
+    }
+
+    /// Starts a live session at beat 0 (answers of `response_bars`, consonant on); its id.
+    fn start_live(&mut self, mode: LiveMode, response_bars: u8, seed: u32) -> RequestId {
+        let session = self.audio.next_request_id();
+        self.send(Command::LiveStart {
+            request_id: session,
+            mode,
+            origin_beat: 0.0,
+            response_bars,
+            seed,
+            consonant: true,
+        });
+        session
+    }
+
     fn send(&mut self, cmd: Command) {
         assert!(self.audio.send(cmd), "command ring full");
     }
@@ -182,19 +204,9 @@ fn assert_paired(notes: &[NoteEvent]) {
 /// session listens again, a silence hands over again, and its end leaves nothing sounding.
 #[test]
 fn handover_answer_then_the_performer_returns_and_everything_is_released() {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
-    let mut h = Host::start(dir.path());
+    let (_dir, mut h) = Host::with_tiny_model();
     h.audio.params().set_channel(2);
-    let session = h.audio.next_request_id();
-    h.send(Command::LiveStart {
-        request_id: session,
-        mode: LiveMode::Respond,
-        origin_beat: 0.0,
-        response_bars: 4,
-        seed: 7,
-        consonant: true,
-    });
+    h.start_live(LiveMode::Respond, 4, 7);
     h.run_until_beat(0.1);
     h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);
     assert!(h.notes.is_empty(), "the model played while listening");
@@ -290,21 +302,11 @@ fn handover_answer_then_the_performer_returns_and_everything_is_released() {
 /// (the melody dips into the voice's range).
 #[test]
 fn accompaniment_plays_on_the_audio_clock_with_the_transport_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
-    let mut h = Host::start(dir.path());
+    let (_dir, mut h) = Host::with_tiny_model();
     h.host_playing = false;
     h.audio.params().set_channel(3);
     h.audio.params().set_pitch_range(48, 60);
-    let session = h.audio.next_request_id();
-    h.send(Command::LiveStart {
-        request_id: session,
-        mode: LiveMode::Accompany,
-        origin_beat: 0.0,
-        response_bars: 1,
-        seed: 2,
-        consonant: true,
-    });
+    let session = h.start_live(LiveMode::Accompany, 1, 2);
     h.run_until_beat(0.2);
     let melody = [60u8, 62, 59, 57, 60, 55, 57, 59, 60, 64, 55, 57, 59, 60];
     let start = h.now();
@@ -375,20 +377,10 @@ fn report_late(what: &str, h: &Host) {
 /// follow the host's beats with nothing restarted.
 #[test]
 fn accompaniment_follows_a_tempo_change_on_the_host_transport() {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
-    let mut h = Host::start(dir.path());
+    let (_dir, mut h) = Host::with_tiny_model();
     h.audio.params().set_channel(3);
     h.audio.params().set_pitch_range(48, 60);
-    let session = h.audio.next_request_id();
-    h.send(Command::LiveStart {
-        request_id: session,
-        mode: LiveMode::Accompany,
-        origin_beat: 0.0,
-        response_bars: 1,
-        seed: 1,
-        consonant: true,
-    });
+    let session = h.start_live(LiveMode::Accompany, 1, 1);
     h.run_until_beat(0.2);
     h.perform(&[64, 62, 60, 59, 57, 59, 60, 62]);
     let change = h.now();
@@ -422,20 +414,10 @@ fn accompaniment_follows_a_tempo_change_on_the_host_transport() {
 /// the session's beat grid; the session's end releases what the finished answer still sounds.
 #[test]
 fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
-    let mut h = Host::start(dir.path());
+    let (_dir, mut h) = Host::with_tiny_model();
     h.host_playing = false;
     h.audio.params().set_channel(2);
-    let session = h.audio.next_request_id();
-    h.send(Command::LiveStart {
-        request_id: session,
-        mode: LiveMode::Respond,
-        origin_beat: 0.0,
-        response_bars: 4,
-        seed: 6,
-        consonant: true,
-    });
+    h.start_live(LiveMode::Respond, 4, 6);
     h.run_until_beat(0.1);
     h.perform(&[60, 62, 64, 65, 67, 65, 64, 62]);
     h.tempo = 150.0;
@@ -486,20 +468,10 @@ fn an_answer_after_a_tempo_change_on_the_audio_clock_keeps_its_bars_in_beats() {
 /// model keeps playing after the change.
 #[test]
 fn a_snippet_recorded_while_accompanying_changes_the_prompt_and_the_session_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    staria_test_support::tiny_checkpoint(dir.path(), "engine-live-tiny");
-    let mut h = Host::start(dir.path());
+    let (_dir, mut h) = Host::with_tiny_model();
     h.audio.params().set_channel(3);
     h.audio.params().set_pitch_range(36, 60);
-    let session = h.audio.next_request_id();
-    h.send(Command::LiveStart {
-        request_id: session,
-        mode: LiveMode::Accompany,
-        origin_beat: 0.0,
-        response_bars: 1,
-        seed: 5,
-        consonant: true,
-    });
+    let session = h.start_live(LiveMode::Accompany, 1, 5);
     h.run_until_beat(0.2);
     h.perform(&[64, 62, 60, 59]);
     let arm = h.now();
