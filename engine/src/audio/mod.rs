@@ -6,19 +6,28 @@
 //! notes (who started each key), so whatever the engine does or fails to do, every note-on it lets
 //! through gets a note-off.
 //!
-//! It also remembers the events the engine sent for the requests still alive. A transport jump
-//! or loop flushes what was queued for the old position; the audio side then queues the
-//! remembered events from the new position at once, so notes right at the new playhead play on
-//! time even while the engine is busy (a prefill, a model step) and cannot answer the jump
-//! before the block is due. The engine re-sends the same events under the new epoch; those the
-//! audio side already queued are recognised and skipped.
+//! It also remembers the events the engine sent for the section requests still alive. A
+//! transport jump or loop flushes what was queued for the old position; the audio side then
+//! queues the remembered events from the new position at once, so notes right at the new
+//! playhead play on time even while the engine is busy (a prefill, a model step) and cannot
+//! answer the jump before the block is due. The engine re-sends the same events under the new
+//! epoch; those the audio side already queued are recognised and skipped.
+//!
+//! A live session's requests (the `LiveStart`'s and its `Handover`s', from the `LiveStart` up
+//! to the next `Generate`) are not remembered: a live session's time line is the playhead, not
+//! a score, and the engine's outbox moves the notes it has not pushed to the new position
+//! itself (`live::outbox`). Re-queueing their old events would replay model notes already
+//! heard (a loop back), or a note-on pushed at the jump whose note-off the engine never sends
+//! (it counts a pushed note as over at a relocation) and which would hang. So at a relocation
+//! a live session's notes sounding are released, those queued are dropped (the look-ahead of
+//! a few tens of ms), and the session goes on from the new position.
 //!
 //! The engine may take back a note-on it pushed ([`Event::Retract`]: the live accompaniment
 //! re-choosing a note before it starts, `live::driver`). Draining the retraction removes the
-//! note-on and a note-off of it still queued from the queue and from the memory (a relocation
-//! does not bring it back); if the note-on was played already (the audio thread got there
-//! before the retraction, which the engine cannot know), the note is released at the start
-//! of the block that drains the retraction, offset 0, as a cut releases: never later than
+//! note-on and a note-off of it still queued from the queue (and from the memory, which holds
+//! a live session's notes no longer, so a relocation cannot bring it back); if the note-on was
+//! played already (the audio thread got there before the retraction, which the engine cannot
+//! know), the note is released at the start of the block that drains the retraction, offset 0, as a cut releases: never later than
 //! the note-off the engine used to send in its place (at the note's start plus a 128th of a
 //! beat, pushed at the same moment, so drained in the same block). The note-on is matched by
 //! request, channel, pitch and beat (whatever the epoch); a retraction of a note the audio
@@ -26,7 +35,7 @@
 //! section requests never send one.
 //!
 //! Files: this one holds [`AudioSide`] (link, commands, the per-block queue, cuts, note-offs);
-//! `transport.rs` its transport changes and the memory of live requests' events;
+//! `transport.rs` its transport changes and the memory of section requests' events;
 //! `retract.rs` retractions.
 
 use crate::handover::Shared;
@@ -109,6 +118,11 @@ pub struct AudioSide {
     /// memory for it instead of being dropped as late.
     after_wrap: RequestId,
     next_request: RequestId,
+    /// The live session's requests (`LiveStart`'s and its `Handover`s'): `live_from..live_until`
+    /// (0..0: none). The engine re-times them itself after a relocation, so they are never
+    /// remembered (`transport.rs`).
+    live_from: RequestId,
+    live_until: RequestId,
     epoch: u32,
     /// End of the last block seen: "now" for cancels sent between blocks.
     now_beat: f64,
@@ -156,6 +170,8 @@ impl AudioSide {
             n_cuts: 0,
             floor: 1,
             next_request: 1,
+            live_from: 0,
+            live_until: 0,
             epoch: 0,
             now_beat: 0.0,
             tracker: TransportTracker::default(),
@@ -231,6 +247,7 @@ impl AudioSide {
             return false;
         }
         self.shared.wake_engine();
+        self.note_live_requests(&cmd);
         if let Command::Generate {
             request_id,
             start_beat,

@@ -1,9 +1,10 @@
 //! Transport changes on the audio side: publishing the transport, and on a stop, start, jump or
 //! loop turning notes off, flushing what was queued and re-queueing the remembered events of the
-//! live requests from the new position; the memory of those events.
+//! section requests still alive from the new position; the memory of those events (never of a
+//! live session's requests, see the module notes of `audio`).
 
 use super::{AudioSide, MEMORY_CAPACITY, RESTAGE_LIMIT, STAGING_CAPACITY, order};
-use crate::messages::{Event, NoteEvent};
+use crate::messages::{Command, Event, NoteEvent, RequestId};
 use crate::timing::{TransportChange, TransportFrame};
 
 impl AudioSide {
@@ -106,8 +107,32 @@ impl AudioSide {
             .ok_or(hi)
     }
 
-    /// Remembers an event (once); `true` if it was remembered before.
+    /// Follows which requests are the live session's (a command `send` queued).
+    pub(super) fn note_live_requests(&mut self, cmd: &Command) {
+        match *cmd {
+            Command::LiveStart { request_id, .. } => {
+                self.live_from = request_id;
+                self.live_until = RequestId::MAX;
+            }
+            Command::Generate { request_id, .. } if self.is_live(request_id) => {
+                // A section request ends the session; ids go on growing from it.
+                self.live_until = request_id;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `request_id` is the live session's (its own or an answer's).
+    pub(super) fn is_live(&self, request_id: RequestId) -> bool {
+        (self.live_from..self.live_until).contains(&request_id)
+    }
+
+    /// Remembers an event of a section request (once); `true` if it was remembered before.
+    /// A live session's events are not remembered (`false`).
     pub(super) fn remember(&mut self, ev: &NoteEvent) -> bool {
+        if self.is_live(ev.request_id) {
+            return false;
+        }
         let at = match self.remembered_at(ev) {
             Ok(_) => return true,
             Err(at) => at,

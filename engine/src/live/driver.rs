@@ -8,9 +8,12 @@
 //!   the start's origin at the tempo of the start ([`BeatClock`]), whatever the tempo does
 //!   later: a tempo change stretches session time with the host's beats, and every pump tells
 //!   the session the host's tempo so its real-time margins stay real (`live::tempo`). A
-//!   relocation (a jump, the
-//!   switch between host and audio clock) moves the time line with it; notes that had started
-//!   are released by the audio side, the rest play at their new beats.
+//!   relocation (a jump, a loop, the switch between host and audio clock) moves the time line
+//!   with it: the notes pushed (those sounding, and the queued look-ahead of a few tens of ms)
+//!   are released or dropped by the audio side, which never re-queues a live session's events
+//!   from its memory (so a loop never replays the model's notes heard before it, and no pushed
+//!   note-on is left without its note-off); the notes not pushed yet play at their new beats
+//!   (`engine/tests/engine_live_relocate.rs`).
 //! - Accompaniment notes are request `LiveStart::request_id`; each answer of call and response
 //!   is its `Handover`'s request. An answer ends with `Outcome::Finished` (bars full) or
 //!   `Outcome::Cancelled` when the performer plays again (the audio side then releases every

@@ -9,8 +9,10 @@
 //! before anything else. A cut after a note's start moves its note-off earlier, never before
 //! the note-on plus `schedule::MIN_NOTE_BEATS` (a note that began sounds at least that long,
 //! and its note-off is never ordered before its note-on); a handed-out note is at least that
-//! long too. At equal beats note-offs go first, so a key struck again re-strikes. Storage is
-//! allocated once (`Outbox::new`).
+//! long too. At equal beats note-offs go first, so a key struck again re-strikes; one struck
+//! again less than `MIN_NOTE_BEATS` after a pushed note's start strikes when that note's
+//! note-off goes, at its start plus `MIN_NOTE_BEATS` (every note-off ends its own note-on).
+//! Storage is allocated once (`Outbox::new`).
 
 use crate::messages::{Event, NoteEvent, RequestId, Retraction};
 use crate::schedule::MIN_NOTE_BEATS;
@@ -72,12 +74,21 @@ impl Outbox {
         self.notes.is_empty()
     }
 
-    /// A handed-out note (beats). A note of the same key still sounding ends where it starts.
+    /// A handed-out note (beats). A note of the same key still sounding ends where it starts;
+    /// if that one's note-on was pushed less than `MIN_NOTE_BEATS` before, its note-off cannot
+    /// come sooner than that, so the new note starts there (at most a 128th of a beat late):
+    /// its note-on then follows the old note-off, which would otherwise end it on the audio
+    /// side (a note-off ends whatever note its request holds on the key).
     pub fn add(&mut self, request_id: RequestId, pitch: u8, velocity: u8, start: f64, end: f64) {
         if pitch > 127 || !(start.is_finite() && end.is_finite()) {
             return;
         }
         self.cut(pitch, start);
+        let start = self
+            .notes
+            .iter()
+            .filter(|n| n.pitch == pitch && !n.retract)
+            .fold(start, |s, n| s.max(n.end));
         self.notes.push(OutNote {
             request_id,
             pitch,
@@ -103,13 +114,14 @@ impl Outbox {
     }
 
     /// The transport moved by `shift` beats (a new `epoch`): the audio side released what
-    /// sounded, so started notes are over; the rest move with the time line.
+    /// sounded and dropped what was queued (it never re-queues a live session's events), so
+    /// pushed notes are over, started or not; the rest move with the time line.
     pub fn relocate(&mut self, shift: f64, epoch: u32) {
         self.epoch = epoch;
         self.notes.retain_mut(|n| {
             if n.on_pushed {
-                // A retraction still to push names the note-on as the audio side holds it (in
-                // its memory): unshifted.
+                // A retraction still to push names the note-on as it was pushed: unshifted
+                // (the audio side holds nothing of it any more; it does nothing there).
                 return n.retract;
             }
             n.start += shift;
@@ -297,6 +309,41 @@ mod tests {
             matches!(got[1], Event::Note(n) if n.on && n.velocity == 80),
             "{got:?}"
         );
+    }
+
+    /// A key struck again less than the shortest note after a pushed note's start: the old
+    /// note-off (at its start plus the shortest note) goes first and the new note-on follows
+    /// it, so the old note-off cannot end the new note; a note not pushed yet just ends.
+    #[test]
+    fn a_restrike_within_the_shortest_note_follows_the_old_note_off() {
+        let mut o = Outbox::new(0, 0);
+        o.add(4, 60, 90, 1.0, 2.0);
+        drain(&mut o, 1.0);
+        o.add(4, 60, 90, 1.003, 1.5);
+        let min_end = 1.0 + MIN_NOTE_BEATS;
+        assert_eq!(
+            drain(&mut o, 10.0),
+            [(min_end, false, 60), (min_end, true, 60), (1.5, false, 60)]
+        );
+        // Not pushed: the old note ends where the new one starts.
+        o.add(4, 62, 90, 3.0, 4.0);
+        o.add(4, 62, 90, 3.003, 3.5);
+        assert_eq!(
+            drain(&mut o, 10.0),
+            [
+                (3.0, true, 62),
+                (3.003, false, 62),
+                (3.003, true, 62),
+                (3.5, false, 62)
+            ]
+        );
+        // A new note shorter than the wait still lasts the shortest note.
+        o.add(4, 64, 90, 5.0, 6.0);
+        drain(&mut o, 5.0);
+        o.add(4, 64, 90, 5.001, 5.002);
+        let got = drain(&mut o, 10.0);
+        assert_eq!(got[1], (5.0 + MIN_NOTE_BEATS, true, 64), "{got:?}");
+        assert_eq!(got[2], (5.0 + 2.0 * MIN_NOTE_BEATS, false, 64), "{got:?}");
     }
 
     /// A retraction the ring refused survives a relocation, naming the note-on as it was
