@@ -150,6 +150,11 @@ pub struct TransportView {
     pub live: LivePhase,
     /// New snippets the running live session took as its prompt (and went on).
     pub live_prompts: u32,
+    /// Model notes the running live session took back (`Event::Retract`): before they
+    /// sounded, and of those, how many the audio side had just played (released at once)
+    /// (`EngineStatus::notes_retracted` + `retracted_after_playing`, and the latter).
+    pub live_retracted: u32,
+    pub live_retracted_playing: u32,
 }
 
 impl TransportView {
@@ -181,6 +186,8 @@ pub struct GuiShared {
     live: AtomicU8,
     /// [`TransportView::live_prompts`].
     live_prompts: AtomicU32,
+    /// [`TransportView::live_retracted`], [`TransportView::live_retracted_playing`].
+    live_retracted: [AtomicU32; 2],
     /// The Record A..D parameters as the audio thread last read them (bit per section).
     arm_seen: AtomicU8,
     /// Entries the ring had no room for.
@@ -264,6 +271,7 @@ impl GuiShared {
             form_pos: AtomicU32::new(0),
             live: AtomicU8::new(0),
             live_prompts: AtomicU32::new(0),
+            live_retracted: [AtomicU32::new(0), AtomicU32::new(0)],
             arm_seen: AtomicU8::new(0),
             log_dropped: AtomicU64::new(0),
             capture_overflow: AtomicU64::new(0),
@@ -332,6 +340,12 @@ impl GuiShared {
         self.live_prompts.store(changes, Relaxed);
     }
 
+    /// The notes the running live session took back, all and after playing (once per block).
+    pub fn publish_live_retracted(&self, taken_back: u32, after_playing: u32) {
+        self.live_retracted[0].store(taken_back, Relaxed);
+        self.live_retracted[1].store(after_playing, Relaxed);
+    }
+
     pub fn clear_section(&self) {
         self.section.store(0, Relaxed);
     }
@@ -397,6 +411,8 @@ impl GuiShared {
             queued: self.queued(),
             live: LivePhase::from_u8(self.live.load(Relaxed)),
             live_prompts: self.live_prompts.load(Relaxed),
+            live_retracted: self.live_retracted[0].load(Relaxed),
+            live_retracted_playing: self.live_retracted[1].load(Relaxed),
         }
     }
 

@@ -21,7 +21,8 @@
 //!   on, an answer under way finishes first). The cost is the new snippet's prefill, about
 //!   100 ms per 512 tokens (`staria bench`) plus the kept music. Counted in
 //!   [`LiveModes::prompt_changes`] (per session) and the engine's `live_prompt_changes`; the
-//!   window shows "prompt updated ×N" next to the live light.
+//!   window shows "prompt updated ×N" next to the live light, and "taken back ×N": the
+//!   engine's retractions since the `LiveStart` (`notes_retracted` + `retracted_after_playing`).
 //! - **Performer**: each note passes through as in *Sections* (a MIDI effect) and goes to the
 //!   engine (`LiveNoteOn` / `LiveNoteOff`, on the live clock) to be absorbed. The audio side
 //!   takes the performer's keys from the model at once (`AudioSide::performer_key`): a model
@@ -109,6 +110,9 @@ pub(crate) struct LiveModes {
     /// `LivePrompt`s sent to the running session (new snippets it took as its prompt); 0 at
     /// each `LiveStart`. The window shows it.
     pub(crate) prompt_changes: u64,
+    /// The engine's retraction counters (`notes_retracted`, `retracted_after_playing`) at the
+    /// last `LiveStart`: the window shows the session's own.
+    retracted_base: [u64; 2],
 }
 
 impl Default for LiveModes {
@@ -136,8 +140,16 @@ impl Default for LiveModes {
             snippets: 0,
             handovers: 0,
             prompt_changes: 0,
+            retracted_base: [0; 2],
         }
     }
+}
+
+/// The engine's retraction counters: taken back before playing, after playing.
+fn retracted(audio: &staria_engine::AudioSide) -> [u64; 2] {
+    let s = audio.status();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    [load(&s.notes_retracted), load(&s.retracted_after_playing)]
 }
 
 impl LiveModes {
@@ -325,6 +337,7 @@ impl Staria {
             if engine.audio.send(start) {
                 lm.running = Some(key);
                 lm.prompt_changes = 0;
+                lm.retracted_base = retracted(&engine.audio);
                 lm.session_id = request_id;
                 lm.refused = None;
                 lm.answer = 0;
@@ -450,6 +463,12 @@ impl Staria {
                 }
             }
             sounding = engine.audio.sounding_count() > 0;
+            let [all, played] = retracted(&engine.audio);
+            let [all_0, played_0] = lm.retracted_base;
+            let count = |n: u64, base: u64| n.saturating_sub(base).min(u32::MAX as u64) as u32;
+            let played = count(played, played_0);
+            self.gui
+                .publish_live_retracted(count(all, all_0).saturating_add(played), played);
         }
         self.gui.publish_live(lm.phase(sounding));
         self.gui

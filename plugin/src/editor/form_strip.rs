@@ -170,6 +170,18 @@ fn live_mode(ui: &mut egui::Ui, shared: &Shared, view: &TransportView, setter: &
              went on with what it had heard (an answer under way finished first)",
         );
     }
+    if view.live_retracted > 0 && view.live != LivePhase::Waiting {
+        ui.label(
+            RichText::new(format!("taken back \u{d7}{}", view.live_retracted))
+                .color(palette::TEXT_DIM),
+        )
+        .on_hover_text(format!(
+            "Model notes this session took back before they sounded (re-chosen to fit a note \
+             you played, or on a key you struck); {} of them had just begun and were \
+             released at once",
+            view.live_retracted_playing
+        ));
+    }
     if shared.params.mode.value() == crate::choices::ModeChoice::CallAndResponse
         && ui
             .button("Hand over")
@@ -269,5 +281,10 @@ mod tests {
         shared.gui.publish_live_prompts(2);
         let t = window_text(&shared);
         assert!(has(&t, "prompt updated \u{d7}2"), "{t:?}");
+        assert!(!t.iter().any(|s| s.starts_with("taken back")), "{t:?}");
+        // So are the model notes it took back.
+        shared.gui.publish_live_retracted(3, 1);
+        let t = window_text(&shared);
+        assert!(has(&t, "taken back \u{d7}3"), "{t:?}");
     }
 }

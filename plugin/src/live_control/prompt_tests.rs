@@ -124,3 +124,32 @@ fn a_snippet_recorded_during_an_answer_keeps_the_answer() {
     assert_ne!(p.live.live_modes.session_id, session);
     assert_eq!(p.live.live_modes.prompt_changes, 0);
 }
+
+/// The window shows the notes the running session took back: the engine's retraction
+/// counters since the session's `LiveStart` (before playing and after, together; and those
+/// after), not what earlier sessions counted.
+#[test]
+fn the_window_counts_the_sessions_own_retractions() {
+    let bump = |p: &Staria, before: u64, after: u64| {
+        let s = p.engine.as_ref().unwrap().audio.status();
+        s.notes_retracted.fetch_add(before, Relaxed);
+        s.retracted_after_playing.fetch_add(after, Relaxed);
+    };
+    let shown = |p: &mut Staria| {
+        p.end_live_block();
+        let v = p.gui.view();
+        (v.live_retracted, v.live_retracted_playing)
+    };
+    let mut p = live_plugin(2.0);
+    assert_eq!(shown(&mut p), (0, 0));
+    bump(&p, 3, 1);
+    block(&mut p, 8.1);
+    assert_eq!(shown(&mut p), (4, 1));
+    // A new session starts from nothing.
+    set(p.params.acc_channel.as_ptr(), 5.0);
+    block(&mut p, 8.2);
+    assert_eq!(shown(&mut p), (0, 0));
+    bump(&p, 1, 0);
+    block(&mut p, 8.3);
+    assert_eq!(shown(&mut p), (1, 0));
+}
