@@ -2,42 +2,14 @@
 //! `Command::LivePrompt`, not a new `LiveStart` (issue 11); what the session started with
 //! otherwise still starts it again.
 
+use super::tests::{frame, grid, set};
 use super::*;
 use crate::engine_host::EngineHost;
 use crate::keyswitch::KeyAction;
 use crate::midi_out::Event;
-use crate::timeline::{HostReport, Timeline};
 use nice_plug::prelude::Param;
 use staria_models::SectionLabel;
 use std::sync::atomic::Ordering::Relaxed;
-
-fn grid(beat: f64) -> Timeline {
-    Timeline::from_host(HostReport {
-        playing: true,
-        tempo: Some(120.0),
-        time_sig: (Some(4), Some(4)),
-        pos_beats: Some(beat),
-        bar_start_beats: Some((beat / 4.0).floor() * 4.0),
-        samples: 480,
-        sample_rate: 48_000.0,
-        ..HostReport::default()
-    })
-}
-
-fn frame(pos: f64) -> TransportFrame {
-    TransportFrame {
-        playing: true,
-        pos_beats: pos,
-        tempo_bpm: 120.0,
-        samples: 480,
-        sample_rate: 48_000.0,
-    }
-}
-
-fn set(ptr: nice_plug::prelude::ParamPtr, plain: f32) {
-    // SAFETY: the pointers point into the test's plugin's parameters, alive for the test.
-    unsafe { ptr._internal_set_normalized_value(ptr.preview_normalized(plain)) };
-}
 
 /// A plugin in `mode` (1: call and response, 2: accompany) with a running engine that reports
 /// a model loaded, whose first block started the session.
@@ -54,7 +26,7 @@ fn live_plugin(mode: f32) -> Staria {
 
 fn block(p: &mut Staria, beat: f64) {
     let mode = p.live_mode_wanted();
-    p.live.live_modes.frame(&frame(beat), mode);
+    p.live.live_modes.frame(&frame(true, beat), mode);
     p.step_live(4.0);
 }
 
