@@ -409,6 +409,41 @@ impl Staria {
                 dec_ids.shape()
             ))
         })?;
+        let lat = self.snippet_latents(b, sb)?;
+        let s = sb.sections.dim(1)?;
+        let dtype = self.dtype();
+        let n = self.cfg.encoder.n_latents;
+        let present = sb.present.to_dtype(dtype)?;
+        let big = -(layers::mask_value(dtype) as f64);
+        let key_mask = present
+            .unsqueeze(2)?
+            .broadcast_as((b, s, n))?
+            .reshape((b, 1, 1, s * n))?
+            .affine(big, -big)?;
+        let any = present.max_keepdim(1)?.reshape((b, 1, 1))?;
+        let kvs = self
+            .xattn
+            .iter()
+            .map(|site| {
+                Ok(site
+                    .project_kv(&lat)?
+                    .permute((2, 0, 3, 1, 4))?
+                    .contiguous()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.decoder
+            .forward_with(dec_ids, win, grid, |i, x| match self.cfg.site_after(i) {
+                Some(j) => self.xattn[j].forward(&x, &kvs[j], &key_mask, &any),
+                None => Ok(x),
+            })
+    }
+
+    /// The cross-attention sites' input for a training batch of `b` prompts: the encoded
+    /// snippets plus their section embeddings, `[b, slots * n_latents, encoder dim]` (the
+    /// latents of absent slots included; [`Staria::forward`] masks them out). Differentiable
+    /// through the encoder's and section embedding's variables; the trainer's CPU fast path
+    /// runs the decoder and the sites itself and calls this for their input.
+    pub fn snippet_latents(&self, b: usize, sb: &SnippetBatch) -> Result<Tensor> {
         let (sb_b, s) = sb.sections.dims2().map_err(|_| {
             Error::Config(format!(
                 "staria: sections must be [batch, slots], got {:?}",
@@ -434,32 +469,7 @@ impl Staria {
                 self.cfg.n_sections
             )));
         }
-        let dtype = self.dtype();
-        let n = self.cfg.encoder.n_latents;
-        let lat = self.latents_for(&self.encoder.encode(&sb.ids, &sb.mask)?, &sb.sections)?;
-        let present = sb.present.to_dtype(dtype)?;
-        let big = -(layers::mask_value(dtype) as f64);
-        let key_mask = present
-            .unsqueeze(2)?
-            .broadcast_as((b, s, n))?
-            .reshape((b, 1, 1, s * n))?
-            .affine(big, -big)?;
-        let any = present.max_keepdim(1)?.reshape((b, 1, 1))?;
-        let kvs = self
-            .xattn
-            .iter()
-            .map(|site| {
-                Ok(site
-                    .project_kv(&lat)?
-                    .permute((2, 0, 3, 1, 4))?
-                    .contiguous()?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.decoder
-            .forward_with(dec_ids, win, grid, |i, x| match self.cfg.site_after(i) {
-                Some(j) => self.xattn[j].forward(&x, &kvs[j], &key_mask, &any),
-                None => Ok(x),
-            })
+        self.latents_for(&self.encoder.encode(&sb.ids, &sb.mask)?, &sb.sections)
     }
 
     /// An empty KV cache for the decoder trunk.

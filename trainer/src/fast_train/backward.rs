@@ -16,15 +16,15 @@ use super::matmul::{Threads, View, ViewMut, matmul};
 use super::params::{LayerParams, Params};
 
 /// LayerNorm backward over rows of `dim`: `dx (+)= d LN(x) / dx . dy`; `dweight = sum over rows
-/// of dy * xhat` (written).
+/// of dy * xhat` (written; `None` for a frozen gain).
 #[allow(clippy::too_many_arguments)]
-fn layer_norm_backward(
+pub(crate) fn layer_norm_backward(
     x: &[f32],
     mean: &[f32],
     rstd: &[f32],
     weight: &[f32],
     dy: &[f32],
-    dweight: &mut [f32],
+    dweight: Option<&mut [f32]>,
     dx: &mut [f32],
     accumulate: bool,
 ) {
@@ -52,6 +52,9 @@ fn layer_norm_backward(
                 }
             }
         });
+    let Some(dweight) = dweight else {
+        return;
+    };
     dweight.fill(0.0);
     for ((x, dy), (&mu, &inv)) in x.chunks(dim).zip(dy.chunks(dim)).zip(mean.iter().zip(rstd)) {
         for ((dw, &x), &dy) in dweight.iter_mut().zip(x).zip(dy) {
@@ -61,7 +64,14 @@ fn layer_norm_backward(
 }
 
 /// `dweight [out, in] = dy^T @ x` for `y = x @ w^T`.
-fn weight_grad(dweight: &mut [f32], dy: &[f32], x: &[f32], rows: usize, inp: usize, out: usize) {
+pub(crate) fn weight_grad(
+    dweight: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    rows: usize,
+    inp: usize,
+    out: usize,
+) {
     matmul(
         ViewMut::rows(dweight, out, inp),
         View::rows(&dy[..rows * out], rows, out).t(),
@@ -72,7 +82,7 @@ fn weight_grad(dweight: &mut [f32], dy: &[f32], x: &[f32], rows: usize, inp: usi
 }
 
 /// `dx [rows, in] (+)= dy @ w` for `y = x @ w^T`.
-fn input_grad(
+pub(crate) fn input_grad(
     dx: &mut [f32],
     dy: &[f32],
     w: &[f32],
@@ -173,7 +183,8 @@ fn attention_backward(
 }
 
 /// One block's backward: on entry `resid` holds d loss / d(block output), on exit d loss /
-/// d(block input).
+/// d(block input). `train`: compute the block's weight gradients (a frozen block only passes
+/// the gradient through).
 #[allow(clippy::too_many_arguments)]
 fn block_backward(
     s: &Shape,
@@ -183,12 +194,15 @@ fn block_backward(
     resid: &mut [f32],
     scratch: &mut Scratch,
     rope: &RopeTables,
+    train: bool,
 ) {
     let (rows, d, f) = (s.rows(), s.dim, s.ff_hidden);
     let n = rows * d;
     // MLP half: out = mid + hidden @ w2^T.
     input_grad(scratch.d_hidden, resid, &w.w2, rows, f, d, false);
-    weight_grad(&mut g.w2, resid, &a.hidden, rows, f, d);
+    if train {
+        weight_grad(&mut g.w2, resid, &a.hidden, rows, f, d);
+    }
     scratch.d_gate[..rows * f]
         .par_chunks_mut(f)
         .zip(scratch.d_up[..rows * f].par_chunks_mut(f))
@@ -208,8 +222,10 @@ fn block_backward(
                 dg[i] = dh[i] * up[i] * sig * (1.0 + x * (1.0 - sig));
             }
         });
-    weight_grad(&mut g.w1, scratch.d_gate, &a.ff_normed, rows, d, f);
-    weight_grad(&mut g.w3, scratch.d_up, &a.ff_normed, rows, d, f);
+    if train {
+        weight_grad(&mut g.w1, scratch.d_gate, &a.ff_normed, rows, d, f);
+        weight_grad(&mut g.w3, scratch.d_up, &a.ff_normed, rows, d, f);
+    }
     input_grad(scratch.d_normed, scratch.d_gate, &w.w1, rows, d, f, false);
     input_grad(scratch.d_normed, scratch.d_up, &w.w3, rows, d, f, true);
     layer_norm_backward(
@@ -218,13 +234,15 @@ fn block_backward(
         &a.ff_rstd[..rows],
         &w.ff_norm,
         &scratch.d_normed[..n],
-        &mut g.ff_norm,
+        train.then_some(&mut g.ff_norm[..]),
         &mut resid[..n],
         true,
     );
     // Attention half: mid = input + attn_out @ out^T.
     input_grad(scratch.d_attn_out, resid, &w.out, rows, d, d, false);
-    weight_grad(&mut g.out, resid, &a.attn_out, rows, d, d);
+    if train {
+        weight_grad(&mut g.out, resid, &a.attn_out, rows, d, d);
+    }
     attention_backward(
         s,
         a,
@@ -233,7 +251,9 @@ fn block_backward(
         scratch.d_scores,
         rope,
     );
-    weight_grad(&mut g.qkv, scratch.d_qkv, &a.attn_normed, rows, d, 3 * d);
+    if train {
+        weight_grad(&mut g.qkv, scratch.d_qkv, &a.attn_normed, rows, d, 3 * d);
+    }
     input_grad(
         scratch.d_normed,
         scratch.d_qkv,
@@ -249,7 +269,7 @@ fn block_backward(
         &a.attn_rstd[..rows],
         &w.attn_norm,
         &scratch.d_normed[..n],
-        &mut g.attn_norm,
+        train.then_some(&mut g.attn_norm[..]),
         &mut resid[..n],
         true,
     );
@@ -266,6 +286,36 @@ struct Scratch<'a> {
     d_up: &'a mut [f32],
 }
 
+/// Which of the decoder's weight gradients a backward computes (frozen weights need none) and
+/// how far down it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trains {
+    /// Per block: its weights train.
+    pub layers: Vec<bool>,
+    /// The token and window-position embeddings (the gradient reaches the bottom).
+    pub embeddings: bool,
+    pub norm: bool,
+    pub lm_head: bool,
+    pub grid_head: bool,
+    /// The lowest block the gradient must pass through: blocks below it are skipped (nothing
+    /// there trains and no hook below needs the gradient). 0 when the embeddings train.
+    pub first_block: usize,
+}
+
+impl Trains {
+    /// Every weight of a decoder of `n_layers` blocks.
+    pub(crate) fn all(n_layers: usize) -> Self {
+        Self {
+            layers: vec![true; n_layers],
+            embeddings: true,
+            norm: true,
+            lm_head: true,
+            grid_head: true,
+            first_block: 0,
+        }
+    }
+}
+
 /// Fills `grads` with d(mean masked loss)/d(parameter); `buf.logits` must hold d loss /
 /// d logits (from `loss(.., grad = true)`).
 pub(crate) fn backward(
@@ -274,6 +324,23 @@ pub(crate) fn backward(
     grads: &mut Params,
     buf: &mut Buffers,
     rope: &RopeTables,
+) {
+    let trains = Trains::all(p.layers.len());
+    backward_with(s, p, grads, buf, rope, &trains, |_, _| {});
+}
+
+/// [`backward`] for the weights `trains` selects (the others' gradients are left as they
+/// were), with `before_block(i, resid)` run on the residual gradient before block `i`'s
+/// backward: the backward of the hook that [`super::forward::forward_with`] ran after block
+/// `i`, turning d loss / d(hook output) into d loss / d(hook input).
+pub(crate) fn backward_with(
+    s: &Shape,
+    p: &Params,
+    grads: &mut Params,
+    buf: &mut Buffers,
+    rope: &RopeTables,
+    trains: &Trains,
+    mut before_block: impl FnMut(usize, &mut [f32]),
 ) {
     let (rows, d, v) = (s.rows(), s.dim, s.vocab);
     let n = rows * d;
@@ -298,7 +365,9 @@ pub(crate) fn backward(
         d_up,
         ..
     } = buf;
-    weight_grad(&mut grads.lm_head, logits, final_normed, rows, d, v);
+    if trains.lm_head {
+        weight_grad(&mut grads.lm_head, logits, final_normed, rows, d, v);
+    }
     input_grad(d_normed, logits, &p.lm_head, rows, d, v, false);
     match s.grid {
         Some(g) => {
@@ -317,14 +386,16 @@ pub(crate) fn backward(
                         }
                     }
                 });
-            weight_grad(
-                &mut grads.grid_head,
-                grid_scores,
-                final_normed,
-                rows,
-                d,
-                g.bins,
-            );
+            if trains.grid_head {
+                weight_grad(
+                    &mut grads.grid_head,
+                    grid_scores,
+                    final_normed,
+                    rows,
+                    d,
+                    g.bins,
+                );
+            }
             input_grad(d_normed, grid_scores, &p.grid_head, rows, d, g.bins, true);
         }
         None => grads.grid_head.fill(0.0),
@@ -335,7 +406,7 @@ pub(crate) fn backward(
         &final_rstd[..rows],
         &p.norm,
         &d_normed[..n],
-        &mut grads.norm,
+        trains.norm.then_some(&mut grads.norm[..]),
         &mut resid[..n],
         false,
     );
@@ -348,14 +419,22 @@ pub(crate) fn backward(
         d_gate,
         d_up,
     };
-    for ((w, g), a) in p
+    for (i, ((w, g), a)) in p
         .layers
         .iter()
         .zip(grads.layers.iter_mut())
         .zip(layers.iter())
+        .enumerate()
         .rev()
     {
-        block_backward(s, w, g, a, resid, &mut scratch, rope);
+        before_block(i, &mut resid[..n]);
+        if i < trains.first_block {
+            return;
+        }
+        block_backward(s, w, g, a, resid, &mut scratch, rope, trains.layers[i]);
+    }
+    if !trains.embeddings {
+        return;
     }
     // Both embeddings are added into the first residual: each gets its gradient by row.
     grads.tok_emb.fill(0.0);

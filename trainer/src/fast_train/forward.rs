@@ -244,6 +244,18 @@ fn block(s: &Shape, w: &LayerParams, a: &mut LayerActs, resid: &mut [f32], rope:
 /// Forward through the LM head: fills every saved activation and `buf.logits` for the ids in
 /// `buf.ids`.
 pub(crate) fn forward(s: &Shape, p: &Params, buf: &mut Buffers, rope: &RopeTables) {
+    forward_with(s, p, buf, rope, |_, _| {});
+}
+
+/// [`forward`] with `after_block(i, resid)` run on the residual stream (`[rows, dim]`) after
+/// block `i`, as `Decoder::forward_with`'s hook: Staria's cross-attention sites go there.
+pub(crate) fn forward_with(
+    s: &Shape,
+    p: &Params,
+    buf: &mut Buffers,
+    rope: &RopeTables,
+    mut after_block: impl FnMut(usize, &mut [f32]),
+) {
     let (rows, d) = (s.rows(), s.dim);
     let n = rows * d;
     for (r, id) in buf.ids[..rows].iter().enumerate() {
@@ -261,8 +273,9 @@ pub(crate) fn forward(s: &Shape, p: &Params, buf: &mut Buffers, rope: &RopeTable
             }
         }
     }
-    for (w, a) in p.layers.iter().zip(buf.layers.iter_mut()) {
+    for (i, (w, a)) in p.layers.iter().zip(buf.layers.iter_mut()).enumerate() {
         block(s, w, a, &mut buf.resid, rope);
+        after_block(i, &mut buf.resid[..n]);
     }
     buf.final_input[..n].copy_from_slice(&buf.resid[..n]);
     layer_norm(

@@ -1,10 +1,15 @@
-//! The CPU fast path for training the decoder-only model: a hand-written forward, loss and
-//! backward over flat `f32` buffers, and the AdamW update on them.
+//! The CPU fast path for training the decoder-only model and Staria: a hand-written forward,
+//! loss and backward over flat `f32` buffers, and the AdamW update on them.
 //!
 //! Contract:
 //! - It computes the function of the candle path, `Decoder::forward` followed by
 //!   `batch::masked_nll` (see `forward.rs` for the maths), and its exact gradient, within f32
 //!   rounding (the gradient check in `tests.rs` compares every parameter gradient with candle's).
+//! - For Staria ([`StariaTrainer`], `staria.rs`) the same holds for `Staria::forward`: the
+//!   decoder with the gated cross-attention sites (`cross.rs`) runs here, the snippet encoder
+//!   and section embedding on candle, which gets d loss / d latents back for their gradients;
+//!   frozen parameters are those the optimizer does not hold (`staria_tests.rs` checks the loss
+//!   and every trainable gradient against candle's with the stages' trainable sets).
 //! - Parameters carry the candle `VarMap` names and shapes ([`params::param_shapes`]); the
 //!   optimizer state is [`crate::optim::AdamW`]'s ([`FlatAdamW`]). [`FastTrainer::new`] takes the
 //!   weights and moments from the candle objects and [`FastTrainer::write_back`] returns them, so
@@ -18,9 +23,13 @@
 
 mod backward;
 mod buffers;
+pub mod cross;
 mod forward;
 mod matmul;
 pub mod params;
+mod staria;
+#[cfg(test)]
+mod staria_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,12 +41,13 @@ use staria_models::grid::GridRows;
 use staria_models::params::SeededVars;
 use staria_models::window::WindowBins;
 
-use crate::batch::{Example, Layout, collate};
+use crate::batch::{Batch, Example, Layout, collate};
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWParams, FlatAdamW};
 use buffers::{Buffers, Widths};
 use forward::RopeTables;
 pub use params::{LayerParams, Params, param_shapes};
+pub use staria::StariaTrainer;
 
 /// The shape of one batch and the model sizes the kernels need.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,6 +103,26 @@ impl FastTrainer {
         opt: &AdamW,
         grid_rows: Option<GridRows>,
     ) -> Result<Self> {
+        let optim = opt.to_flat()?;
+        let mut names: Vec<String> = param_shapes(cfg).into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        let slot_names: Vec<&str> = optim.slots.iter().map(|s| s.name.as_str()).collect();
+        if slot_names != names.iter().map(String::as_str).collect::<Vec<_>>() {
+            return Err(TrainError::config(
+                "fast path: the optimizer must hold exactly the decoder's parameters",
+            ));
+        }
+        Self::with_optimizer(cfg, tensors, optim, grid_rows)
+    }
+
+    /// [`FastTrainer::new`] with the optimizer state given as is: a Staria trainer's holds its
+    /// trainable parameters, which need not be the decoder's.
+    fn with_optimizer(
+        cfg: &DecoderConfig,
+        tensors: &HashMap<String, Tensor>,
+        optim: FlatAdamW,
+        grid_rows: Option<GridRows>,
+    ) -> Result<Self> {
         if (cfg.grid_bins > 0) != grid_rows.is_some_and(|g| g.bins == cfg.grid_bins) {
             return Err(TrainError::config(format!(
                 "fast path: the model has grid_bins {} but the trainer got {:?} grid rows",
@@ -103,15 +133,6 @@ impl FastTrainer {
         cfg.validate()?;
         let head_dim = cfg.head_dim()?;
         let params = Params::from_tensors(cfg, tensors)?;
-        let optim = opt.to_flat()?;
-        let mut names: Vec<String> = param_shapes(cfg).into_iter().map(|(n, _)| n).collect();
-        names.sort();
-        let slot_names: Vec<&str> = optim.slots.iter().map(|s| s.name.as_str()).collect();
-        if slot_names != names.iter().map(String::as_str).collect::<Vec<_>>() {
-            return Err(TrainError::config(
-                "fast path: the optimizer must hold exactly the decoder's parameters",
-            ));
-        }
         Ok(Self {
             cfg: cfg.clone(),
             head_dim,
@@ -370,21 +391,28 @@ fn flat_batch(
         0,
         &Device::Cpu,
     )?;
-    let (batch, seq) = b.ids.dims2()?;
-    Ok(FlatBatch {
-        ids: b.ids.flatten_all()?.to_vec1::<u32>()?,
-        win: match &b.win {
-            Some(w) => w.flatten_all()?.to_vec1::<u32>()?,
-            None => Vec::new(),
-        },
-        grid: match &b.grid {
-            Some(g) => g.rows.flatten_all()?.to_vec1::<u32>()?,
-            None => Vec::new(),
-        },
-        targets: b.targets.flatten_all()?.to_vec1::<u32>()?,
-        mask: b.mask.flatten_all()?.to_vec1::<f32>()?,
-        batch,
-        seq,
-        tokens: b.tokens,
-    })
+    FlatBatch::of(&b)
+}
+
+impl FlatBatch {
+    /// The decoder inputs of a collated batch, flattened.
+    fn of(b: &Batch) -> Result<Self> {
+        let (batch, seq) = b.ids.dims2()?;
+        Ok(FlatBatch {
+            ids: b.ids.flatten_all()?.to_vec1::<u32>()?,
+            win: match &b.win {
+                Some(w) => w.flatten_all()?.to_vec1::<u32>()?,
+                None => Vec::new(),
+            },
+            grid: match &b.grid {
+                Some(g) => g.rows.flatten_all()?.to_vec1::<u32>()?,
+                None => Vec::new(),
+            },
+            targets: b.targets.flatten_all()?.to_vec1::<u32>()?,
+            mask: b.mask.flatten_all()?.to_vec1::<f32>()?,
+            batch,
+            seq,
+            tokens: b.tokens,
+        })
+    }
 }
