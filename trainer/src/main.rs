@@ -112,6 +112,11 @@ enum Cmd {
         /// Encoder checkpoint (from train-encoder).
         #[arg(long)]
         encoder: PathBuf,
+        /// Training implementation: `fast` (the decoder and cross-attention on the hand-written
+        /// CPU path, the encoder on candle), `candle` (autograd, any device) or `auto` (fast on
+        /// the CPU, candle elsewhere). Checkpoints are shared.
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
     },
     /// Wake-sleep training of a generator checkpoint with a structure recognizer.
     WakeSleep {
@@ -387,8 +392,10 @@ fn run(cli: Cli) -> Result<()> {
             common,
             decoder,
             encoder,
+            backend,
         } => {
-            let (exp, shards, opts) = setup(&common)?;
+            let (exp, shards, mut opts) = setup(&common)?;
+            opts.backend = backend;
             report(
                 "train-staria",
                 &train::train_staria(&exp, &shards, &opts, &decoder, &encoder)?,

@@ -586,5 +586,6 @@ pub fn wake_sleep(
         val_loss: None,
         tokens_per_s: state.tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
         out: opts.out.clone(),
+        fast: false,
     })
 }

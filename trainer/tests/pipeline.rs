@@ -460,6 +460,90 @@ fn runs_resume_across_the_candle_and_fast_backends() {
 }
 
 #[test]
+fn staria_runs_resume_across_the_candle_and_fast_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shards = prepared(tmp.path());
+    let exp = common::tiny_config();
+    let dec = tmp.path().join("decoder");
+    let enc = tmp.path().join("encoder");
+    train::train_decoder(&exp, &shards, &run_opts(&dec)).unwrap();
+    contrastive::train_encoder(&exp, &shards, &run_opts(&enc)).unwrap();
+    let opts = |dir: &str, backend, resume, max_steps| RunOptions {
+        backend,
+        resume,
+        max_steps,
+        ..run_opts(&tmp.path().join(dir))
+    };
+    // Stages A (3 steps), B (3) and C (2, the encoder training too).
+    let run = |dir: &str, backend, resume, max_steps| {
+        train::train_staria(
+            &exp,
+            &shards,
+            &opts(dir, backend, resume, max_steps),
+            &dec,
+            &enc,
+        )
+        .unwrap()
+    };
+    let candle = run("c", Backend::Candle, false, None);
+    let fast = run("f", Backend::Fast, false, None);
+    assert!(
+        !candle.fast && fast.fast,
+        "the fast run must run on the fast path"
+    );
+    let mut runs = vec![("fast", fast)];
+    // Stopped inside stage B, resumed on the other backend through stage C.
+    for (dir, first, second) in [
+        ("cf", Backend::Candle, Backend::Fast),
+        ("fc", Backend::Fast, Backend::Candle),
+    ] {
+        let s = run(dir, first, false, Some(4));
+        assert_eq!(s.steps, 4);
+        let s = run(dir, second, true, None);
+        assert_eq!(s.steps, 8);
+        assert_eq!(s.fast, second == Backend::Fast);
+        runs.push((dir, s));
+    }
+    let weights = |dir: &std::path::Path| {
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+    };
+    let want = weights(&candle.out);
+    for (what, s) in &runs {
+        // Same maths, different rounding: the runs agree closely after 8 steps (measured:
+        // losses within 1e-7 relative, weights within 2e-6).
+        let (loss, val) = (s.last_loss.unwrap(), s.val_loss.unwrap());
+        let (c_loss, c_val) = (candle.last_loss.unwrap(), candle.val_loss.unwrap());
+        assert!(
+            ((loss - c_loss) / c_loss).abs() < 1e-5 && ((val - c_val) / c_val).abs() < 1e-5,
+            "{what} run ends at loss {loss} (validation {val}), candle at {c_loss} ({c_val})"
+        );
+        let got = weights(&s.out);
+        assert_eq!(got.len(), want.len());
+        for (name, w) in &want {
+            let diff = (w - &got[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let scale = w
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                diff <= 1e-4 * scale.max(1.0),
+                "{what} run: {name} differs from candle's by {diff} (max |w| {scale})"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_run_adds_the_window_input_to_a_decoder_without_it() {
     let tmp = tempfile::tempdir().unwrap();
     let shards = prepared(tmp.path());

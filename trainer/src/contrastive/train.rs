@@ -210,5 +210,6 @@ pub fn train_encoder(
         val_loss: state.val_loss,
         tokens_per_s: mon.tokens_per_second(),
         out: opts.out.clone(),
+        fast: false,
     })
 }

@@ -22,7 +22,7 @@ use staria_models::model::{AnyModel, ModelConfig, ModelKind};
 use crate::batch::{Augment, Example, Layout, collate, masked_nll, prepare_piece};
 use crate::config::{DataSection, ExperimentConfig, Hyper};
 use crate::error::{Result, TrainError, fsx};
-use crate::fast_train::FastTrainer;
+use crate::fast_train::{FastTrainer, StariaTrainer};
 use crate::models::{self, TrainerState};
 use crate::optim::{AdamW, AdamWParams, Schedule};
 use crate::shards::{PieceMeta, SYNTHETIC, Shards, TRAIN, TWO_VOICE, VALIDATION};
@@ -46,12 +46,13 @@ pub struct RunOptions {
     /// Stop after this many steps of this invocation (for tests and time-boxed runs); the
     /// schedule still spans the configured steps, so a resumed run continues it.
     pub max_steps: Option<u64>,
-    /// Which implementation trains a decoder-only model (`train-decoder`).
+    /// Which implementation trains the model (`train-decoder`, `train-staria`).
     pub backend: Backend,
 }
 
-/// The implementation behind `train-decoder`'s steps and validation loss. Both train the same
-/// model to the same checkpoint and optimizer files, so a run resumes on either.
+/// The implementation behind `train-decoder`'s and `train-staria`'s steps and validation loss.
+/// Both train the same model to the same checkpoint and optimizer files, so a run resumes on
+/// either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Backend {
     /// The fast path on a CPU device, candle on a GPU.
@@ -64,7 +65,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Whether a decoder-only model trains on the fast path on `device`.
+    /// Whether a model trains on the fast path on `device`.
     pub fn use_fast(self, device: &Device) -> Result<bool> {
         match self {
             Backend::Auto => Ok(device.is_cpu()),
@@ -214,9 +215,17 @@ pub struct LmModel {
     pub snippet_len: usize,
     /// The beat-grid head's rows (`staria_models::grid`); `None` without a grid head.
     pub grid: Option<GridRows>,
-    /// Set for a decoder-only model on the fast CPU path: it then owns the current weights and
-    /// optimizer state, and [`LmModel::sync`] copies them back to `vars` and the `AdamW`.
-    pub fast: Option<FastTrainer>,
+    /// Set on the fast CPU path: it then owns the current weights and optimizer state, and
+    /// [`LmModel::sync`] copies them back to `vars` and the `AdamW`.
+    pub fast: Option<FastPath>,
+}
+
+/// The fast CPU path of an [`LmModel`], by model kind (boxed: each is a kilobyte or more of
+/// fields).
+pub enum FastPath {
+    Decoder(Box<FastTrainer>),
+    /// The decoder and cross-attention sites; the encoder stays on candle (`fast_train::staria`).
+    Staria(Box<StariaTrainer>),
 }
 
 impl LmModel {
@@ -245,15 +254,23 @@ impl LmModel {
     }
 
     /// Moves training to the fast CPU path from the current weights and `opt`'s state, with
-    /// buffers for batches of up to `batch` sequences of `seq` tokens. Decoder-only models only.
+    /// buffers for batches of up to `batch` sequences of `seq` tokens. A Staria model's
+    /// trainable set is the one `opt` holds: when it changes, [`LmModel::sync`] first, then
+    /// enable again.
     pub fn enable_fast(&mut self, opt: &AdamW, batch: usize, seq: usize) -> Result<()> {
-        let ModelConfig::Decoder(cfg) = &self.config else {
-            return Err(TrainError::config(
-                "the fast training path covers decoder-only models only",
-            ));
+        self.fast = None;
+        let fast = match &self.config {
+            ModelConfig::Decoder(cfg) => {
+                let mut fast = FastTrainer::from_vars(cfg, &self.vars, opt, self.grid)?;
+                fast.reserve(batch, seq);
+                FastPath::Decoder(Box::new(fast))
+            }
+            ModelConfig::Staria(cfg) => {
+                let mut fast = StariaTrainer::new(cfg, &self.vars, opt, self.grid)?;
+                fast.reserve(batch, seq);
+                FastPath::Staria(Box::new(fast))
+            }
         };
-        let mut fast = FastTrainer::from_vars(cfg, &self.vars, opt, self.grid)?;
-        fast.reserve(batch, seq);
         self.fast = Some(fast);
         Ok(())
     }
@@ -262,7 +279,8 @@ impl LmModel {
     /// the candle path), so that they can be saved.
     pub fn sync(&self, opt: &mut AdamW) -> Result<()> {
         match &self.fast {
-            Some(fast) => fast.write_back(&self.vars, opt),
+            Some(FastPath::Decoder(fast)) => fast.write_back(&self.vars, opt),
+            Some(FastPath::Staria(fast)) => fast.write_back(&self.vars, opt),
             None => Ok(()),
         }
     }
@@ -311,8 +329,13 @@ impl LmModel {
         clip: f64,
         device: &Device,
     ) -> Result<(f64, usize, f64)> {
-        if let Some(fast) = &mut self.fast {
-            return fast.train_step(examples, &opt.params, clip);
+        match &mut self.fast {
+            Some(FastPath::Decoder(fast)) => return fast.train_step(examples, &opt.params, clip),
+            Some(FastPath::Staria(fast)) => {
+                let model = staria_net(&self.model)?;
+                return fast.train_step(model, examples, &opt.params, clip);
+            }
+            None => {}
         }
         let (mean, sum, count, tokens) = self.loss(examples, device)?;
         let loss = sum / count.max(1.0);
@@ -337,7 +360,10 @@ impl LmModel {
         let (mut sum, mut count) = (0.0, 0.0);
         for chunk in examples.chunks(batch.max(1)) {
             let (s, c) = match &mut self.fast {
-                Some(fast) => fast.examples_loss(chunk)?,
+                Some(FastPath::Decoder(fast)) => fast.examples_loss(chunk)?,
+                Some(FastPath::Staria(fast)) => {
+                    fast.examples_loss(staria_net(&self.model)?, chunk)?
+                }
                 None => {
                     let (_, s, c, _) = self.loss(chunk, device)?;
                     (s, c)
@@ -348,6 +374,13 @@ impl LmModel {
         }
         Ok(sum / count.max(1.0))
     }
+}
+
+/// The Staria network of `model` (its encoder computes the fast path's latents).
+fn staria_net(model: &AnyModel) -> Result<&staria_models::Staria> {
+    model
+        .staria()
+        .ok_or_else(|| TrainError::config("the Staria fast path needs a Staria model"))
 }
 
 fn adamw(h: &Hyper) -> AdamWParams {
@@ -405,4 +438,6 @@ pub struct StageSummary {
     pub val_loss: Option<f64>,
     pub tokens_per_s: f64,
     pub out: PathBuf,
+    /// The steps ran on the fast CPU path (`fast_train`), not on candle.
+    pub fast: bool,
 }

@@ -129,6 +129,7 @@ pub fn run_lm(
         val_loss: state.val_loss,
         tokens_per_s: mon.tokens_per_second(),
         out: opts.out.clone(),
+        fast: lm.fast.is_some(),
     })
 }
 
@@ -289,7 +290,9 @@ pub fn staria_trainable(exp: &ExperimentConfig, n_layers: usize, step: u64, name
 /// section embedding (trunk and encoder frozen); stage B also unfreezes the decoder progressively
 /// from the top at `pretrained_lr_scale` times the LR; stage C trains everything, pretrained
 /// weights still at the lower LR. One warmup + cosine schedule spans A+B+C. The gates of the
-/// cross-attention sites train at `gate_lr_scale` times the LR throughout.
+/// cross-attention sites train at `gate_lr_scale` times the LR throughout. On the CPU the
+/// decoder and the sites train on the fast path (`fast_train::staria`, per `opts.backend`),
+/// the encoder on candle.
 pub fn train_staria(
     exp: &ExperimentConfig,
     shards: &Shards,
@@ -364,9 +367,11 @@ pub fn train_staria(
         None => new_state(STAGE, exp, shards, total, init, trunk_prompt_velocity),
     };
     // The trainable set in force; when it grows the network is rebuilt with the rest frozen
-    // (detached), so frozen weights cost no gradient work.
+    // (detached), so frozen weights cost no gradient work. On the fast path the trainer is
+    // rebuilt too, from the weights and optimizer state it hands back first.
     let mut current: Option<usize> = None;
     let device = opts.device.clone();
+    let fast = opts.backend.use_fast(&opts.device)?;
     run_lm(
         STAGE,
         exp,
@@ -383,6 +388,7 @@ pub fn train_staria(
                 return Ok(());
             }
             current = Some(vars.len());
+            lm.sync(opt)?;
             let train: std::collections::HashSet<&str> =
                 vars.iter().map(|(n, _)| n.as_str()).collect();
             let frozen = lm
@@ -397,6 +403,9 @@ pub fn train_staria(
             opt.add(vars, 1.0)?;
             opt.set_lr_scale(|n| !is_new(n), scale);
             opt.set_lr_scale(is_gate, gate_scale);
+            if fast {
+                lm.enable_fast(opt, h.batch_size, exp.data.seq_len)?;
+            }
             Ok(())
         },
     )
