@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use staria_models::StariaConfig;
 
 use super::backward::{input_grad, layer_norm_backward, weight_grad};
-use super::forward::{ROW_TASK, layer_norm, linear, silu};
+use super::forward::{ROW_TASK, layer_norm, linear, swiglu};
 use super::matmul::{Threads, View, ViewMut, matmul};
 use crate::error::{Result, TrainError};
 
@@ -442,15 +442,7 @@ pub(crate) fn site_forward(
     );
     linear(&mut a.gate, &a.ff_normed, &w.w1, rows, d, f);
     linear(&mut a.up, &a.ff_normed, &w.w3, rows, d, f);
-    a.hidden[..rows * f]
-        .par_chunks_mut(f)
-        .zip(a.gate.par_chunks(f).zip(a.up.par_chunks(f)))
-        .with_min_len(ROW_TASK)
-        .for_each(|(h, (g, u))| {
-            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
-                *h = silu(*g) * u;
-            }
-        });
+    swiglu(&mut a.hidden[..rows * f], &a.gate, &a.up, f);
     linear(&mut a.ff_out, &a.hidden, &w.w2, rows, f, d);
     add_gated(s, resid, &a.ff_out, inp.any, w.ff_gate[0].tanh());
 }

@@ -188,6 +188,20 @@ pub(crate) fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
+/// The SwiGLU product of the feed-forward halves: `hidden = silu(gate) * up`, row by row.
+/// Shapes: `hidden`, `gate`, `up` [rows, ff_hidden] with `hidden`'s rows the ones computed.
+pub(crate) fn swiglu(hidden: &mut [f32], gate: &[f32], up: &[f32], ff_hidden: usize) {
+    hidden
+        .par_chunks_mut(ff_hidden)
+        .zip(gate.par_chunks(ff_hidden).zip(up.par_chunks(ff_hidden)))
+        .with_min_len(ROW_TASK)
+        .for_each(|(h, (g, u))| {
+            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
+                *h = silu(*g) * u;
+            }
+        });
+}
+
 fn block(s: &Shape, w: &LayerParams, a: &mut LayerActs, resid: &mut [f32], rope: &RopeTables) {
     let (rows, d, f) = (s.rows(), s.dim, s.ff_hidden);
     let n = rows * d;
@@ -222,15 +236,7 @@ fn block(s: &Shape, w: &LayerParams, a: &mut LayerActs, resid: &mut [f32], rope:
     );
     linear(&mut a.gate, &a.ff_normed, &w.w1, rows, d, f);
     linear(&mut a.up, &a.ff_normed, &w.w3, rows, d, f);
-    a.hidden[..rows * f]
-        .par_chunks_mut(f)
-        .zip(a.gate.par_chunks(f).zip(a.up.par_chunks(f)))
-        .with_min_len(ROW_TASK)
-        .for_each(|(h, (g, u))| {
-            for ((h, g), u) in h.iter_mut().zip(g).zip(u) {
-                *h = silu(*g) * u;
-            }
-        });
+    swiglu(&mut a.hidden[..rows * f], &a.gate, &a.up, f);
     // resid += hidden @ w2^T
     matmul(
         ViewMut::rows(&mut resid[..n], rows, d),
