@@ -84,6 +84,7 @@ macro_rules! builtin_models {
 // One line per built-in model: the name of its folder under `models/pretrained`.
 builtin_models![
     "baseline-small", // decoder-only, f16
+    "staria-small",   // Staria (encoder + decoder with cross-attention), q8; loses to the baseline
 ];
 
 /// The built-in model used when none is chosen.
@@ -413,6 +414,13 @@ mod tests {
             let kind = config.kind().to_string();
             assert!(kind == "decoder" || kind == "staria", "{kind}");
             assert!(m.size_bytes() > 100_000, "{}", m.size_bytes());
+            // A model in the repository keeps within 30 MB (q8 or f16 weights make it fit).
+            assert!(
+                m.size_bytes() <= 30_000_000,
+                "{}: {} bytes, over the 30 MB a model in the repository may take",
+                m.name,
+                m.size_bytes()
+            );
         }
     }
 

@@ -393,6 +393,27 @@ fn built_in_models_are_listed_and_chosen_by_name() {
             "{v}"
         );
     }
+    // Each built-in model's kind, as its info says it (the Staria one with its encoder); both
+    // kinds are built in (issue 9: the baseline and Staria, to switch between).
+    let mut kinds = Vec::new();
+    for name in BUILTIN_NAMES {
+        let v: serde_json::Value = serde_json::from_str(&ok(&run(
+            &["info", "--json", "--model", name],
+            f.dir.path(),
+            None,
+        )))
+        .unwrap();
+        assert_eq!(v["name"], name);
+        match v["kind"].as_str() {
+            Some("staria") => assert!(v["encoder"]["latents"].as_u64().unwrap() > 0, "{v}"),
+            Some("decoder") => assert!(v["encoder"].is_null(), "{v}"),
+            _ => panic!("{name}: no kind: {v}"),
+        }
+        kinds.push(v["kind"].as_str().unwrap().to_string());
+    }
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(kinds, ["decoder", "staria"]);
     // A folder named like a built-in model, in the working folder, is that folder.
     let cwd = f.path("work");
     write_checkpoint(&cwd.join("baseline-small"), 3);

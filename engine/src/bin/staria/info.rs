@@ -9,6 +9,7 @@
 //! (nothing is unpacked).
 
 use staria_engine::default_model::{BUILTIN_MODELS, MODEL_ENV};
+use staria_models::ModelConfig;
 
 use crate::args::{InfoArgs, ModelsArgs};
 use crate::load::model_dir;
@@ -73,6 +74,11 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
     let weights = dir.join(staria_models::checkpoint::WEIGHTS_FILE);
     let params = staria_models::checkpoint::count_parameters(&weights)?;
     let dc = config.model.decoder();
+    // A Staria model's snippet encoder and where the decoder reads it (none for a decoder-only).
+    let staria = match &config.model {
+        ModelConfig::Staria(sc) => Some(sc),
+        ModelConfig::Decoder(_) => None,
+    };
     let p = &config.provenance;
     let info = serde_json::json!({
         "path": dir.display().to_string(),
@@ -85,6 +91,14 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
         "layers": dc.n_layers,
         "heads": dc.n_heads,
         "max_seq_len": dc.max_seq_len,
+        "encoder": staria.map(|sc| serde_json::json!({
+            "dim": sc.encoder.dim,
+            "layers": sc.encoder.n_layers,
+            "heads": sc.encoder.n_heads,
+            "latents": sc.encoder.n_latents,
+            "max_snippet_tokens": sc.encoder.max_seq_len,
+            "cross_attention_sites": sc.n_sites(),
+        })),
         "vocab_size": tok.vocab_size(),
         "instruments": tok.config().instruments,
         "performer_instrument": instrument_name(tok.performer_instrument()),
@@ -117,6 +131,20 @@ pub(crate) fn cmd_info(a: InfoArgs) -> Result<(), Failure> {
         "decoder     dim {}, {} layers, {} heads, context {} tokens",
         dc.dim, dc.n_layers, dc.n_heads, dc.max_seq_len
     );
+    if let Some(sc) = staria {
+        let e = &sc.encoder;
+        println!(
+            "encoder     dim {}, {} layers, {} heads, {} latents per snippet of up to {} tokens; \
+             read by {} cross-attention sites in the decoder's {} layers",
+            e.dim,
+            e.n_layers,
+            e.n_heads,
+            e.n_latents,
+            e.max_seq_len,
+            sc.n_sites(),
+            dc.n_layers,
+        );
+    }
     println!("vocabulary  {} tokens", tok.vocab_size());
     let performer = instrument_name(tok.performer_instrument());
     match tok.accompaniment_instrument() {
