@@ -28,7 +28,7 @@ impl Worker {
             Err(p) => format!("live session panicked: {}", panic_text(p.as_ref())),
         };
         self.link.shared.status.set_error(failure);
-        self.end_live();
+        self.end_live_with(Outcome::Failed);
     }
 
     /// Starts a waiting `LiveStart` (not while a section is being generated), then lets the
@@ -82,8 +82,14 @@ impl Worker {
 
     /// Ends the live session, if one runs; what it plays is silenced.
     pub(super) fn end_live(&mut self) {
+        self.end_live_with(Outcome::Cancelled);
+    }
+
+    /// Ends the live session, if one runs, its notes silenced and its request ended with
+    /// `outcome`.
+    fn end_live_with(&mut self, outcome: Outcome) {
         if let Some(mut run) = self.live.take() {
-            run.stop(&mut self.link);
+            run.stop(&mut self.link, outcome);
         }
     }
 }

@@ -248,3 +248,52 @@ fn a_prompt_change_without_a_session_is_ignored() {
     assert_eq!(status.live_prompt_changes.load(Relaxed), 0);
     assert!(status.last_error().is_empty());
 }
+
+/// A live session that fails (here a panic in the model's work) ends its request with
+/// `Outcome::Failed` (call and response too, between answers, so the plugin knows the session
+/// is gone), says why in the status and leaves no session behind; an accompaniment that is
+/// stopped ends with `Outcome::Cancelled` and no error.
+#[test]
+fn a_failing_live_session_ends_as_failed_and_says_why() {
+    use crate::live::LiveMode;
+    let dir = tempfile::tempdir().unwrap();
+    staria_test_support::tiny_checkpoint(dir.path(), "live-fail-tiny");
+    for (mode, fails, done) in [
+        (LiveMode::Accompany, true, &[(9, Outcome::Failed)][..]),
+        (LiveMode::Respond, true, &[(9, Outcome::Failed)][..]),
+        (LiveMode::Accompany, false, &[(9, Outcome::Cancelled)][..]),
+        (LiveMode::Respond, false, &[][..]),
+    ] {
+        let (mut audio, mut w) = worker(RingSizes {
+            commands: 16,
+            events: 256,
+        });
+        let g = crate::generate::Generator::load(dir.path(), &candle_core::Device::Cpu).unwrap();
+        w.generator = Some(Box::new(g));
+        assert!(audio.send(Command::LiveStart {
+            request_id: 9,
+            mode,
+            origin_beat: 0.0,
+            response_bars: 2,
+            seed: 1,
+            consonant: false,
+        }));
+        w.poll();
+        w.live_pump();
+        assert!(w.live.is_some(), "{}", w.link.shared.status.last_error());
+        if fails {
+            w.with_live(|_, _, _| panic!("injected failure"));
+        } else {
+            assert!(audio.send(Command::LiveStop));
+            w.poll();
+        }
+        assert!(w.live.is_none());
+        assert_eq!(outcomes(&mut audio), done, "{mode:?}, fails: {fails}");
+        let error = w.link.shared.status.last_error();
+        assert_eq!(
+            error.contains("live session panicked: injected failure"),
+            fails,
+            "{error}"
+        );
+    }
+}

@@ -18,7 +18,8 @@
 //!   is its `Handover`'s request. An answer ends with `Outcome::Finished` (bars full) or
 //!   `Outcome::Cancelled` when the performer plays again (the audio side then releases every
 //!   note of it at once and drops the rest); `LiveStop`, a section request, a model swap or
-//!   shutdown cancel what the session plays.
+//!   shutdown cancel what the session plays, and a session that fails (an error or a panic
+//!   in the model) ends what it plays with `Outcome::Failed`, the reason in the status.
 //! - A note is pushed as soon as the session hands it out (it is final then: the session's
 //!   commit window, `LiveSettings::commit_ahead_ms`, 50 ms before it sounds), or `push_ahead`
 //!   beats before it sounds if that is earlier, and right after the call that handed it out
@@ -80,6 +81,9 @@ pub struct LiveRun {
     outbox: Outbox,
     /// Accompaniment: the session's request; call and response: the current answer (0: none).
     request_id: RequestId,
+    /// `LiveStart::request_id`: a failure ends it too, so the plugin knows the session is gone
+    /// even in call and response between answers.
+    session_id: RequestId,
     /// What the session said during the current call (allocated once).
     events: Vec<LiveEvent>,
     last_playhead: f64,
@@ -162,6 +166,7 @@ impl LiveRun {
                 LiveMode::Accompany => start.request_id,
                 LiveMode::Respond => 0,
             },
+            session_id: start.request_id,
             events: Vec::with_capacity(256),
             last_playhead: t.playhead,
             epoch: t.epoch,
@@ -300,11 +305,16 @@ impl LiveRun {
         self.outbox.pump(limit, |ev| link.push_event(ev));
     }
 
-    /// The session ends: what it plays is cancelled (the audio side silences it now), and the
-    /// notes of a finished answer still sounding get their note-offs now.
-    pub fn stop(&mut self, link: &mut EngineLink) {
+    /// The session ends: what it plays ends with `outcome` (`Cancelled` when it is stopped,
+    /// `Failed` when it failed, and then the session's own request too; the audio side
+    /// silences it now either way), and the notes of a finished answer still sounding get their
+    /// note-offs now.
+    pub fn stop(&mut self, link: &mut EngineLink, outcome: Outcome) {
+        if outcome == Outcome::Failed && self.session_id != self.request_id {
+            push_done(link, self.session_id, outcome);
+        }
         if self.request_id != 0 {
-            push_done(link, self.request_id, Outcome::Cancelled);
+            push_done(link, self.request_id, outcome);
             self.outbox.drop_request(self.request_id);
             self.request_id = 0;
         }
