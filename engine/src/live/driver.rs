@@ -310,7 +310,8 @@ impl LiveRun {
     /// silences it now either way), and the notes of a finished answer still sounding get their
     /// note-offs now.
     pub fn stop(&mut self, link: &mut EngineLink, outcome: Outcome) {
-        if outcome == Outcome::Failed && self.session_id != self.request_id {
+        if outcome == Outcome::Failed && self.session_id != 0 && self.session_id != self.request_id
+        {
             push_done(link, self.session_id, outcome);
         }
         if self.request_id != 0 {
